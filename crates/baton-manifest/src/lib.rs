@@ -1,0 +1,501 @@
+//! The app manifest, `baton.toml`: what an app is, how it starts, how its
+//! health is checked and how its deploys are paced. This crate only reads and
+//! validates text; it never touches the file system beyond [`Manifest::load`]
+//! and knows nothing of servers, stores or processes. Every error names the
+//! file, the field and the reason, so a user can fix the manifest without
+//! reading Baton's code.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The file name Baton looks for at the root of an app's folder.
+pub const FILE_NAME: &str = "baton.toml";
+
+/// The environment used when none is named.
+pub const DEFAULT_ENVIRONMENT: &str = "production";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("{file}: cannot read: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("{file}:{line}:{column}: field `{field}`: {reason}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        field: String,
+        reason: String,
+    },
+    #[error("{file}: field `{field}`: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// How targets of an app are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    #[default]
+    Process,
+    Docker,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The app's name: lower-case letters, digits and dashes.
+    pub name: String,
+    /// Host names the proxy answers for in every environment that does not
+    /// name its own.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    pub web: Web,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub deploy: DeployPolicy,
+    /// Variables given to every target, in every environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Shell command that starts the web process. It receives its port in `PORT`.
+    pub command: String,
+    /// How long a target has to exit after SIGTERM before it is killed.
+    #[serde(default = "defaults::stop_timeout", with = "duration")]
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    #[serde(default = "defaults::health_interval", with = "duration")]
+    pub interval: Duration,
+    #[serde(default = "defaults::health_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "defaults::health_status")]
+    pub status: u16,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: defaults::health_path(),
+            interval: defaults::health_interval(),
+            timeout: defaults::health_timeout(),
+            status: defaults::health_status(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployPolicy {
+    /// How long a new target has to become healthy.
+    #[serde(default = "defaults::deploy_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// How long in-flight requests on the old target may take to finish.
+    #[serde(default = "defaults::drain_timeout", with = "duration")]
+    pub drain_timeout: Duration,
+    /// How long the previous release stays running for an instant rollback.
+    #[serde(default = "defaults::keep_warm", with = "duration")]
+    pub keep_warm: Duration,
+    /// How long a request may be held while the route switches.
+    #[serde(default = "defaults::hold_timeout", with = "duration")]
+    pub hold_timeout: Duration,
+    /// Extra host names that reach the release being previewed.
+    #[serde(default)]
+    pub preview_hosts: Vec<String>,
+}
+
+impl Default for DeployPolicy {
+    fn default() -> Self {
+        DeployPolicy {
+            timeout: defaults::deploy_timeout(),
+            drain_timeout: defaults::drain_timeout(),
+            keep_warm: defaults::keep_warm(),
+            hold_timeout: defaults::hold_timeout(),
+            preview_hosts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSection {
+    /// Replaces the top-level `hosts` in this environment.
+    pub hosts: Option<Vec<String>>,
+    /// Added to (and overriding) the top-level `env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a manifest means for one environment, with defaults and overrides
+/// applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvironmentConfig {
+    pub environment: String,
+    pub hosts: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn stop_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn health_path() -> String {
+        "/health".into()
+    }
+    pub fn health_interval() -> Duration {
+        Duration::from_millis(200)
+    }
+    pub fn health_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn health_status() -> u16 {
+        200
+    }
+    pub fn deploy_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn keep_warm() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn hold_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+/// Durations are written the way people say them: `"500ms"`, `"30s"`, `"10m"`.
+mod duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write it like \"500ms\", \"30s\" or \"10m\""
+            ))
+        })
+    }
+
+    pub fn serialize<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+}
+
+impl Manifest {
+    /// Reads `baton.toml` from an app folder.
+    pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
+        let path = dir.join(FILE_NAME);
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError::Unreadable {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Manifest::parse(&text, &file)
+    }
+
+    /// Parses and validates manifest text; `file` is only used in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
+        let deserializer = toml::Deserializer::new(text);
+        let manifest: Manifest =
+            serde_path_to_error::deserialize(deserializer).map_err(|e| {
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                let (line, column) = inner
+                    .span()
+                    .map(|span| line_column(text, span.start))
+                    .unwrap_or((1, 1));
+                ManifestError::Syntax {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    field: if field == "." { "(top level)".into() } else { field },
+                    reason: inner.message().trim().to_string(),
+                }
+            })?;
+        manifest.validate(file)?;
+        Ok(manifest)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ManifestError> {
+        let invalid = |field: &str, reason: String| ManifestError::Invalid {
+            file: file.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        if !is_name(&self.name) {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{:?} is not a valid app name: use 1 to 63 lower-case letters, digits and dashes, starting with a letter",
+                    self.name
+                ),
+            ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        for (i, host) in self.deploy.preview_hosts.iter().enumerate() {
+            check_host(host).map_err(|r| invalid(&format!("deploy.preview_hosts[{i}]"), r))?;
+        }
+        if self.web.command.trim().is_empty() {
+            return Err(invalid("web.command", "must not be empty".into()));
+        }
+        if !self.health.path.starts_with('/') {
+            return Err(invalid(
+                "health.path",
+                format!("{:?} must start with '/'", self.health.path),
+            ));
+        }
+        if !(100..=599).contains(&self.health.status) {
+            return Err(invalid(
+                "health.status",
+                format!("{} is not an HTTP status code (100 to 599)", self.health.status),
+            ));
+        }
+        for (field, value) in [
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+            ("deploy.timeout", self.deploy.timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be longer than zero".into()));
+            }
+        }
+        for key in self.env.keys() {
+            check_env_key(key).map_err(|r| invalid(&format!("env.{key}"), r))?;
+        }
+        for (name, section) in &self.environments {
+            if !is_name(name) {
+                return Err(invalid(
+                    &format!("environments.{name}"),
+                    format!("{name:?} is not a valid environment name: use lower-case letters, digits and dashes"),
+                ));
+            }
+            for (i, host) in section.hosts.iter().flatten().enumerate() {
+                check_host(host)
+                    .map_err(|r| invalid(&format!("environments.{name}.hosts[{i}]"), r))?;
+            }
+            for key in section.env.keys() {
+                check_env_key(key)
+                    .map_err(|r| invalid(&format!("environments.{name}.env.{key}"), r))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration for one environment: its hosts and variables.
+    pub fn environment(&self, environment: &str) -> EnvironmentConfig {
+        let section = self.environments.get(environment);
+        let hosts = section
+            .and_then(|s| s.hosts.clone())
+            .unwrap_or_else(|| self.hosts.clone());
+        let mut env = self.env.clone();
+        if let Some(section) = section {
+            env.extend(section.env.clone());
+        }
+        EnvironmentConfig {
+            environment: environment.to_string(),
+            hosts,
+            env,
+        }
+    }
+}
+
+/// App and environment names: DNS-label-like so they can appear in host
+/// names, paths and file names unescaped.
+pub fn is_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && !name.ends_with('-')
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{host:?} is not a valid host name: use lower-case labels of letters, digits and dashes separated by dots, without a port"
+        ))
+    }
+}
+
+fn check_env_key(key: &str) -> Result<(), String> {
+    let ok = !key.is_empty()
+        && !key.as_bytes()[0].is_ascii_digit()
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(format!(
+            "{key:?} is not a valid variable name: use letters, digits and '_', not starting with a digit"
+        ));
+    }
+    if key == "PORT" || key.starts_with("BATON_") {
+        return Err(format!("{key} is set by Baton and cannot be overridden"));
+    }
+    Ok(())
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "hello"
+hosts = ["hello.localhost"]
+[web]
+command = "python3 app.py"
+"#;
+
+    #[test]
+    fn minimal_manifest_gets_documented_defaults() {
+        let m = Manifest::parse(MINIMAL, "baton.toml").unwrap();
+        assert_eq!(m.name, "hello");
+        assert_eq!(m.runtime, RuntimeKind::Process);
+        assert_eq!(m.health.path, "/health");
+        assert_eq!(m.health.status, 200);
+        assert_eq!(m.deploy.keep_warm, Duration::from_secs(600));
+        assert_eq!(m.web.stop_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn full_manifest_parses_durations_and_environments() {
+        let text = r#"
+name = "shop"
+hosts = ["shop.example.com"]
+[web]
+command = "./server"
+stop_timeout = "3s"
+[health]
+path = "/up"
+interval = "250ms"
+timeout = "1s"
+status = 204
+[deploy]
+timeout = "2m"
+drain_timeout = "15s"
+keep_warm = "1h"
+hold_timeout = "1s"
+preview_hosts = ["next.shop.example.com"]
+[env]
+GREETING = "hi"
+LEVEL = "info"
+[environments.staging]
+hosts = ["staging.shop.example.com"]
+env = { LEVEL = "debug" }
+"#;
+        let m = Manifest::parse(text, "baton.toml").unwrap();
+        assert_eq!(m.health.interval, Duration::from_millis(250));
+        assert_eq!(m.deploy.timeout, Duration::from_secs(120));
+        assert_eq!(m.deploy.keep_warm, Duration::from_secs(3600));
+        let staging = m.environment("staging");
+        assert_eq!(staging.hosts, vec!["staging.shop.example.com"]);
+        assert_eq!(staging.env["LEVEL"], "debug");
+        assert_eq!(staging.env["GREETING"], "hi");
+        let production = m.environment("production");
+        assert_eq!(production.hosts, vec!["shop.example.com"]);
+        assert_eq!(production.env["LEVEL"], "info");
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = "name = \"hello\"\n[web]\ncommand = \"x\"\ncomand = \"y\"\n";
+        let err = Manifest::parse(text, "app/baton.toml").unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("app/baton.toml:4:"), "{message}");
+        assert!(message.contains("comand"), "{message}");
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let text = "name = \"hello\"\n[web]\ncommand = \"x\"\n[health]\ninterval = \"5 parsecs\"\n";
+        let err = Manifest::parse(text, "baton.toml").unwrap_err();
+        match &err {
+            ManifestError::Syntax { field, line, .. } => {
+                assert_eq!(field, "health.interval");
+                assert_eq!(*line, 5);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("invalid duration"));
+    }
+
+    #[test]
+    fn missing_command_is_reported() {
+        let err = Manifest::parse("name = \"hello\"\n[web]\n", "baton.toml").unwrap_err();
+        assert!(err.to_string().contains("command"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_field_and_reason() {
+        let cases = [
+            ("name = \"Hello\"\n[web]\ncommand = \"x\"\n", "name"),
+            ("name = \"a\"\nhosts = [\"a:80\"]\n[web]\ncommand = \"x\"\n", "hosts[0]"),
+            ("name = \"a\"\n[web]\ncommand = \"  \"\n", "web.command"),
+            ("name = \"a\"\n[web]\ncommand = \"x\"\n[health]\npath = \"up\"\n", "health.path"),
+            ("name = \"a\"\n[web]\ncommand = \"x\"\n[health]\nstatus = 42\n", "health.status"),
+            ("name = \"a\"\n[web]\ncommand = \"x\"\n[env]\nPORT = \"1\"\n", "env.PORT"),
+            ("name = \"a\"\n[web]\ncommand = \"x\"\n[deploy]\ntimeout = \"0s\"\n", "deploy.timeout"),
+            ("name = \"a\"\n[web]\ncommand = \"x\"\n[environments.Prod]\n", "environments.Prod"),
+        ];
+        for (text, expected_field) in cases {
+            match Manifest::parse(text, "baton.toml") {
+                Err(ManifestError::Invalid { field, .. }) => assert_eq!(field, expected_field),
+                other => panic!("{text:?}: expected invalid {expected_field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        assert!(is_name("hello-2"));
+        assert!(!is_name("2hello"));
+        assert!(!is_name("hello-"));
+        assert!(!is_name(""));
+        assert!(!is_name("a_b"));
+    }
+}

@@ -1,0 +1,237 @@
+//! The route table: for each app and environment, its hosts and which target
+//! is live or in preview. A table is immutable; a switch builds a new one and
+//! swaps it in whole, so a request sees either the old table or the new one,
+//! never half of each. Everything here is pure and synchronous.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::hold::Gate;
+use crate::target::Target;
+use crate::ProxyError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteKey {
+    pub app: String,
+    pub environment: String,
+}
+
+impl RouteKey {
+    pub fn new(app: impl Into<String>, environment: impl Into<String>) -> RouteKey {
+        RouteKey {
+            app: app.into(),
+            environment: environment.into(),
+        }
+    }
+}
+
+impl fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in {}", self.app, self.environment)
+    }
+}
+
+/// What the orchestrator asks the proxy to do for one app and environment.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub key: RouteKey,
+    pub hosts: Vec<String>,
+    /// Hosts that always reach the preview target (or the live one when no
+    /// release is in preview).
+    pub preview_hosts: Vec<String>,
+    pub live: Option<Arc<Target>>,
+    pub preview: Option<Arc<Target>>,
+    /// How long a request may wait while the route is held.
+    pub hold_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub spec: RouteSpec,
+    pub gate: Arc<Gate>,
+}
+
+impl Route {
+    /// The target a request should reach.
+    pub fn pick(&self, preview: bool) -> Option<&Arc<Target>> {
+        if preview {
+            self.spec.preview.as_ref().or(self.spec.live.as_ref())
+        } else {
+            self.spec.live.as_ref()
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: HashMap<RouteKey, Arc<Route>>,
+    /// host → (route, whether the host is a preview host)
+    hosts: HashMap<String, (Arc<Route>, bool)>,
+}
+
+impl RouteTable {
+    /// A new table with `spec` added or replacing the route of the same key.
+    /// Refuses a host that another app or environment already answers for.
+    pub(crate) fn with(&self, spec: RouteSpec, gate: Arc<Gate>) -> Result<RouteTable, ProxyError> {
+        for host in spec.hosts.iter().chain(&spec.preview_hosts) {
+            if let Some((other, _)) = self.hosts.get(host) {
+                if other.spec.key != spec.key {
+                    return Err(ProxyError::HostTaken {
+                        host: host.clone(),
+                        owner: other.spec.key.clone(),
+                    });
+                }
+            }
+        }
+        let mut routes = self.routes.clone();
+        routes.insert(spec.key.clone(), Arc::new(Route { spec, gate }));
+        Ok(RouteTable::index(routes))
+    }
+
+    pub(crate) fn without(&self, key: &RouteKey) -> RouteTable {
+        let mut routes = self.routes.clone();
+        routes.remove(key);
+        RouteTable::index(routes)
+    }
+
+    fn index(routes: HashMap<RouteKey, Arc<Route>>) -> RouteTable {
+        let mut hosts = HashMap::new();
+        for route in routes.values() {
+            for host in &route.spec.hosts {
+                hosts.insert(host.clone(), (Arc::clone(route), false));
+            }
+            for host in &route.spec.preview_hosts {
+                hosts.insert(host.clone(), (Arc::clone(route), true));
+            }
+        }
+        RouteTable { routes, hosts }
+    }
+
+    /// The route answering for `host` (already normalised), and whether the
+    /// host is one of its preview hosts.
+    pub(crate) fn resolve(&self, host: &str) -> Option<(&Arc<Route>, bool)> {
+        self.hosts.get(host).map(|(route, preview)| (route, *preview))
+    }
+
+    /// The specs of every route, sorted by key.
+    pub fn specs(&self) -> Vec<RouteSpec> {
+        let mut specs: Vec<RouteSpec> = self.routes.values().map(|r| r.spec.clone()).collect();
+        specs.sort_by(|a, b| a.key.cmp(&b.key));
+        specs
+    }
+
+    pub fn get(&self, key: &RouteKey) -> Option<RouteSpec> {
+        self.routes.get(key).map(|r| r.spec.clone())
+    }
+}
+
+/// Lower-cases a Host header value and strips its port and trailing dot.
+pub(crate) fn normalise_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let without_port = if raw.starts_with('[') {
+        // An IPv6 literal keeps its brackets; only a port after them goes.
+        match raw.find(']') {
+            Some(end) => &raw[..=end],
+            None => raw,
+        }
+    } else {
+        raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(app: &str, hosts: &[&str], live: Option<Arc<Target>>) -> RouteSpec {
+        RouteSpec {
+            key: RouteKey::new(app, "production"),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            preview_hosts: vec![],
+            live,
+            preview: None,
+            hold_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn target(id: i64) -> Arc<Target> {
+        Target::new(id, format!("127.0.0.1:{}", 1000 + id).parse().unwrap(), format!("r{id}"))
+    }
+
+    fn gate() -> Arc<Gate> {
+        Arc::new(Gate::new(16))
+    }
+
+    #[test]
+    fn hosts_resolve_to_their_route() {
+        let t = RouteTable::default()
+            .with(spec("a", &["a.test", "www.a.test"], Some(target(1))), gate())
+            .unwrap()
+            .with(spec("b", &["b.test"], Some(target(2))), gate())
+            .unwrap();
+        assert_eq!(t.resolve("a.test").unwrap().0.pick(false).unwrap().id, 1);
+        assert_eq!(t.resolve("www.a.test").unwrap().0.pick(false).unwrap().id, 1);
+        assert_eq!(t.resolve("b.test").unwrap().0.pick(false).unwrap().id, 2);
+        assert!(t.resolve("c.test").is_none());
+    }
+
+    #[test]
+    fn replacing_a_route_drops_hosts_it_no_longer_has() {
+        let t = RouteTable::default()
+            .with(spec("a", &["a.test", "old.a.test"], Some(target(1))), gate())
+            .unwrap();
+        let t = t.with(spec("a", &["a.test"], Some(target(2))), gate()).unwrap();
+        assert_eq!(t.resolve("a.test").unwrap().0.pick(false).unwrap().id, 2);
+        assert!(t.resolve("old.a.test").is_none());
+    }
+
+    #[test]
+    fn a_host_belongs_to_one_route_only() {
+        let t = RouteTable::default()
+            .with(spec("a", &["shared.test"], Some(target(1))), gate())
+            .unwrap();
+        match t.with(spec("b", &["shared.test"], Some(target(2))), gate()) {
+            Err(ProxyError::HostTaken { host, owner }) => {
+                assert_eq!(host, "shared.test");
+                assert_eq!(owner.app, "a");
+            }
+            other => panic!("expected HostTaken, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn preview_goes_to_the_preview_target_and_falls_back_to_live() {
+        let mut s = spec("a", &["a.test"], Some(target(1)));
+        s.preview_hosts = vec!["next.a.test".into()];
+        let t = RouteTable::default().with(s.clone(), gate()).unwrap();
+        let (route, is_preview) = t.resolve("next.a.test").unwrap();
+        assert!(is_preview);
+        assert_eq!(route.pick(true).unwrap().id, 1, "no preview: live answers");
+        s.preview = Some(target(2));
+        let t = t.with(s, gate()).unwrap();
+        let (route, _) = t.resolve("a.test").unwrap();
+        assert_eq!(route.pick(false).unwrap().id, 1);
+        assert_eq!(route.pick(true).unwrap().id, 2);
+    }
+
+    #[test]
+    fn removing_a_route_frees_its_hosts() {
+        let t = RouteTable::default()
+            .with(spec("a", &["a.test"], Some(target(1))), gate())
+            .unwrap();
+        let t = t.without(&RouteKey::new("a", "production"));
+        assert!(t.resolve("a.test").is_none());
+        assert!(t.with(spec("b", &["a.test"], None), gate()).is_ok());
+    }
+
+    #[test]
+    fn host_headers_are_normalised() {
+        assert_eq!(normalise_host("Hello.Localhost:8080"), "hello.localhost");
+        assert_eq!(normalise_host("example.com."), "example.com");
+        assert_eq!(normalise_host("[::1]:80"), "[::1]");
+        assert_eq!(normalise_host("plain"), "plain");
+    }
+}

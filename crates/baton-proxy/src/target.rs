@@ -1,0 +1,124 @@
+//! A target as the proxy sees it: an address and counters. The counters are
+//! shared by every version of the route table, so a request that started on
+//! an old table still counts on the target it reached.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub struct Target {
+    pub id: i64,
+    pub addr: SocketAddr,
+    pub release: String,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    idle: Notify,
+}
+
+/// A snapshot of a target's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetStats {
+    pub in_flight: usize,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+impl Target {
+    pub fn new(id: i64, addr: SocketAddr, release: impl Into<String>) -> Arc<Target> {
+        Arc::new(Target {
+            id,
+            addr,
+            release: release.into(),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    pub fn stats(&self) -> TargetStats {
+        TargetStats {
+            in_flight: self.in_flight.load(Ordering::Acquire),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            target: Arc::clone(self),
+        }
+    }
+
+    pub(crate) fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until no request is in flight on this target, or `timeout`
+    /// passes. Returns the number still in flight (0 when drained).
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.in_flight.load(Ordering::Acquire);
+            if now == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight.load(Ordering::Acquire);
+            }
+        }
+    }
+}
+
+/// Held for as long as a request (including its response body) is in flight.
+pub(crate) struct InFlight {
+    target: Arc<Target>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.target.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.target.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_returns_when_the_last_request_ends() {
+        let t = Target::new(1, "127.0.0.1:1".parse().unwrap(), "r1");
+        let a = t.begin();
+        let b = t.begin();
+        assert_eq!(t.stats().in_flight, 2);
+        let waiter = {
+            let t = Arc::clone(&t);
+            tokio::spawn(async move { t.drain(Duration::from_secs(5)).await })
+        };
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        assert_eq!(waiter.await.unwrap(), 0);
+        assert_eq!(t.stats().requests, 2);
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_after_its_timeout() {
+        let t = Target::new(1, "127.0.0.1:1".parse().unwrap(), "r1");
+        let _stuck = t.begin();
+        assert_eq!(t.drain(Duration::from_millis(20)).await, 1);
+    }
+}

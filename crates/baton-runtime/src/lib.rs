@@ -1,0 +1,115 @@
+//! Runtimes start, watch and stop targets. A runtime knows how to run one
+//! target of a release and nothing about routes, deployments or the store;
+//! the orchestrator decides what to start and when. Targets outlive the
+//! Baton server that started them: a runtime can find a target again from
+//! its [`TargetHandle`] after a restart and adopt it without restarting it.
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+pub use process::ProcessRuntime;
+
+/// Everything needed to start one target.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub target_id: i64,
+    pub app: String,
+    pub environment: String,
+    pub release: String,
+    /// The release's unpacked, read-only folder.
+    pub dir: PathBuf,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub port: u16,
+}
+
+/// How a runtime finds a target again; stored with the target's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHandle {
+    pub target_id: i64,
+    /// Runtime-specific: for processes `pid@start-time`.
+    pub reference: String,
+}
+
+/// How a target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// The target was adopted after a restart, so its exit status is not ours
+    /// to read; we only saw it disappear.
+    Vanished,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exited with code {code}"),
+            Exit::Signal(signal) => write!(f, "was killed by signal {signal}"),
+            Exit::Vanished => write!(f, "is no longer running"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start `{command}` in {dir}: {source}")]
+    Spawn {
+        command: String,
+        dir: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the target's log {path}: {source}")]
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("target handle {0:?} is not one this runtime made")]
+    BadHandle(String),
+    #[error("cannot signal target {target}: {reason}")]
+    Signal { target: String, reason: String },
+}
+
+pub trait Runtime: Send + Sync + 'static {
+    /// Starts a target and returns as soon as it is running (not yet healthy).
+    fn start<'a>(&'a self, spec: &'a TargetSpec) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>>;
+
+    /// Whether the target is still running.
+    fn alive(&self, handle: &TargetHandle) -> bool;
+
+    /// Resolves when the target ends, however it ends.
+    fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit>;
+
+    /// Asks the target to stop, and kills it after `grace`.
+    fn stop<'a>(&'a self, handle: &'a TargetHandle, grace: Duration) -> BoxFuture<'a, Result<Exit, RuntimeError>>;
+
+    /// Size of the target's output so far, in bytes.
+    fn log_len(&self, target_id: i64) -> u64;
+
+    /// Up to `max` bytes of the target's output from `offset`.
+    fn read_log(&self, target_id: i64, offset: u64, max: usize) -> Vec<u8>;
+
+    /// The last `lines` lines of the target's output.
+    fn tail(&self, target_id: i64, lines: usize) -> Vec<String> {
+        let len = self.log_len(target_id);
+        let window = 64 * 1024;
+        let bytes = self.read_log(target_id, len.saturating_sub(window), window as usize);
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+}
+
+/// A free TCP port on the loopback interface for a new target.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

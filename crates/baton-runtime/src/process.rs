@@ -1,0 +1,313 @@
+//! The process runtime: a target is a process group started with `sh -c`,
+//! in the release's folder, its output appended to a log file. Processes are
+//! put in their own process group so that stopping Baton (even with kill -9)
+//! never stops them, and stopping a target stops everything it started.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use crate::{Exit, Runtime, RuntimeError, TargetHandle, TargetSpec};
+
+pub struct ProcessRuntime {
+    logs: PathBuf,
+    /// Exit watchers for the processes this server started itself.
+    children: Arc<Mutex<HashMap<u32, watch::Receiver<Option<Exit>>>>>,
+}
+
+impl ProcessRuntime {
+    /// Target output goes to `logs/<target id>.log`.
+    pub fn new(logs: impl Into<PathBuf>) -> ProcessRuntime {
+        ProcessRuntime {
+            logs: logs.into(),
+            children: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn log_path(&self, target_id: i64) -> PathBuf {
+        self.logs.join(format!("{target_id}.log"))
+    }
+}
+
+fn parse(handle: &TargetHandle) -> Result<(u32, u64), RuntimeError> {
+    let bad = || RuntimeError::BadHandle(handle.reference.clone());
+    let (pid, start) = handle.reference.split_once('@').ok_or_else(bad)?;
+    Ok((pid.parse().map_err(|_| bad())?, start.parse().map_err(|_| bad())?))
+}
+
+/// The process's start time (clock ticks since boot) and whether it is a
+/// zombie, from /proc. A pid alone can be reused; pid plus start time cannot.
+fn proc_start(pid: u32) -> Option<(u64, bool)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let zombie = fields.first() == Some(&"Z");
+    Some((fields.get(19)?.parse().ok()?, zombie))
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Vanished,
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn start<'a>(&'a self, spec: &'a TargetSpec) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>> {
+        async move {
+            let path = self.log_path(spec.target_id);
+            let log_error = |source| RuntimeError::Log {
+                path: path.display().to_string(),
+                source,
+            };
+            fs::create_dir_all(&self.logs).map_err(log_error)?;
+            let mut log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(log_error)?;
+            let _ = writeln!(
+                log,
+                "[baton] starting target {} of {} release {} on port {}: {}",
+                spec.target_id,
+                spec.app,
+                &spec.release[..spec.release.len().min(12)],
+                spec.port,
+                spec.command
+            );
+            let stderr = log.try_clone().map_err(log_error)?;
+            let mut command = tokio::process::Command::new("sh");
+            command
+                .arg("-c")
+                .arg(&spec.command)
+                .current_dir(&spec.dir)
+                .envs(&spec.env)
+                .env("PORT", spec.port.to_string())
+                .env("BATON_APP", &spec.app)
+                .env("BATON_ENVIRONMENT", &spec.environment)
+                .env("BATON_RELEASE", &spec.release)
+                .env("BATON_TARGET", spec.target_id.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(stderr))
+                .process_group(0)
+                .kill_on_drop(false);
+            let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
+                command: spec.command.clone(),
+                dir: spec.dir.display().to_string(),
+                source,
+            })?;
+            let pid = child.id().unwrap_or(0);
+            let start = proc_start(pid).map(|(start, _)| start).unwrap_or(0);
+            let (tx, rx) = watch::channel(None);
+            self.children
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pid, rx);
+            let children = Arc::clone(&self.children);
+            tokio::spawn(async move {
+                let exit = match child.wait().await {
+                    Ok(status) => exit_of(status),
+                    Err(_) => Exit::Vanished,
+                };
+                let _ = tx.send(Some(exit));
+                // Keep the receiver around briefly so a late waiter still sees it.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                children.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+            });
+            Ok(TargetHandle {
+                target_id: spec.target_id,
+                reference: format!("{pid}@{start}"),
+            })
+        }
+        .boxed()
+    }
+
+    fn alive(&self, handle: &TargetHandle) -> bool {
+        let Ok((pid, start)) = parse(handle) else {
+            return false;
+        };
+        if let Some(rx) = self.children.lock().unwrap_or_else(|e| e.into_inner()).get(&pid) {
+            return rx.borrow().is_none();
+        }
+        matches!(proc_start(pid), Some((s, false)) if s == start)
+    }
+
+    fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit> {
+        async move {
+            let Ok((pid, _)) = parse(handle) else {
+                return Exit::Vanished;
+            };
+            let rx = self
+                .children
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&pid)
+                .cloned();
+            match rx {
+                Some(mut rx) => match rx.wait_for(|exit| exit.is_some()).await {
+                    Ok(exit) => exit.unwrap_or(Exit::Vanished),
+                    Err(_) => Exit::Vanished,
+                },
+                // Adopted after a restart: not our child, so poll for it.
+                None => loop {
+                    if !self.alive(handle) {
+                        return Exit::Vanished;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                },
+            }
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(&'a self, handle: &'a TargetHandle, grace: Duration) -> BoxFuture<'a, Result<Exit, RuntimeError>> {
+        async move {
+            let (pid, _) = parse(handle)?;
+            if !self.alive(handle) {
+                return Ok(Exit::Vanished);
+            }
+            let group = Pid::from_raw(pid as i32);
+            let signal = |sig| {
+                killpg(group, sig).map_err(|e| RuntimeError::Signal {
+                    target: handle.reference.clone(),
+                    reason: e.to_string(),
+                })
+            };
+            signal(Signal::SIGTERM)?;
+            if let Ok(exit) = tokio::time::timeout(grace, self.wait(handle)).await {
+                // The leader is gone; make sure nothing it started lingers.
+                let _ = killpg(group, Signal::SIGKILL);
+                return Ok(exit);
+            }
+            tracing::warn!(target = handle.target_id, "target ignored SIGTERM for {grace:?}; killing it");
+            let _ = signal(Signal::SIGKILL);
+            Ok(self.wait(handle).await)
+        }
+        .boxed()
+    }
+
+    fn log_len(&self, target_id: i64) -> u64 {
+        fs::metadata(self.log_path(target_id)).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn read_log(&self, target_id: i64, offset: u64, max: usize) -> Vec<u8> {
+        read_at(&self.log_path(target_id), offset, max).unwrap_or_default()
+    }
+}
+
+fn read_at(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    file.take(max as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn spec(dir: &Path, id: i64, command: &str) -> TargetSpec {
+        TargetSpec {
+            target_id: id,
+            app: "t".into(),
+            environment: "production".into(),
+            release: "0123456789abcdef".into(),
+            dir: dir.to_path_buf(),
+            command: command.into(),
+            env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+            port: 4321,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_target_gets_its_port_and_variables_and_its_output_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = ProcessRuntime::new(dir.path().join("logs"));
+        let h = rt
+            .start(&spec(dir.path(), 1, "echo \"$GREETING on $PORT for $BATON_APP\"; exit 3"))
+            .await
+            .unwrap();
+        assert_eq!(rt.wait(&h).await, Exit::Code(3));
+        assert!(!rt.alive(&h));
+        let tail = rt.tail(1, 1);
+        assert_eq!(tail, vec!["hello on 4321 for t".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn stop_terminates_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = ProcessRuntime::new(dir.path().join("logs"));
+        // The shell starts a grandchild that would outlive a plain kill.
+        let h = rt
+            .start(&spec(dir.path(), 2, "sleep 300 & echo $! > child.pid; wait"))
+            .await
+            .unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !pid_file.exists() || fs::read_to_string(&pid_file).unwrap().trim().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "child never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let grandchild: u32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(rt.alive(&h));
+        let exit = rt.stop(&h, Duration::from_secs(5)).await.unwrap();
+        assert_ne!(exit, Exit::Vanished);
+        assert!(!rt.alive(&h));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(proc_start(grandchild), Some((_, false))) {
+            assert!(std::time::Instant::now() < deadline, "grandchild survived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_target_ignoring_sigterm_is_killed_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = ProcessRuntime::new(dir.path().join("logs"));
+        let h = rt
+            .start(&spec(dir.path(), 3, "trap '' TERM; echo ready; while true; do sleep 0.05; done"))
+            .await
+            .unwrap();
+        while rt.tail(3, 1) != vec!["ready".to_string()] {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = std::time::Instant::now();
+        let exit = rt.stop(&h, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(exit, Exit::Signal(9));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn another_runtime_instance_adopts_a_running_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ProcessRuntime::new(dir.path().join("logs"));
+        let h = first.start(&spec(dir.path(), 4, "sleep 300")).await.unwrap();
+        // A new server process has a new runtime with no children of its own.
+        let second = ProcessRuntime::new(dir.path().join("logs"));
+        assert!(second.alive(&h));
+        let forged = TargetHandle {
+            target_id: 4,
+            reference: format!("{}@1", h.reference.split('@').next().unwrap()),
+        };
+        assert!(!second.alive(&forged), "a reused pid must not pass for the target");
+        second.stop(&h, Duration::from_secs(5)).await.unwrap();
+        assert!(!second.alive(&h));
+        assert_eq!(first.wait(&h).await, Exit::Signal(15));
+    }
+}

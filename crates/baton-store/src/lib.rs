@@ -1,0 +1,497 @@
+//! Baton's records: releases, deployments and their steps, targets, routes
+//! and events, in SQLite. The store is the single source of truth that a
+//! restarted server rebuilds itself from. It only reads and writes records:
+//! it never decides anything and never talks to processes or the proxy.
+//! Every multi-row change happens in one transaction, so a crash leaves each
+//! record either as it was or as it was meant to be.
+
+mod records;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Milliseconds since the Unix epoch: the one time format in the store.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS releases (
+    id          TEXT PRIMARY KEY,
+    app         TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    files       INTEGER NOT NULL,
+    manifest    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS releases_app ON releases (app, created_at);
+CREATE TABLE IF NOT EXISTS deployments (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    app              TEXT NOT NULL,
+    environment      TEXT NOT NULL,
+    release_id       TEXT NOT NULL REFERENCES releases (id),
+    kind             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    error            TEXT,
+    previous_release TEXT,
+    created_at       INTEGER NOT NULL,
+    finished_at      INTEGER
+);
+CREATE INDEX IF NOT EXISTS deployments_app ON deployments (app, environment, id);
+CREATE TABLE IF NOT EXISTS deployment_steps (
+    deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+    seq           INTEGER NOT NULL,
+    step          TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    detail        TEXT,
+    PRIMARY KEY (deployment_id, seq)
+);
+CREATE TABLE IF NOT EXISTS targets (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    app           TEXT NOT NULL,
+    environment   TEXT NOT NULL,
+    release_id    TEXT NOT NULL REFERENCES releases (id),
+    deployment_id INTEGER,
+    port          INTEGER NOT NULL,
+    handle        TEXT,
+    state         TEXT NOT NULL,
+    restarts      INTEGER NOT NULL DEFAULT 0,
+    warm_until    INTEGER,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS targets_state ON targets (state);
+CREATE TABLE IF NOT EXISTS routes (
+    app            TEXT NOT NULL,
+    environment    TEXT NOT NULL,
+    hosts          TEXT NOT NULL,
+    preview_hosts  TEXT NOT NULL,
+    hold_timeout_ms INTEGER NOT NULL,
+    live_target    INTEGER,
+    preview_target INTEGER,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (app, environment)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    app         TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
+"#;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(open_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(open_error)?;
+        Ok(Store { pool })
+    }
+
+    // ---- releases ----
+
+    /// Records a release; recording the same id again is a no-op and returns
+    /// the existing record with `created == false`.
+    pub async fn put_release(&self, release: &Release) -> Result<(Release, bool)> {
+        let inserted = sqlx::query(
+            "INSERT INTO releases (id, app, created_at, size, files, manifest) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&release.id)
+        .bind(&release.app)
+        .bind(release.created_at)
+        .bind(release.size)
+        .bind(release.files)
+        .bind(&release.manifest)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        let stored = self.release(&release.id).await?;
+        if stored.app != release.app {
+            return Err(StoreError::Conflict(format!(
+                "release {} already belongs to app {}",
+                stored.id, stored.app
+            )));
+        }
+        Ok((stored, inserted))
+    }
+
+    pub async fn release(&self, id: &str) -> Result<Release> {
+        let row = sqlx::query("SELECT * FROM releases WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Release::from_row(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("no release {id}")))
+    }
+
+    /// Finds a release of `app` by its full id or an unambiguous prefix.
+    pub async fn find_release(&self, app: &str, prefix: &str) -> Result<Release> {
+        let pattern = format!("{}%", prefix.replace(['%', '_'], ""));
+        let rows = sqlx::query("SELECT * FROM releases WHERE app = ? AND id LIKE ? LIMIT 2")
+            .bind(app)
+            .bind(pattern)
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.len() {
+            0 => Err(StoreError::NotFound(format!(
+                "app {app} has no release {prefix:?}; `baton releases {app}` lists them"
+            ))),
+            1 => Ok(Release::from_row(&rows[0])),
+            _ => Err(StoreError::Conflict(format!(
+                "{prefix:?} matches several releases of {app}; give more of the id"
+            ))),
+        }
+    }
+
+    pub async fn releases(&self, app: &str) -> Result<Vec<Release>> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE app = ? ORDER BY created_at DESC, id")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Release::from_row).collect())
+    }
+
+    pub async fn apps(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT DISTINCT app FROM releases ORDER BY app")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    // ---- deployments ----
+
+    /// Records a new running deployment, refusing if one is already running
+    /// for the same app and environment.
+    pub async fn begin_deployment(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &str,
+        kind: DeploymentKind,
+        previous_release: Option<&str>,
+    ) -> Result<Deployment> {
+        let mut tx = self.pool.begin().await?;
+        let running: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM deployments WHERE app = ? AND environment = ? AND state IN ('running', 'previewing') LIMIT 1",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = running {
+            return Err(StoreError::Conflict(format!(
+                "deployment {id} of {app} to {environment} is still running; wait for it or follow it with `baton deployments {app}`"
+            )));
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at)
+             VALUES (?, ?, ?, ?, 'running', ?, ?) RETURNING id",
+        )
+        .bind(app)
+        .bind(environment)
+        .bind(release_id)
+        .bind(kind.as_str())
+        .bind(previous_release)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.deployment(id).await
+    }
+
+    pub async fn deployment(&self, id: i64) -> Result<Deployment> {
+        let row = sqlx::query("SELECT * FROM deployments WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no deployment {id}")))?;
+        let mut deployment = Deployment::from_row(&row);
+        let steps = sqlx::query("SELECT * FROM deployment_steps WHERE deployment_id = ? ORDER BY seq")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        deployment.steps = steps.iter().map(Step::from_row).collect();
+        Ok(deployment)
+    }
+
+    pub async fn deployments(&self, app: &str, limit: i64) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query("SELECT id FROM deployments WHERE app = ? ORDER BY id DESC LIMIT ?")
+            .bind(app)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.deployment(row.get(0)).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deployments left running or previewing by a server that stopped.
+    pub async fn unfinished_deployments(&self) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query("SELECT id FROM deployments WHERE state IN ('running', 'previewing') ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(self.deployment(row.get(0)).await?);
+        }
+        Ok(out)
+    }
+
+    /// Records that a step is about to be taken; returns its sequence number.
+    pub async fn begin_step(&self, deployment: i64, step: StepKind, detail: Option<&str>) -> Result<i64> {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO deployment_steps (deployment_id, seq, step, state, started_at, detail)
+             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = ?), ?, 'running', ?, ?)
+             RETURNING seq",
+        )
+        .bind(deployment)
+        .bind(deployment)
+        .bind(step.as_str())
+        .bind(now_ms())
+        .bind(detail)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seq)
+    }
+
+    pub async fn end_step(&self, deployment: i64, seq: i64, state: StepState, detail: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE deployment_steps SET state = ?, finished_at = ?, detail = COALESCE(?, detail)
+             WHERE deployment_id = ? AND seq = ?",
+        )
+        .bind(state.as_str())
+        .bind(now_ms())
+        .bind(detail)
+        .bind(deployment)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_deployment_state(&self, id: i64, state: DeploymentState, error: Option<&str>) -> Result<()> {
+        let finished = matches!(state, DeploymentState::Succeeded | DeploymentState::Failed).then(now_ms);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE deployments SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(error)
+            .bind(finished)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if finished.is_some() {
+            // A step still marked running when its deployment ends was cut short.
+            sqlx::query(
+                "UPDATE deployment_steps SET state = 'failed', finished_at = ? WHERE deployment_id = ? AND state = 'running'",
+            )
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- targets ----
+
+    pub async fn create_target(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &str,
+        deployment_id: i64,
+        port: u16,
+    ) -> Result<TargetRecord> {
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO targets (app, environment, release_id, deployment_id, port, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING id",
+        )
+        .bind(app)
+        .bind(environment)
+        .bind(release_id)
+        .bind(deployment_id)
+        .bind(port as i64)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        self.target(id).await
+    }
+
+    pub async fn target(&self, id: i64) -> Result<TargetRecord> {
+        let row = sqlx::query("SELECT * FROM targets WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no target {id}")))?;
+        Ok(TargetRecord::from_row(&row))
+    }
+
+    pub async fn set_target_handle(&self, id: i64, handle: &str) -> Result<()> {
+        sqlx::query("UPDATE targets SET handle = ?, updated_at = ? WHERE id = ?")
+            .bind(handle)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_target_state(&self, id: i64, state: TargetState, warm_until: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE targets SET state = ?, warm_until = ?, updated_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(warm_until)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_restart(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE targets SET restarts = restarts + 1, updated_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Targets that may have a process running: everything not stopped or failed.
+    pub async fn active_targets(&self) -> Result<Vec<TargetRecord>> {
+        let rows = sqlx::query("SELECT * FROM targets WHERE state NOT IN ('stopped', 'failed') ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(TargetRecord::from_row).collect())
+    }
+
+    pub async fn targets_of(&self, app: &str, environment: &str) -> Result<Vec<TargetRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM targets WHERE app = ? AND environment = ? AND state NOT IN ('stopped', 'failed') ORDER BY id",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(TargetRecord::from_row).collect())
+    }
+
+    // ---- routes ----
+
+    pub async fn put_route(&self, route: &RouteRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO routes (app, environment, hosts, preview_hosts, hold_timeout_ms, live_target, preview_target, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (app, environment) DO UPDATE SET hosts = excluded.hosts, preview_hosts = excluded.preview_hosts,
+               hold_timeout_ms = excluded.hold_timeout_ms, live_target = excluded.live_target,
+               preview_target = excluded.preview_target, updated_at = excluded.updated_at",
+        )
+        .bind(&route.app)
+        .bind(&route.environment)
+        .bind(serde_json::to_string(&route.hosts).unwrap_or_default())
+        .bind(serde_json::to_string(&route.preview_hosts).unwrap_or_default())
+        .bind(route.hold_timeout_ms)
+        .bind(route.live_target)
+        .bind(route.preview_target)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn routes(&self) -> Result<Vec<RouteRecord>> {
+        let rows = sqlx::query("SELECT * FROM routes ORDER BY app, environment")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(RouteRecord::from_row).collect())
+    }
+
+    pub async fn route(&self, app: &str, environment: &str) -> Result<Option<RouteRecord>> {
+        let row = sqlx::query("SELECT * FROM routes WHERE app = ? AND environment = ?")
+            .bind(app)
+            .bind(environment)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(RouteRecord::from_row))
+    }
+
+    // ---- events ----
+
+    pub async fn record_event(&self, app: &str, environment: &str, kind: &str, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO events (at, app, environment, kind, message) VALUES (?, ?, ?, ?, ?)")
+            .bind(now_ms())
+            .bind(app)
+            .bind(environment)
+            .bind(kind)
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn events(&self, app: &str, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE app = ? ORDER BY id DESC LIMIT ?")
+            .bind(app)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Event::from_row).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! The record types, as the API shows them. Times are milliseconds since the
+//! Unix epoch (`*_at` fields).
+
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+macro_rules! string_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(DeploymentKind { Deploy => "deploy", Rollback => "rollback" });
+string_enum!(DeploymentState {
+    Running => "running",
+    Previewing => "previewing",
+    Succeeded => "succeeded",
+    Failed => "failed",
+});
+string_enum!(StepKind {
+    StartTarget => "start_target",
+    HealthCheck => "health_check",
+    Preview => "preview",
+    Hold => "hold",
+    Switch => "switch",
+    Release => "release",
+    Drain => "drain",
+    KeepWarm => "keep_warm",
+    Recover => "recover",
+});
+string_enum!(StepState { Running => "running", Done => "done", Failed => "failed", Skipped => "skipped" });
+string_enum!(TargetState {
+    Starting => "starting",
+    Healthy => "healthy",
+    Live => "live",
+    Draining => "draining",
+    Warm => "warm",
+    Stopping => "stopping",
+    Stopped => "stopped",
+    Failed => "failed",
+});
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Release {
+    pub id: String,
+    pub app: String,
+    pub created_at: i64,
+    pub size: i64,
+    pub files: i64,
+    /// The release's `baton.toml`, as packed.
+    pub manifest: String,
+}
+
+impl Release {
+    pub(crate) fn from_row(r: &SqliteRow) -> Release {
+        Release {
+            id: r.get("id"),
+            app: r.get("app"),
+            created_at: r.get("created_at"),
+            size: r.get("size"),
+            files: r.get("files"),
+            manifest: r.get("manifest"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub app: String,
+    pub environment: String,
+    pub release_id: String,
+    pub kind: DeploymentKind,
+    pub state: DeploymentState,
+    pub error: Option<String>,
+    pub previous_release: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub steps: Vec<Step>,
+}
+
+impl Deployment {
+    pub(crate) fn from_row(r: &SqliteRow) -> Deployment {
+        Deployment {
+            id: r.get("id"),
+            app: r.get("app"),
+            environment: r.get("environment"),
+            release_id: r.get("release_id"),
+            kind: DeploymentKind::parse(r.get("kind")).unwrap_or(DeploymentKind::Deploy),
+            state: DeploymentState::parse(r.get("state")).unwrap_or(DeploymentState::Failed),
+            error: r.get("error"),
+            previous_release: r.get("previous_release"),
+            created_at: r.get("created_at"),
+            finished_at: r.get("finished_at"),
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, DeploymentState::Succeeded | DeploymentState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub seq: i64,
+    pub step: StepKind,
+    pub state: StepState,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub detail: Option<String>,
+}
+
+impl Step {
+    pub(crate) fn from_row(r: &SqliteRow) -> Step {
+        Step {
+            seq: r.get("seq"),
+            step: StepKind::parse(r.get("step")).unwrap_or(StepKind::Recover),
+            state: StepState::parse(r.get("state")).unwrap_or(StepState::Failed),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            detail: r.get("detail"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetRecord {
+    pub id: i64,
+    pub app: String,
+    pub environment: String,
+    pub release_id: String,
+    pub deployment_id: Option<i64>,
+    pub port: u16,
+    pub handle: Option<String>,
+    pub state: TargetState,
+    pub restarts: i64,
+    pub warm_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TargetRecord {
+    pub(crate) fn from_row(r: &SqliteRow) -> TargetRecord {
+        TargetRecord {
+            id: r.get("id"),
+            app: r.get("app"),
+            environment: r.get("environment"),
+            release_id: r.get("release_id"),
+            deployment_id: r.get("deployment_id"),
+            port: r.get::<i64, _>("port") as u16,
+            handle: r.get("handle"),
+            state: TargetState::parse(r.get("state")).unwrap_or(TargetState::Failed),
+            restarts: r.get("restarts"),
+            warm_until: r.get("warm_until"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteRecord {
+    pub app: String,
+    pub environment: String,
+    pub hosts: Vec<String>,
+    pub preview_hosts: Vec<String>,
+    pub hold_timeout_ms: i64,
+    pub live_target: Option<i64>,
+    pub preview_target: Option<i64>,
+}
+
+impl RouteRecord {
+    pub(crate) fn from_row(r: &SqliteRow) -> RouteRecord {
+        let list = |column: &str| serde_json::from_str::<Vec<String>>(r.get(column)).unwrap_or_default();
+        RouteRecord {
+            app: r.get("app"),
+            environment: r.get("environment"),
+            hosts: list("hosts"),
+            preview_hosts: list("preview_hosts"),
+            hold_timeout_ms: r.get("hold_timeout_ms"),
+            live_target: r.get("live_target"),
+            preview_target: r.get("preview_target"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub app: String,
+    pub environment: String,
+    pub kind: String,
+    pub message: String,
+}
+
+impl Event {
+    pub(crate) fn from_row(r: &SqliteRow) -> Event {
+        Event {
+            id: r.get("id"),
+            at: r.get("at"),
+            app: r.get("app"),
+            environment: r.get("environment"),
+            kind: r.get("kind"),
+            message: r.get("message"),
+        }
+    }
+}
