@@ -1,1 +1,281 @@
+//! The control plane's HTTP JSON API, under `/api/v1`, described by the
+//! OpenAPI document it serves at `/api/v1/openapi.json`. Handlers only parse
+//! requests, call the orchestrator or the store, and shape answers; every
+//! decision lives in the orchestrator. Errors are JSON objects
+//! `{"error": {"code", "message"}}` whose message names what was wrong.
 
+mod logs;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use baton_orchestrator::{DeployRequest, Error, Orchestrator};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+/// The OpenAPI document, kept by hand beside the routes it describes.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Largest release archive accepted.
+const MAX_ARCHIVE: usize = 512 * 1024 * 1024;
+
+pub type AppState = Arc<Orchestrator>;
+
+pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/apps", get(apps))
+        .route(
+            "/api/v1/apps/{app}/releases",
+            get(releases).post(create_release).layer(DefaultBodyLimit::max(MAX_ARCHIVE)),
+        )
+        .route("/api/v1/apps/{app}/deployments", get(deployments).post(deploy))
+        .route("/api/v1/apps/{app}/rollback", post(rollback))
+        .route("/api/v1/apps/{app}/logs", get(logs::logs))
+        .route("/api/v1/apps/{app}/events", get(events))
+        .route("/api/v1/deployments/{id}", get(deployment))
+        .route("/api/v1/deployments/{id}/continue", post(continue_preview))
+        .route("/api/v1/deployments/{id}/abort", post(abort_preview))
+        .fallback(not_found)
+        .with_state(orchestrator)
+}
+
+/// An API error: an HTTP status and a message for a person.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, message.into())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<baton_store::StoreError> for ApiError {
+    fn from(e: baton_store::StoreError) -> ApiError {
+        Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = match self.0 {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            _ => "internal",
+        };
+        if self.0.is_server_error() {
+            tracing::error!(message = self.1, "API request failed");
+        }
+        (self.0, Json(json!({"error": {"code": code, "message": self.1}}))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body, naming the field at fault. An empty body is `{}`.
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) { b"{}" as &[u8] } else { bytes };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))
+}
+
+fn check_app(app: &str) -> ApiResult<()> {
+    if baton_manifest::is_name(app) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{app:?} is not a valid app name: use lower-case letters, digits and dashes"
+        )))
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such API path; see /api/v1/openapi.json")
+}
+
+async fn status(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(o.status().await?))
+}
+
+async fn apps(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(o.store().apps().await?))
+}
+
+async fn releases(State(o): State<AppState>, Path(app): Path<String>) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    Ok(Json(o.store().releases(&app).await?))
+}
+
+async fn create_release(State(o): State<AppState>, Path(app): Path<String>, archive: Bytes) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    if archive.is_empty() {
+        return Err(ApiError::bad_request("the request body must be the release archive (a tar file)"));
+    }
+    let (release, created) = o.create_release(&app, archive.to_vec()).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({"release": release, "created": created}))))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+async fn deployments(State(o): State<AppState>, Path(app): Path<String>, Query(q): Query<Limit>) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    Ok(Json(o.store().deployments(&app, q.limit.unwrap_or(50).clamp(1, 1000)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    release: String,
+    #[serde(default = "production")]
+    environment: String,
+    #[serde(default)]
+    preview: bool,
+}
+
+fn production() -> String {
+    baton_manifest::DEFAULT_ENVIRONMENT.to_string()
+}
+
+async fn deploy(State(o): State<AppState>, Path(app): Path<String>, raw: Bytes) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: DeployBody = body(&raw)?;
+    let deployment = o
+        .deploy(DeployRequest {
+            app,
+            environment: b.environment,
+            release: b.release,
+            preview: b.preview,
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default = "production")]
+    environment: String,
+    to: Option<String>,
+}
+
+async fn rollback(State(o): State<AppState>, Path(app): Path<String>, raw: Bytes) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: RollbackBody = body(&raw)?;
+    let deployment = o.rollback(&app, &b.environment, b.to.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+async fn deployment(State(o): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    Ok(Json(o.store().deployment(id).await?))
+}
+
+fn parse_id(id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not a deployment id (a number)")))
+}
+
+async fn continue_preview(State(o): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    o.store().deployment(id).await?;
+    o.continue_preview(id)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"deployment": id, "continued": true}))))
+}
+
+async fn abort_preview(State(o): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id)?;
+    o.store().deployment(id).await?;
+    o.abort_preview(id)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"deployment": id, "aborted": true}))))
+}
+
+async fn events(State(o): State<AppState>, Path(app): Path<String>, Query(q): Query<Limit>) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    Ok(Json(o.store().events(&app, q.limit.unwrap_or(50).clamp(1, 1000)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the router serves, as the OpenAPI document must list it.
+    const ROUTES: &[(&str, &str)] = &[
+        ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/health"),
+        ("get", "/api/v1/status"),
+        ("get", "/api/v1/apps"),
+        ("get", "/api/v1/apps/{app}/releases"),
+        ("post", "/api/v1/apps/{app}/releases"),
+        ("get", "/api/v1/apps/{app}/deployments"),
+        ("post", "/api/v1/apps/{app}/deployments"),
+        ("post", "/api/v1/apps/{app}/rollback"),
+        ("get", "/api/v1/apps/{app}/logs"),
+        ("get", "/api/v1/apps/{app}/events"),
+        ("get", "/api/v1/deployments/{id}"),
+        ("post", "/api/v1/deployments/{id}/continue"),
+        ("post", "/api/v1/deployments/{id}/abort"),
+    ];
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn request_bodies_name_the_field_at_fault() {
+        let err = body::<DeployBody>(br#"{"release": "abc", "enviroment": "x"}"#).err().unwrap();
+        assert_eq!(err.0, StatusCode::BAD_REQUEST);
+        assert!(err.1.contains("enviroment"), "{}", err.1);
+        let err = body::<DeployBody>(b"{not json").err().unwrap();
+        assert!(err.1.contains("line 1"), "{}", err.1);
+        let ok: RollbackBody = body(b"").unwrap();
+        assert_eq!(ok.environment, "production");
+    }
+}

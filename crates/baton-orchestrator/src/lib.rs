@@ -1,1 +1,416 @@
+//! The orchestrator: deployments as recorded state machines. It owns the
+//! decisions (what to start, when to switch, what to drain, keep warm or
+//! stop) and sequences the store, the runtime and the proxy to carry them
+//! out. Every step is written to the store before it is taken, so a server
+//! that dies mid-deployment finds, on restart, a record it can finish or
+//! undo ([`plan::recovery`]). It never serves HTTP itself and never reads
+//! request traffic; the API calls it, the proxy obeys it.
 
+mod deploy;
+mod health;
+pub mod plan;
+mod recover;
+pub use recover::RecoveryReport;
+mod supervise;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_manifest::Manifest;
+use baton_proxy::{Proxy, RouteKey};
+use baton_runtime::{Runtime, TargetHandle, TargetSpec};
+use baton_store::{Deployment, DeploymentKind, Release, RouteRecord, Store, StoreError, TargetRecord, TargetState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::NotFound(m) => Error::NotFound(m),
+            StoreError::Conflict(m) => Error::Conflict(m),
+            other => Error::Store(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A target the orchestrator is responsible for, as it lives in memory.
+pub(crate) struct Managed {
+    pub record_id: i64,
+    pub key: RouteKey,
+    pub release: String,
+    pub spec: TargetSpec,
+    pub handle: Mutex<TargetHandle>,
+    pub state: Mutex<TargetState>,
+    pub proxy_target: Arc<baton_proxy::Target>,
+    pub stop_timeout: Duration,
+}
+
+impl Managed {
+    pub fn state(&self) -> TargetState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn set_state(&self, state: TargetState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+    pub fn handle(&self) -> TargetHandle {
+        self.handle.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub struct Orchestrator {
+    pub(crate) store: Store,
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    releases_dir: PathBuf,
+    pub(crate) health: reqwest::Client,
+    pub(crate) managed: Mutex<HashMap<i64, Arc<Managed>>>,
+    previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
+}
+
+/// A deploy request.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub app: String,
+    pub environment: String,
+    pub release: String,
+    /// Pause after the health check with the new release reachable through
+    /// the preview header and hosts, until continued or aborted.
+    pub preview: bool,
+}
+
+/// One environment of one app, as `baton status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentStatus {
+    pub app: String,
+    pub environment: String,
+    pub hosts: Vec<String>,
+    pub live: Option<TargetStatus>,
+    pub targets: Vec<TargetStatus>,
+    pub last_deployment: Option<Deployment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetStatus {
+    #[serde(flatten)]
+    pub record: TargetRecord,
+    pub address: String,
+    pub running: bool,
+    pub in_flight: usize,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+impl Orchestrator {
+    pub fn new(store: Store, proxy: Arc<Proxy>, runtime: Arc<dyn Runtime>, releases_dir: PathBuf) -> Arc<Orchestrator> {
+        let health = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_default();
+        Arc::new(Orchestrator {
+            store,
+            proxy,
+            runtime,
+            releases_dir,
+            health,
+            managed: Mutex::new(HashMap::new()),
+            previews: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    pub(crate) fn managed(&self, id: i64) -> Option<Arc<Managed>> {
+        self.managed.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
+    pub(crate) fn manage(&self, managed: Arc<Managed>) {
+        self.managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(managed.record_id, managed);
+    }
+
+    pub(crate) fn forget(&self, id: i64) -> Option<Arc<Managed>> {
+        self.managed.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+    }
+
+    /// Records a release from a packed archive. The archive must hold a valid
+    /// `baton.toml` naming `app`. Same bytes, same release: a second upload is
+    /// accepted and changes nothing.
+    pub async fn create_release(&self, app: &str, archive: Vec<u8>) -> Result<(Release, bool)> {
+        let id = baton_package::release_id(&archive);
+        let text = manifest_in(&archive)?;
+        let label = format!("baton.toml (release {})", baton_package::short_id(&id));
+        let manifest = Manifest::parse(&text, &label).map_err(|e| Error::BadRequest(e.to_string()))?;
+        if manifest.name != app {
+            return Err(Error::BadRequest(format!(
+                "{label}: field `name`: the manifest names app {:?} but the release was sent for app {app:?}",
+                manifest.name
+            )));
+        }
+        let releases_dir = self.releases_dir.clone();
+        let (id_for_unpack, size) = (id.clone(), archive.len());
+        let files = tokio::task::spawn_blocking(move || {
+            baton_package::unpack(&archive, &releases_dir, &id_for_unpack).map(|_| count_files(&archive))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let release = Release {
+            id,
+            app: app.to_string(),
+            created_at: baton_store::now_ms(),
+            size: size as i64,
+            files: files as i64,
+            manifest: text,
+        };
+        Ok(self.store.put_release(&release).await?)
+    }
+
+    pub(crate) fn release_dir(&self, id: &str) -> PathBuf {
+        self.releases_dir.join(id)
+    }
+
+    /// Starts a deployment and returns its record at once; the deployment
+    /// goes on in the background. Follow it with [`Store::deployment`].
+    pub async fn deploy(self: &Arc<Self>, request: DeployRequest) -> Result<Deployment> {
+        check_environment(&request.environment)?;
+        let release = self.store.find_release(&request.app, &request.release).await?;
+        self.start_deployment(DeploymentKind::Deploy, &request.environment, release, request.preview, None)
+            .await
+    }
+
+    /// Goes back to `to` (a release id or prefix), or to the release that was
+    /// live before the current one. A route switch when that release is still
+    /// warm; an ordinary deploy of it otherwise.
+    pub async fn rollback(self: &Arc<Self>, app: &str, environment: &str, to: Option<&str>) -> Result<Deployment> {
+        check_environment(environment)?;
+        let route = self.store.route(app, environment).await?;
+        let live = match route.as_ref().and_then(|r| r.live_target) {
+            Some(id) => Some(self.store.target(id).await?),
+            None => None,
+        };
+        let targets = self.store.targets_of(app, environment).await?;
+        let release = match to {
+            Some(prefix) => self.store.find_release(app, prefix).await?,
+            None => {
+                let warm = targets.iter().rev().find(|t| t.state == TargetState::Warm);
+                let previous = match warm {
+                    Some(t) => Some(t.release_id.clone()),
+                    None => self.previous_release(app, environment, live.as_ref()).await?,
+                };
+                let Some(previous) = previous else {
+                    return Err(Error::BadRequest(format!(
+                        "{app} in {environment} has no earlier release to roll back to; name one with --to (see `baton releases {app}`)"
+                    )));
+                };
+                self.store.release(&previous).await?
+            }
+        };
+        if live.as_ref().map(|t| t.release_id.as_str()) == Some(release.id.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "release {} is already live for {app} in {environment}",
+                baton_package::short_id(&release.id)
+            )));
+        }
+        let warm = targets
+            .iter()
+            .rev()
+            .find(|t| t.state == TargetState::Warm && t.release_id == release.id)
+            .and_then(|t| self.managed(t.id));
+        self.start_deployment(DeploymentKind::Rollback, environment, release, false, warm)
+            .await
+    }
+
+    async fn previous_release(&self, app: &str, environment: &str, live: Option<&TargetRecord>) -> Result<Option<String>> {
+        let live_release = live.map(|t| t.release_id.clone());
+        let deployments = self.store.deployments(app, 200).await?;
+        Ok(deployments
+            .into_iter()
+            .filter(|d| d.environment == environment && d.state == baton_store::DeploymentState::Succeeded)
+            .map(|d| d.release_id)
+            .find(|r| Some(r) != live_release.as_ref()))
+    }
+
+    /// Lets a deployment paused in preview go on to the switch.
+    pub fn continue_preview(&self, deployment: i64) -> Result<()> {
+        self.answer_preview(deployment, true)
+    }
+
+    /// Abandons a deployment paused in preview; the live release stays.
+    pub fn abort_preview(&self, deployment: i64) -> Result<()> {
+        self.answer_preview(deployment, false)
+    }
+
+    fn answer_preview(&self, deployment: i64, go_on: bool) -> Result<()> {
+        let sender = self
+            .previews
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&deployment)
+            .ok_or_else(|| Error::Conflict(format!("deployment {deployment} is not waiting in preview")))?;
+        sender
+            .send(go_on)
+            .map_err(|_| Error::Conflict(format!("deployment {deployment} is no longer waiting in preview")))
+    }
+
+    pub(crate) fn await_preview(&self, deployment: i64) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.previews.lock().unwrap_or_else(|e| e.into_inner()).insert(deployment, tx);
+        rx
+    }
+
+    /// Every app and environment with a route, and their targets.
+    pub async fn status(&self) -> Result<Vec<EnvironmentStatus>> {
+        let mut out = Vec::new();
+        for route in self.store.routes().await? {
+            out.push(self.environment_status(&route).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn environment_status(&self, route: &RouteRecord) -> Result<EnvironmentStatus> {
+        let targets: Vec<TargetStatus> = self
+            .store
+            .targets_of(&route.app, &route.environment)
+            .await?
+            .into_iter()
+            .map(|t| self.target_status(t))
+            .collect();
+        let last_deployment = self
+            .store
+            .deployments(&route.app, 20)
+            .await?
+            .into_iter()
+            .find(|d| d.environment == route.environment);
+        Ok(EnvironmentStatus {
+            app: route.app.clone(),
+            environment: route.environment.clone(),
+            hosts: route.hosts.clone(),
+            live: targets.iter().find(|t| Some(t.record.id) == route.live_target).cloned(),
+            targets,
+            last_deployment,
+        })
+    }
+
+    fn target_status(&self, record: TargetRecord) -> TargetStatus {
+        let managed = self.managed(record.id);
+        let stats = managed.as_ref().map(|m| m.proxy_target.stats());
+        TargetStatus {
+            address: format!("127.0.0.1:{}", record.port),
+            running: managed.as_ref().map(|m| self.runtime.alive(&m.handle())).unwrap_or(false),
+            in_flight: stats.map(|s| s.in_flight).unwrap_or(0),
+            requests: stats.map(|s| s.requests).unwrap_or(0),
+            failures: stats.map(|s| s.failures).unwrap_or(0),
+            record,
+        }
+    }
+
+    /// The live target of an app in an environment, if any.
+    pub async fn live_target(&self, app: &str, environment: &str) -> Result<Option<TargetRecord>> {
+        match self.store.route(app, environment).await?.and_then(|r| r.live_target) {
+            Some(id) => Ok(Some(self.store.target(id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops warm targets whose time is up. Runs until the process ends.
+    pub async fn reap_warm_targets(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = baton_store::now_ms();
+            let expired: Vec<Arc<Managed>> = self
+                .managed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|m| m.state() == TargetState::Warm)
+                .cloned()
+                .collect();
+            for managed in expired {
+                let Ok(record) = self.store.target(managed.record_id).await else {
+                    continue;
+                };
+                if record.state == TargetState::Warm && record.warm_until.is_some_and(|until| until <= now) {
+                    self.stop_target(&managed, "its keep-warm time is over").await;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn check_environment(environment: &str) -> Result<()> {
+    if baton_manifest::is_name(environment) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "{environment:?} is not a valid environment name: use lower-case letters, digits and dashes"
+        )))
+    }
+}
+
+/// The text of `baton.toml` at the root of a packed archive.
+fn manifest_in(archive: &[u8]) -> Result<String> {
+    use std::io::Read;
+    let damaged = |e: std::io::Error| Error::BadRequest(format!("the release archive is damaged: {e}"));
+    let mut tar = tar::Archive::new(archive);
+    for entry in tar.entries().map_err(damaged)? {
+        let mut entry = entry.map_err(damaged)?;
+        let is_manifest = entry
+            .path()
+            .map(|p| p.as_os_str() == baton_manifest::FILE_NAME || p.as_os_str() == "./baton.toml")
+            .unwrap_or(false);
+        if is_manifest {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| Error::BadRequest(format!("baton.toml is not valid UTF-8 text: {e}")))?;
+            return Ok(text);
+        }
+    }
+    Err(Error::BadRequest(
+        "the release has no baton.toml at its root; run `baton deploy` on the app's folder".into(),
+    ))
+}
+
+fn count_files(archive: &[u8]) -> usize {
+    tar::Archive::new(archive)
+        .entries()
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.header().entry_type().is_file())
+                .count()
+        })
+        .unwrap_or(0)
+}

@@ -122,6 +122,11 @@ impl RouteTable {
         specs
     }
 
+    /// Which route answers for `host`, if any.
+    pub fn owner(&self, host: &str) -> Option<RouteKey> {
+        self.hosts.get(host).map(|(route, _)| route.spec.key.clone())
+    }
+
     pub fn get(&self, key: &RouteKey) -> Option<RouteSpec> {
         self.routes.get(key).map(|r| r.spec.clone())
     }

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     state            TEXT NOT NULL,
     error            TEXT,
     previous_release TEXT,
+    target_id        INTEGER,
     created_at       INTEGER NOT NULL,
     finished_at      INTEGER
 );
@@ -287,6 +288,16 @@ impl Store {
             out.push(self.deployment(row.get(0)).await?);
         }
         Ok(out)
+    }
+
+    /// Records which target the deployment puts live (before it is switched to).
+    pub async fn set_deployment_target(&self, id: i64, target: i64) -> Result<()> {
+        sqlx::query("UPDATE deployments SET target_id = ? WHERE id = ?")
+            .bind(target)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records that a step is about to be taken; returns its sequence number.

@@ -1,13 +1,13 @@
 //! The record types, as the API shows them. Times are milliseconds since the
 //! Unix epoch (`*_at` fields).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 macro_rules! string_enum {
     ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -59,7 +59,7 @@ string_enum!(TargetState {
     Failed => "failed",
 });
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
     pub id: String,
     pub app: String,
@@ -83,7 +83,7 @@ impl Release {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: i64,
     pub app: String,
@@ -93,6 +93,8 @@ pub struct Deployment {
     pub state: DeploymentState,
     pub error: Option<String>,
     pub previous_release: Option<String>,
+    /// The target this deployment puts live, once chosen.
+    pub target_id: Option<i64>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub steps: Vec<Step>,
@@ -109,6 +111,7 @@ impl Deployment {
             state: DeploymentState::parse(r.get("state")).unwrap_or(DeploymentState::Failed),
             error: r.get("error"),
             previous_release: r.get("previous_release"),
+            target_id: r.get("target_id"),
             created_at: r.get("created_at"),
             finished_at: r.get("finished_at"),
             steps: Vec::new(),
@@ -120,7 +123,7 @@ impl Deployment {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub seq: i64,
     pub step: StepKind,
@@ -143,7 +146,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetRecord {
     pub id: i64,
     pub app: String,
@@ -178,7 +181,7 @@ impl TargetRecord {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteRecord {
     pub app: String,
     pub environment: String,
@@ -204,7 +207,7 @@ impl RouteRecord {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub id: i64,
     pub at: i64,

@@ -1,1 +1,166 @@
-fn main() {}
+//! The `baton` command. `baton server` runs the control plane and the proxy;
+//! every other subcommand is a thin client of the server's HTTP API, found
+//! through `BATON_API`. Nothing here decides anything about deployments.
+
+mod client;
+mod commands;
+mod output;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Where the client looks for the server when BATON_API is not set.
+pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Zero-downtime deploys, instant rollbacks, one binary.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (HTTP API) and the proxy.
+    Server(server::ServerArgs),
+    /// Pack an app folder into a release and deploy it.
+    Deploy {
+        /// The app's folder, holding baton.toml.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        env: EnvArg,
+        /// Stop after the health check with the new release reachable only
+        /// through the preview header or hosts; then `baton continue ID`.
+        #[arg(long)]
+        preview: bool,
+        /// Return once the deployment has started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Go back to the previous release (or the one named with --to).
+    Rollback {
+        app: String,
+        /// Release id or unambiguous prefix.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        env: EnvArg,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Let a deployment paused in preview go on to the switch.
+    Continue {
+        deployment: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Abandon a deployment paused in preview.
+    Abort {
+        deployment: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every app and environment: live release, targets, hosts.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// An app's releases, newest first.
+    Releases {
+        app: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// An app's deployments, newest first.
+    Deployments {
+        app: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Output of an app's live target.
+    Logs {
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+        /// Keep following new output (and the next live target after a switch).
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// What happened to an app's targets and deployments.
+    Events {
+        app: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct EnvArg {
+    /// The environment.
+    #[arg(short, long, default_value = baton_manifest::DEFAULT_ENVIRONMENT)]
+    pub environment: String,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The Baton server's API address.
+    #[arg(long, env = "BATON_API", default_value = DEFAULT_API, hide_env_values = true)]
+    pub api: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Deploy { dir, env, preview, no_wait, common } => {
+                commands::deploy(&common, &dir, &env.environment, preview, no_wait).await
+            }
+            Command::Rollback { app, to, env, no_wait, common } => {
+                commands::rollback(&common, &app, &env.environment, to.as_deref(), no_wait).await
+            }
+            Command::Continue { deployment, common } => commands::answer_preview(&common, deployment, "continue").await,
+            Command::Abort { deployment, common } => commands::answer_preview(&common, deployment, "abort").await,
+            Command::Status { common } => commands::status(&common).await,
+            Command::Releases { app, common } => commands::releases(&common, &app).await,
+            Command::Deployments { app, limit, common } => commands::deployments(&common, &app, limit).await,
+            Command::Logs { app, env, follow, lines, common } => {
+                commands::logs(&common, &app, &env.environment, follow, lines).await
+            }
+            Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::error(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Running one deployment, step by step. Each step is recorded as begun
+//! before it is taken and as done or failed after; a failure anywhere before
+//! the switch leaves the live release exactly as it was.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+
+use baton_manifest::{EnvironmentConfig, Manifest};
+use baton_proxy::{RouteKey, RouteSpec};
+use baton_runtime::{free_port, TargetSpec};
+use baton_store::{
+    now_ms, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind, StepState, TargetState,
+};
+
+use crate::{addr, plan, Error, Managed, Orchestrator, Result};
+
+/// What one deployment needs, resolved before it starts.
+pub(crate) struct Job {
+    pub deployment: Deployment,
+    pub release: Release,
+    pub manifest: Manifest,
+    pub config: EnvironmentConfig,
+    pub key: RouteKey,
+    pub preview: bool,
+    pub warm: Option<Arc<Managed>>,
+}
+
+type StepResult<T> = std::result::Result<(T, Option<String>), String>;
+
+impl Orchestrator {
+    pub(crate) async fn start_deployment(
+        self: &Arc<Self>,
+        kind: DeploymentKind,
+        environment: &str,
+        release: Release,
+        preview: bool,
+        warm: Option<Arc<Managed>>,
+    ) -> Result<Deployment> {
+        let manifest = Manifest::parse(&release.manifest, "baton.toml")
+            .map_err(|e| Error::BadRequest(format!("release {}: {e}", baton_package::short_id(&release.id))))?;
+        let config = manifest.environment(environment);
+        if config.hosts.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "baton.toml: field `hosts`: {} has no host names for environment {environment}; add `hosts = [\"{}.localhost\"]` (or [environments.{environment}] hosts)",
+                manifest.name, manifest.name
+            )));
+        }
+        let key = RouteKey::new(&release.app, environment);
+        let table = self.proxy.table();
+        for host in config.hosts.iter().chain(&manifest.deploy.preview_hosts) {
+            if let Some(owner) = table.owner(host).filter(|owner| *owner != key) {
+                return Err(Error::Conflict(format!(
+                    "host {host:?} is already served by {owner}; give {} in {environment} other hosts",
+                    release.app
+                )));
+            }
+        }
+        let live = self.live_target(&release.app, environment).await?;
+        let deployment = self
+            .store
+            .begin_deployment(
+                &release.app,
+                environment,
+                &release.id,
+                kind,
+                live.as_ref().map(|t| t.release_id.as_str()),
+            )
+            .await?;
+        let job = Job {
+            deployment: deployment.clone(),
+            release,
+            manifest,
+            config,
+            key,
+            preview,
+            warm,
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.run(job).await });
+        Ok(deployment)
+    }
+
+    async fn run(self: Arc<Self>, job: Job) {
+        let id = job.deployment.id;
+        let (app, environment) = (job.key.app.clone(), job.key.environment.clone());
+        let short = baton_package::short_id(&job.release.id).to_string();
+        let kind = job.deployment.kind;
+        let outcome = self.execute(&job).await;
+        let (state, error, event, message) = match &outcome {
+            Ok(()) => (
+                DeploymentState::Succeeded,
+                None,
+                if kind == DeploymentKind::Rollback { "rolled_back" } else { "deployed" },
+                format!("deployment {id}: release {short} is live"),
+            ),
+            Err(e) => (
+                DeploymentState::Failed,
+                Some(e.as_str()),
+                "deployment_failed",
+                format!("deployment {id} of release {short} failed: {e}"),
+            ),
+        };
+        if let Err(e) = self.store.set_deployment_state(id, state, error).await {
+            tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
+        }
+        let _ = self.store.record_event(&app, &environment, event, &message).await;
+        match outcome {
+            Ok(()) => tracing::info!(deployment = id, app, environment, release = short, "deployment succeeded"),
+            Err(e) => tracing::warn!(deployment = id, app, environment, release = short, error = e, "deployment failed"),
+        }
+    }
+
+    /// Records the step, runs it, records how it ended.
+    async fn step<T>(&self, deployment: i64, kind: StepKind, work: impl Future<Output = StepResult<T>>) -> std::result::Result<T, String> {
+        let seq = self
+            .store
+            .begin_step(deployment, kind, None)
+            .await
+            .map_err(|e| format!("cannot record step {kind}: {e}"))?;
+        match work.await {
+            Ok((value, detail)) => {
+                self.store
+                    .end_step(deployment, seq, StepState::Done, detail.as_deref())
+                    .await
+                    .map_err(|e| format!("cannot record the end of step {kind}: {e}"))?;
+                Ok(value)
+            }
+            Err(error) => {
+                let _ = self.store.end_step(deployment, seq, StepState::Failed, Some(&error)).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute(self: &Arc<Self>, job: &Job) -> std::result::Result<(), String> {
+        let d = job.deployment.id;
+        let live = self.live_target(&job.key.app, &job.key.environment).await.map_err(|e| e.to_string())?;
+        let old = live.and_then(|t| self.managed(t.id));
+        let steps = plan::steps(job.deployment.kind, job.warm.is_some(), job.preview, old.is_some());
+
+        let new = match &job.warm {
+            Some(warm) => {
+                self.store.set_deployment_target(d, warm.record_id).await.map_err(|e| e.to_string())?;
+                Arc::clone(warm)
+            }
+            None => self.step(d, StepKind::StartTarget, self.start_target(job)).await?,
+        };
+
+        let health = &job.manifest.health;
+        let within = if job.warm.is_some() { health.timeout } else { job.manifest.deploy.timeout };
+        let checked = self.step(d, StepKind::HealthCheck, async {
+            self.wait_healthy(&new, health, within).await.map(|detail| ((), Some(detail)))
+        });
+        if let Err(e) = checked.await {
+            if job.warm.is_none() {
+                self.fail_target(&new, "it never became healthy").await;
+            }
+            return Err(e);
+        }
+        if job.warm.is_none() {
+            new.set_state(TargetState::Healthy);
+            let _ = self.store.set_target_state(new.record_id, TargetState::Healthy, None).await;
+        }
+
+        if steps.contains(&StepKind::Preview) {
+            let previewed = self.step(d, StepKind::Preview, self.preview(job, &new)).await;
+            if let Err(e) = previewed {
+                if job.warm.is_none() {
+                    self.stop_target(&new, "its deployment was abandoned in preview").await;
+                }
+                return Err(e);
+            }
+        }
+
+        let hold = self
+            .step(d, StepKind::Hold, async { Ok((self.proxy.hold(&job.key), None)) })
+            .await?;
+        let switched = self
+            .step(d, StepKind::Switch, async {
+                self.switch(job, &new, old.as_ref()).await.map(|detail| ((), Some(detail)))
+            })
+            .await;
+        if let Err(e) = switched {
+            drop(hold);
+            if job.warm.is_none() {
+                self.stop_target(&new, "the switch to it failed").await;
+            }
+            return Err(e);
+        }
+        let hold = Mutex::new(Some(hold));
+        self.step(d, StepKind::Release, async {
+            let guard = hold.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let waiting = guard.as_ref().map(|g| g.waiting()).unwrap_or(0);
+            drop(guard);
+            Ok(((), Some(format!("{waiting} held requests released"))))
+        })
+        .await?;
+
+        let Some(old) = old else {
+            return Ok(());
+        };
+        let drain_timeout = job.manifest.deploy.drain_timeout;
+        self.step(d, StepKind::Drain, async {
+            let left = old.proxy_target.drain(drain_timeout).await;
+            let detail = if left == 0 {
+                "no request left in flight on the old target".to_string()
+            } else {
+                format!("{left} requests still in flight after the drain timeout ({})", humantime::format_duration(drain_timeout))
+            };
+            Ok(((), Some(detail)))
+        })
+        .await?;
+        self.step(d, StepKind::KeepWarm, self.keep_warm(job, &old)).await?;
+        Ok(())
+    }
+
+    async fn start_target(self: &Arc<Self>, job: &Job) -> StepResult<Arc<Managed>> {
+        let d = job.deployment.id;
+        let port = free_port().map_err(|e| format!("no free port for the new target: {e}"))?;
+        let record = self
+            .store
+            .create_target(&job.key.app, &job.key.environment, &job.release.id, d, port)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store
+            .set_deployment_target(d, record.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = TargetSpec {
+            target_id: record.id,
+            app: job.key.app.clone(),
+            environment: job.key.environment.clone(),
+            release: job.release.id.clone(),
+            dir: self.release_dir(&job.release.id),
+            command: job.manifest.web.command.clone(),
+            env: job.config.env.clone(),
+            port,
+        };
+        let handle = match self.runtime.start(&spec).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                let _ = self.store.set_target_state(record.id, TargetState::Failed, None).await;
+                return Err(e.to_string());
+            }
+        };
+        self.store
+            .set_target_handle(record.id, &handle.reference)
+            .await
+            .map_err(|e| e.to_string())?;
+        let detail = format!("target {} on port {port} ({})", record.id, handle.reference);
+        let managed = Arc::new(Managed {
+            record_id: record.id,
+            key: job.key.clone(),
+            release: job.release.id.clone(),
+            proxy_target: baton_proxy::Target::new(record.id, addr(port), job.release.id.clone()),
+            spec,
+            handle: Mutex::new(handle),
+            state: Mutex::new(TargetState::Starting),
+            stop_timeout: job.manifest.web.stop_timeout,
+        });
+        self.manage(Arc::clone(&managed));
+        self.supervise(Arc::clone(&managed));
+        Ok((managed, Some(detail)))
+    }
+
+    fn route_spec(&self, job: &Job, live: Option<&Managed>, preview: Option<&Managed>) -> RouteSpec {
+        RouteSpec {
+            key: job.key.clone(),
+            hosts: job.config.hosts.clone(),
+            preview_hosts: job.manifest.deploy.preview_hosts.clone(),
+            live: live.map(|m| Arc::clone(&m.proxy_target)),
+            preview: preview.map(|m| Arc::clone(&m.proxy_target)),
+            hold_timeout: job.manifest.deploy.hold_timeout,
+        }
+    }
+
+    fn route_record(&self, job: &Job, live: Option<i64>, preview: Option<i64>) -> RouteRecord {
+        RouteRecord {
+            app: job.key.app.clone(),
+            environment: job.key.environment.clone(),
+            hosts: job.config.hosts.clone(),
+            preview_hosts: job.manifest.deploy.preview_hosts.clone(),
+            hold_timeout_ms: job.manifest.deploy.hold_timeout.as_millis() as i64,
+            live_target: live,
+            preview_target: preview,
+        }
+    }
+
+    async fn preview(&self, job: &Job, new: &Arc<Managed>) -> StepResult<()> {
+        let current = self.proxy.table().get(&job.key);
+        let live = current.as_ref().and_then(|s| s.live.as_ref()).and_then(|t| self.managed(t.id));
+        let live_id = live.as_ref().map(|m| m.record_id);
+        let waiting = self.await_preview(job.deployment.id);
+        self.store
+            .put_route(&self.route_record(job, live_id, Some(new.record_id)))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.proxy
+            .set_route(self.route_spec(job, live.as_deref(), Some(new)))
+            .map_err(|e| e.to_string())?;
+        let _ = self
+            .store
+            .set_deployment_state(job.deployment.id, DeploymentState::Previewing, None)
+            .await;
+        let go_on = waiting.await.unwrap_or(false);
+        // Whatever the answer, the preview ends here; the switch (if any)
+        // puts the new target live in the next steps.
+        let _ = self.store.put_route(&self.route_record(job, live_id, None)).await;
+        let _ = self.proxy.set_route(self.route_spec(job, live.as_deref(), None));
+        let _ = self
+            .store
+            .set_deployment_state(job.deployment.id, DeploymentState::Running, None)
+            .await;
+        if go_on {
+            Ok(((), Some("continued after preview".into())))
+        } else {
+            Err("aborted during preview; the live release was not changed".into())
+        }
+    }
+
+    async fn switch(&self, job: &Job, new: &Arc<Managed>, old: Option<&Arc<Managed>>) -> std::result::Result<String, String> {
+        let previous = self.store.route(&job.key.app, &job.key.environment).await.map_err(|e| e.to_string())?;
+        // The route is recorded before the proxy is told: after a crash the
+        // store, not memory, says which target is live.
+        self.store
+            .put_route(&self.route_record(job, Some(new.record_id), None))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.proxy.set_route(self.route_spec(job, Some(new), None)) {
+            if let Some(previous) = previous {
+                let _ = self.store.put_route(&previous).await;
+            }
+            return Err(e.to_string());
+        }
+        new.set_state(TargetState::Live);
+        let _ = self.store.set_target_state(new.record_id, TargetState::Live, None).await;
+        if let Some(old) = old {
+            old.set_state(TargetState::Draining);
+            let _ = self.store.set_target_state(old.record_id, TargetState::Draining, None).await;
+        }
+        Ok(format!(
+            "{} → target {} ({})",
+            job.config.hosts.join(", "),
+            new.record_id,
+            baton_package::short_id(&new.release)
+        ))
+    }
+
+    async fn keep_warm(&self, job: &Job, old: &Arc<Managed>) -> StepResult<()> {
+        // Only the release just replaced stays warm; older warm ones go.
+        let others: Vec<Arc<Managed>> = self
+            .managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|m| m.key == job.key && m.record_id != old.record_id && m.state() == TargetState::Warm)
+            .cloned()
+            .collect();
+        for other in others {
+            self.stop_target(&other, "a newer release is now the one kept warm").await;
+        }
+        let keep = job.manifest.deploy.keep_warm;
+        if keep.is_zero() {
+            self.stop_target(old, "keep_warm is 0").await;
+            return Ok(((), Some("old target stopped (keep_warm = 0)".into())));
+        }
+        old.set_state(TargetState::Warm);
+        let until = now_ms() + keep.as_millis() as i64;
+        self.store
+            .set_target_state(old.record_id, TargetState::Warm, Some(until))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            (),
+            Some(format!(
+                "target {} ({}) kept warm for {}",
+                old.record_id,
+                baton_package::short_id(&old.release),
+                humantime::format_duration(keep)
+            )),
+        ))
+    }
+
+    /// Stops a target for good: marks it stopping (so its supervisor lets it
+    /// go), stops it, records it stopped.
+    pub(crate) async fn stop_target(&self, managed: &Arc<Managed>, reason: &str) {
+        managed.set_state(TargetState::Stopping);
+        let _ = self.store.set_target_state(managed.record_id, TargetState::Stopping, None).await;
+        let handle = managed.handle();
+        let exit = self.runtime.stop(&handle, managed.stop_timeout).await;
+        let _ = self.store.set_target_state(managed.record_id, TargetState::Stopped, None).await;
+        managed.set_state(TargetState::Stopped);
+        self.forget(managed.record_id);
+        let message = match exit {
+            Ok(exit) => format!("target {} stopped because {reason}; it {exit}", managed.record_id),
+            Err(e) => format!("target {} could not be stopped cleanly ({reason}): {e}", managed.record_id),
+        };
+        let _ = self
+            .store
+            .record_event(&managed.key.app, &managed.key.environment, "target_stopped", &message)
+            .await;
+    }
+
+    async fn fail_target(&self, managed: &Arc<Managed>, reason: &str) {
+        self.stop_target(managed, reason).await;
+        let _ = self.store.set_target_state(managed.record_id, TargetState::Failed, None).await;
+        managed.set_state(TargetState::Failed);
+    }
+}
+

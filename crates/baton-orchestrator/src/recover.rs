@@ -1,0 +1,197 @@
+//! Start-up after a restart, a crash or kill -9: adopt the targets that are
+//! still running (never restarting them), restore the proxy's routes from the
+//! store, and finish or undo the deployments that were cut short.
+
+use std::sync::{Arc, Mutex};
+
+use baton_manifest::Manifest;
+use baton_proxy::{RouteKey, RouteSpec};
+use baton_runtime::{TargetHandle, TargetSpec};
+use baton_store::{now_ms, DeploymentState, StepKind, StepState, TargetRecord, TargetState};
+use serde::Serialize;
+
+use crate::plan::{self, Recovery};
+use crate::{addr, Managed, Orchestrator, Result};
+
+/// What start-up found and did, for the log and for tests.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RecoveryReport {
+    pub adopted: Vec<i64>,
+    pub restarted: Vec<i64>,
+    pub gone: Vec<i64>,
+    pub routes: usize,
+    pub finished_deployments: Vec<i64>,
+    pub undone_deployments: Vec<i64>,
+}
+
+impl Orchestrator {
+    pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport> {
+        let mut report = RecoveryReport::default();
+        for record in self.store.active_targets().await? {
+            self.recover_target(record, &mut report).await?;
+        }
+        for route in self.store.routes().await? {
+            let key = RouteKey::new(&route.app, &route.environment);
+            let live = route.live_target.and_then(|id| self.managed(id));
+            let spec = RouteSpec {
+                key,
+                hosts: route.hosts.clone(),
+                preview_hosts: route.preview_hosts.clone(),
+                live: live.map(|m| Arc::clone(&m.proxy_target)),
+                preview: None,
+                hold_timeout: std::time::Duration::from_millis(route.hold_timeout_ms.max(0) as u64),
+            };
+            if let Err(e) = self.proxy.set_route(spec) {
+                tracing::error!(app = route.app, environment = route.environment, error = %e, "cannot restore route");
+                continue;
+            }
+            report.routes += 1;
+        }
+        for deployment in self.store.unfinished_deployments().await? {
+            let route = self.store.route(&deployment.app, &deployment.environment).await?;
+            let live_target = route.as_ref().and_then(|r| r.live_target);
+            let seq = self
+                .store
+                .begin_step(deployment.id, StepKind::Recover, Some("the server restarted during this deployment"))
+                .await?;
+            match plan::recovery(&deployment, live_target) {
+                Recovery::Finish => {
+                    self.store
+                        .end_step(deployment.id, seq, StepState::Done, Some("the switch had happened; deployment finished"))
+                        .await?;
+                    self.store.set_deployment_state(deployment.id, DeploymentState::Succeeded, None).await?;
+                    report.finished_deployments.push(deployment.id);
+                }
+                Recovery::Undo => {
+                    if let Some(route) = route.as_ref().filter(|r| r.preview_target.is_some()) {
+                        let mut cleared = route.clone();
+                        cleared.preview_target = None;
+                        self.store.put_route(&cleared).await?;
+                    }
+                    if let Some(target) = deployment.target_id {
+                        let record = self.store.target(target).await?;
+                        if record.deployment_id == Some(deployment.id) && Some(target) != live_target {
+                            if let Some(managed) = self.managed(target) {
+                                self.stop_target(&managed, "its deployment was interrupted by a server restart").await;
+                            }
+                            self.store.set_target_state(target, TargetState::Failed, None).await?;
+                        }
+                    }
+                    let why = "interrupted by a server restart before the switch; the live release did not change";
+                    self.store.end_step(deployment.id, seq, StepState::Done, Some(why)).await?;
+                    self.store.set_deployment_state(deployment.id, DeploymentState::Failed, Some(why)).await?;
+                    report.undone_deployments.push(deployment.id);
+                }
+            }
+        }
+        self.settle_previous_targets().await?;
+        Ok(report)
+    }
+
+    async fn recover_target(self: &Arc<Self>, record: TargetRecord, report: &mut RecoveryReport) -> Result<()> {
+        let release = self.store.release(&record.release_id).await?;
+        let manifest = match Manifest::parse(&release.manifest, "baton.toml") {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                tracing::error!(target = record.id, error = %e, "stored manifest no longer parses");
+                return Ok(());
+            }
+        };
+        let config = manifest.environment(&record.environment);
+        let spec = TargetSpec {
+            target_id: record.id,
+            app: record.app.clone(),
+            environment: record.environment.clone(),
+            release: record.release_id.clone(),
+            dir: self.release_dir(&record.release_id),
+            command: manifest.web.command.clone(),
+            env: config.env,
+            port: record.port,
+        };
+        let handle = record.handle.clone().map(|reference| TargetHandle {
+            target_id: record.id,
+            reference,
+        });
+        let running = handle.as_ref().is_some_and(|h| self.runtime.alive(h));
+        let managed = |handle: TargetHandle, state| {
+            Arc::new(Managed {
+                record_id: record.id,
+                key: RouteKey::new(&record.app, &record.environment),
+                release: record.release_id.clone(),
+                proxy_target: baton_proxy::Target::new(record.id, addr(record.port), record.release_id.clone()),
+                spec: spec.clone(),
+                handle: Mutex::new(handle),
+                state: Mutex::new(state),
+                stop_timeout: manifest.web.stop_timeout,
+            })
+        };
+        match (record.state, handle, running) {
+            (state, Some(handle), true) => {
+                let m = managed(handle, state);
+                self.manage(Arc::clone(&m));
+                self.supervise(m);
+                report.adopted.push(record.id);
+            }
+            (TargetState::Live, _, _) => {
+                let handle = self.runtime.start(&spec).await.map_err(|e| crate::Error::Internal(e.to_string()))?;
+                self.store.set_target_handle(record.id, &handle.reference).await?;
+                self.store.count_restart(record.id).await?;
+                let m = managed(handle, TargetState::Live);
+                self.manage(Arc::clone(&m));
+                self.supervise(m);
+                self.store
+                    .record_event(
+                        &record.app,
+                        &record.environment,
+                        "target_restarted",
+                        &format!("live target {} was not running when the server started; started it again", record.id),
+                    )
+                    .await?;
+                report.restarted.push(record.id);
+            }
+            (state, _, _) => {
+                let next = if state == TargetState::Starting { TargetState::Failed } else { TargetState::Stopped };
+                self.store.set_target_state(record.id, next, None).await?;
+                report.gone.push(record.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// After recovery, a running target that is not live is the previous
+    /// release: the newest such is kept warm, any other is stopped.
+    async fn settle_previous_targets(self: &Arc<Self>) -> Result<()> {
+        for route in self.store.routes().await? {
+            let mut previous: Vec<Arc<Managed>> = self
+                .managed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|m| m.key.app == route.app && m.key.environment == route.environment)
+                .filter(|m| Some(m.record_id) != route.live_target)
+                .filter(|m| matches!(m.state(), TargetState::Live | TargetState::Draining | TargetState::Warm | TargetState::Healthy))
+                .cloned()
+                .collect();
+            previous.sort_by_key(|m| std::cmp::Reverse(m.record_id));
+            let mut kept = false;
+            for m in previous {
+                if !kept && m.state() != TargetState::Healthy {
+                    kept = true;
+                    if m.state() != TargetState::Warm {
+                        m.set_state(TargetState::Warm);
+                        let release = self.store.release(&m.release).await?;
+                        let keep = Manifest::parse(&release.manifest, "baton.toml")
+                            .map(|manifest| manifest.deploy.keep_warm)
+                            .unwrap_or_default();
+                        self.store
+                            .set_target_state(m.record_id, TargetState::Warm, Some(now_ms() + keep.as_millis() as i64))
+                            .await?;
+                    }
+                } else {
+                    self.stop_target(&m, "it is neither live nor the previous release").await;
+                }
+            }
+        }
+        Ok(())
+    }
+}

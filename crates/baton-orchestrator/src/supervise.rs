@@ -1,0 +1,104 @@
+//! Watching targets after they start: a live target that exits is started
+//! again (same release, same port) with a growing delay, and every exit and
+//! restart is recorded as an event. Targets on their way out are let go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_store::TargetState;
+use tokio::time::Instant;
+
+use crate::{Managed, Orchestrator};
+
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// A target that stayed up this long is considered well again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+impl Orchestrator {
+    pub(crate) fn supervise(self: &Arc<Self>, managed: Arc<Managed>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.watch(managed).await });
+    }
+
+    async fn watch(self: Arc<Self>, managed: Arc<Managed>) {
+        let (app, environment) = (managed.key.app.clone(), managed.key.environment.clone());
+        let mut delay = FIRST_DELAY;
+        loop {
+            let handle = managed.handle();
+            let since = Instant::now();
+            let exit = self.runtime.wait(&handle).await;
+            match managed.state() {
+                // Being stopped on purpose, or a deployment's health check
+                // will report it.
+                TargetState::Stopping | TargetState::Stopped | TargetState::Failed | TargetState::Starting | TargetState::Healthy => return,
+                TargetState::Warm | TargetState::Draining => {
+                    managed.set_state(TargetState::Stopped);
+                    self.forget(managed.record_id);
+                    let _ = self.store.set_target_state(managed.record_id, TargetState::Stopped, None).await;
+                    let _ = self
+                        .store
+                        .record_event(
+                            &app,
+                            &environment,
+                            "target_exited",
+                            &format!(
+                                "warm target {} ({}) {exit}; a rollback to it will start it again",
+                                managed.record_id,
+                                baton_package::short_id(&managed.release)
+                            ),
+                        )
+                        .await;
+                    return;
+                }
+                TargetState::Live => {}
+            }
+            if since.elapsed() >= STABLE_AFTER {
+                delay = FIRST_DELAY;
+            }
+            let last = self.runtime.tail(managed.record_id, 5).join("\n  | ");
+            let _ = self
+                .store
+                .record_event(
+                    &app,
+                    &environment,
+                    "target_exited",
+                    &format!(
+                        "live target {} ({}) {exit}; restarting it in {} ms\n  | {last}",
+                        managed.record_id,
+                        baton_package::short_id(&managed.release),
+                        delay.as_millis()
+                    ),
+                )
+                .await;
+            tracing::warn!(target = managed.record_id, %exit, "live target exited; restarting");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_DELAY);
+            if managed.state() != TargetState::Live {
+                return;
+            }
+            match self.runtime.start(&managed.spec).await {
+                Ok(handle) => {
+                    let _ = self.store.set_target_handle(managed.record_id, &handle.reference).await;
+                    let _ = self.store.count_restart(managed.record_id).await;
+                    let _ = self
+                        .store
+                        .record_event(
+                            &app,
+                            &environment,
+                            "target_restarted",
+                            &format!("live target {} restarted ({})", managed.record_id, handle.reference),
+                        )
+                        .await;
+                    *managed.handle.lock().unwrap_or_else(|e| e.into_inner()) = handle;
+                }
+                Err(e) => {
+                    let _ = self
+                        .store
+                        .record_event(&app, &environment, "target_restart_failed", &e.to_string())
+                        .await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The HTTP client of the Baton API used by every subcommand but `server`.
+//! It turns transport failures and API error bodies into messages that say
+//! what went wrong and where to look.
+
+use anyhow::{anyhow, Result};
+use serde::de::DeserializeOwned;
+
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self.send(self.http.get(self.url(path))).await?;
+        decode(response).await
+    }
+
+    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
+        let response = self.send(self.http.post(self.url(path)).json(body)).await?;
+        decode(response).await
+    }
+
+    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>, content_type: &str) -> Result<T> {
+        let request = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        let response = self.send(request).await?;
+        decode(response).await
+    }
+
+    /// A response whose body the caller reads as it arrives.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request.send().await.map_err(|e| {
+            let cause = if e.is_connect() { "connection refused".to_string() } else { e.to_string() };
+            anyhow!(
+                "cannot reach the Baton server at {} ({cause}); start it with `baton server`, or set BATON_API to its address",
+                self.base
+            )
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("the server answered {status}: {}", text.trim()));
+        Err(anyhow!(message))
+    }
+}
+
+async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {
+    let url = response.url().clone();
+    let bytes = response.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow!("unexpected answer from {url}: {e}"))
+}

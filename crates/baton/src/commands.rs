@@ -1,0 +1,325 @@
+//! The client subcommands. Each one is a few API calls and some printing.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use baton_orchestrator::EnvironmentStatus;
+use baton_store::{Deployment, DeploymentState, Event, Release, Step, StepState};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::client::Api;
+use crate::output::{ago, bold, dim, green, millis, red, size, table};
+use crate::Common;
+
+pub async fn deploy(common: &Common, dir: &Path, environment: &str, preview: bool, no_wait: bool) -> Result<ExitCode> {
+    let manifest = baton_manifest::Manifest::load(dir)?;
+    let api = Api::new(&common.api);
+    let dir_owned = dir.to_path_buf();
+    let package = tokio::task::spawn_blocking(move || baton_package::pack(&dir_owned))
+        .await
+        .context("packing the app folder")??;
+    if !common.json {
+        println!(
+            "{} {} from {}: {} files, {}, release {}",
+            bold("Packed"),
+            manifest.name,
+            dir.display(),
+            package.files,
+            size(package.archive.len() as i64),
+            baton_package::short_id(&package.id)
+        );
+    }
+    let created: serde_json::Value = api
+        .post_bytes(&format!("/apps/{}/releases", manifest.name), package.archive, "application/x-tar")
+        .await?;
+    let release: Release = serde_json::from_value(created["release"].clone())?;
+    if release.id != package.id {
+        return Err(anyhow!(
+            "the server recorded release {} but the package hashes to {}; the upload was altered on the way",
+            release.id,
+            package.id
+        ));
+    }
+    let deployment: Deployment = api
+        .post_json(
+            &format!("/apps/{}/deployments", manifest.name),
+            &json!({"release": release.id, "environment": environment, "preview": preview}),
+        )
+        .await?;
+    finish(&api, common, deployment, no_wait).await
+}
+
+pub async fn rollback(common: &Common, app: &str, environment: &str, to: Option<&str>, no_wait: bool) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let deployment: Deployment = api
+        .post_json(&format!("/apps/{app}/rollback"), &json!({"environment": environment, "to": to}))
+        .await?;
+    finish(&api, common, deployment, no_wait).await
+}
+
+pub async fn answer_preview(common: &Common, deployment: i64, verb: &str) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let _: serde_json::Value = api.post_json(&format!("/deployments/{deployment}/{verb}"), &json!({})).await?;
+    let current: Deployment = api.get(&format!("/deployments/{deployment}")).await?;
+    finish(&api, common, current, false).await
+}
+
+async fn finish(api: &Api, common: &Common, deployment: Deployment, no_wait: bool) -> Result<ExitCode> {
+    if !common.json {
+        println!(
+            "{} {} {} to {} {}",
+            bold(if deployment.kind == baton_store::DeploymentKind::Rollback { "Rolling back" } else { "Deploying" }),
+            deployment.app,
+            baton_package::short_id(&deployment.release_id),
+            deployment.environment,
+            dim(&format!("(deployment {})", deployment.id))
+        );
+    }
+    if no_wait {
+        if common.json {
+            println!("{}", serde_json::to_string_pretty(&deployment)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = follow(api, common, deployment.id).await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    match done.state {
+        DeploymentState::Succeeded => {
+            if !common.json {
+                let took = done.finished_at.unwrap_or(done.created_at) - done.created_at;
+                println!(
+                    "{} {} {} is live in {} ({})",
+                    green("Done:"),
+                    done.app,
+                    baton_package::short_id(&done.release_id),
+                    done.environment,
+                    millis(took)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeploymentState::Previewing => {
+            if !common.json {
+                println!(
+                    "In preview: requests with the header `X-Baton-Preview: 1` (or to the preview hosts) reach the new release.\nNext: `baton continue {}` to switch, or `baton abort {}` to drop it.",
+                    done.id, done.id
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            let error = done.error.unwrap_or_else(|| "the deployment failed".into());
+            Err(anyhow!("deployment {} failed: {error}", done.id))
+        }
+    }
+}
+
+/// Polls a deployment, printing each step as it ends, until it finishes or
+/// pauses in preview.
+async fn follow(api: &Api, common: &Common, id: i64) -> Result<Deployment> {
+    let tty = std::io::stdout().is_terminal();
+    let mut printed = 0;
+    let mut announced_running: Option<i64> = None;
+    loop {
+        let deployment: Deployment = api.get(&format!("/deployments/{id}")).await?;
+        while printed < deployment.steps.len() && deployment.steps[printed].state != StepState::Running {
+            if !common.json {
+                if tty && announced_running.is_some() {
+                    print!("\r\x1b[K");
+                }
+                print_step(&deployment.steps[printed]);
+            }
+            announced_running = None;
+            printed += 1;
+        }
+        if let Some(running) = deployment.steps.get(printed) {
+            let seconds = (baton_store::now_ms() - running.started_at) / 1000;
+            if tty && !common.json && seconds >= 1 && announced_running != Some(seconds) {
+                print!("\r\x1b[K  … {:<13} {seconds}s", running.step.as_str());
+                let _ = std::io::stdout().flush();
+                announced_running = Some(seconds);
+            }
+        }
+        if deployment.is_finished() || deployment.state == DeploymentState::Previewing {
+            return Ok(deployment);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn print_step(step: &Step) {
+    let took = step.finished_at.map(|f| f - step.started_at).unwrap_or(0);
+    let mark = match step.state {
+        StepState::Done => green("✓"),
+        StepState::Failed => red("✗"),
+        StepState::Skipped => dim("-"),
+        StepState::Running => dim("…"),
+    };
+    let detail = step
+        .detail
+        .as_deref()
+        .filter(|_| step.state != StepState::Failed)
+        .map(|d| dim(d.lines().next().unwrap_or("")))
+        .unwrap_or_default();
+    println!("  {mark} {:<13} {:>9}  {detail}", step.step.as_str(), millis(took));
+}
+
+pub async fn status(common: &Common) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let status: Vec<EnvironmentStatus> = api.get("/status").await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if status.is_empty() {
+        println!("Nothing deployed yet. Deploy an app with `baton deploy DIR`.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "APP".into(),
+        "ENVIRONMENT".into(),
+        "LIVE".into(),
+        "SINCE".into(),
+        "TARGETS".into(),
+        "HOSTS".into(),
+    ]];
+    for env in &status {
+        let live = env
+            .live
+            .as_ref()
+            .map(|t| {
+                let id = baton_package::short_id(&t.record.release_id).to_string();
+                if t.running { green(&id) } else { red(&format!("{id} (down)")) }
+            })
+            .unwrap_or_else(|| dim("none"));
+        let since = env.live.as_ref().map(|t| ago(t.record.updated_at)).unwrap_or_default();
+        let targets = env
+            .targets
+            .iter()
+            .map(|t| format!("#{} {} {}", t.record.id, t.record.state, baton_package::short_id(&t.record.release_id)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push(vec![
+            env.app.clone(),
+            env.environment.clone(),
+            live,
+            since,
+            targets,
+            env.hosts.join(", "),
+        ]);
+    }
+    table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn releases(common: &Common, app: &str) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let releases: Vec<Release> = api.get(&format!("/apps/{app}/releases")).await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&releases)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if releases.is_empty() {
+        println!("{app} has no releases yet. Make one with `baton deploy DIR`.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec!["RELEASE".into(), "CREATED".into(), "FILES".into(), "SIZE".into()]];
+    for r in &releases {
+        rows.push(vec![
+            baton_package::short_id(&r.id).to_string(),
+            ago(r.created_at),
+            r.files.to_string(),
+            size(r.size),
+        ]);
+    }
+    table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn deployments(common: &Common, app: &str, limit: i64) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let deployments: Vec<Deployment> = api.get(&format!("/apps/{app}/deployments?limit={limit}")).await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&deployments)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if deployments.is_empty() {
+        println!("{app} has no deployments yet.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "ID".into(),
+        "ENVIRONMENT".into(),
+        "KIND".into(),
+        "RELEASE".into(),
+        "STATE".into(),
+        "STARTED".into(),
+        "TOOK".into(),
+        "ERROR".into(),
+    ]];
+    for d in &deployments {
+        let state = match d.state {
+            DeploymentState::Succeeded => green(d.state.as_str()),
+            DeploymentState::Failed => red(d.state.as_str()),
+            _ => d.state.as_str().to_string(),
+        };
+        rows.push(vec![
+            d.id.to_string(),
+            d.environment.clone(),
+            d.kind.to_string(),
+            baton_package::short_id(&d.release_id).to_string(),
+            state,
+            ago(d.created_at),
+            d.finished_at.map(|f| millis(f - d.created_at)).unwrap_or_default(),
+            d.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string(),
+        ]);
+    }
+    table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(common: &Common, app: &str, environment: &str, follow: bool, lines: usize) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let response = api
+        .stream(&format!("/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}"))
+        .await?;
+    let mut body = response.bytes_stream();
+    let mut pending = Vec::new();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| anyhow!("the log stream broke off: {e}"))?;
+        if !common.json {
+            stdout.write_all(&chunk)?;
+            stdout.flush()?;
+            continue;
+        }
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            writeln!(stdout, "{}", json!({"app": app, "environment": environment, "line": text}))?;
+        }
+        stdout.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn events(common: &Common, app: &str, limit: i64) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let events: Vec<Event> = api.get(&format!("/apps/{app}/events?limit={limit}")).await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&events)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in events.iter().rev() {
+        println!("{} {} {} {}", dim(&ago(e.at)), e.environment, bold(&e.kind), e.message);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+

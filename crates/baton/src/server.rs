@@ -1,0 +1,141 @@
+//! `baton server`: wires the store, the runtime, the orchestrator, the proxy
+//! and the API together in one process. Stopping the server (even with
+//! kill -9) never stops the apps: the next start adopts their targets.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use baton_orchestrator::Orchestrator;
+use baton_proxy::Proxy;
+use baton_runtime::ProcessRuntime;
+use baton_store::Store;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::watch;
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Where Baton keeps its store, releases and target logs
+    /// [default: $XDG_DATA_HOME/baton or ~/.local/share/baton]
+    #[arg(long, env = "BATON_DATA")]
+    data: Option<PathBuf>,
+    /// Address the proxy serves app traffic on.
+    #[arg(long, env = "BATON_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
+    proxy_listen: String,
+    /// Address the control-plane API listens on.
+    #[arg(long, env = "BATON_API_LISTEN", default_value = "127.0.0.1:7070")]
+    api_listen: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("baton");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/baton"),
+        None => PathBuf::from(".baton"),
+    }
+}
+
+pub async fn run(args: ServerArgs) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data = args.data.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create the data folder {}", data.display()))?;
+    let _lock = lock(&data)?;
+
+    let store = Store::open(&data.join("baton.db")).await?;
+    let proxy = Proxy::new();
+    let runtime = Arc::new(ProcessRuntime::new(data.join("logs")));
+    let orchestrator = Orchestrator::new(store, Arc::clone(&proxy), runtime, data.join("releases"));
+    let report = orchestrator.recover().await.map_err(|e| anyhow!("cannot restore state from the store: {e}"))?;
+    tracing::info!(
+        adopted = ?report.adopted,
+        restarted = ?report.restarted,
+        routes = report.routes,
+        finished = ?report.finished_deployments,
+        undone = ?report.undone_deployments,
+        "state restored"
+    );
+
+    let proxy_listener = Proxy::bind(&args.proxy_listen)
+        .await
+        .map_err(|e| anyhow!("{e}; is another server using it? choose another with --proxy-listen"))?;
+    let api_listener = tokio::net::TcpListener::bind(&args.api_listen)
+        .await
+        .map_err(|e| anyhow!("cannot listen on {} for the API: {e}; choose another with --api-listen", args.api_listen))?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets());
+    let proxy_task = tokio::spawn(Arc::clone(&proxy).serve(
+        proxy_listener,
+        stopped(stop_rx.clone()),
+        Duration::from_secs(30),
+    ));
+    let api = axum::serve(api_listener, baton_api::router(Arc::clone(&orchestrator)))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api_task = tokio::spawn(async move { api.await });
+
+    tracing::info!(api = %api_addr, proxy = %proxy_addr, data = %data.display(), "baton server ready");
+    // One line on stdout for scripts that wait for readiness.
+    println!("baton server ready: api http://{api_addr} proxy http://{proxy_addr} data {}", data.display());
+    let _ = std::io::stdout().flush();
+
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing requests in flight; apps keep running");
+    let _ = stop_tx.send(true);
+    let _ = api_task.await;
+    let _ = proxy_task.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One server per data folder: two would fight over the same targets.
+fn lock(data: &std::path::Path) -> Result<Flock<std::fs::File>> {
+    let path = data.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, _)| {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        anyhow!(
+            "another baton server (pid {}) is already using {}; stop it first or pass another --data",
+            holder.trim(),
+            data.display()
+        )
+    })?;
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(lock)
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

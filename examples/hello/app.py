@@ -1,0 +1,68 @@
+"""Baton's example app: a tiny web service to deploy, roll back and break.
+
+It listens on $PORT, answers /health, and says which release it is.
+Tell it to misbehave through its environment (see baton.toml):
+  STARTUP_DELAY_MS=3000  wait that long before listening (a slow boot)
+  FAIL_HEALTH=1          answer /health with 503 (a bad release)
+/slow?ms=2000 answers after that many milliseconds (a long request).
+"""
+
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+MESSAGE = "Hello from Baton's example app!"
+RELEASE = os.environ.get("BATON_RELEASE", "unknown")[:12]
+FAIL_HEALTH = os.environ.get("FAIL_HEALTH") == "1"
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        if url.path == "/health":
+            if FAIL_HEALTH:
+                return self.reply(503, "unhealthy on purpose (FAIL_HEALTH=1)\n")
+            return self.reply(200, "ok\n")
+        if url.path == "/slow":
+            ms = int(parse_qs(url.query).get("ms", ["1000"])[0])
+            time.sleep(ms / 1000)
+        self.reply(200, f"{MESSAGE}\nrelease: {RELEASE}\npath: {url.path}\n")
+
+    def reply(self, status, text):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass  # one line per request would drown the log
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def main():
+    port = int(os.environ["PORT"])
+    delay = int(os.environ.get("STARTUP_DELAY_MS", "0"))
+    if delay:
+        print(f"starting slowly: waiting {delay} ms", flush=True)
+        time.sleep(delay / 1000)
+    server = Server(("127.0.0.1", port), Handler)
+    print(f"release {RELEASE} listening on 127.0.0.1:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
