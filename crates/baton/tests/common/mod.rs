@@ -191,25 +191,25 @@ impl AppCopy {
         self.edit("baton.toml", "[env]\n", &format!("[env]\n{key} = \"{value}\"\n"));
     }
 
+    /// Sets a key of the manifest's [deploy] section, replacing its value.
     pub fn set_deploy(&self, key: &str, value: &str) {
-        self.edit("baton.toml", "[deploy]\n", &format!("[deploy]\n{key} = \"{value}\"\n"));
-        // The example sets some of these itself; keep only the first.
         let path = self.dir.path().join("baton.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut seen = false;
-        let kept: Vec<&str> = text
-            .lines()
-            .filter(|line| {
-                if line.starts_with(&format!("{key} =")) {
-                    let first = !seen;
-                    seen = true;
-                    first
-                } else {
-                    true
-                }
-            })
-            .collect();
-        std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+        let mut section = String::new();
+        let mut out: Vec<String> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('[') {
+                section = line.to_string();
+            }
+            if section == "[deploy]" && line.starts_with(&format!("{key} =")) {
+                continue;
+            }
+            out.push(line.to_string());
+            if line == "[deploy]" {
+                out.push(format!("{key} = \"{value}\""));
+            }
+        }
+        std::fs::write(&path, out.join("\n") + "\n").unwrap();
     }
 }
 
