@@ -35,9 +35,14 @@ pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
         .route("/api/v1/apps", get(apps))
         .route(
             "/api/v1/apps/{app}/releases",
-            get(releases).post(create_release).layer(DefaultBodyLimit::max(MAX_ARCHIVE)),
+            get(releases)
+                .post(create_release)
+                .layer(DefaultBodyLimit::max(MAX_ARCHIVE)),
         )
-        .route("/api/v1/apps/{app}/deployments", get(deployments).post(deploy))
+        .route(
+            "/api/v1/apps/{app}/deployments",
+            get(deployments).post(deploy),
+        )
         .route("/api/v1/apps/{app}/rollback", post(rollback))
         .route("/api/v1/apps/{app}/logs", get(logs::logs))
         .route("/api/v1/apps/{app}/events", get(events))
@@ -91,7 +96,11 @@ impl IntoResponse for ApiError {
         if self.0.is_server_error() {
             tracing::error!(message = self.1, "API request failed");
         }
-        (self.0, Json(json!({"error": {"code": code, "message": self.1}}))).into_response()
+        (
+            self.0,
+            Json(json!({"error": {"code": code, "message": self.1}})),
+        )
+            .into_response()
     }
 }
 
@@ -99,8 +108,13 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Parses a JSON body, naming the field at fault. An empty body is `{}`.
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) { b"{}" as &[u8] } else { bytes };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))
+    let bytes = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        b"{}" as &[u8]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))
 }
 
 fn check_app(app: &str) -> ApiResult<()> {
@@ -133,19 +147,35 @@ async fn apps(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
     Ok(Json(o.store().apps().await?))
 }
 
-async fn releases(State(o): State<AppState>, Path(app): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn releases(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     Ok(Json(o.store().releases(&app).await?))
 }
 
-async fn create_release(State(o): State<AppState>, Path(app): Path<String>, archive: Bytes) -> ApiResult<impl IntoResponse> {
+async fn create_release(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    archive: Bytes,
+) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     if archive.is_empty() {
-        return Err(ApiError::bad_request("the request body must be the release archive (a tar file)"));
+        return Err(ApiError::bad_request(
+            "the request body must be the release archive (a tar file)",
+        ));
     }
     let (release, created) = o.create_release(&app, archive.to_vec()).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({"release": release, "created": created}))))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"release": release, "created": created})),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -153,9 +183,17 @@ struct Limit {
     limit: Option<i64>,
 }
 
-async fn deployments(State(o): State<AppState>, Path(app): Path<String>, Query(q): Query<Limit>) -> ApiResult<impl IntoResponse> {
+async fn deployments(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    Query(q): Query<Limit>,
+) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
-    Ok(Json(o.store().deployments(&app, q.limit.unwrap_or(50).clamp(1, 1000)).await?))
+    Ok(Json(
+        o.store()
+            .deployments(&app, q.limit.unwrap_or(50).clamp(1, 1000))
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -172,7 +210,11 @@ fn production() -> String {
     baton_manifest::DEFAULT_ENVIRONMENT.to_string()
 }
 
-async fn deploy(State(o): State<AppState>, Path(app): Path<String>, raw: Bytes) -> ApiResult<impl IntoResponse> {
+async fn deploy(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: DeployBody = body(&raw)?;
     let deployment = o
@@ -194,14 +236,21 @@ struct RollbackBody {
     to: Option<String>,
 }
 
-async fn rollback(State(o): State<AppState>, Path(app): Path<String>, raw: Bytes) -> ApiResult<impl IntoResponse> {
+async fn rollback(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: RollbackBody = body(&raw)?;
     let deployment = o.rollback(&app, &b.environment, b.to.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
-async fn deployment(State(o): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn deployment(
+    State(o): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id)?;
     Ok(Json(o.store().deployment(id).await?))
 }
@@ -211,23 +260,43 @@ fn parse_id(id: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::bad_request(format!("{id:?} is not a deployment id (a number)")))
 }
 
-async fn continue_preview(State(o): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn continue_preview(
+    State(o): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id)?;
     o.store().deployment(id).await?;
     o.continue_preview(id)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"deployment": id, "continued": true}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"deployment": id, "continued": true})),
+    ))
 }
 
-async fn abort_preview(State(o): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn abort_preview(
+    State(o): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id)?;
     o.store().deployment(id).await?;
     o.abort_preview(id)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"deployment": id, "aborted": true}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"deployment": id, "aborted": true})),
+    ))
 }
 
-async fn events(State(o): State<AppState>, Path(app): Path<String>, Query(q): Query<Limit>) -> ApiResult<impl IntoResponse> {
+async fn events(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    Query(q): Query<Limit>,
+) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
-    Ok(Json(o.store().events(&app, q.limit.unwrap_or(50).clamp(1, 1000)).await?))
+    Ok(Json(
+        o.store()
+            .events(&app, q.limit.unwrap_or(50).clamp(1, 1000))
+            .await?,
+    ))
 }
 
 #[cfg(test)]
@@ -262,7 +331,10 @@ mod tests {
                 documented.push((method.clone(), path.clone()));
             }
         }
-        let mut served: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
         documented.sort();
         served.sort();
         assert_eq!(documented, served);
@@ -270,7 +342,9 @@ mod tests {
 
     #[test]
     fn request_bodies_name_the_field_at_fault() {
-        let err = body::<DeployBody>(br#"{"release": "abc", "enviroment": "x"}"#).err().unwrap();
+        let err = body::<DeployBody>(br#"{"release": "abc", "enviroment": "x"}"#)
+            .err()
+            .unwrap();
         assert_eq!(err.0, StatusCode::BAD_REQUEST);
         assert!(err.1.contains("enviroment"), "{}", err.1);
         let err = body::<DeployBody>(b"{not json").err().unwrap();

@@ -29,15 +29,23 @@ struct Follow {
     first: Option<String>,
 }
 
-pub(crate) async fn logs(State(o): State<AppState>, Path(app): Path<String>, Query(q): Query<LogsQuery>) -> ApiResult<Response> {
+pub(crate) async fn logs(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
     check_app(&app)?;
     let environment = q.environment.unwrap_or_else(production);
     let target = o.live_target(&app, &environment).await?.ok_or_else(|| {
-        ApiError::not_found(format!("{app} has no live target in {environment}; deploy it first with `baton deploy`"))
+        ApiError::not_found(format!(
+            "{app} has no live target in {environment}; deploy it first with `baton deploy`"
+        ))
     })?;
     let runtime = o.runtime().clone();
     let offset = runtime.log_len(target.id);
-    let mut text = runtime.tail(target.id, q.lines.unwrap_or(100).min(100_000)).join("\n");
+    let mut text = runtime
+        .tail(target.id, q.lines.unwrap_or(100).min(100_000))
+        .join("\n");
     if !text.is_empty() {
         text.push('\n');
     }
@@ -58,7 +66,10 @@ pub(crate) async fn logs(State(o): State<AppState>, Path(app): Path<String>, Que
             return Some((Ok::<_, std::io::Error>(Bytes::from(first)), s));
         }
         loop {
-            let chunk = s.orchestrator.runtime().read_log(s.target, s.offset, 64 * 1024);
+            let chunk = s
+                .orchestrator
+                .runtime()
+                .read_log(s.target, s.offset, 64 * 1024);
             if !chunk.is_empty() {
                 s.offset += chunk.len() as u64;
                 return Some((Ok(Bytes::from(chunk)), s));

@@ -218,22 +218,25 @@ impl Manifest {
     /// Parses and validates manifest text; `file` is only used in errors.
     pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
         let deserializer = toml::Deserializer::new(text);
-        let manifest: Manifest =
-            serde_path_to_error::deserialize(deserializer).map_err(|e| {
-                let field = e.path().to_string();
-                let inner = e.into_inner();
-                let (line, column) = inner
-                    .span()
-                    .map(|span| line_column(text, span.start))
-                    .unwrap_or((1, 1));
-                ManifestError::Syntax {
-                    file: file.to_string(),
-                    line,
-                    column,
-                    field: if field == "." { "(top level)".into() } else { field },
-                    reason: inner.message().trim().to_string(),
-                }
-            })?;
+        let manifest: Manifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ManifestError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                field: if field == "." {
+                    "(top level)".into()
+                } else {
+                    field
+                },
+                reason: inner.message().trim().to_string(),
+            }
+        })?;
         manifest.validate(file)?;
         Ok(manifest)
     }
@@ -271,7 +274,10 @@ impl Manifest {
         if !(100..=599).contains(&self.health.status) {
             return Err(invalid(
                 "health.status",
-                format!("{} is not an HTTP status code (100 to 599)", self.health.status),
+                format!(
+                    "{} is not an HTTP status code (100 to 599)",
+                    self.health.status
+                ),
             ));
         }
         for (field, value) in [
@@ -474,13 +480,31 @@ env = { LEVEL = "debug" }
     fn invalid_values_are_rejected_with_field_and_reason() {
         let cases = [
             ("name = \"Hello\"\n[web]\ncommand = \"x\"\n", "name"),
-            ("name = \"a\"\nhosts = [\"a:80\"]\n[web]\ncommand = \"x\"\n", "hosts[0]"),
+            (
+                "name = \"a\"\nhosts = [\"a:80\"]\n[web]\ncommand = \"x\"\n",
+                "hosts[0]",
+            ),
             ("name = \"a\"\n[web]\ncommand = \"  \"\n", "web.command"),
-            ("name = \"a\"\n[web]\ncommand = \"x\"\n[health]\npath = \"up\"\n", "health.path"),
-            ("name = \"a\"\n[web]\ncommand = \"x\"\n[health]\nstatus = 42\n", "health.status"),
-            ("name = \"a\"\n[web]\ncommand = \"x\"\n[env]\nPORT = \"1\"\n", "env.PORT"),
-            ("name = \"a\"\n[web]\ncommand = \"x\"\n[deploy]\ntimeout = \"0s\"\n", "deploy.timeout"),
-            ("name = \"a\"\n[web]\ncommand = \"x\"\n[environments.Prod]\n", "environments.Prod"),
+            (
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[health]\npath = \"up\"\n",
+                "health.path",
+            ),
+            (
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[health]\nstatus = 42\n",
+                "health.status",
+            ),
+            (
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[env]\nPORT = \"1\"\n",
+                "env.PORT",
+            ),
+            (
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[deploy]\ntimeout = \"0s\"\n",
+                "deploy.timeout",
+            ),
+            (
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[environments.Prod]\n",
+                "environments.Prod",
+            ),
         ];
         for (text, expected_field) in cases {
             match Manifest::parse(text, "baton.toml") {

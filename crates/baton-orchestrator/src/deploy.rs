@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-
 use baton_manifest::{EnvironmentConfig, Manifest};
 use baton_proxy::{RouteKey, RouteSpec};
 use baton_runtime::{free_port, TargetSpec};
 use baton_store::{
-    now_ms, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind, StepState, TargetState,
+    now_ms, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind, StepState,
+    TargetState,
 };
 
 use crate::{addr, plan, Error, Managed, Orchestrator, Result};
@@ -37,8 +37,12 @@ impl Orchestrator {
         preview: bool,
         warm: Option<Arc<Managed>>,
     ) -> Result<Deployment> {
-        let manifest = Manifest::parse(&release.manifest, "baton.toml")
-            .map_err(|e| Error::BadRequest(format!("release {}: {e}", baton_package::short_id(&release.id))))?;
+        let manifest = Manifest::parse(&release.manifest, "baton.toml").map_err(|e| {
+            Error::BadRequest(format!(
+                "release {}: {e}",
+                baton_package::short_id(&release.id)
+            ))
+        })?;
         let config = manifest.environment(environment);
         if config.hosts.is_empty() {
             return Err(Error::BadRequest(format!(
@@ -91,7 +95,11 @@ impl Orchestrator {
             Ok(()) => (
                 DeploymentState::Succeeded,
                 None,
-                if kind == DeploymentKind::Rollback { "rolled_back" } else { "deployed" },
+                if kind == DeploymentKind::Rollback {
+                    "rolled_back"
+                } else {
+                    "deployed"
+                },
                 format!("deployment {id}: release {short} is live"),
             ),
             Err(e) => (
@@ -104,15 +112,36 @@ impl Orchestrator {
         if let Err(e) = self.store.set_deployment_state(id, state, error).await {
             tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
         }
-        let _ = self.store.record_event(&app, &environment, event, &message).await;
+        let _ = self
+            .store
+            .record_event(&app, &environment, event, &message)
+            .await;
         match outcome {
-            Ok(()) => tracing::info!(deployment = id, app, environment, release = short, "deployment succeeded"),
-            Err(e) => tracing::warn!(deployment = id, app, environment, release = short, error = e, "deployment failed"),
+            Ok(()) => tracing::info!(
+                deployment = id,
+                app,
+                environment,
+                release = short,
+                "deployment succeeded"
+            ),
+            Err(e) => tracing::warn!(
+                deployment = id,
+                app,
+                environment,
+                release = short,
+                error = e,
+                "deployment failed"
+            ),
         }
     }
 
     /// Records the step, runs it, records how it ended.
-    async fn step<T>(&self, deployment: i64, kind: StepKind, work: impl Future<Output = StepResult<T>>) -> std::result::Result<T, String> {
+    async fn step<T>(
+        &self,
+        deployment: i64,
+        kind: StepKind,
+        work: impl Future<Output = StepResult<T>>,
+    ) -> std::result::Result<T, String> {
         let seq = self
             .store
             .begin_step(deployment, kind, None)
@@ -127,7 +156,10 @@ impl Orchestrator {
                 Ok(value)
             }
             Err(error) => {
-                let _ = self.store.end_step(deployment, seq, StepState::Failed, Some(&error)).await;
+                let _ = self
+                    .store
+                    .end_step(deployment, seq, StepState::Failed, Some(&error))
+                    .await;
                 Err(error)
             }
         }
@@ -135,22 +167,42 @@ impl Orchestrator {
 
     async fn execute(self: &Arc<Self>, job: &Job) -> std::result::Result<(), String> {
         let d = job.deployment.id;
-        let live = self.live_target(&job.key.app, &job.key.environment).await.map_err(|e| e.to_string())?;
+        let live = self
+            .live_target(&job.key.app, &job.key.environment)
+            .await
+            .map_err(|e| e.to_string())?;
         let old = live.and_then(|t| self.managed(t.id));
-        let steps = plan::steps(job.deployment.kind, job.warm.is_some(), job.preview, old.is_some());
+        let steps = plan::steps(
+            job.deployment.kind,
+            job.warm.is_some(),
+            job.preview,
+            old.is_some(),
+        );
 
         let new = match &job.warm {
             Some(warm) => {
-                self.store.set_deployment_target(d, warm.record_id).await.map_err(|e| e.to_string())?;
+                self.store
+                    .set_deployment_target(d, warm.record_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Arc::clone(warm)
             }
-            None => self.step(d, StepKind::StartTarget, self.start_target(job)).await?,
+            None => {
+                self.step(d, StepKind::StartTarget, self.start_target(job))
+                    .await?
+            }
         };
 
         let health = &job.manifest.health;
-        let within = if job.warm.is_some() { health.timeout } else { job.manifest.deploy.timeout };
+        let within = if job.warm.is_some() {
+            health.timeout
+        } else {
+            job.manifest.deploy.timeout
+        };
         let checked = self.step(d, StepKind::HealthCheck, async {
-            self.wait_healthy(&new, health, within).await.map(|detail| ((), Some(detail)))
+            self.wait_healthy(&new, health, within)
+                .await
+                .map(|detail| ((), Some(detail)))
         });
         if let Err(e) = checked.await {
             if job.warm.is_none() {
@@ -160,25 +212,35 @@ impl Orchestrator {
         }
         if job.warm.is_none() {
             new.set_state(TargetState::Healthy);
-            let _ = self.store.set_target_state(new.record_id, TargetState::Healthy, None).await;
+            let _ = self
+                .store
+                .set_target_state(new.record_id, TargetState::Healthy, None)
+                .await;
         }
 
         if steps.contains(&StepKind::Preview) {
-            let previewed = self.step(d, StepKind::Preview, self.preview(job, &new)).await;
+            let previewed = self
+                .step(d, StepKind::Preview, self.preview(job, &new))
+                .await;
             if let Err(e) = previewed {
                 if job.warm.is_none() {
-                    self.stop_target(&new, "its deployment was abandoned in preview").await;
+                    self.stop_target(&new, "its deployment was abandoned in preview")
+                        .await;
                 }
                 return Err(e);
             }
         }
 
         let hold = self
-            .step(d, StepKind::Hold, async { Ok((self.proxy.hold(&job.key), None)) })
+            .step(d, StepKind::Hold, async {
+                Ok((self.proxy.hold(&job.key), None))
+            })
             .await?;
         let switched = self
             .step(d, StepKind::Switch, async {
-                self.switch(job, &new, old.as_ref()).await.map(|detail| ((), Some(detail)))
+                self.switch(job, &new, old.as_ref())
+                    .await
+                    .map(|detail| ((), Some(detail)))
             })
             .await;
         if let Err(e) = switched {
@@ -206,12 +268,16 @@ impl Orchestrator {
             let detail = if left == 0 {
                 "no request left in flight on the old target".to_string()
             } else {
-                format!("{left} requests still in flight after the drain timeout ({})", humantime::format_duration(drain_timeout))
+                format!(
+                    "{left} requests still in flight after the drain timeout ({})",
+                    humantime::format_duration(drain_timeout)
+                )
             };
             Ok(((), Some(detail)))
         })
         .await?;
-        self.step(d, StepKind::KeepWarm, self.keep_warm(job, &old)).await?;
+        self.step(d, StepKind::KeepWarm, self.keep_warm(job, &old))
+            .await?;
         Ok(())
     }
 
@@ -240,7 +306,10 @@ impl Orchestrator {
         let handle = match self.runtime.start(&spec).await {
             Ok(handle) => handle,
             Err(e) => {
-                let _ = self.store.set_target_state(record.id, TargetState::Failed, None).await;
+                let _ = self
+                    .store
+                    .set_target_state(record.id, TargetState::Failed, None)
+                    .await;
                 return Err(e.to_string());
             }
         };
@@ -264,7 +333,12 @@ impl Orchestrator {
         Ok((managed, Some(detail)))
     }
 
-    fn route_spec(&self, job: &Job, live: Option<&Managed>, preview: Option<&Managed>) -> RouteSpec {
+    fn route_spec(
+        &self,
+        job: &Job,
+        live: Option<&Managed>,
+        preview: Option<&Managed>,
+    ) -> RouteSpec {
         RouteSpec {
             key: job.key.clone(),
             hosts: job.config.hosts.clone(),
@@ -289,7 +363,10 @@ impl Orchestrator {
 
     async fn preview(&self, job: &Job, new: &Arc<Managed>) -> StepResult<()> {
         let current = self.proxy.table().get(&job.key);
-        let live = current.as_ref().and_then(|s| s.live.as_ref()).and_then(|t| self.managed(t.id));
+        let live = current
+            .as_ref()
+            .and_then(|s| s.live.as_ref())
+            .and_then(|t| self.managed(t.id));
         let live_id = live.as_ref().map(|m| m.record_id);
         let waiting = self.await_preview(job.deployment.id);
         self.store
@@ -306,8 +383,13 @@ impl Orchestrator {
         let go_on = waiting.await.unwrap_or(false);
         // Whatever the answer, the preview ends here; the switch (if any)
         // puts the new target live in the next steps.
-        let _ = self.store.put_route(&self.route_record(job, live_id, None)).await;
-        let _ = self.proxy.set_route(self.route_spec(job, live.as_deref(), None));
+        let _ = self
+            .store
+            .put_route(&self.route_record(job, live_id, None))
+            .await;
+        let _ = self
+            .proxy
+            .set_route(self.route_spec(job, live.as_deref(), None));
         let _ = self
             .store
             .set_deployment_state(job.deployment.id, DeploymentState::Running, None)
@@ -319,8 +401,17 @@ impl Orchestrator {
         }
     }
 
-    async fn switch(&self, job: &Job, new: &Arc<Managed>, old: Option<&Arc<Managed>>) -> std::result::Result<String, String> {
-        let previous = self.store.route(&job.key.app, &job.key.environment).await.map_err(|e| e.to_string())?;
+    async fn switch(
+        &self,
+        job: &Job,
+        new: &Arc<Managed>,
+        old: Option<&Arc<Managed>>,
+    ) -> std::result::Result<String, String> {
+        let previous = self
+            .store
+            .route(&job.key.app, &job.key.environment)
+            .await
+            .map_err(|e| e.to_string())?;
         // The route is recorded before the proxy is told: after a crash the
         // store, not memory, says which target is live.
         self.store
@@ -334,10 +425,16 @@ impl Orchestrator {
             return Err(e.to_string());
         }
         new.set_state(TargetState::Live);
-        let _ = self.store.set_target_state(new.record_id, TargetState::Live, None).await;
+        let _ = self
+            .store
+            .set_target_state(new.record_id, TargetState::Live, None)
+            .await;
         if let Some(old) = old {
             old.set_state(TargetState::Draining);
-            let _ = self.store.set_target_state(old.record_id, TargetState::Draining, None).await;
+            let _ = self
+                .store
+                .set_target_state(old.record_id, TargetState::Draining, None)
+                .await;
         }
         Ok(format!(
             "{} → target {} ({})",
@@ -354,11 +451,14 @@ impl Orchestrator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|m| m.key == job.key && m.record_id != old.record_id && m.state() == TargetState::Warm)
+            .filter(|m| {
+                m.key == job.key && m.record_id != old.record_id && m.state() == TargetState::Warm
+            })
             .cloned()
             .collect();
         for other in others {
-            self.stop_target(&other, "a newer release is now the one kept warm").await;
+            self.stop_target(&other, "a newer release is now the one kept warm")
+                .await;
         }
         let keep = job.manifest.deploy.keep_warm;
         if keep.is_zero() {
@@ -386,26 +486,45 @@ impl Orchestrator {
     /// go), stops it, records it stopped.
     pub(crate) async fn stop_target(&self, managed: &Arc<Managed>, reason: &str) {
         managed.set_state(TargetState::Stopping);
-        let _ = self.store.set_target_state(managed.record_id, TargetState::Stopping, None).await;
+        let _ = self
+            .store
+            .set_target_state(managed.record_id, TargetState::Stopping, None)
+            .await;
         let handle = managed.handle();
         let exit = self.runtime.stop(&handle, managed.stop_timeout).await;
-        let _ = self.store.set_target_state(managed.record_id, TargetState::Stopped, None).await;
+        let _ = self
+            .store
+            .set_target_state(managed.record_id, TargetState::Stopped, None)
+            .await;
         managed.set_state(TargetState::Stopped);
         self.forget(managed.record_id);
         let message = match exit {
-            Ok(exit) => format!("target {} stopped because {reason}; it {exit}", managed.record_id),
-            Err(e) => format!("target {} could not be stopped cleanly ({reason}): {e}", managed.record_id),
+            Ok(exit) => format!(
+                "target {} stopped because {reason}; it {exit}",
+                managed.record_id
+            ),
+            Err(e) => format!(
+                "target {} could not be stopped cleanly ({reason}): {e}",
+                managed.record_id
+            ),
         };
         let _ = self
             .store
-            .record_event(&managed.key.app, &managed.key.environment, "target_stopped", &message)
+            .record_event(
+                &managed.key.app,
+                &managed.key.environment,
+                "target_stopped",
+                &message,
+            )
             .await;
     }
 
     async fn fail_target(&self, managed: &Arc<Managed>, reason: &str) {
         self.stop_target(managed, reason).await;
-        let _ = self.store.set_target_state(managed.record_id, TargetState::Failed, None).await;
+        let _ = self
+            .store
+            .set_target_state(managed.record_id, TargetState::Failed, None)
+            .await;
         managed.set_state(TargetState::Failed);
     }
 }
-

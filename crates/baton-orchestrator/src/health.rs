@@ -15,7 +15,12 @@ const QUOTED_LINES: usize = 20;
 impl Orchestrator {
     /// Probes the target until it answers the expected status or `within`
     /// passes. Gives up at once if the target exits.
-    pub(crate) async fn wait_healthy(&self, target: &Managed, health: &Health, within: Duration) -> Result<String, String> {
+    pub(crate) async fn wait_healthy(
+        &self,
+        target: &Managed,
+        health: &Health,
+        within: Duration,
+    ) -> Result<String, String> {
         let started = Instant::now();
         let deadline = started + within;
         let url = format!("http://{}{}", target.proxy_target.addr, health.path);
@@ -27,18 +32,28 @@ impl Orchestrator {
                 let exit = self.runtime.wait(&handle).await;
                 return Err(self.unhealthy(
                     target,
-                    &format!("target {} {exit} before it became healthy", target.record_id),
+                    &format!(
+                        "target {} {exit} before it became healthy",
+                        target.record_id
+                    ),
                     &outcomes,
                 ));
             }
             checks += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = match self.health.get(&url).timeout(health.timeout.min(remaining.max(Duration::from_millis(10)))).send().await {
+            let outcome = match self
+                .health
+                .get(&url)
+                .timeout(health.timeout.min(remaining.max(Duration::from_millis(10))))
+                .send()
+                .await
+            {
                 Ok(response) if response.status().as_u16() == health.status => {
                     return Ok(format!(
-                        "GET {} answered {} after {checks} checks in {} ms",
+                        "GET {} answered {} after {checks} check{} in {} ms",
                         health.path,
                         health.status,
+                        if checks == 1 { "" } else { "s" },
                         started.elapsed().as_millis()
                     ));
                 }
@@ -48,8 +63,14 @@ impl Orchestrator {
                     let body: String = body.trim().chars().take(200).collect();
                     format!("GET {} answered {status} {body:?}", health.path)
                 }
-                Err(e) if e.is_timeout() => format!("GET {} got no answer within {:?}", health.path, health.timeout),
-                Err(e) if e.is_connect() => format!("GET {} could not connect (nothing listening on port {} yet)", health.path, target.spec.port),
+                Err(e) if e.is_timeout() => format!(
+                    "GET {} got no answer within {:?}",
+                    health.path, health.timeout
+                ),
+                Err(e) if e.is_connect() => format!(
+                    "GET {} could not connect (nothing listening on port {} yet)",
+                    health.path, target.spec.port
+                ),
                 Err(e) => format!("GET {} failed: {e}", health.path),
             };
             if outcomes.last() != Some(&outcome) {

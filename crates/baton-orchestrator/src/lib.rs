@@ -22,7 +22,9 @@ use std::time::Duration;
 use baton_manifest::Manifest;
 use baton_proxy::{Proxy, RouteKey};
 use baton_runtime::{Runtime, TargetHandle, TargetSpec};
-use baton_store::{Deployment, DeploymentKind, Release, RouteRecord, Store, StoreError, TargetRecord, TargetState};
+use baton_store::{
+    Deployment, DeploymentKind, Release, RouteRecord, Store, StoreError, TargetRecord, TargetState,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -72,7 +74,10 @@ impl Managed {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
     pub fn handle(&self) -> TargetHandle {
-        self.handle.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.handle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -120,7 +125,12 @@ pub struct TargetStatus {
 }
 
 impl Orchestrator {
-    pub fn new(store: Store, proxy: Arc<Proxy>, runtime: Arc<dyn Runtime>, releases_dir: PathBuf) -> Arc<Orchestrator> {
+    pub fn new(
+        store: Store,
+        proxy: Arc<Proxy>,
+        runtime: Arc<dyn Runtime>,
+        releases_dir: PathBuf,
+    ) -> Arc<Orchestrator> {
         let health = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(0)
@@ -146,7 +156,11 @@ impl Orchestrator {
     }
 
     pub(crate) fn managed(&self, id: i64) -> Option<Arc<Managed>> {
-        self.managed.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+        self.managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub(crate) fn manage(&self, managed: Arc<Managed>) {
@@ -157,7 +171,10 @@ impl Orchestrator {
     }
 
     pub(crate) fn forget(&self, id: i64) -> Option<Arc<Managed>> {
-        self.managed.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+        self.managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
     }
 
     /// Records a release from a packed archive. The archive must hold a valid
@@ -167,7 +184,8 @@ impl Orchestrator {
         let id = baton_package::release_id(&archive);
         let text = manifest_in(&archive)?;
         let label = format!("baton.toml (release {})", baton_package::short_id(&id));
-        let manifest = Manifest::parse(&text, &label).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let manifest =
+            Manifest::parse(&text, &label).map_err(|e| Error::BadRequest(e.to_string()))?;
         if manifest.name != app {
             return Err(Error::BadRequest(format!(
                 "{label}: field `name`: the manifest names app {:?} but the release was sent for app {app:?}",
@@ -177,7 +195,8 @@ impl Orchestrator {
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
         let files = tokio::task::spawn_blocking(move || {
-            baton_package::unpack(&archive, &releases_dir, &id_for_unpack).map(|_| count_files(&archive))
+            baton_package::unpack(&archive, &releases_dir, &id_for_unpack)
+                .map(|_| count_files(&archive))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
@@ -201,15 +220,29 @@ impl Orchestrator {
     /// goes on in the background. Follow it with [`Store::deployment`].
     pub async fn deploy(self: &Arc<Self>, request: DeployRequest) -> Result<Deployment> {
         check_environment(&request.environment)?;
-        let release = self.store.find_release(&request.app, &request.release).await?;
-        self.start_deployment(DeploymentKind::Deploy, &request.environment, release, request.preview, None)
-            .await
+        let release = self
+            .store
+            .find_release(&request.app, &request.release)
+            .await?;
+        self.start_deployment(
+            DeploymentKind::Deploy,
+            &request.environment,
+            release,
+            request.preview,
+            None,
+        )
+        .await
     }
 
     /// Goes back to `to` (a release id or prefix), or to the release that was
     /// live before the current one. A route switch when that release is still
     /// warm; an ordinary deploy of it otherwise.
-    pub async fn rollback(self: &Arc<Self>, app: &str, environment: &str, to: Option<&str>) -> Result<Deployment> {
+    pub async fn rollback(
+        self: &Arc<Self>,
+        app: &str,
+        environment: &str,
+        to: Option<&str>,
+    ) -> Result<Deployment> {
         check_environment(environment)?;
         let route = self.store.route(app, environment).await?;
         let live = match route.as_ref().and_then(|r| r.live_target) {
@@ -223,7 +256,10 @@ impl Orchestrator {
                 let warm = targets.iter().rev().find(|t| t.state == TargetState::Warm);
                 let previous = match warm {
                     Some(t) => Some(t.release_id.clone()),
-                    None => self.previous_release(app, environment, live.as_ref()).await?,
+                    None => {
+                        self.previous_release(app, environment, live.as_ref())
+                            .await?
+                    }
                 };
                 let Some(previous) = previous else {
                     return Err(Error::BadRequest(format!(
@@ -248,12 +284,19 @@ impl Orchestrator {
             .await
     }
 
-    async fn previous_release(&self, app: &str, environment: &str, live: Option<&TargetRecord>) -> Result<Option<String>> {
+    async fn previous_release(
+        &self,
+        app: &str,
+        environment: &str,
+        live: Option<&TargetRecord>,
+    ) -> Result<Option<String>> {
         let live_release = live.map(|t| t.release_id.clone());
         let deployments = self.store.deployments(app, 200).await?;
         Ok(deployments
             .into_iter()
-            .filter(|d| d.environment == environment && d.state == baton_store::DeploymentState::Succeeded)
+            .filter(|d| {
+                d.environment == environment && d.state == baton_store::DeploymentState::Succeeded
+            })
             .map(|d| d.release_id)
             .find(|r| Some(r) != live_release.as_ref()))
     }
@@ -274,15 +317,22 @@ impl Orchestrator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&deployment)
-            .ok_or_else(|| Error::Conflict(format!("deployment {deployment} is not waiting in preview")))?;
-        sender
-            .send(go_on)
-            .map_err(|_| Error::Conflict(format!("deployment {deployment} is no longer waiting in preview")))
+            .ok_or_else(|| {
+                Error::Conflict(format!("deployment {deployment} is not waiting in preview"))
+            })?;
+        sender.send(go_on).map_err(|_| {
+            Error::Conflict(format!(
+                "deployment {deployment} is no longer waiting in preview"
+            ))
+        })
     }
 
     pub(crate) fn await_preview(&self, deployment: i64) -> oneshot::Receiver<bool> {
         let (tx, rx) = oneshot::channel();
-        self.previews.lock().unwrap_or_else(|e| e.into_inner()).insert(deployment, tx);
+        self.previews
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(deployment, tx);
         rx
     }
 
@@ -313,7 +363,10 @@ impl Orchestrator {
             app: route.app.clone(),
             environment: route.environment.clone(),
             hosts: route.hosts.clone(),
-            live: targets.iter().find(|t| Some(t.record.id) == route.live_target).cloned(),
+            live: targets
+                .iter()
+                .find(|t| Some(t.record.id) == route.live_target)
+                .cloned(),
             targets,
             last_deployment,
         })
@@ -324,7 +377,10 @@ impl Orchestrator {
         let stats = managed.as_ref().map(|m| m.proxy_target.stats());
         TargetStatus {
             address: format!("127.0.0.1:{}", record.port),
-            running: managed.as_ref().map(|m| self.runtime.alive(&m.handle())).unwrap_or(false),
+            running: managed
+                .as_ref()
+                .map(|m| self.runtime.alive(&m.handle()))
+                .unwrap_or(false),
             in_flight: stats.map(|s| s.in_flight).unwrap_or(0),
             requests: stats.map(|s| s.requests).unwrap_or(0),
             failures: stats.map(|s| s.failures).unwrap_or(0),
@@ -334,7 +390,12 @@ impl Orchestrator {
 
     /// The live target of an app in an environment, if any.
     pub async fn live_target(&self, app: &str, environment: &str) -> Result<Option<TargetRecord>> {
-        match self.store.route(app, environment).await?.and_then(|r| r.live_target) {
+        match self
+            .store
+            .route(app, environment)
+            .await?
+            .and_then(|r| r.live_target)
+        {
             Some(id) => Ok(Some(self.store.target(id).await?)),
             None => Ok(None),
         }
@@ -357,8 +418,11 @@ impl Orchestrator {
                 let Ok(record) = self.store.target(managed.record_id).await else {
                     continue;
                 };
-                if record.state == TargetState::Warm && record.warm_until.is_some_and(|until| until <= now) {
-                    self.stop_target(&managed, "its keep-warm time is over").await;
+                if record.state == TargetState::Warm
+                    && record.warm_until.is_some_and(|until| until <= now)
+                {
+                    self.stop_target(&managed, "its keep-warm time is over")
+                        .await;
                 }
             }
         }
@@ -382,7 +446,8 @@ fn check_environment(environment: &str) -> Result<()> {
 /// The text of `baton.toml` at the root of a packed archive.
 fn manifest_in(archive: &[u8]) -> Result<String> {
     use std::io::Read;
-    let damaged = |e: std::io::Error| Error::BadRequest(format!("the release archive is damaged: {e}"));
+    let damaged =
+        |e: std::io::Error| Error::BadRequest(format!("the release archive is damaged: {e}"));
     let mut tar = tar::Archive::new(archive);
     for entry in tar.entries().map_err(damaged)? {
         let mut entry = entry.map_err(damaged)?;
@@ -392,9 +457,9 @@ fn manifest_in(archive: &[u8]) -> Result<String> {
             .unwrap_or(false);
         if is_manifest {
             let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(|e| Error::BadRequest(format!("baton.toml is not valid UTF-8 text: {e}")))?;
+            entry.read_to_string(&mut text).map_err(|e| {
+                Error::BadRequest(format!("baton.toml is not valid UTF-8 text: {e}"))
+            })?;
             return Ok(text);
         }
     }

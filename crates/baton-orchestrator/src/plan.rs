@@ -8,7 +8,12 @@ use baton_store::{Deployment, DeploymentKind, StepKind};
 /// A deploy starts a new target and checks it; a rollback to a release that
 /// is still warm only re-checks the warm target. Both then hold, switch,
 /// release, and (when something was live before) drain and keep warm.
-pub fn steps(kind: DeploymentKind, warm_target: bool, preview: bool, has_previous: bool) -> Vec<StepKind> {
+pub fn steps(
+    kind: DeploymentKind,
+    warm_target: bool,
+    preview: bool,
+    has_previous: bool,
+) -> Vec<StepKind> {
     let mut steps = Vec::new();
     if !(kind == DeploymentKind::Rollback && warm_target) {
         steps.push(StepKind::StartTarget);
@@ -64,7 +69,15 @@ mod tests {
     fn later_deploy_drains_and_keeps_the_old_target_warm() {
         assert_eq!(
             steps(DeploymentKind::Deploy, false, false, true),
-            vec![StartTarget, HealthCheck, Hold, Switch, Release, Drain, KeepWarm]
+            vec![
+                StartTarget,
+                HealthCheck,
+                Hold,
+                Switch,
+                Release,
+                Drain,
+                KeepWarm
+            ]
         );
     }
 
@@ -72,7 +85,16 @@ mod tests {
     fn preview_comes_between_the_health_check_and_the_hold() {
         assert_eq!(
             steps(DeploymentKind::Deploy, false, true, true),
-            vec![StartTarget, HealthCheck, Preview, Hold, Switch, Release, Drain, KeepWarm]
+            vec![
+                StartTarget,
+                HealthCheck,
+                Preview,
+                Hold,
+                Switch,
+                Release,
+                Drain,
+                KeepWarm
+            ]
         );
     }
 
@@ -83,7 +105,10 @@ mod tests {
             vec![HealthCheck, Hold, Switch, Release, Drain, KeepWarm]
         );
         // A release no longer warm is deployed like any other.
-        assert_eq!(steps(DeploymentKind::Rollback, false, false, true)[0], StartTarget);
+        assert_eq!(
+            steps(DeploymentKind::Rollback, false, false, true)[0],
+            StartTarget
+        );
     }
 
     const OLD: i64 = 1;
@@ -119,8 +144,16 @@ mod tests {
 
     #[test]
     fn a_crash_before_the_switch_is_undone() {
-        for recorded in [&[][..], &[StartTarget], &[StartTarget, HealthCheck], &[StartTarget, HealthCheck, Hold]] {
-            assert_eq!(recovery(&deployment(NEW, recorded), Some(OLD)), Recovery::Undo);
+        for recorded in [
+            &[][..],
+            &[StartTarget],
+            &[StartTarget, HealthCheck],
+            &[StartTarget, HealthCheck, Hold],
+        ] {
+            assert_eq!(
+                recovery(&deployment(NEW, recorded), Some(OLD)),
+                Recovery::Undo
+            );
         }
     }
 
@@ -128,7 +161,10 @@ mod tests {
     fn a_crash_after_the_route_was_written_is_finished() {
         let d = deployment(NEW, &[StartTarget, HealthCheck, Hold, Switch]);
         assert_eq!(recovery(&d, Some(NEW)), Recovery::Finish);
-        let d = deployment(NEW, &[StartTarget, HealthCheck, Hold, Switch, Release, Drain]);
+        let d = deployment(
+            NEW,
+            &[StartTarget, HealthCheck, Hold, Switch, Release, Drain],
+        );
         assert_eq!(recovery(&d, Some(NEW)), Recovery::Finish);
     }
 

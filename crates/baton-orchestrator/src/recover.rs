@@ -48,18 +48,32 @@ impl Orchestrator {
             report.routes += 1;
         }
         for deployment in self.store.unfinished_deployments().await? {
-            let route = self.store.route(&deployment.app, &deployment.environment).await?;
+            let route = self
+                .store
+                .route(&deployment.app, &deployment.environment)
+                .await?;
             let live_target = route.as_ref().and_then(|r| r.live_target);
             let seq = self
                 .store
-                .begin_step(deployment.id, StepKind::Recover, Some("the server restarted during this deployment"))
+                .begin_step(
+                    deployment.id,
+                    StepKind::Recover,
+                    Some("the server restarted during this deployment"),
+                )
                 .await?;
             match plan::recovery(&deployment, live_target) {
                 Recovery::Finish => {
                     self.store
-                        .end_step(deployment.id, seq, StepState::Done, Some("the switch had happened; deployment finished"))
+                        .end_step(
+                            deployment.id,
+                            seq,
+                            StepState::Done,
+                            Some("the switch had happened; deployment finished"),
+                        )
                         .await?;
-                    self.store.set_deployment_state(deployment.id, DeploymentState::Succeeded, None).await?;
+                    self.store
+                        .set_deployment_state(deployment.id, DeploymentState::Succeeded, None)
+                        .await?;
                     report.finished_deployments.push(deployment.id);
                 }
                 Recovery::Undo => {
@@ -70,16 +84,28 @@ impl Orchestrator {
                     }
                     if let Some(target) = deployment.target_id {
                         let record = self.store.target(target).await?;
-                        if record.deployment_id == Some(deployment.id) && Some(target) != live_target {
+                        if record.deployment_id == Some(deployment.id)
+                            && Some(target) != live_target
+                        {
                             if let Some(managed) = self.managed(target) {
-                                self.stop_target(&managed, "its deployment was interrupted by a server restart").await;
+                                self.stop_target(
+                                    &managed,
+                                    "its deployment was interrupted by a server restart",
+                                )
+                                .await;
                             }
-                            self.store.set_target_state(target, TargetState::Failed, None).await?;
+                            self.store
+                                .set_target_state(target, TargetState::Failed, None)
+                                .await?;
                         }
                     }
                     let why = "interrupted by a server restart before the switch; the live release did not change";
-                    self.store.end_step(deployment.id, seq, StepState::Done, Some(why)).await?;
-                    self.store.set_deployment_state(deployment.id, DeploymentState::Failed, Some(why)).await?;
+                    self.store
+                        .end_step(deployment.id, seq, StepState::Done, Some(why))
+                        .await?;
+                    self.store
+                        .set_deployment_state(deployment.id, DeploymentState::Failed, Some(why))
+                        .await?;
                     report.undone_deployments.push(deployment.id);
                 }
             }
@@ -88,7 +114,11 @@ impl Orchestrator {
         Ok(report)
     }
 
-    async fn recover_target(self: &Arc<Self>, record: TargetRecord, report: &mut RecoveryReport) -> Result<()> {
+    async fn recover_target(
+        self: &Arc<Self>,
+        record: TargetRecord,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
         let release = self.store.release(&record.release_id).await?;
         let manifest = match Manifest::parse(&release.manifest, "baton.toml") {
             Ok(manifest) => manifest,
@@ -118,7 +148,11 @@ impl Orchestrator {
                 record_id: record.id,
                 key: RouteKey::new(&record.app, &record.environment),
                 release: record.release_id.clone(),
-                proxy_target: baton_proxy::Target::new(record.id, addr(record.port), record.release_id.clone()),
+                proxy_target: baton_proxy::Target::new(
+                    record.id,
+                    addr(record.port),
+                    record.release_id.clone(),
+                ),
                 spec: spec.clone(),
                 handle: Mutex::new(handle),
                 state: Mutex::new(state),
@@ -133,8 +167,14 @@ impl Orchestrator {
                 report.adopted.push(record.id);
             }
             (TargetState::Live, _, _) => {
-                let handle = self.runtime.start(&spec).await.map_err(|e| crate::Error::Internal(e.to_string()))?;
-                self.store.set_target_handle(record.id, &handle.reference).await?;
+                let handle = self
+                    .runtime
+                    .start(&spec)
+                    .await
+                    .map_err(|e| crate::Error::Internal(e.to_string()))?;
+                self.store
+                    .set_target_handle(record.id, &handle.reference)
+                    .await?;
                 self.store.count_restart(record.id).await?;
                 let m = managed(handle, TargetState::Live);
                 self.manage(Arc::clone(&m));
@@ -150,7 +190,11 @@ impl Orchestrator {
                 report.restarted.push(record.id);
             }
             (state, _, _) => {
-                let next = if state == TargetState::Starting { TargetState::Failed } else { TargetState::Stopped };
+                let next = if state == TargetState::Starting {
+                    TargetState::Failed
+                } else {
+                    TargetState::Stopped
+                };
                 self.store.set_target_state(record.id, next, None).await?;
                 report.gone.push(record.id);
             }
@@ -169,7 +213,15 @@ impl Orchestrator {
                 .values()
                 .filter(|m| m.key.app == route.app && m.key.environment == route.environment)
                 .filter(|m| Some(m.record_id) != route.live_target)
-                .filter(|m| matches!(m.state(), TargetState::Live | TargetState::Draining | TargetState::Warm | TargetState::Healthy))
+                .filter(|m| {
+                    matches!(
+                        m.state(),
+                        TargetState::Live
+                            | TargetState::Draining
+                            | TargetState::Warm
+                            | TargetState::Healthy
+                    )
+                })
                 .cloned()
                 .collect();
             previous.sort_by_key(|m| std::cmp::Reverse(m.record_id));
@@ -184,11 +236,16 @@ impl Orchestrator {
                             .map(|manifest| manifest.deploy.keep_warm)
                             .unwrap_or_default();
                         self.store
-                            .set_target_state(m.record_id, TargetState::Warm, Some(now_ms() + keep.as_millis() as i64))
+                            .set_target_state(
+                                m.record_id,
+                                TargetState::Warm,
+                                Some(now_ms() + keep.as_millis() as i64),
+                            )
                             .await?;
                     }
                 } else {
-                    self.stop_target(&m, "it is neither live nor the previous release").await;
+                    self.stop_target(&m, "it is neither live nor the previous release")
+                        .await;
                 }
             }
         }

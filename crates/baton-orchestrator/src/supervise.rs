@@ -31,11 +31,18 @@ impl Orchestrator {
             match managed.state() {
                 // Being stopped on purpose, or a deployment's health check
                 // will report it.
-                TargetState::Stopping | TargetState::Stopped | TargetState::Failed | TargetState::Starting | TargetState::Healthy => return,
+                TargetState::Stopping
+                | TargetState::Stopped
+                | TargetState::Failed
+                | TargetState::Starting
+                | TargetState::Healthy => return,
                 TargetState::Warm | TargetState::Draining => {
                     managed.set_state(TargetState::Stopped);
                     self.forget(managed.record_id);
-                    let _ = self.store.set_target_state(managed.record_id, TargetState::Stopped, None).await;
+                    let _ = self
+                        .store
+                        .set_target_state(managed.record_id, TargetState::Stopped, None)
+                        .await;
                     let _ = self
                         .store
                         .record_event(
@@ -79,7 +86,10 @@ impl Orchestrator {
             }
             match self.runtime.start(&managed.spec).await {
                 Ok(handle) => {
-                    let _ = self.store.set_target_handle(managed.record_id, &handle.reference).await;
+                    let _ = self
+                        .store
+                        .set_target_handle(managed.record_id, &handle.reference)
+                        .await;
                     let _ = self.store.count_restart(managed.record_id).await;
                     let _ = self
                         .store
@@ -87,7 +97,10 @@ impl Orchestrator {
                             &app,
                             &environment,
                             "target_restarted",
-                            &format!("live target {} restarted ({})", managed.record_id, handle.reference),
+                            &format!(
+                                "live target {} restarted ({})",
+                                managed.record_id, handle.reference
+                            ),
                         )
                         .await;
                     *managed.handle.lock().unwrap_or_else(|e| e.into_inner()) = handle;

@@ -143,24 +143,10 @@ pub fn unpack(archive: &[u8], root: &Path, id: &str) -> Result<PathBuf, PackageE
         fs::remove_dir_all(&staging).map_err(io_at(&staging))?;
     }
     fs::create_dir(&staging).map_err(io_at(&staging))?;
-    let mut tar = tar::Archive::new(archive);
-    tar.set_preserve_permissions(true);
-    tar.set_overwrite(false);
-    for entry in tar
-        .entries()
-        .map_err(|e| PackageError::Damaged(e.to_string()))?
-    {
-        let mut entry = entry.map_err(|e| PackageError::Damaged(e.to_string()))?;
-        // unpack_in refuses paths that would land outside the folder.
-        let inside = entry
-            .unpack_in(&staging)
-            .map_err(|e| PackageError::Damaged(e.to_string()))?;
-        if !inside {
-            return Err(PackageError::Damaged(format!(
-                "entry {:?} points outside the release folder",
-                entry.path().map(|p| p.display().to_string()).unwrap_or_default()
-            )));
-        }
+    if let Err(e) = unpack_into(archive, &staging) {
+        let _ = make_writable(&staging)
+            .and_then(|()| fs::remove_dir_all(&staging).map_err(io_at(&staging)));
+        return Err(e);
     }
     make_read_only(&staging)?;
     match fs::rename(&staging, &dest) {
@@ -173,6 +159,32 @@ pub fn unpack(archive: &[u8], root: &Path, id: &str) -> Result<PathBuf, PackageE
         }
         Err(e) => Err(io_at(&dest)(e)),
     }
+}
+
+fn unpack_into(archive: &[u8], staging: &Path) -> Result<(), PackageError> {
+    let mut tar = tar::Archive::new(archive);
+    tar.set_preserve_permissions(true);
+    tar.set_overwrite(false);
+    for entry in tar
+        .entries()
+        .map_err(|e| PackageError::Damaged(e.to_string()))?
+    {
+        let mut entry = entry.map_err(|e| PackageError::Damaged(e.to_string()))?;
+        // unpack_in refuses paths that would land outside the folder.
+        let inside = entry
+            .unpack_in(staging)
+            .map_err(|e| PackageError::Damaged(e.to_string()))?;
+        if !inside {
+            return Err(PackageError::Damaged(format!(
+                "entry {:?} points outside the release folder",
+                entry
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Deletes an unpacked release folder (used when releases are pruned).
@@ -279,8 +291,11 @@ mod tests {
         fs::write(a.path().join("src/app.py"), "print('bye')\n").unwrap();
         let second = pack(a.path()).unwrap().id;
         assert_ne!(first, second);
-        fs::set_permissions(a.path().join("src/app.py"), fs::Permissions::from_mode(0o755))
-            .unwrap();
+        fs::set_permissions(
+            a.path().join("src/app.py"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         assert_ne!(second, pack(a.path()).unwrap().id);
     }
 
@@ -295,7 +310,10 @@ mod tests {
         assert!(names.contains(&"src/app.py".to_string()), "{names:?}");
         assert!(names.contains(&"baton.toml".to_string()));
         for absent in ["debug.log", "build/out", ".git/HEAD", "secret.txt"] {
-            assert!(!names.iter().any(|n| n == absent), "{absent} packed: {names:?}");
+            assert!(
+                !names.iter().any(|n| n == absent),
+                "{absent} packed: {names:?}"
+            );
         }
         let ignored_ids = p.id;
         fs::write(a.path().join("other.log"), "more noise").unwrap();
@@ -310,9 +328,18 @@ mod tests {
         let p = pack(a.path()).unwrap();
         let root = tempfile::tempdir().unwrap();
         let dir = unpack(&p.archive, root.path(), &p.id).unwrap();
-        assert_eq!(fs::read_to_string(dir.join("src/app.py")).unwrap(), "print('hi')\n");
-        assert_eq!(fs::read_to_string(dir.join("link.py")).unwrap(), "print('hi')\n");
-        let mode = fs::metadata(dir.join("src/app.py")).unwrap().permissions().mode();
+        assert_eq!(
+            fs::read_to_string(dir.join("src/app.py")).unwrap(),
+            "print('hi')\n"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("link.py")).unwrap(),
+            "print('hi')\n"
+        );
+        let mode = fs::metadata(dir.join("src/app.py"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o222, 0, "file is writable: {mode:o}");
         let mode = fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o222, 0, "folder is writable: {mode:o}");
@@ -333,5 +360,10 @@ mod tests {
         let err = unpack(cut, root.path(), &p.id).unwrap_err();
         assert!(matches!(err, PackageError::Damaged(_)), "{err}");
         assert!(!root.path().join(&p.id).exists());
+        assert_eq!(
+            fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "staging folder left behind"
+        );
     }
 }

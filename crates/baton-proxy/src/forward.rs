@@ -32,7 +32,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 impl Proxy {
-    pub(crate) async fn forward(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ProxyBody> {
+    pub(crate) async fn forward(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> Response<ProxyBody> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -57,13 +61,17 @@ impl Proxy {
         if gate.is_held() {
             let waited = gate.wait(hold_timeout).await;
             if waited != Waited::Released {
-                tracing::warn!(host, ?waited, "request went on without waiting for the switch");
+                tracing::warn!(
+                    host,
+                    ?waited,
+                    "request went on without waiting for the switch"
+                );
             }
         }
 
         let target = match self.pick(&host, wants_preview) {
             Ok(target) => target,
-            Err(response) => return response,
+            Err(miss) => return miss.response(&host),
         };
 
         let (parts, body) = req.into_parts();
@@ -77,10 +85,20 @@ impl Proxy {
             if replayable && e.is_connect() {
                 if let Ok(next) = self.pick(&host, wants_preview) {
                     if next.id != target.id {
-                        tracing::info!(host, from = target.id, to = next.id, "retrying on the new target");
-                        let empty = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+                        tracing::info!(
+                            host,
+                            from = target.id,
+                            to = next.id,
+                            "retrying on the new target"
+                        );
+                        let empty = Empty::<Bytes>::new()
+                            .map_err(|never| match never {})
+                            .boxed();
                         in_flight = next.begin();
-                        result = self.client.request(upstream_request(&parts, empty, &next, peer, &host)).await;
+                        result = self
+                            .client
+                            .request(upstream_request(&parts, empty, &next, peer, &host))
+                            .await;
                     }
                 }
             }
@@ -109,20 +127,35 @@ impl Proxy {
         }
     }
 
-    fn pick(&self, host: &str, wants_preview: bool) -> Result<Arc<Target>, Response<ProxyBody>> {
+    fn pick(&self, host: &str, wants_preview: bool) -> Result<Arc<Target>, Miss> {
         let table = self.current();
         let Some((route, preview_host)) = table.resolve(host) else {
-            return Err(plain(
-                StatusCode::NOT_FOUND,
-                format!("baton: no app answers for host {host:?}\n"),
-            ));
+            return Err(Miss::UnknownHost);
         };
         match route.pick(wants_preview || preview_host) {
             Some(target) => Ok(Arc::clone(target)),
-            None => Err(plain(
+            None => Err(Miss::NoLiveTarget(route.spec.key.to_string())),
+        }
+    }
+}
+
+/// Why no target could be picked for a request.
+enum Miss {
+    UnknownHost,
+    NoLiveTarget(String),
+}
+
+impl Miss {
+    fn response(&self, host: &str) -> Response<ProxyBody> {
+        match self {
+            Miss::UnknownHost => plain(
+                StatusCode::NOT_FOUND,
+                format!("baton: no app answers for host {host:?}\n"),
+            ),
+            Miss::NoLiveTarget(route) => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("baton: {} has no live release yet\n", route.spec.key),
-            )),
+                format!("baton: {route} has no live release yet\n"),
+            ),
         }
     }
 }
@@ -226,10 +259,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);

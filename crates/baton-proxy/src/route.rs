@@ -112,7 +112,9 @@ impl RouteTable {
     /// The route answering for `host` (already normalised), and whether the
     /// host is one of its preview hosts.
     pub(crate) fn resolve(&self, host: &str) -> Option<(&Arc<Route>, bool)> {
-        self.hosts.get(host).map(|(route, preview)| (route, *preview))
+        self.hosts
+            .get(host)
+            .map(|(route, preview)| (route, *preview))
     }
 
     /// The specs of every route, sorted by key.
@@ -124,7 +126,9 @@ impl RouteTable {
 
     /// Which route answers for `host`, if any.
     pub fn owner(&self, host: &str) -> Option<RouteKey> {
-        self.hosts.get(host).map(|(route, _)| route.spec.key.clone())
+        self.hosts
+            .get(host)
+            .map(|(route, _)| route.spec.key.clone())
     }
 
     pub fn get(&self, key: &RouteKey) -> Option<RouteSpec> {
@@ -163,7 +167,11 @@ mod tests {
     }
 
     fn target(id: i64) -> Arc<Target> {
-        Target::new(id, format!("127.0.0.1:{}", 1000 + id).parse().unwrap(), format!("r{id}"))
+        Target::new(
+            id,
+            format!("127.0.0.1:{}", 1000 + id).parse().unwrap(),
+            format!("r{id}"),
+        )
     }
 
     fn gate() -> Arc<Gate> {
@@ -173,12 +181,18 @@ mod tests {
     #[test]
     fn hosts_resolve_to_their_route() {
         let t = RouteTable::default()
-            .with(spec("a", &["a.test", "www.a.test"], Some(target(1))), gate())
+            .with(
+                spec("a", &["a.test", "www.a.test"], Some(target(1))),
+                gate(),
+            )
             .unwrap()
             .with(spec("b", &["b.test"], Some(target(2))), gate())
             .unwrap();
         assert_eq!(t.resolve("a.test").unwrap().0.pick(false).unwrap().id, 1);
-        assert_eq!(t.resolve("www.a.test").unwrap().0.pick(false).unwrap().id, 1);
+        assert_eq!(
+            t.resolve("www.a.test").unwrap().0.pick(false).unwrap().id,
+            1
+        );
         assert_eq!(t.resolve("b.test").unwrap().0.pick(false).unwrap().id, 2);
         assert!(t.resolve("c.test").is_none());
     }
@@ -186,9 +200,14 @@ mod tests {
     #[test]
     fn replacing_a_route_drops_hosts_it_no_longer_has() {
         let t = RouteTable::default()
-            .with(spec("a", &["a.test", "old.a.test"], Some(target(1))), gate())
+            .with(
+                spec("a", &["a.test", "old.a.test"], Some(target(1))),
+                gate(),
+            )
             .unwrap();
-        let t = t.with(spec("a", &["a.test"], Some(target(2))), gate()).unwrap();
+        let t = t
+            .with(spec("a", &["a.test"], Some(target(2))), gate())
+            .unwrap();
         assert_eq!(t.resolve("a.test").unwrap().0.pick(false).unwrap().id, 2);
         assert!(t.resolve("old.a.test").is_none());
     }

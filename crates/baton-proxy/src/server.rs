@@ -100,10 +100,12 @@ impl Proxy {
 
     /// Binds the proxy's listening socket.
     pub async fn bind(addr: &str) -> Result<TcpListener, ProxyError> {
-        TcpListener::bind(addr).await.map_err(|source| ProxyError::Listen {
-            addr: addr.to_string(),
-            source,
-        })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Listen {
+                addr: addr.to_string(),
+                source,
+            })
     }
 
     /// Accepts connections until `shutdown` completes, then lets open
@@ -149,7 +151,10 @@ impl Proxy {
             });
         }
         drop(listener);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("proxy shut down with requests still in flight after {grace:?}");
         }
     }

@@ -77,7 +77,10 @@ pub enum RuntimeError {
 
 pub trait Runtime: Send + Sync + 'static {
     /// Starts a target and returns as soon as it is running (not yet healthy).
-    fn start<'a>(&'a self, spec: &'a TargetSpec) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>>;
+    fn start<'a>(
+        &'a self,
+        spec: &'a TargetSpec,
+    ) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>>;
 
     /// Whether the target is still running.
     fn alive(&self, handle: &TargetHandle) -> bool;
@@ -86,7 +89,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit>;
 
     /// Asks the target to stop, and kills it after `grace`.
-    fn stop<'a>(&'a self, handle: &'a TargetHandle, grace: Duration) -> BoxFuture<'a, Result<Exit, RuntimeError>>;
+    fn stop<'a>(
+        &'a self,
+        handle: &'a TargetHandle,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<Exit, RuntimeError>>;
 
     /// Size of the target's output so far, in bytes.
     fn log_len(&self, target_id: i64) -> u64;

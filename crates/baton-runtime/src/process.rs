@@ -43,7 +43,10 @@ impl ProcessRuntime {
 fn parse(handle: &TargetHandle) -> Result<(u32, u64), RuntimeError> {
     let bad = || RuntimeError::BadHandle(handle.reference.clone());
     let (pid, start) = handle.reference.split_once('@').ok_or_else(bad)?;
-    Ok((pid.parse().map_err(|_| bad())?, start.parse().map_err(|_| bad())?))
+    Ok((
+        pid.parse().map_err(|_| bad())?,
+        start.parse().map_err(|_| bad())?,
+    ))
 }
 
 /// The process's start time (clock ticks since boot) and whether it is a
@@ -66,7 +69,10 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
 }
 
 impl Runtime for ProcessRuntime {
-    fn start<'a>(&'a self, spec: &'a TargetSpec) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>> {
+    fn start<'a>(
+        &'a self,
+        spec: &'a TargetSpec,
+    ) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>> {
         async move {
             let path = self.log_path(spec.target_id);
             let log_error = |source| RuntimeError::Log {
@@ -126,7 +132,10 @@ impl Runtime for ProcessRuntime {
                 let _ = tx.send(Some(exit));
                 // Keep the receiver around briefly so a late waiter still sees it.
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                children.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+                children
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&pid);
             });
             Ok(TargetHandle {
                 target_id: spec.target_id,
@@ -140,7 +149,12 @@ impl Runtime for ProcessRuntime {
         let Ok((pid, start)) = parse(handle) else {
             return false;
         };
-        if let Some(rx) = self.children.lock().unwrap_or_else(|e| e.into_inner()).get(&pid) {
+        if let Some(rx) = self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+        {
             return rx.borrow().is_none();
         }
         matches!(proc_start(pid), Some((s, false)) if s == start)
@@ -174,7 +188,11 @@ impl Runtime for ProcessRuntime {
         .boxed()
     }
 
-    fn stop<'a>(&'a self, handle: &'a TargetHandle, grace: Duration) -> BoxFuture<'a, Result<Exit, RuntimeError>> {
+    fn stop<'a>(
+        &'a self,
+        handle: &'a TargetHandle,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<Exit, RuntimeError>> {
         async move {
             let (pid, _) = parse(handle)?;
             if !self.alive(handle) {
@@ -193,7 +211,10 @@ impl Runtime for ProcessRuntime {
                 let _ = killpg(group, Signal::SIGKILL);
                 return Ok(exit);
             }
-            tracing::warn!(target = handle.target_id, "target ignored SIGTERM for {grace:?}; killing it");
+            tracing::warn!(
+                target = handle.target_id,
+                "target ignored SIGTERM for {grace:?}; killing it"
+            );
             let _ = signal(Signal::SIGKILL);
             Ok(self.wait(handle).await)
         }
@@ -201,7 +222,9 @@ impl Runtime for ProcessRuntime {
     }
 
     fn log_len(&self, target_id: i64) -> u64 {
-        fs::metadata(self.log_path(target_id)).map(|m| m.len()).unwrap_or(0)
+        fs::metadata(self.log_path(target_id))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     fn read_log(&self, target_id: i64, offset: u64, max: usize) -> Vec<u8> {
@@ -240,7 +263,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = ProcessRuntime::new(dir.path().join("logs"));
         let h = rt
-            .start(&spec(dir.path(), 1, "echo \"$GREETING on $PORT for $BATON_APP\"; exit 3"))
+            .start(&spec(
+                dir.path(),
+                1,
+                "echo \"$GREETING on $PORT for $BATON_APP\"; exit 3",
+            ))
             .await
             .unwrap();
         assert_eq!(rt.wait(&h).await, Exit::Code(3));
@@ -255,7 +282,11 @@ mod tests {
         let rt = ProcessRuntime::new(dir.path().join("logs"));
         // The shell starts a grandchild that would outlive a plain kill.
         let h = rt
-            .start(&spec(dir.path(), 2, "sleep 300 & echo $! > child.pid; wait"))
+            .start(&spec(
+                dir.path(),
+                2,
+                "sleep 300 & echo $! > child.pid; wait",
+            ))
             .await
             .unwrap();
         let pid_file = dir.path().join("child.pid");
@@ -264,7 +295,11 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "child never started");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let grandchild: u32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let grandchild: u32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(rt.alive(&h));
         let exit = rt.stop(&h, Duration::from_secs(5)).await.unwrap();
         assert_ne!(exit, Exit::Vanished);
@@ -281,7 +316,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rt = ProcessRuntime::new(dir.path().join("logs"));
         let h = rt
-            .start(&spec(dir.path(), 3, "trap '' TERM; echo ready; while true; do sleep 0.05; done"))
+            .start(&spec(
+                dir.path(),
+                3,
+                "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+            ))
             .await
             .unwrap();
         while rt.tail(3, 1) != vec!["ready".to_string()] {
@@ -297,7 +336,10 @@ mod tests {
     async fn another_runtime_instance_adopts_a_running_target() {
         let dir = tempfile::tempdir().unwrap();
         let first = ProcessRuntime::new(dir.path().join("logs"));
-        let h = first.start(&spec(dir.path(), 4, "sleep 300")).await.unwrap();
+        let h = first
+            .start(&spec(dir.path(), 4, "sleep 300"))
+            .await
+            .unwrap();
         // A new server process has a new runtime with no children of its own.
         let second = ProcessRuntime::new(dir.path().join("logs"));
         assert!(second.alive(&h));
@@ -305,7 +347,10 @@ mod tests {
             target_id: 4,
             reference: format!("{}@1", h.reference.split('@').next().unwrap()),
         };
-        assert!(!second.alive(&forged), "a reused pid must not pass for the target");
+        assert!(
+            !second.alive(&forged),
+            "a reused pid must not pass for the target"
+        );
         second.stop(&h, Duration::from_secs(5)).await.unwrap();
         assert!(!second.alive(&h));
         assert_eq!(first.wait(&h).await, Exit::Signal(15));

@@ -133,7 +133,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_error)?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(open_error)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&pool)
+            .await
+            .map_err(open_error)?;
         Ok(Store { pool })
     }
 
@@ -257,10 +260,11 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no deployment {id}")))?;
         let mut deployment = Deployment::from_row(&row);
-        let steps = sqlx::query("SELECT * FROM deployment_steps WHERE deployment_id = ? ORDER BY seq")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let steps =
+            sqlx::query("SELECT * FROM deployment_steps WHERE deployment_id = ? ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         deployment.steps = steps.iter().map(Step::from_row).collect();
         Ok(deployment)
     }
@@ -280,9 +284,11 @@ impl Store {
 
     /// Deployments left running or previewing by a server that stopped.
     pub async fn unfinished_deployments(&self) -> Result<Vec<Deployment>> {
-        let rows = sqlx::query("SELECT id FROM deployments WHERE state IN ('running', 'previewing') ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id FROM deployments WHERE state IN ('running', 'previewing') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             out.push(self.deployment(row.get(0)).await?);
@@ -301,7 +307,12 @@ impl Store {
     }
 
     /// Records that a step is about to be taken; returns its sequence number.
-    pub async fn begin_step(&self, deployment: i64, step: StepKind, detail: Option<&str>) -> Result<i64> {
+    pub async fn begin_step(
+        &self,
+        deployment: i64,
+        step: StepKind,
+        detail: Option<&str>,
+    ) -> Result<i64> {
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO deployment_steps (deployment_id, seq, step, state, started_at, detail)
              VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM deployment_steps WHERE deployment_id = ?), ?, 'running', ?, ?)
@@ -317,7 +328,13 @@ impl Store {
         Ok(seq)
     }
 
-    pub async fn end_step(&self, deployment: i64, seq: i64, state: StepState, detail: Option<&str>) -> Result<()> {
+    pub async fn end_step(
+        &self,
+        deployment: i64,
+        seq: i64,
+        state: StepState,
+        detail: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE deployment_steps SET state = ?, finished_at = ?, detail = COALESCE(?, detail)
              WHERE deployment_id = ? AND seq = ?",
@@ -332,8 +349,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_deployment_state(&self, id: i64, state: DeploymentState, error: Option<&str>) -> Result<()> {
-        let finished = matches!(state, DeploymentState::Succeeded | DeploymentState::Failed).then(now_ms);
+    pub async fn set_deployment_state(
+        &self,
+        id: i64,
+        state: DeploymentState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let finished =
+            matches!(state, DeploymentState::Succeeded | DeploymentState::Failed).then(now_ms);
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE deployments SET state = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?")
             .bind(state.as_str())
@@ -402,7 +425,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_target_state(&self, id: i64, state: TargetState, warm_until: Option<i64>) -> Result<()> {
+    pub async fn set_target_state(
+        &self,
+        id: i64,
+        state: TargetState,
+        warm_until: Option<i64>,
+    ) -> Result<()> {
         sqlx::query("UPDATE targets SET state = ?, warm_until = ?, updated_at = ? WHERE id = ?")
             .bind(state.as_str())
             .bind(warm_until)
@@ -424,9 +452,11 @@ impl Store {
 
     /// Targets that may have a process running: everything not stopped or failed.
     pub async fn active_targets(&self) -> Result<Vec<TargetRecord>> {
-        let rows = sqlx::query("SELECT * FROM targets WHERE state NOT IN ('stopped', 'failed') ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM targets WHERE state NOT IN ('stopped', 'failed') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(TargetRecord::from_row).collect())
     }
 
@@ -482,15 +512,23 @@ impl Store {
 
     // ---- events ----
 
-    pub async fn record_event(&self, app: &str, environment: &str, kind: &str, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO events (at, app, environment, kind, message) VALUES (?, ?, ?, ?, ?)")
-            .bind(now_ms())
-            .bind(app)
-            .bind(environment)
-            .bind(kind)
-            .bind(message)
-            .execute(&self.pool)
-            .await?;
+    pub async fn record_event(
+        &self,
+        app: &str,
+        environment: &str,
+        kind: &str,
+        message: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (at, app, environment, kind, message) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms())
+        .bind(app)
+        .bind(environment)
+        .bind(kind)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

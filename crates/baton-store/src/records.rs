@@ -119,7 +119,10 @@ impl Deployment {
     }
 
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, DeploymentState::Succeeded | DeploymentState::Failed)
+        matches!(
+            self.state,
+            DeploymentState::Succeeded | DeploymentState::Failed
+        )
     }
 }
 
@@ -194,7 +197,8 @@ pub struct RouteRecord {
 
 impl RouteRecord {
     pub(crate) fn from_row(r: &SqliteRow) -> RouteRecord {
-        let list = |column: &str| serde_json::from_str::<Vec<String>>(r.get(column)).unwrap_or_default();
+        let list =
+            |column: &str| serde_json::from_str::<Vec<String>>(r.get(column)).unwrap_or_default();
         RouteRecord {
             app: r.get("app"),
             environment: r.get("environment"),

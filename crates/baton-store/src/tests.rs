@@ -25,11 +25,20 @@ async fn a_release_is_recorded_once() {
     let (again, created) = s.put_release(&release("abc123", "a")).await.unwrap();
     assert!(!created);
     assert_eq!(again.id, "abc123");
-    assert!(matches!(s.put_release(&release("abc123", "b")).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.put_release(&release("abc123", "b")).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.find_release("a", "abc").await.unwrap().id, "abc123");
     s.put_release(&release("abd999", "a")).await.unwrap();
-    assert!(matches!(s.find_release("a", "ab").await, Err(StoreError::Conflict(_))));
-    assert!(matches!(s.find_release("a", "zz").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.find_release("a", "ab").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.find_release("a", "zz").await,
+        Err(StoreError::NotFound(_))
+    ));
     assert_eq!(s.apps().await.unwrap(), vec!["a".to_string()]);
 }
 
@@ -37,28 +46,49 @@ async fn a_release_is_recorded_once() {
 async fn one_running_deployment_per_app_and_environment() {
     let (_dir, s) = store().await;
     s.put_release(&release("r1", "a")).await.unwrap();
-    let d = s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None).await.unwrap();
+    let d = s
+        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+        .await
+        .unwrap();
     assert!(matches!(
-        s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None).await,
+        s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     // Another environment is independent.
-    s.begin_deployment("a", "staging", "r1", DeploymentKind::Deploy, None).await.unwrap();
-    s.set_deployment_state(d.id, DeploymentState::Succeeded, None).await.unwrap();
-    s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None).await.unwrap();
+    s.begin_deployment("a", "staging", "r1", DeploymentKind::Deploy, None)
+        .await
+        .unwrap();
+    s.set_deployment_state(d.id, DeploymentState::Succeeded, None)
+        .await
+        .unwrap();
+    s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn steps_are_recorded_in_order_and_cut_short_when_the_deployment_fails() {
     let (_dir, s) = store().await;
     s.put_release(&release("r1", "a")).await.unwrap();
-    let d = s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None).await.unwrap();
-    let one = s.begin_step(d.id, StepKind::StartTarget, Some("port 1")).await.unwrap();
+    let d = s
+        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+        .await
+        .unwrap();
+    let one = s
+        .begin_step(d.id, StepKind::StartTarget, Some("port 1"))
+        .await
+        .unwrap();
     s.end_step(d.id, one, StepState::Done, None).await.unwrap();
-    let two = s.begin_step(d.id, StepKind::HealthCheck, None).await.unwrap();
+    let two = s
+        .begin_step(d.id, StepKind::HealthCheck, None)
+        .await
+        .unwrap();
     assert_eq!((one, two), (1, 2));
     assert_eq!(s.unfinished_deployments().await.unwrap().len(), 1);
-    s.set_deployment_state(d.id, DeploymentState::Failed, Some("unhealthy")).await.unwrap();
+    s.set_deployment_state(d.id, DeploymentState::Failed, Some("unhealthy"))
+        .await
+        .unwrap();
     let d = s.deployment(d.id).await.unwrap();
     assert_eq!(d.state, DeploymentState::Failed);
     assert_eq!(d.error.as_deref(), Some("unhealthy"));
@@ -76,10 +106,18 @@ async fn targets_and_routes_survive_reopening_the_store() {
     {
         let s = Store::open(&path).await.unwrap();
         s.put_release(&release("r1", "a")).await.unwrap();
-        let d = s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None).await.unwrap();
-        let t = s.create_target("a", "production", "r1", d.id, 4000).await.unwrap();
+        let d = s
+            .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+            .await
+            .unwrap();
+        let t = s
+            .create_target("a", "production", "r1", d.id, 4000)
+            .await
+            .unwrap();
         s.set_target_handle(t.id, "123@456").await.unwrap();
-        s.set_target_state(t.id, TargetState::Live, None).await.unwrap();
+        s.set_target_state(t.id, TargetState::Live, None)
+            .await
+            .unwrap();
         s.put_route(&RouteRecord {
             app: "a".into(),
             environment: "production".into(),
@@ -91,7 +129,9 @@ async fn targets_and_routes_survive_reopening_the_store() {
         })
         .await
         .unwrap();
-        s.record_event("a", "production", "target_exited", "boom").await.unwrap();
+        s.record_event("a", "production", "target_exited", "boom")
+            .await
+            .unwrap();
     }
     let s = Store::open(&path).await.unwrap();
     let targets = s.active_targets().await.unwrap();

@@ -14,7 +14,10 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -27,12 +30,21 @@ impl Api {
         decode(response).await
     }
 
-    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: &serde_json::Value) -> Result<T> {
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
         let response = self.send(self.http.post(self.url(path)).json(body)).await?;
         decode(response).await
     }
 
-    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>, content_type: &str) -> Result<T> {
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<T> {
         let request = self
             .http
             .post(self.url(path))

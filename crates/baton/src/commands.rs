@@ -15,7 +15,13 @@ use crate::client::Api;
 use crate::output::{ago, bold, dim, green, millis, red, size, table};
 use crate::Common;
 
-pub async fn deploy(common: &Common, dir: &Path, environment: &str, preview: bool, no_wait: bool) -> Result<ExitCode> {
+pub async fn deploy(
+    common: &Common,
+    dir: &Path,
+    environment: &str,
+    preview: bool,
+    no_wait: bool,
+) -> Result<ExitCode> {
     let manifest = baton_manifest::Manifest::load(dir)?;
     let api = Api::new(&common.api);
     let dir_owned = dir.to_path_buf();
@@ -34,7 +40,11 @@ pub async fn deploy(common: &Common, dir: &Path, environment: &str, preview: boo
         );
     }
     let created: serde_json::Value = api
-        .post_bytes(&format!("/apps/{}/releases", manifest.name), package.archive, "application/x-tar")
+        .post_bytes(
+            &format!("/apps/{}/releases", manifest.name),
+            package.archive,
+            "application/x-tar",
+        )
         .await?;
     let release: Release = serde_json::from_value(created["release"].clone())?;
     if release.id != package.id {
@@ -53,26 +63,48 @@ pub async fn deploy(common: &Common, dir: &Path, environment: &str, preview: boo
     finish(&api, common, deployment, no_wait).await
 }
 
-pub async fn rollback(common: &Common, app: &str, environment: &str, to: Option<&str>, no_wait: bool) -> Result<ExitCode> {
+pub async fn rollback(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    to: Option<&str>,
+    no_wait: bool,
+) -> Result<ExitCode> {
     let api = Api::new(&common.api);
     let deployment: Deployment = api
-        .post_json(&format!("/apps/{app}/rollback"), &json!({"environment": environment, "to": to}))
+        .post_json(
+            &format!("/apps/{app}/rollback"),
+            &json!({"environment": environment, "to": to}),
+        )
         .await?;
     finish(&api, common, deployment, no_wait).await
 }
 
 pub async fn answer_preview(common: &Common, deployment: i64, verb: &str) -> Result<ExitCode> {
     let api = Api::new(&common.api);
-    let _: serde_json::Value = api.post_json(&format!("/deployments/{deployment}/{verb}"), &json!({})).await?;
+    let _: serde_json::Value = api
+        .post_json(&format!("/deployments/{deployment}/{verb}"), &json!({}))
+        .await?;
     let current: Deployment = api.get(&format!("/deployments/{deployment}")).await?;
     finish(&api, common, current, false).await
 }
 
-async fn finish(api: &Api, common: &Common, deployment: Deployment, no_wait: bool) -> Result<ExitCode> {
+async fn finish(
+    api: &Api,
+    common: &Common,
+    deployment: Deployment,
+    no_wait: bool,
+) -> Result<ExitCode> {
     if !common.json {
         println!(
             "{} {} {} to {} {}",
-            bold(if deployment.kind == baton_store::DeploymentKind::Rollback { "Rolling back" } else { "Deploying" }),
+            bold(
+                if deployment.kind == baton_store::DeploymentKind::Rollback {
+                    "Rolling back"
+                } else {
+                    "Deploying"
+                }
+            ),
             deployment.app,
             baton_package::short_id(&deployment.release_id),
             deployment.environment,
@@ -128,7 +160,9 @@ async fn follow(api: &Api, common: &Common, id: i64) -> Result<Deployment> {
     let mut announced_running: Option<i64> = None;
     loop {
         let deployment: Deployment = api.get(&format!("/deployments/{id}")).await?;
-        while printed < deployment.steps.len() && deployment.steps[printed].state != StepState::Running {
+        while printed < deployment.steps.len()
+            && deployment.steps[printed].state != StepState::Running
+        {
             if !common.json {
                 if tty && announced_running.is_some() {
                     print!("\r\x1b[K");
@@ -167,7 +201,11 @@ fn print_step(step: &Step) {
         .filter(|_| step.state != StepState::Failed)
         .map(|d| dim(d.lines().next().unwrap_or("")))
         .unwrap_or_default();
-    println!("  {mark} {:<13} {:>9}  {detail}", step.step.as_str(), millis(took));
+    println!(
+        "  {mark} {:<13} {:>9}  {detail}",
+        step.step.as_str(),
+        millis(took)
+    );
 }
 
 pub async fn status(common: &Common) -> Result<ExitCode> {
@@ -195,14 +233,29 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
             .as_ref()
             .map(|t| {
                 let id = baton_package::short_id(&t.record.release_id).to_string();
-                if t.running { green(&id) } else { red(&format!("{id} (down)")) }
+                if t.running {
+                    green(&id)
+                } else {
+                    red(&format!("{id} (down)"))
+                }
             })
             .unwrap_or_else(|| dim("none"));
-        let since = env.live.as_ref().map(|t| ago(t.record.updated_at)).unwrap_or_default();
+        let since = env
+            .live
+            .as_ref()
+            .map(|t| ago(t.record.updated_at))
+            .unwrap_or_default();
         let targets = env
             .targets
             .iter()
-            .map(|t| format!("#{} {} {}", t.record.id, t.record.state, baton_package::short_id(&t.record.release_id)))
+            .map(|t| {
+                format!(
+                    "#{} {} {}",
+                    t.record.id,
+                    t.record.state,
+                    baton_package::short_id(&t.record.release_id)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         rows.push(vec![
@@ -229,7 +282,12 @@ pub async fn releases(common: &Common, app: &str) -> Result<ExitCode> {
         println!("{app} has no releases yet. Make one with `baton deploy DIR`.");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = vec![vec!["RELEASE".into(), "CREATED".into(), "FILES".into(), "SIZE".into()]];
+    let mut rows = vec![vec![
+        "RELEASE".into(),
+        "CREATED".into(),
+        "FILES".into(),
+        "SIZE".into(),
+    ]];
     for r in &releases {
         rows.push(vec![
             baton_package::short_id(&r.id).to_string(),
@@ -244,7 +302,9 @@ pub async fn releases(common: &Common, app: &str) -> Result<ExitCode> {
 
 pub async fn deployments(common: &Common, app: &str, limit: i64) -> Result<ExitCode> {
     let api = Api::new(&common.api);
-    let deployments: Vec<Deployment> = api.get(&format!("/apps/{app}/deployments?limit={limit}")).await?;
+    let deployments: Vec<Deployment> = api
+        .get(&format!("/apps/{app}/deployments?limit={limit}"))
+        .await?;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&deployments)?);
         return Ok(ExitCode::SUCCESS);
@@ -276,18 +336,32 @@ pub async fn deployments(common: &Common, app: &str, limit: i64) -> Result<ExitC
             baton_package::short_id(&d.release_id).to_string(),
             state,
             ago(d.created_at),
-            d.finished_at.map(|f| millis(f - d.created_at)).unwrap_or_default(),
-            d.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string(),
+            d.finished_at
+                .map(|f| millis(f - d.created_at))
+                .unwrap_or_default(),
+            d.error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("")
+                .to_string(),
         ]);
     }
     table(&rows);
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(common: &Common, app: &str, environment: &str, follow: bool, lines: usize) -> Result<ExitCode> {
+pub async fn logs(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    follow: bool,
+    lines: usize,
+) -> Result<ExitCode> {
     let api = Api::new(&common.api);
     let response = api
-        .stream(&format!("/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}"))
+        .stream(&format!(
+            "/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}"
+        ))
         .await?;
     let mut body = response.bytes_stream();
     let mut pending = Vec::new();
@@ -303,7 +377,11 @@ pub async fn logs(common: &Common, app: &str, environment: &str, follow: bool, l
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            writeln!(stdout, "{}", json!({"app": app, "environment": environment, "line": text}))?;
+            writeln!(
+                stdout,
+                "{}",
+                json!({"app": app, "environment": environment, "line": text})
+            )?;
         }
         stdout.flush()?;
     }
@@ -312,14 +390,21 @@ pub async fn logs(common: &Common, app: &str, environment: &str, follow: bool, l
 
 pub async fn events(common: &Common, app: &str, limit: i64) -> Result<ExitCode> {
     let api = Api::new(&common.api);
-    let events: Vec<Event> = api.get(&format!("/apps/{app}/events?limit={limit}")).await?;
+    let events: Vec<Event> = api
+        .get(&format!("/apps/{app}/events?limit={limit}"))
+        .await?;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(ExitCode::SUCCESS);
     }
     for e in events.iter().rev() {
-        println!("{} {} {} {}", dim(&ago(e.at)), e.environment, bold(&e.kind), e.message);
+        println!(
+            "{} {} {} {}",
+            dim(&ago(e.at)),
+            e.environment,
+            bold(&e.kind),
+            e.message
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Zero-downtime deploys, instant rollbacks, one binary.")]
+#[command(
+    name = "baton",
+    version,
+    about = "Zero-downtime deploys, instant rollbacks, one binary."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -129,7 +133,10 @@ pub struct Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -139,20 +146,38 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
-            Command::Deploy { dir, env, preview, no_wait, common } => {
-                commands::deploy(&common, &dir, &env.environment, preview, no_wait).await
+            Command::Deploy {
+                dir,
+                env,
+                preview,
+                no_wait,
+                common,
+            } => commands::deploy(&common, &dir, &env.environment, preview, no_wait).await,
+            Command::Rollback {
+                app,
+                to,
+                env,
+                no_wait,
+                common,
+            } => commands::rollback(&common, &app, &env.environment, to.as_deref(), no_wait).await,
+            Command::Continue { deployment, common } => {
+                commands::answer_preview(&common, deployment, "continue").await
             }
-            Command::Rollback { app, to, env, no_wait, common } => {
-                commands::rollback(&common, &app, &env.environment, to.as_deref(), no_wait).await
+            Command::Abort { deployment, common } => {
+                commands::answer_preview(&common, deployment, "abort").await
             }
-            Command::Continue { deployment, common } => commands::answer_preview(&common, deployment, "continue").await,
-            Command::Abort { deployment, common } => commands::answer_preview(&common, deployment, "abort").await,
             Command::Status { common } => commands::status(&common).await,
             Command::Releases { app, common } => commands::releases(&common, &app).await,
-            Command::Deployments { app, limit, common } => commands::deployments(&common, &app, limit).await,
-            Command::Logs { app, env, follow, lines, common } => {
-                commands::logs(&common, &app, &env.environment, follow, lines).await
+            Command::Deployments { app, limit, common } => {
+                commands::deployments(&common, &app, limit).await
             }
+            Command::Logs {
+                app,
+                env,
+                follow,
+                lines,
+                common,
+            } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
         }
     });

@@ -34,7 +34,11 @@ pub fn bold(text: &str) -> String {
 }
 
 pub fn error(message: &str) {
-    let prefix = if colour(std::io::stderr().is_terminal()) { "\x1b[1;31merror\x1b[0m" } else { "error" };
+    let prefix = if colour(std::io::stderr().is_terminal()) {
+        "\x1b[1;31merror\x1b[0m"
+    } else {
+        "error"
+    };
     eprintln!("{prefix}: {message}");
 }
 
@@ -68,7 +72,12 @@ pub fn size(bytes: i64) -> String {
 pub fn table(rows: &[Vec<String>]) {
     let Some(first) = rows.first() else { return };
     let widths: Vec<usize> = (0..first.len())
-        .map(|i| rows.iter().map(|r| r.get(i).map(|c| visible_len(c)).unwrap_or(0)).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map(|c| visible_len(c)).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for (n, row) in rows.iter().enumerate() {
         let mut line = String::new();

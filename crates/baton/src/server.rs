@@ -2,7 +2,7 @@
 //! and the API together in one process. Stopping the server (even with
 //! kill -9) never stops the apps: the next start adopts their targets.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -43,19 +43,25 @@ fn default_data_dir() -> PathBuf {
 pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let data = args.data.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create the data folder {}", data.display()))?;
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let _lock = lock(&data)?;
 
     let store = Store::open(&data.join("baton.db")).await?;
     let proxy = Proxy::new();
     let runtime = Arc::new(ProcessRuntime::new(data.join("logs")));
     let orchestrator = Orchestrator::new(store, Arc::clone(&proxy), runtime, data.join("releases"));
-    let report = orchestrator.recover().await.map_err(|e| anyhow!("cannot restore state from the store: {e}"))?;
+    let report = orchestrator
+        .recover()
+        .await
+        .map_err(|e| anyhow!("cannot restore state from the store: {e}"))?;
     tracing::info!(
         adopted = ?report.adopted,
         restarted = ?report.restarted,
@@ -65,12 +71,17 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         "state restored"
     );
 
-    let proxy_listener = Proxy::bind(&args.proxy_listen)
-        .await
-        .map_err(|e| anyhow!("{e}; is another server using it? choose another with --proxy-listen"))?;
+    let proxy_listener = Proxy::bind(&args.proxy_listen).await.map_err(|e| {
+        anyhow!("{e}; is another server using it? choose another with --proxy-listen")
+    })?;
     let api_listener = tokio::net::TcpListener::bind(&args.api_listen)
         .await
-        .map_err(|e| anyhow!("cannot listen on {} for the API: {e}; choose another with --api-listen", args.api_listen))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot listen on {} for the API: {e}; choose another with --api-listen",
+                args.api_listen
+            )
+        })?;
     let proxy_addr = proxy_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
@@ -87,7 +98,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
 
     tracing::info!(api = %api_addr, proxy = %proxy_addr, data = %data.display(), "baton server ready");
     // One line on stdout for scripts that wait for readiness.
-    println!("baton server ready: api http://{api_addr} proxy http://{proxy_addr} data {}", data.display());
+    println!(
+        "baton server ready: api http://{api_addr} proxy http://{proxy_addr} data {}",
+        data.display()
+    );
     let _ = std::io::stdout().flush();
 
     shutdown_signal().await;

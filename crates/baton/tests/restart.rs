@@ -10,7 +10,11 @@ use common::*;
 
 fn proc_start(pid: &str) -> String {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat[stat.rfind(')').unwrap() + 1..].split_whitespace().nth(19).unwrap().to_string()
+    stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +30,10 @@ async fn kill_9_and_restart_bring_routing_back_without_restarting_the_app() {
     let started = proc_start(&pid);
 
     server.kill9();
-    assert!(get_fresh(server.proxy, HOST, "/").await.is_err(), "the proxy died with the server");
+    assert!(
+        get_fresh(server.proxy, HOST, "/").await.is_err(),
+        "the proxy died with the server"
+    );
     // The app itself kept running meanwhile.
     assert_eq!(proc_start(&pid), started);
 
@@ -35,7 +42,11 @@ async fn kill_9_and_restart_bring_routing_back_without_restarting_the_app() {
     assert_eq!(status, 200);
     assert_eq!(release_of(&body).unwrap(), release);
     let live = server.live();
-    assert_eq!(live["handle"].as_str().unwrap(), handle, "the target was restarted");
+    assert_eq!(
+        live["handle"].as_str().unwrap(),
+        handle,
+        "the target was restarted"
+    );
     assert_eq!(live["restarts"], 0);
     assert_eq!(proc_start(&pid), started);
     // The warm previous release was adopted too: rollback is still a switch.
@@ -46,11 +57,20 @@ async fn kill_9_and_restart_bring_routing_back_without_restarting_the_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_cut_short_before_its_switch_is_undone_on_restart() {
     let mut server = Server::start();
-    let live_release = short(server.deploy(&example_dir())["release_id"].as_str().unwrap());
+    let live_release = short(
+        server.deploy(&example_dir())["release_id"]
+            .as_str()
+            .unwrap(),
+    );
     let slow = AppCopy::new("slow");
     slow.set_env("STARTUP_DELAY_MS", "30000");
-    let started: serde_json::Value =
-        serde_json::from_str(&server.baton_ok(&["deploy", slow.path().to_str().unwrap(), "--no-wait", "--json"])).unwrap();
+    let started: serde_json::Value = serde_json::from_str(&server.baton_ok(&[
+        "deploy",
+        slow.path().to_str().unwrap(),
+        "--no-wait",
+        "--json",
+    ]))
+    .unwrap();
     let id = started["id"].as_i64().unwrap();
     // Wait until its target is started, then pull the plug.
     eventually(Duration::from_secs(10), "the new target to start", || {
@@ -61,13 +81,28 @@ async fn a_deployment_cut_short_before_its_switch_is_undone_on_restart() {
     server.kill9();
     server.restart();
     let deployments = server.json(&["deployments", "hello"]);
-    let cut = deployments.as_array().unwrap().iter().find(|d| d["id"] == id).unwrap();
+    let cut = deployments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap();
     assert_eq!(cut["state"], "failed");
-    assert!(cut["error"].as_str().unwrap().contains("interrupted by a server restart"), "{cut}");
+    assert!(
+        cut["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by a server restart"),
+        "{cut}"
+    );
     let (_, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
     assert_eq!(release_of(&body).unwrap(), live_release);
     // Its half-started target is gone, and a new deploy is not blocked.
     let status = server.json(&["status"]);
-    assert_eq!(status[0]["targets"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(
+        status[0]["targets"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
     server.deploy(AppCopy::new("after").path());
 }

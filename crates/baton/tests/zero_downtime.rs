@@ -56,7 +56,9 @@ async fn twenty_deploys_and_rollbacks_under_load_drop_nothing() {
                     client: n,
                     started,
                     ended: now_ms(),
-                    result: result.map(|body| release_of(&body).unwrap_or_else(|| format!("no release in {body:?}"))),
+                    result: result.map(|body| {
+                        release_of(&body).unwrap_or_else(|| format!("no release in {body:?}"))
+                    }),
                 });
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -69,12 +71,16 @@ async fn twenty_deploys_and_rollbacks_under_load_drop_nothing() {
     for op in 0..OPERATIONS {
         let server = Arc::clone(&server);
         let deployment = if op % 3 == 2 {
-            tokio::task::spawn_blocking(move || server.rollback("hello")).await.unwrap()
+            tokio::task::spawn_blocking(move || server.rollback("hello"))
+                .await
+                .unwrap()
         } else {
             let copy = AppCopy::new(&format!("version {}", op + 1));
             let path = copy.path().to_path_buf();
             copies.push(copy);
-            tokio::task::spawn_blocking(move || server.deploy(&path)).await.unwrap()
+            tokio::task::spawn_blocking(move || server.deploy(&path))
+                .await
+                .unwrap()
         };
         assert_eq!(deployment["state"], "succeeded", "{deployment}");
         deployments.push(deployment);
@@ -93,7 +99,11 @@ async fn twenty_deploys_and_rollbacks_under_load_drop_nothing() {
         outcomes.len(),
         failed.first()
     );
-    assert!(outcomes.len() > 1000, "too little load to prove anything: {} requests", outcomes.len());
+    assert!(
+        outcomes.len() > 1000,
+        "too little load to prove anything: {} requests",
+        outcomes.len()
+    );
 
     // A request that starts after switch i is done must be answered by
     // release i, or by a later release whose switch began before it ended.
@@ -111,19 +121,32 @@ async fn twenty_deploys_and_rollbacks_under_load_drop_nothing() {
             continue;
         };
         let allowed: Vec<&String> = std::iter::once(&switches[i].2)
-            .chain(switches[i + 1..].iter().filter(|(start, _, _)| *start <= o.ended).map(|s| &s.2))
+            .chain(
+                switches[i + 1..]
+                    .iter()
+                    .filter(|(start, _, _)| *start <= o.ended)
+                    .map(|s| &s.2),
+            )
             .collect();
         assert!(
             allowed.contains(&answered),
-            "request {o:?} started {} ms after switch {i} was done and reached {answered}, not one of {allowed:?}; switches: {switches:?}",
+            "request {o:?} of client {} started {} ms after switch {i} was done and reached {answered}, not one of {allowed:?}; switches: {switches:?}",
+            o.client,
             o.started - switches[i].1
         );
         if allowed.len() == 1 {
             checked += 1;
         }
     }
-    assert!(checked > 500, "only {checked} requests fell between switches");
-    println!("{} requests, 0 failed, {} deploys and rollbacks", outcomes.len(), OPERATIONS);
+    assert!(
+        checked > 500,
+        "only {checked} requests fell between switches"
+    );
+    println!(
+        "{} requests, 0 failed, {} deploys and rollbacks",
+        outcomes.len(),
+        OPERATIONS
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,7 +158,9 @@ async fn requests_in_flight_at_the_switch_complete_on_the_old_release() {
     let mut slow = Vec::new();
     for _ in 0..4 {
         let proxy = server.proxy;
-        slow.push(tokio::spawn(async move { get_fresh(proxy, HOST, "/slow?ms=2000").await }));
+        slow.push(tokio::spawn(async move {
+            get_fresh(proxy, HOST, "/slow?ms=2000").await
+        }));
     }
     // Wait until the proxy counts them in flight on the live target.
     let s = Arc::clone(&server);
@@ -147,7 +172,9 @@ async fn requests_in_flight_at_the_switch_complete_on_the_old_release() {
     let new = AppCopy::new("new");
     let s = Arc::clone(&server);
     let path = new.path().to_path_buf();
-    let deployment = tokio::task::spawn_blocking(move || s.deploy(&path)).await.unwrap();
+    let deployment = tokio::task::spawn_blocking(move || s.deploy(&path))
+        .await
+        .unwrap();
     let drain = deployment["steps"]
         .as_array()
         .unwrap()
@@ -157,11 +184,15 @@ async fn requests_in_flight_at_the_switch_complete_on_the_old_release() {
         .clone();
     assert_eq!(drain["state"], "done");
     assert!(
-        drain["detail"].as_str().unwrap().contains("no request left"),
+        drain["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no request left"),
         "{drain}"
     );
     // The drain waited for the slow requests rather than cutting them off.
-    let drained_for = drain["finished_at"].as_i64().unwrap() - drain["started_at"].as_i64().unwrap();
+    let drained_for =
+        drain["finished_at"].as_i64().unwrap() - drain["started_at"].as_i64().unwrap();
     assert!(drained_for > 500, "drain took only {drained_for} ms");
     for request in slow {
         let (status, body) = request.await.unwrap().unwrap();
@@ -169,5 +200,8 @@ async fn requests_in_flight_at_the_switch_complete_on_the_old_release() {
         assert_eq!(release_of(&body).unwrap(), old_release);
     }
     let (_, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
-    assert_eq!(release_of(&body).unwrap(), short(deployment["release_id"].as_str().unwrap()));
+    assert_eq!(
+        release_of(&body).unwrap(),
+        short(deployment["release_id"].as_str().unwrap())
+    );
 }

@@ -19,7 +19,10 @@ pub fn example_dir() -> PathBuf {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 pub struct Server {
@@ -33,7 +36,12 @@ impl Server {
     pub fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (child, api, proxy) = spawn(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
-        Server { dir, child: Some(child), api, proxy }
+        Server {
+            dir,
+            child: Some(child),
+            api,
+            proxy,
+        }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -55,7 +63,11 @@ impl Server {
     /// Starts the server again on the same data folder and addresses.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, api, proxy) = spawn(self.dir.path(), &self.api.to_string(), &self.proxy.to_string());
+        let (child, api, proxy) = spawn(
+            self.dir.path(),
+            &self.api.to_string(),
+            &self.proxy.to_string(),
+        );
         assert_eq!((api, proxy), (self.api, self.proxy));
         self.child = Some(child);
     }
@@ -134,7 +146,12 @@ fn spawn(dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) 
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = lines
         .next()
-        .unwrap_or_else(|| panic!("server exited before it was ready: {}", std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()))
+        .unwrap_or_else(|| {
+            panic!(
+                "server exited before it was ready: {}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            )
+        })
         .unwrap();
     // "baton server ready: api http://A proxy http://P data D"
     let words: Vec<&str> = ready.split_whitespace().collect();
@@ -148,12 +165,19 @@ fn spawn(dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) 
 /// Kills every process whose working folder is under `root`: the targets a
 /// test's server started, which deliberately outlive the server.
 pub fn kill_processes_under(root: &Path) {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
     for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
             if cwd.starts_with(root) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
@@ -188,7 +212,11 @@ impl AppCopy {
 
     /// Sets a variable in the manifest's [env] section.
     pub fn set_env(&self, key: &str, value: &str) {
-        self.edit("baton.toml", "[env]\n", &format!("[env]\n{key} = \"{value}\"\n"));
+        self.edit(
+            "baton.toml",
+            "[env]\n",
+            &format!("[env]\n{key} = \"{value}\"\n"),
+        );
     }
 
     /// Sets a key of the manifest's [deploy] section, replacing its value.
@@ -215,13 +243,23 @@ impl AppCopy {
 
 /// One HTTP/1.1 request on a fresh connection. Returns status and body.
 pub async fn get_fresh(proxy: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
-    let mut stream = tokio::net::TcpStream::connect(proxy).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.map_err(|e| format!("read: {e}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
     let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no response head in {text:?}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no response head in {text:?}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
@@ -232,7 +270,9 @@ pub async fn get_fresh(proxy: SocketAddr, host: &str, path: &str) -> Result<(u16
 
 /// The release id an example app's answer names.
 pub fn release_of(body: &str) -> Option<String> {
-    body.lines().find_map(|l| l.strip_prefix("release: ")).map(str::to_string)
+    body.lines()
+        .find_map(|l| l.strip_prefix("release: "))
+        .map(str::to_string)
 }
 
 pub fn short(id: &str) -> String {
@@ -247,11 +287,18 @@ pub fn switch_window(deployment: &Value) -> (i64, i64) {
         .iter()
         .find(|s| s["step"] == "switch")
         .unwrap_or_else(|| panic!("no switch step in {deployment}"));
-    (step["started_at"].as_i64().unwrap(), step["finished_at"].as_i64().unwrap())
+    (
+        step["started_at"].as_i64().unwrap(),
+        step["finished_at"].as_i64().unwrap(),
+    )
 }
 
 /// Polls `check` until it returns Some, failing after `within`.
-pub async fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = check() {
