@@ -9,17 +9,78 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::hold::Waited;
+use crate::pool::{connect, ConnectError, Sender};
 use crate::route::normalise_host;
 use crate::server::{Peer, Proxy};
 use crate::target::{InFlight, Target};
 use crate::PREVIEW_HEADER;
 
-pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// What the proxy sends upstream: the client's body, or nothing (a replay).
+pub(crate) enum UpBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Client(body) => Pin::new(body).poll_frame(cx),
+            UpBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Client(body) => body.is_end_stream(),
+            UpBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Client(body) => body.size_hint(),
+            UpBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// What the proxy answers with: the target's response, or its own message.
+pub(crate) enum DownBody {
+    Upstream(Tracked),
+    Message(Option<Bytes>),
+}
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            DownBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            DownBody::Message(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownBody::Upstream(body) => body.is_end_stream(),
+            DownBody::Message(text) => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownBody::Upstream(body) => body.size_hint(),
+            DownBody::Message(text) => SizeHint::with_exact(text.as_ref().map(|t| t.len() as u64).unwrap_or(0)),
+        }
+    }
+}
 
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -36,7 +97,7 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: Peer,
-    ) -> Response<ProxyBody> {
+    ) -> Response<DownBody> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -75,14 +136,23 @@ impl Proxy {
         };
 
         let (parts, body) = req.into_parts();
-        // A request without a body can be sent again if the target refused
-        // the connection (it may have been replaced a moment ago).
+        // A request without a body can be sent again: on a new connection if
+        // a pooled one turns out closed, or to the new target if the route
+        // switched while this one refused the connection.
         let replayable = body.size_hint().exact() == Some(0);
-        let upstream = upstream_request(&parts, body.boxed(), &target, peer, &host);
-        let mut in_flight = target.begin();
-        let mut result = self.client.request(upstream).await;
-        if let Err(e) = &result {
-            if replayable && e.is_connect() {
+        let upstream = upstream_request(&parts, UpBody::Client(body), peer, &host);
+        let mut outcome = send(
+            target.begin(),
+            upstream,
+            replayable.then_some((&parts, peer, host.as_str())),
+        )
+        .await;
+        if let Err(Failure {
+            error: UpstreamError::Connect(_),
+            ..
+        }) = &outcome
+        {
+            if replayable {
                 if let Ok(next) = self.pick(&host, wants_preview) {
                     if next.id != target.id {
                         tracing::info!(
@@ -91,35 +161,32 @@ impl Proxy {
                             to = next.id,
                             "retrying on the new target"
                         );
-                        let empty = Empty::<Bytes>::new()
-                            .map_err(|never| match never {})
-                            .boxed();
-                        in_flight = next.begin();
-                        result = self
-                            .client
-                            .request(upstream_request(&parts, empty, &next, peer, &host))
-                            .await;
+                        let again = upstream_request(&parts, empty(), peer, &host);
+                        outcome =
+                            send(next.begin(), again, Some((&parts, peer, host.as_str()))).await;
                     }
                 }
             }
         }
-        match result {
-            Ok(response) => {
+        match outcome {
+            Ok((response, sender, in_flight)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 let body = Tracked {
                     inner: body,
-                    _in_flight: in_flight,
+                    sender: Some(sender),
+                    in_flight,
                 };
-                Response::from_parts(parts, body.boxed())
+                Response::from_parts(parts, DownBody::Upstream(body))
             }
-            Err(e) => {
+            Err(Failure { error, in_flight }) => {
+                let target = in_flight.target();
                 target.record_failure();
-                tracing::warn!(host, target = target.id, addr = %target.addr, error = %e, "upstream request failed");
+                tracing::warn!(host, target = target.id, addr = %target.addr, error = %error, "upstream request failed");
                 plain(
                     StatusCode::BAD_GATEWAY,
                     format!(
-                        "baton: target {} (release {}) at {} did not answer: {e}\n",
+                        "baton: target {} (release {}) at {} did not answer: {error}\n",
                         target.id, target.release, target.addr
                     ),
                 )
@@ -146,7 +213,7 @@ enum Miss {
 }
 
 impl Miss {
-    fn response(&self, host: &str) -> Response<ProxyBody> {
+    fn response(&self, host: &str) -> Response<DownBody> {
         match self {
             Miss::UnknownHost => plain(
                 StatusCode::NOT_FOUND,
@@ -160,21 +227,85 @@ impl Miss {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+struct Failure {
+    error: UpstreamError,
+    in_flight: InFlight,
+}
+
+type Sent = (Response<Incoming>, Sender, InFlight);
+
+/// Sends a request to the target `in_flight` counts it on: on a pooled
+/// connection if one is idle, else on a new one.
+async fn send(
+    in_flight: InFlight,
+    request: Request<UpBody>,
+    replay: Option<(&http::request::Parts, Peer, &str)>,
+) -> Result<Sent, Failure> {
+    let target = Arc::clone(in_flight.target());
+    let mut request = Some(request);
+    if let Some(mut sender) = target.pool().take().await {
+        let attempt = request.take().expect("request not yet sent");
+        match sender.send_request(attempt).await {
+            Ok(response) => return Ok((response, sender, in_flight)),
+            // The target closed this idle connection as we picked it.
+            Err(e)
+                if replay.is_some()
+                    && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+            {
+                let (parts, peer, host) = replay.expect("checked");
+                request = Some(upstream_request(parts, empty(), peer, host));
+            }
+            Err(e) => {
+                return Err(Failure {
+                    error: e.into(),
+                    in_flight,
+                })
+            }
+        }
+    }
+    let request = request.expect("request not yet sent");
+    let mut sender = match connect(target.addr).await {
+        Ok(sender) => sender,
+        Err(e) => {
+            return Err(Failure {
+                error: e.into(),
+                in_flight,
+            })
+        }
+    };
+    match sender.send_request(request).await {
+        Ok(response) => Ok((response, sender, in_flight)),
+        Err(e) => Err(Failure {
+            error: e.into(),
+            in_flight,
+        }),
+    }
+}
+
+fn empty() -> UpBody {
+    UpBody::Empty
+}
+
+/// The request as sent upstream: origin-form URI, hop-by-hop headers
+/// removed, X-Forwarded-* added.
 fn upstream_request(
     parts: &http::request::Parts,
-    body: ProxyBody,
-    target: &Target,
+    body: UpBody,
     peer: Peer,
     host: &str,
-) -> Request<ProxyBody> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let uri: Uri = format!("http://{}{}", target.addr, path)
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"));
+) -> Request<UpBody> {
+    let uri = match parts.uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    };
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
@@ -211,12 +342,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(crate) fn plain(status: StatusCode, message: String) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(message))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+pub(crate) fn plain(status: StatusCode, message: String) -> Response<DownBody> {
+    let mut response = Response::new(DownBody::Message(Some(Bytes::from(message))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -226,10 +353,29 @@ pub(crate) fn plain(status: StatusCode, message: String) -> Response<ProxyBody> 
 }
 
 /// A response body that keeps its request counted as in flight on the
-/// target until the last byte has gone (or the client went away).
-struct Tracked {
+/// target until the last byte has gone (or the client went away), and gives
+/// the upstream connection back to the pool once the body was read whole.
+pub(crate) struct Tracked {
     inner: Incoming,
-    _in_flight: InFlight,
+    sender: Option<Sender>,
+    in_flight: InFlight,
+}
+
+impl Tracked {
+    fn recycle(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.in_flight.target().pool().put(sender);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body never polled because it was empty still ended cleanly.
+        if self.inner.is_end_stream() {
+            self.recycle();
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -240,7 +386,11 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.recycle();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

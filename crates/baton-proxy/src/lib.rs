@@ -8,13 +8,14 @@
 
 mod forward;
 mod hold;
+mod pool;
 mod route;
 mod server;
 mod target;
 
 pub use hold::HoldGuard;
 pub use route::{RouteKey, RouteSpec, RouteTable};
-pub use server::{Proxy, ProxyError};
+pub use server::{Listeners, Proxy, ProxyError};
 pub use target::{Target, TargetStats};
 
 /// Requests carrying this header reach the route's preview target, if any.

@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::ToSocketAddrs;
+
 use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
 
 use crate::hold::{Gate, HoldGuard};
 use crate::route::{RouteKey, RouteSpec, RouteTable};
@@ -33,31 +32,19 @@ pub enum ProxyError {
     },
 }
 
-pub(crate) type UpstreamClient = Client<HttpConnector, BoxBody<Bytes, hyper::Error>>;
-
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
     gates: Mutex<HashMap<RouteKey, Arc<Gate>>>,
     /// Serialises table updates so two concurrent changes cannot lose one.
     update: Mutex<()>,
-    pub(crate) client: UpstreamClient,
 }
 
 impl Proxy {
     pub fn new() -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             gates: Mutex::new(HashMap::new()),
             update: Mutex::new(()),
-            client,
         })
     }
 
@@ -98,26 +85,86 @@ impl Proxy {
         self.table.load()
     }
 
-    /// Binds the proxy's listening socket.
-    pub async fn bind(addr: &str) -> Result<TcpListener, ProxyError> {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ProxyError::Listen {
-                addr: addr.to_string(),
-                source,
-            })
+    /// Binds the proxy's listening socket, with one handle on it per worker
+    /// thread; each worker accepts from the same queue on its own thread.
+    /// Must be called inside a Tokio runtime.
+    pub fn bind(addr: &str, workers: usize) -> Result<Listeners, ProxyError> {
+        let listen_error = |source| ProxyError::Listen {
+            addr: addr.to_string(),
+            source,
+        };
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(listen_error)?
+            .next()
+            .ok_or_else(|| {
+                listen_error(std::io::Error::other("the address resolves to nothing"))
+            })?;
+        let first = listen(resolved).map_err(listen_error)?;
+        let local = first.local_addr().map_err(listen_error)?;
+        let mut sockets = Vec::with_capacity(workers.max(1));
+        for _ in 1..workers.max(1) {
+            sockets.push(first.try_clone().map_err(listen_error)?);
+        }
+        sockets.push(first);
+        Ok(Listeners { sockets, local })
     }
 
-    /// Accepts connections until `shutdown` completes, then lets open
-    /// connections finish their current request (up to `grace`).
+    /// Serves on every handle, each on its own thread with its own
+    /// single-threaded runtime: a connection, its requests and its upstream
+    /// connections stay on one thread, with no cross-thread wake-ups on the
+    /// data path. Returns when `shutdown` turns true and open connections
+    /// have finished their current request (up to `grace`).
     pub async fn serve(
         self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl std::future::Future<Output = ()>,
+        listeners: Listeners,
+        shutdown: watch::Receiver<bool>,
         grace: Duration,
     ) {
+        let mut finished = Vec::new();
+        for (worker, socket) in listeners.sockets.into_iter().enumerate() {
+            let (done, wait) = oneshot::channel::<()>();
+            let proxy = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("baton-proxy-{worker}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => {
+                            WORKER.with(|w| w.set(worker));
+                            runtime.block_on(proxy.accept_loop(socket, shutdown, grace));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot start a proxy worker"),
+                    }
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => finished.push(wait),
+                Err(e) => tracing::error!(error = %e, "cannot start a proxy worker thread"),
+            }
+        }
+        for wait in finished {
+            let _ = wait.await;
+        }
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        socket: std::net::TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let listener = match TcpListener::from_std(socket) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use a proxy socket");
+                return;
+            }
+        };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -130,7 +177,7 @@ impl Proxy {
                         continue;
                     }
                 },
-                _ = &mut shutdown => break,
+                _ = shutdown.wait_for(|stop| *stop) => break,
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
@@ -158,6 +205,40 @@ impl Proxy {
             tracing::warn!("proxy shut down with requests still in flight after {grace:?}");
         }
     }
+}
+
+/// The proxy's listening socket (one handle per worker), ready for [`Proxy::serve`].
+pub struct Listeners {
+    sockets: Vec<std::net::TcpListener>,
+    local: SocketAddr,
+}
+
+impl Listeners {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// Must run inside a Tokio runtime (listening registers the socket, which
+/// `into_std` then takes back for the workers' own runtimes).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Lets a restarted server listen again at once, despite old connections
+    // lingering in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?.into_std()?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+thread_local! {
+    /// Which proxy worker this thread is (0 outside the proxy's threads).
+    pub(crate) static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The peer address type used by the forwarder, re-exported for clarity.

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::pool::Pool;
+
 #[derive(Debug)]
 pub struct Target {
     pub id: i64,
@@ -18,7 +20,13 @@ pub struct Target {
     requests: AtomicU64,
     failures: AtomicU64,
     idle: Notify,
+    /// Idle upstream connections, one pool per proxy worker thread so a
+    /// connection is only ever used from the thread that drives it.
+    pools: Box<[Pool]>,
 }
+
+/// Pools per target; workers beyond this share (modulo).
+const POOLS: usize = 16;
 
 /// A snapshot of a target's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +46,13 @@ impl Target {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             idle: Notify::new(),
+            pools: (0..POOLS).map(|_| Pool::default()).collect(),
         })
+    }
+
+    /// The connection pool of the calling proxy worker.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pools[crate::server::WORKER.with(|w| w.get()) % POOLS]
     }
 
     pub fn stats(&self) -> TargetStats {
@@ -83,6 +97,12 @@ impl Target {
 /// Held for as long as a request (including its response body) is in flight.
 pub(crate) struct InFlight {
     target: Arc<Target>,
+}
+
+impl InFlight {
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
 }
 
 impl Drop for InFlight {

@@ -71,7 +71,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         "state restored"
     );
 
-    let proxy_listener = Proxy::bind(&args.proxy_listen).await.map_err(|e| {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let proxy_listener = Proxy::bind(&args.proxy_listen, workers).map_err(|e| {
         anyhow!("{e}; is another server using it? choose another with --proxy-listen")
     })?;
     let api_listener = tokio::net::TcpListener::bind(&args.api_listen)
@@ -82,14 +85,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
                 args.api_listen
             )
         })?;
-    let proxy_addr = proxy_listener.local_addr()?;
+    let proxy_addr = proxy_listener.local_addr();
     let api_addr = api_listener.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets());
     let proxy_task = tokio::spawn(Arc::clone(&proxy).serve(
         proxy_listener,
-        stopped(stop_rx.clone()),
+        stop_rx.clone(),
         Duration::from_secs(30),
     ));
     let api = axum::serve(api_listener, baton_api::router(Arc::clone(&orchestrator)))

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Baton's proxy against nginx, HAProxy and a direct connection.
+
+Every contender forwards to the same upstream (nginx with one worker, run by
+Baton's process runtime) and is loaded by the same wrk command. Prints
+requests/s and p50/p99 latency, and ratios to nginx. Run from the repository:
+
+    python3 bench/proxy.py            # ROUNDS=5 DURATION=10s CONNECTIONS=64
+
+Installs nginx, haproxy and wrk with apt-get when missing (as root).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+DURATION = os.environ.get("DURATION", "10s")
+CONNECTIONS = os.environ.get("CONNECTIONS", "64")
+THREADS = os.environ.get("THREADS", "2")
+HOST = "bench.localhost"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def ensure_tools():
+    missing = [t for t in ("nginx", "haproxy", "wrk") if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
+    if missing:
+        sh("apt-get", "update", "-qq")
+        sh("apt-get", "install", "-y", "-qq", *missing)
+    os.environ["PATH"] += ":/usr/sbin"
+
+
+def start_baton(work):
+    sh("cargo", "build", "--release", "--locked", "-p", "baton", cwd=ROOT)
+    baton = os.path.join(ROOT, "target/release/baton")
+    server = subprocess.Popen(
+        [baton, "server", "--data", f"{work}/data", "--api-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=open(f"{work}/server.log", "w"), text=True, start_new_session=True)
+    words = server.stdout.readline().split()
+    api, proxy = words[4], words[6].removeprefix("http://")
+    env = dict(os.environ, BATON_API=api, NO_COLOR="1")
+    sh(baton, "deploy", os.path.join(ROOT, "bench/upstream"), env=env, stdout=subprocess.DEVNULL)
+    status = json.load(urllib.request.urlopen(f"{api}/api/v1/status"))
+    live = status[0]["live"]
+    return server, proxy, live["address"], int(live["handle"].split("@")[0])
+
+
+def start_nginx(work, upstream):
+    conf = f"""
+worker_processes auto;
+pid {work}/nginx-proxy.pid;
+error_log {work}/nginx-proxy.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/nb; proxy_temp_path {work}/np; fastcgi_temp_path {work}/nf;
+  uwsgi_temp_path {work}/nu; scgi_temp_path {work}/ns;
+  keepalive_requests 1000000;
+  upstream app {{ server {upstream}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:18481;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering on;
+    }}
+  }}
+}}"""
+    path = f"{work}/nginx-proxy.conf"
+    open(path, "w").write(conf)
+    return subprocess.Popen(["nginx", "-p", work, "-c", path, "-g", "daemon off;"], start_new_session=True), "127.0.0.1:18481"
+
+
+def start_haproxy(work, upstream):
+    conf = f"""
+global
+  nbthread {os.cpu_count()}
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend web
+  bind 127.0.0.1:18482
+  default_backend app
+backend app
+  server a {upstream}
+"""
+    path = f"{work}/haproxy.cfg"
+    open(path, "w").write(conf)
+    return subprocess.Popen(["haproxy", "-db", "-f", path], start_new_session=True), "127.0.0.1:18482"
+
+
+def wait_answering(addr):
+    for _ in range(100):
+        try:
+            req = urllib.request.Request(f"http://{addr}/", headers={"Host": HOST})
+            if urllib.request.urlopen(req, timeout=1).status == 200:
+                return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answers on {addr}")
+
+
+def to_ms(text):
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_ticks(pids):
+    """User plus system CPU time of processes, in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, IndexError):
+            pass
+    return total
+
+
+def children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wrk(addr):
+    out = subprocess.run(
+        ["wrk", "-t", THREADS, "-c", CONNECTIONS, "-d", DURATION, "--latency", "-H", f"Host: {HOST}", f"http://{addr}/"],
+        check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if errors or socket_errors:
+        print(f"  warning: {addr}: {errors.group(0) if errors else ''} {socket_errors.group(0) if socket_errors else ''}")
+    return rps, p50, p99, total
+
+
+def main():
+    ensure_tools()
+    work = tempfile.mkdtemp(prefix="baton-bench-")
+    procs = []
+    upstream_pid = None
+    try:
+        server, baton_addr, upstream, upstream_pid = start_baton(work)
+        procs.append(server)
+        nginx, nginx_addr = start_nginx(work, upstream)
+        haproxy, haproxy_addr = start_haproxy(work, upstream)
+        procs += [nginx, haproxy]
+        contenders = {"direct": upstream, "nginx": nginx_addr, "haproxy": haproxy_addr, "baton": baton_addr}
+        # Whose CPU time counts for each contender (the proxy's own processes).
+        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [server.pid]}
+        for addr in contenders.values():
+            wait_answering(addr)
+        results = {name: [] for name in contenders}
+        tick_us = 1_000_000 / os.sysconf("SC_CLK_TCK")
+        print(f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION} --latency, {ROUNDS} rounds interleaved, upstream nginx (1 worker) at {upstream}, {os.cpu_count()} cores")
+        for r in range(ROUNDS):
+            for name, addr in contenders.items():
+                before = cpu_ticks(cpu_of[name])
+                rps, p50, p99, total = wrk(addr)
+                cpu = (cpu_ticks(cpu_of[name]) - before) * tick_us / total if cpu_of[name] else float("nan")
+                results[name].append((rps, p50, p99, cpu))
+                print(f"  round {r + 1} {name:8} {rps:>10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms  proxy CPU {cpu:.1f} us/req")
+        print()
+        median = {n: tuple(statistics.median(x[i] for x in v) for i in range(4)) for n, v in results.items()}
+        ng = median["nginx"]
+        print("medians:")
+        print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'req/s ÷ nginx':>14} {'p99 ÷ nginx':>12} {'CPU ÷ nginx':>12}")
+        for name, (rps, p50, p99, cpu) in median.items():
+            print(f"{name:8} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.1f} {rps / ng[0]:>14.2f} {p99 / ng[2]:>12.2f} {cpu / ng[3]:>12.2f}")
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if upstream_pid:
+            try:
+                os.killpg(upstream_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.3)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

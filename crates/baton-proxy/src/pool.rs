@@ -1,0 +1,93 @@
+//! Upstream connections, pooled per target. An HTTP/1 connection carries one
+//! request at a time, so a connection goes back to its target's pool only
+//! once the response body has been read to the end; a connection whose
+//! response was cut short is closed instead. Dropping a target drops its
+//! idle connections with it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::forward::UpBody;
+
+/// Idle connections kept per target; more are closed when returned.
+const MAX_IDLE: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) type Sender = SendRequest<UpBody>;
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("cannot connect: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+impl Pool {
+    /// An idle connection that is still open, if there is one.
+    pub async fn take(&self) -> Option<Sender> {
+        loop {
+            let mut sender = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // A connection comes back as soon as its last response ended; its
+            // task may need a moment to notice.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    pub fn put(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Opens a new connection to `addr`.
+pub(crate) async fn connect(addr: std::net::SocketAddr) -> Result<Sender, ConnectError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout(CONNECT_TIMEOUT))??;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
