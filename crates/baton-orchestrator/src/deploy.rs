@@ -43,6 +43,12 @@ impl Orchestrator {
                 baton_package::short_id(&release.id)
             ))
         })?;
+        if manifest.runtime != baton_manifest::RuntimeKind::Process {
+            return Err(Error::BadRequest(format!(
+                "baton.toml: field `runtime`: this server runs targets as processes only; set runtime = \"process\" (release {})",
+                baton_package::short_id(&release.id)
+            )));
+        }
         let config = manifest.environment(environment);
         if config.hosts.is_empty() {
             return Err(Error::BadRequest(format!(

@@ -28,7 +28,10 @@ impl Body for UpBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Client(body) => Pin::new(body).poll_frame(cx),
             UpBody::Empty => Poll::Ready(None),
@@ -60,7 +63,10 @@ impl Body for DownBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             DownBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             DownBody::Message(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
@@ -77,7 +83,9 @@ impl Body for DownBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             DownBody::Upstream(body) => body.size_hint(),
-            DownBody::Message(text) => SizeHint::with_exact(text.as_ref().map(|t| t.len() as u64).unwrap_or(0)),
+            DownBody::Message(text) => {
+                SizeHint::with_exact(text.as_ref().map(|t| t.len() as u64).unwrap_or(0))
+            }
         }
     }
 }

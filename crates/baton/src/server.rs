@@ -28,6 +28,9 @@ pub struct ServerArgs {
     /// Address the control-plane API listens on.
     #[arg(long, env = "BATON_API_LISTEN", default_value = "127.0.0.1:7070")]
     api_listen: String,
+    /// Proxy worker threads [default: one per core].
+    #[arg(long, env = "BATON_PROXY_WORKERS")]
+    proxy_workers: Option<usize>,
 }
 
 fn default_data_dir() -> PathBuf {
