@@ -467,6 +467,17 @@ impl Orchestrator {
                 .await;
         }
         let keep = job.manifest.deploy.keep_warm;
+        if !self.runtime.alive(&old.handle()) {
+            // It died while draining; its supervisor has let it go.
+            let _ = self
+                .store
+                .set_target_state(old.record_id, TargetState::Stopped, None)
+                .await;
+            return Ok((
+                (),
+                Some("old target had already exited; nothing to keep warm".into()),
+            ));
+        }
         if keep.is_zero() {
             self.stop_target(old, "keep_warm is 0").await;
             return Ok(((), Some("old target stopped (keep_warm = 0)".into())));

@@ -167,15 +167,33 @@ impl Orchestrator {
                 report.adopted.push(record.id);
             }
             (TargetState::Live, _, _) => {
-                let handle = self
-                    .runtime
-                    .start(&spec)
-                    .await
-                    .map_err(|e| crate::Error::Internal(e.to_string()))?;
-                self.store
-                    .set_target_handle(record.id, &handle.reference)
-                    .await?;
-                self.store.count_restart(record.id).await?;
+                // A live target that died while the server was down is
+                // started again; if even that fails, its supervisor keeps
+                // trying with backoff rather than the server refusing to start.
+                let (handle, message) = match self.runtime.start(&spec).await {
+                    Ok(handle) => {
+                        self.store
+                            .set_target_handle(record.id, &handle.reference)
+                            .await?;
+                        self.store.count_restart(record.id).await?;
+                        let message = format!(
+                            "live target {} was not running when the server started; started it again",
+                            record.id
+                        );
+                        (handle, message)
+                    }
+                    Err(e) => {
+                        let gone = TargetHandle {
+                            target_id: record.id,
+                            reference: "0@0".into(),
+                        };
+                        let message = format!(
+                            "live target {} was not running and could not be started: {e}",
+                            record.id
+                        );
+                        (gone, message)
+                    }
+                };
                 let m = managed(handle, TargetState::Live);
                 self.manage(Arc::clone(&m));
                 self.supervise(m);
@@ -184,7 +202,7 @@ impl Orchestrator {
                         &record.app,
                         &record.environment,
                         "target_restarted",
-                        &format!("live target {} was not running when the server started; started it again", record.id),
+                        &message,
                     )
                     .await?;
                 report.restarted.push(record.id);

@@ -43,10 +43,12 @@ impl ProcessRuntime {
 fn parse(handle: &TargetHandle) -> Result<(u32, u64), RuntimeError> {
     let bad = || RuntimeError::BadHandle(handle.reference.clone());
     let (pid, start) = handle.reference.split_once('@').ok_or_else(bad)?;
-    Ok((
-        pid.parse().map_err(|_| bad())?,
-        start.parse().map_err(|_| bad())?,
-    ))
+    let pid: u32 = pid.parse().map_err(|_| bad())?;
+    // Never 0 or 1: signalling those would hit Baton's own group or init.
+    if pid <= 1 {
+        return Err(bad());
+    }
+    Ok((pid, start.parse().map_err(|_| bad())?))
 }
 
 /// The process's start time (clock ticks since boot) and whether it is a

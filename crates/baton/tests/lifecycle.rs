@@ -206,16 +206,12 @@ async fn a_live_target_that_dies_is_restarted_and_the_event_recorded() {
         "{exited}"
     );
     let (status, _) = eventually(Duration::from_secs(10), "the app to answer again", || {
-        futures_block(get_fresh(server.proxy, HOST, "/"))
+        block_on(get_fresh(server.proxy, HOST, "/"))
             .ok()
             .filter(|(s, _)| *s == 200)
     })
     .await;
     assert_eq!(status, 200);
-}
-
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,3 +106,53 @@ async fn a_deployment_cut_short_before_its_switch_is_undone_on_restart() {
     );
     server.deploy(AppCopy::new("after").path());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_target_that_died_while_the_server_was_down_is_started_again() {
+    let mut server = Server::start();
+    let release = short(
+        server.deploy(&example_dir())["release_id"]
+            .as_str()
+            .unwrap(),
+    );
+    let pid: i32 = server.live()["handle"]
+        .as_str()
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    server.kill9();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    server.restart();
+    let live = eventually(
+        Duration::from_secs(20),
+        "the live target to answer again",
+        || {
+            block_on(get_fresh(server.proxy, HOST, "/"))
+                .ok()
+                .filter(|(status, _)| *status == 200)
+        },
+    )
+    .await;
+    assert_eq!(release_of(&live.1).unwrap(), release);
+    assert_eq!(server.live()["restarts"], 1);
+    let events = server.json(&["events", "hello"]);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "target_restarted"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("was not running when the server started")),
+        "{events}"
+    );
+}

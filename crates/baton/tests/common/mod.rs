@@ -293,6 +293,11 @@ pub fn switch_window(deployment: &Value) -> (i64, i64) {
     )
 }
 
+/// Runs a future to completion from synchronous code inside a test runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
 /// Polls `check` until it returns Some, failing after `within`.
 pub async fn eventually<T>(
     within: Duration,
