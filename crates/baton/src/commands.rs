@@ -86,7 +86,8 @@ pub async fn answer_preview(common: &Common, deployment: i64, verb: &str) -> Res
         .post_json(&format!("/deployments/{deployment}/{verb}"), &json!({}))
         .await?;
     let current: Deployment = api.get(&format!("/deployments/{deployment}")).await?;
-    finish(&api, common, current, false).await
+    // Answered: the preview is over even if the record still says so.
+    finish_after(&api, common, current, false, false).await
 }
 
 async fn finish(
@@ -94,6 +95,16 @@ async fn finish(
     common: &Common,
     deployment: Deployment,
     no_wait: bool,
+) -> Result<ExitCode> {
+    finish_after(api, common, deployment, no_wait, true).await
+}
+
+async fn finish_after(
+    api: &Api,
+    common: &Common,
+    deployment: Deployment,
+    no_wait: bool,
+    stop_at_preview: bool,
 ) -> Result<ExitCode> {
     if !common.json {
         println!(
@@ -117,7 +128,7 @@ async fn finish(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let done = follow(api, common, deployment.id).await?;
+    let done = follow(api, common, deployment.id, stop_at_preview).await?;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     }
@@ -152,9 +163,9 @@ async fn finish(
     }
 }
 
-/// Polls a deployment, printing each step as it ends, until it finishes or
-/// pauses in preview.
-async fn follow(api: &Api, common: &Common, id: i64) -> Result<Deployment> {
+/// Polls a deployment, printing each step as it ends, until it finishes (or
+/// pauses in preview, when `stop_at_preview`).
+async fn follow(api: &Api, common: &Common, id: i64, stop_at_preview: bool) -> Result<Deployment> {
     let tty = std::io::stdout().is_terminal();
     let mut printed = 0;
     let mut announced_running: Option<i64> = None;
@@ -180,7 +191,9 @@ async fn follow(api: &Api, common: &Common, id: i64) -> Result<Deployment> {
                 announced_running = Some(seconds);
             }
         }
-        if deployment.is_finished() || deployment.state == DeploymentState::Previewing {
+        if deployment.is_finished()
+            || (stop_at_preview && deployment.state == DeploymentState::Previewing)
+        {
             return Ok(deployment);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
