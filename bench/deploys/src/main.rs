@@ -191,6 +191,7 @@ async fn main() {
         c.await.unwrap();
     }
     let _ = server.kill();
+    let _ = server.wait();
 
     let samples = samples.lock().unwrap();
     let failed = samples.iter().filter(|s| !s.ok).count();

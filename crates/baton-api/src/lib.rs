@@ -264,25 +264,24 @@ async fn continue_preview(
     State(o): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_id(&id)?;
-    o.store().deployment(id).await?;
-    o.continue_preview(id)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"deployment": id, "continued": true})),
-    ))
+    answer_preview(&o, &id, true).await
 }
 
 async fn abort_preview(
     State(o): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_id(&id)?;
+    answer_preview(&o, &id, false).await
+}
+
+async fn answer_preview(o: &Orchestrator, id: &str, go_on: bool) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(id)?;
     o.store().deployment(id).await?;
-    o.abort_preview(id)?;
+    o.answer_preview(id, go_on)?;
+    let answer = if go_on { "continued" } else { "aborted" };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"deployment": id, "aborted": true})),
+        Json(json!({"deployment": id, answer: true})),
     ))
 }
 

@@ -118,10 +118,7 @@ impl Orchestrator {
         if let Err(e) = self.store.set_deployment_state(id, state, error).await {
             tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
         }
-        let _ = self
-            .store
-            .record_event(&app, &environment, event, &message)
-            .await;
+        self.event(&job.key, event, &message).await;
         match outcome {
             Ok(()) => tracing::info!(
                 deployment = id,
@@ -525,15 +522,7 @@ impl Orchestrator {
                 managed.record_id
             ),
         };
-        let _ = self
-            .store
-            .record_event(
-                &managed.key.app,
-                &managed.key.environment,
-                "target_stopped",
-                &message,
-            )
-            .await;
+        self.event(&managed.key, "target_stopped", &message).await;
     }
 
     async fn fail_target(&self, managed: &Arc<Managed>, reason: &str) {

@@ -170,6 +170,17 @@ impl Orchestrator {
             .insert(managed.record_id, managed);
     }
 
+    /// Records an event; a store failure is logged, never fatal to the caller.
+    pub(crate) async fn event(&self, key: &RouteKey, kind: &str, message: &str) {
+        if let Err(e) = self
+            .store
+            .record_event(&key.app, &key.environment, kind, message)
+            .await
+        {
+            tracing::error!(app = key.app, environment = key.environment, kind, message, error = %e, "cannot record event");
+        }
+    }
+
     pub(crate) fn forget(&self, id: i64) -> Option<Arc<Managed>> {
         self.managed
             .lock()
@@ -301,17 +312,9 @@ impl Orchestrator {
             .find(|r| Some(r) != live_release.as_ref()))
     }
 
-    /// Lets a deployment paused in preview go on to the switch.
-    pub fn continue_preview(&self, deployment: i64) -> Result<()> {
-        self.answer_preview(deployment, true)
-    }
-
-    /// Abandons a deployment paused in preview; the live release stays.
-    pub fn abort_preview(&self, deployment: i64) -> Result<()> {
-        self.answer_preview(deployment, false)
-    }
-
-    fn answer_preview(&self, deployment: i64, go_on: bool) -> Result<()> {
+    /// Lets a deployment paused in preview go on to the switch (`go_on`), or
+    /// abandons it, leaving the live release as it is.
+    pub fn answer_preview(&self, deployment: i64, go_on: bool) -> Result<()> {
         let sender = self
             .previews
             .lock()

@@ -196,15 +196,8 @@ impl Orchestrator {
                 };
                 let m = managed(handle, TargetState::Live);
                 self.manage(Arc::clone(&m));
-                self.supervise(m);
-                self.store
-                    .record_event(
-                        &record.app,
-                        &record.environment,
-                        "target_restarted",
-                        &message,
-                    )
-                    .await?;
+                self.supervise(Arc::clone(&m));
+                self.event(&m.key, "target_restarted", &message).await;
                 report.restarted.push(record.id);
             }
             (state, _, _) => {

@@ -22,7 +22,10 @@ impl Orchestrator {
     }
 
     async fn watch(self: Arc<Self>, managed: Arc<Managed>) {
-        let (app, environment) = (managed.key.app.clone(), managed.key.environment.clone());
+        let (id, release) = (
+            managed.record_id,
+            baton_package::short_id(&managed.release).to_string(),
+        );
         let mut delay = FIRST_DELAY;
         loop {
             let handle = managed.handle();
@@ -38,24 +41,15 @@ impl Orchestrator {
                 | TargetState::Healthy => return,
                 TargetState::Warm | TargetState::Draining => {
                     managed.set_state(TargetState::Stopped);
-                    self.forget(managed.record_id);
+                    self.forget(id);
                     let _ = self
                         .store
-                        .set_target_state(managed.record_id, TargetState::Stopped, None)
+                        .set_target_state(id, TargetState::Stopped, None)
                         .await;
-                    let _ = self
-                        .store
-                        .record_event(
-                            &app,
-                            &environment,
-                            "target_exited",
-                            &format!(
-                                "warm target {} ({}) {exit}; a rollback to it will start it again",
-                                managed.record_id,
-                                baton_package::short_id(&managed.release)
-                            ),
-                        )
-                        .await;
+                    let message = format!(
+                        "warm target {id} ({release}) {exit}; a rollback to it will start it again"
+                    );
+                    self.event(&managed.key, "target_exited", &message).await;
                     return;
                 }
                 TargetState::Live => {}
@@ -63,22 +57,13 @@ impl Orchestrator {
             if since.elapsed() >= STABLE_AFTER {
                 delay = FIRST_DELAY;
             }
-            let last = self.runtime.tail(managed.record_id, 5).join("\n  | ");
-            let _ = self
-                .store
-                .record_event(
-                    &app,
-                    &environment,
-                    "target_exited",
-                    &format!(
-                        "live target {} ({}) {exit}; restarting it in {} ms\n  | {last}",
-                        managed.record_id,
-                        baton_package::short_id(&managed.release),
-                        delay.as_millis()
-                    ),
-                )
-                .await;
-            tracing::warn!(target = managed.record_id, %exit, "live target exited; restarting");
+            let last = self.runtime.tail(id, 5).join("\n  | ");
+            let message = format!(
+                "live target {id} ({release}) {exit}; restarting it in {} ms\n  | {last}",
+                delay.as_millis()
+            );
+            self.event(&managed.key, "target_exited", &message).await;
+            tracing::warn!(target = id, %exit, "live target exited; restarting");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_DELAY);
             if managed.state() != TargetState::Live {
@@ -86,30 +71,15 @@ impl Orchestrator {
             }
             match self.runtime.start(&managed.spec).await {
                 Ok(handle) => {
-                    let _ = self
-                        .store
-                        .set_target_handle(managed.record_id, &handle.reference)
-                        .await;
-                    let _ = self.store.count_restart(managed.record_id).await;
-                    let _ = self
-                        .store
-                        .record_event(
-                            &app,
-                            &environment,
-                            "target_restarted",
-                            &format!(
-                                "live target {} restarted ({})",
-                                managed.record_id, handle.reference
-                            ),
-                        )
-                        .await;
+                    let _ = self.store.set_target_handle(id, &handle.reference).await;
+                    let _ = self.store.count_restart(id).await;
+                    let message = format!("live target {id} restarted ({})", handle.reference);
+                    self.event(&managed.key, "target_restarted", &message).await;
                     *managed.handle.lock().unwrap_or_else(|e| e.into_inner()) = handle;
                 }
                 Err(e) => {
-                    let _ = self
-                        .store
-                        .record_event(&app, &environment, "target_restart_failed", &e.to_string())
-                        .await;
+                    self.event(&managed.key, "target_restart_failed", &e.to_string())
+                        .await
                 }
             }
         }
