@@ -18,41 +18,6 @@ use crate::server::{Peer, Proxy};
 use crate::target::{InFlight, Target};
 use crate::PREVIEW_HEADER;
 
-/// What the proxy sends upstream: the client's body, or nothing (a replay).
-pub(crate) enum UpBody {
-    Client(Incoming),
-    Empty,
-}
-
-impl Body for UpBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            UpBody::Client(body) => Pin::new(body).poll_frame(cx),
-            UpBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpBody::Client(body) => body.is_end_stream(),
-            UpBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpBody::Client(body) => body.size_hint(),
-            UpBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
 /// What the proxy answers with: the target's response, or its own message.
 pub(crate) enum DownBody {
     Upstream(Tracked),
@@ -99,6 +64,10 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const PREVIEW: HeaderName = HeaderName::from_static(PREVIEW_HEADER);
 
 impl Proxy {
     pub(crate) async fn forward(
@@ -106,35 +75,34 @@ impl Proxy {
         req: Request<Incoming>,
         peer: Peer,
     ) -> Response<DownBody> {
-        let host = req
-            .headers()
-            .get(header::HOST)
+        // Held apart from the request, whose headers move on upstream.
+        let host_header = req.headers().get(header::HOST).cloned();
+        let uri_host = host_header
+            .is_none()
+            .then(|| req.uri().host().map(str::to_string))
+            .flatten();
+        let host = host_header
+            .as_ref()
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
+            .or(uri_host.as_deref())
             .map(normalise_host)
             .unwrap_or_default();
-        let wants_preview = req.headers().contains_key(PREVIEW_HEADER);
+        let wants_preview = req.headers().contains_key(PREVIEW);
 
-        let (gate, hold_timeout) = {
+        let held = {
             let table = self.current();
             match table.resolve(&host) {
-                Some((route, _)) => (Arc::clone(&route.gate), route.spec.hold_timeout),
-                None => {
-                    return plain(
-                        StatusCode::NOT_FOUND,
-                        format!("baton: no app answers for host {host:?}\n"),
-                    )
+                Some((route, _)) if route.gate.is_held() => {
+                    Some((Arc::clone(&route.gate), route.spec.hold_timeout))
                 }
+                Some(_) => None,
+                None => return Miss::UnknownHost.response(&host),
             }
         };
-        if gate.is_held() {
+        if let Some((gate, hold_timeout)) = held {
             let waited = gate.wait(hold_timeout).await;
             if waited != Waited::Released {
-                tracing::warn!(
-                    host,
-                    ?waited,
-                    "request went on without waiting for the switch"
-                );
+                tracing::warn!(host = %host, ?waited, "request went on without waiting for the switch");
             }
         }
 
@@ -142,36 +110,26 @@ impl Proxy {
             Ok(target) => target,
             Err(miss) => return miss.response(&host),
         };
-
         let (parts, body) = req.into_parts();
-        // A request without a body can be sent again: on a new connection if
-        // a pooled one turns out closed, or to the new target if the route
-        // switched while this one refused the connection.
-        let replayable = body.size_hint().exact() == Some(0);
-        let upstream = upstream_request(&parts, UpBody::Client(body), peer, &host);
-        let mut outcome = send(
-            target.begin(),
-            upstream,
-            replayable.then_some((&parts, peer, host.as_str())),
-        )
-        .await;
+        let upstream = upstream_request(parts, body, peer, &host);
+        let mut outcome = send(target.begin(), upstream).await;
+        // A request that never left can go to the new target, if the route
+        // switched while the old one refused the connection.
         if let Err(Failure {
             error: UpstreamError::Connect(_),
+            unsent: Some(_),
             ..
         }) = &outcome
         {
-            if replayable {
-                if let Ok(next) = self.pick(&host, wants_preview) {
-                    if next.id != target.id {
-                        tracing::info!(
-                            host,
-                            from = target.id,
-                            to = next.id,
-                            "retrying on the new target"
-                        );
-                        let again = upstream_request(&parts, empty(), peer, &host);
-                        outcome =
-                            send(next.begin(), again, Some((&parts, peer, host.as_str()))).await;
+            if let Ok(next) = self.pick(&host, wants_preview) {
+                if next.id != target.id {
+                    tracing::info!(host = %host, from = target.id, to = next.id, "retrying on the new target");
+                    if let Err(Failure {
+                        unsent: Some(request),
+                        ..
+                    }) = outcome
+                    {
+                        outcome = send(next.begin(), request).await;
                     }
                 }
             }
@@ -187,10 +145,12 @@ impl Proxy {
                 };
                 Response::from_parts(parts, DownBody::Upstream(body))
             }
-            Err(Failure { error, in_flight }) => {
+            Err(Failure {
+                error, in_flight, ..
+            }) => {
                 let target = in_flight.target();
                 target.record_failure();
-                tracing::warn!(host, target = target.id, addr = %target.addr, error = %error, "upstream request failed");
+                tracing::warn!(host = %host, target = target.id, addr = %target.addr, error = %error, "upstream request failed");
                 plain(
                     StatusCode::BAD_GATEWAY,
                     format!(
@@ -246,46 +206,41 @@ enum UpstreamError {
 struct Failure {
     error: UpstreamError,
     in_flight: InFlight,
+    /// The request, when it never left this proxy and can go elsewhere.
+    unsent: Option<Request<Incoming>>,
 }
 
 type Sent = (Response<Incoming>, Sender, InFlight);
 
 /// Sends a request to the target `in_flight` counts it on: on a pooled
 /// connection if one is idle, else on a new one.
-async fn send(
-    in_flight: InFlight,
-    request: Request<UpBody>,
-    replay: Option<(&http::request::Parts, Peer, &str)>,
-) -> Result<Sent, Failure> {
+async fn send(in_flight: InFlight, request: Request<Incoming>) -> Result<Sent, Failure> {
     let target = Arc::clone(in_flight.target());
-    let mut request = Some(request);
+    let mut request = request;
     if let Some(mut sender) = target.pool().take().await {
-        let attempt = request.take().expect("request not yet sent");
-        match sender.send_request(attempt).await {
+        match sender.try_send_request(request).await {
             Ok(response) => return Ok((response, sender, in_flight)),
-            // The target closed this idle connection as we picked it.
-            Err(e)
-                if replay.is_some()
-                    && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
-            {
-                let (parts, peer, host) = replay.expect("checked");
-                request = Some(upstream_request(parts, empty(), peer, host));
-            }
-            Err(e) => {
-                return Err(Failure {
-                    error: e.into(),
-                    in_flight,
-                })
-            }
+            Err(mut e) => match e.take_message() {
+                // The target closed this idle connection as we picked it,
+                // before the request went out: use a new connection.
+                Some(unsent) => request = unsent,
+                None => {
+                    return Err(Failure {
+                        error: e.into_error().into(),
+                        in_flight,
+                        unsent: None,
+                    })
+                }
+            },
         }
     }
-    let request = request.expect("request not yet sent");
     let mut sender = match connect(target.addr).await {
         Ok(sender) => sender,
         Err(e) => {
             return Err(Failure {
                 error: e.into(),
                 in_flight,
+                unsent: Some(request),
             })
         }
     };
@@ -294,49 +249,52 @@ async fn send(
         Err(e) => Err(Failure {
             error: e.into(),
             in_flight,
+            unsent: None,
         }),
     }
-}
-
-fn empty() -> UpBody {
-    UpBody::Empty
 }
 
 /// The request as sent upstream: origin-form URI, hop-by-hop headers
 /// removed, X-Forwarded-* added.
 fn upstream_request(
-    parts: &http::request::Parts,
-    body: UpBody,
+    parts: http::request::Parts,
+    body: Incoming,
     peer: Peer,
     host: &str,
-) -> Request<UpBody> {
+) -> Request<Incoming> {
     let uri = match parts.uri.path_and_query() {
         Some(path) => Uri::from(path.clone()),
         None => Uri::from_static("/"),
     };
     let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
+    *req.method_mut() = parts.method;
     *req.uri_mut() = uri;
-    *req.headers_mut() = parts.headers.clone();
+    *req.headers_mut() = parts.headers;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok(),
+        None => HeaderValue::from_str(&peer.ip().to_string()).ok(),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
     }
     headers
-        .entry("x-forwarded-proto")
+        .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
-    if let Ok(value) = HeaderValue::from_str(host) {
-        headers.entry("x-forwarded-host").or_insert(value);
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Ok(value) = HeaderValue::from_str(host) {
+            headers.insert(X_FORWARDED_HOST, value);
+        }
     }
     req
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: look before removing anything.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -5,22 +5,26 @@
 //! idle connections with it.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use crate::forward::UpBody;
-
 /// Idle connections kept per target; more are closed when returned.
 const MAX_IDLE: usize = 1024;
+/// A connection idle longer than this is not reused. Apps close idle
+/// keep-alive connections after a timeout of their own (gunicorn: 2 s, Node:
+/// 5 s); reusing one just as the app closes it would fail a request that had
+/// already been sent. Staying well under those timeouts avoids the race.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) type Sender = SendRequest<UpBody>;
+pub(crate) type Sender = SendRequest<Incoming>;
 
 #[derive(Default)]
 pub(crate) struct Pool {
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<(Sender, Instant)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -45,8 +49,8 @@ impl Pool {
     /// An idle connection that is still open, if there is one.
     pub async fn take(&self) -> Option<Sender> {
         loop {
-            let mut sender = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            if sender.is_closed() {
+            let (mut sender, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if sender.is_closed() || since.elapsed() > MAX_IDLE_TIME {
                 continue;
             }
             if sender.is_ready() {
@@ -65,8 +69,17 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // The stack's bottom is its oldest entry: when that one is stale,
+        // sweep out every stale one (closing those connections).
+        if idle
+            .first()
+            .is_some_and(|(_, since)| now.duration_since(*since) > MAX_IDLE_TIME)
+        {
+            idle.retain(|(_, since)| now.duration_since(*since) <= MAX_IDLE_TIME);
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push((sender, now));
         }
     }
 

@@ -136,8 +136,9 @@ impl RouteTable {
     }
 }
 
-/// Lower-cases a Host header value and strips its port and trailing dot.
-pub(crate) fn normalise_host(raw: &str) -> String {
+/// Lower-cases a Host header value and strips its port and trailing dot,
+/// without allocating when it is already plain.
+pub(crate) fn normalise_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let raw = raw.trim();
     let without_port = if raw.starts_with('[') {
         // An IPv6 literal keeps its brackets; only a port after them goes.
@@ -148,7 +149,12 @@ pub(crate) fn normalise_host(raw: &str) -> String {
     } else {
         raw.rsplit_once(':').map(|(h, _)| h).unwrap_or(raw)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

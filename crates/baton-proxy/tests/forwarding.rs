@@ -1,0 +1,276 @@
+//! The proxy against real upstream servers on loopback: what it forwards,
+//! what it adds and strips, how it holds, and how it survives upstreams that
+//! close their connections.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_proxy::{Proxy, RouteKey, RouteSpec, Target};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const HOST: &str = "app.test";
+
+/// An upstream that answers with its name and what it received. With
+/// `close_after_each`, it closes every connection after one response.
+async fn upstream(name: &'static str, close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    let header = |name: &str| {
+                        parts
+                            .headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string()
+                    };
+                    let text = format!(
+                        "upstream={name}\nmethod={}\nuri={}\nbody={}\nxff={}\nproto={}\nxhost={}\nsecret={}\nkeepalive={}\n",
+                        parts.method,
+                        parts.uri,
+                        String::from_utf8_lossy(&body),
+                        header("x-forwarded-for"),
+                        header("x-forwarded-proto"),
+                        header("x-forwarded-host"),
+                        header("x-secret"),
+                        header("keep-alive"),
+                    );
+                    let mut response = Response::new(Full::new(Bytes::from(text)));
+                    if close_after_each {
+                        response
+                            .headers_mut()
+                            .insert("connection", "close".parse().unwrap());
+                    }
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+struct Running {
+    proxy: Arc<Proxy>,
+    addr: SocketAddr,
+    _stop: watch::Sender<bool>,
+}
+
+async fn proxy() -> Running {
+    let proxy = Proxy::new();
+    let listeners = Proxy::bind("127.0.0.1:0", 2).unwrap();
+    let addr = listeners.local_addr();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(Arc::clone(&proxy).serve(listeners, stopped, Duration::from_secs(1)));
+    Running {
+        proxy,
+        addr,
+        _stop: stop,
+    }
+}
+
+fn route(live: Option<Arc<Target>>) -> RouteSpec {
+    RouteSpec {
+        key: RouteKey::new("app", "production"),
+        hosts: vec![HOST.into()],
+        preview_hosts: vec![],
+        live,
+        preview: None,
+        hold_timeout: Duration::from_secs(10),
+    }
+}
+
+/// One request on a fresh connection; returns status and body.
+async fn request(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (
+        head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+fn get(path: &str, host: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_method_path_and_body_adds_forwarded_headers_and_strips_hop_by_hop_ones() {
+    let (up, _) = upstream("a", false).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let raw = format!(
+        "POST /orders?id=7 HTTP/1.1\r\nHost: App.Test:8080\r\nContent-Length: 5\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello"
+    );
+    let (status, body) = request(p.addr, &raw).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("upstream=a"), "{body}");
+    assert!(body.contains("method=POST"), "{body}");
+    assert!(body.contains("uri=/orders?id=7"), "{body}");
+    assert!(body.contains("body=hello"), "{body}");
+    assert!(body.contains("xff=127.0.0.1"), "{body}");
+    assert!(body.contains("proto=http"), "{body}");
+    assert!(body.contains("xhost=app.test"), "{body}");
+    assert!(
+        body.contains("secret=-"),
+        "a header named in Connection went upstream: {body}"
+    );
+    assert!(
+        body.contains("keepalive=-"),
+        "Keep-Alive went upstream: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_hosts_and_routes_without_a_live_target_are_told_apart() {
+    let p = proxy().await;
+    p.proxy.set_route(route(None)).unwrap();
+    let (status, body) = request(p.addr, &get("/", "other.test")).await;
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("no app answers for host \"other.test\""),
+        "{body}"
+    );
+    let (status, body) = request(p.addr, &get("/", HOST)).await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("app in production has no live release"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_is_a_502_naming_it() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(9, closed, "deadbeef"))))
+        .unwrap();
+    let (status, body) = request(p.addr, &get("/", HOST)).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("target 9 (release deadbeef)"), "{body}");
+    assert_eq!(
+        p.proxy
+            .table()
+            .get(&RouteKey::new("app", "production"))
+            .unwrap()
+            .live
+            .unwrap()
+            .stats()
+            .failures,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_waits_and_then_reaches_the_target_switched_to() {
+    let (old, _) = upstream("old", false).await;
+    let (new, _) = upstream("new", false).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, old, "r1"))))
+        .unwrap();
+    let hold = p.proxy.hold(&RouteKey::new("app", "production"));
+    let addr = p.addr;
+    let waiting = tokio::spawn(async move { request(addr, &get("/", HOST)).await });
+    while hold.waiting() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!waiting.is_finished());
+    p.proxy
+        .set_route(route(Some(Target::new(2, new, "r2"))))
+        .unwrap();
+    drop(hold);
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("upstream=new"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_clients_are_served_over_pooled_connections() {
+    let (up, connections) = upstream("a", false).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    for _ in 0..50 {
+        stream
+            .write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        // The answer is small; read until its body has arrived.
+        while !String::from_utf8_lossy(&got).contains("keepalive=") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed a keep-alive connection");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    }
+    assert!(
+        connections.load(Ordering::Relaxed) <= 2,
+        "{} upstream connections for 50 sequential requests",
+        connections.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_every_connection_loses_no_request() {
+    let (up, connections) = upstream("a", true).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let addr = p.addr;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let (status, body) = request(addr, &get("/", HOST)).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        200,
+        "closed connections were reused"
+    );
+}
