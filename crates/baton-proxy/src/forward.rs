@@ -14,7 +14,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::hold::Waited;
 use crate::pool::{connect, ConnectError, Sender};
 use crate::route::normalise_host;
-use crate::server::{Peer, Proxy};
+use crate::server::Proxy;
 use crate::target::{InFlight, Target};
 use crate::PREVIEW_HEADER;
 
@@ -55,7 +55,7 @@ impl Body for DownBody {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -70,10 +70,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const PREVIEW: HeaderName = HeaderName::from_static(PREVIEW_HEADER);
 
 impl Proxy {
+    /// Forwards one request from the client at `client_ip`.
     pub(crate) async fn forward(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: Peer,
+        client_ip: HeaderValue,
     ) -> Response<DownBody> {
         // Held apart from the request, whose headers move on upstream.
         let host_header = req.headers().get(header::HOST).cloned();
@@ -111,7 +112,7 @@ impl Proxy {
             Err(miss) => return miss.response(&host),
         };
         let (parts, body) = req.into_parts();
-        let upstream = upstream_request(parts, body, peer, &host);
+        let upstream = upstream_request(parts, body, client_ip, host_header.clone());
         let mut outcome = send(target.begin(), upstream).await;
         // A request that never left can go to the new target, if the route
         // switched while the old one refused the connection.
@@ -259,8 +260,8 @@ async fn send(in_flight: InFlight, request: Request<Incoming>) -> Result<Sent, F
 fn upstream_request(
     parts: http::request::Parts,
     body: Incoming,
-    peer: Peer,
-    host: &str,
+    client_ip: HeaderValue,
+    host_header: Option<HeaderValue>,
 ) -> Request<Incoming> {
     let uri = match parts.uri.path_and_query() {
         Some(path) => Uri::from(path.clone()),
@@ -273,35 +274,39 @@ fn upstream_request(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.ip())).ok(),
-        None => HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        Some(prior) => client_ip
+            .to_str()
+            .ok()
+            .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok())
+            .unwrap_or(client_ip),
+        None => client_ip,
     };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Ok(value) = HeaderValue::from_str(host) {
-            headers.insert(X_FORWARDED_HOST, value);
-        }
+    if let Some(host) = host_header {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
     req
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: look before removing anything.
+    // Most messages carry none of them, or only `Connection: keep-alive`.
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    // Headers named in Connection are hop-by-hop too.
+    // Other headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in HOP_BY_HOP.iter().chain(&named) {
         headers.remove(name);

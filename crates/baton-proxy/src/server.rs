@@ -181,9 +181,13 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
+            // Formatted once per connection, not per request.
+            let client_ip = http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
             let service = service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, std::convert::Infallible>(proxy.forward(req, peer).await) }
+                let client_ip = client_ip.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.forward(req, client_ip).await) }
             });
             let conn = http1::Builder::new()
                 .keep_alive(true)
@@ -240,6 +244,3 @@ thread_local! {
     /// Which proxy worker this thread is (0 outside the proxy's threads).
     pub(crate) static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
-
-/// The peer address type used by the forwarder, re-exported for clarity.
-pub(crate) type Peer = SocketAddr;

@@ -139,7 +139,10 @@ async fn forwards_method_path_and_body_adds_forwarded_headers_and_strips_hop_by_
     assert!(body.contains("body=hello"), "{body}");
     assert!(body.contains("xff=127.0.0.1"), "{body}");
     assert!(body.contains("proto=http"), "{body}");
-    assert!(body.contains("xhost=app.test"), "{body}");
+    assert!(
+        body.contains("xhost=App.Test:8080"),
+        "the original Host: {body}"
+    );
     assert!(
         body.contains("secret=-"),
         "a header named in Connection went upstream: {body}"
