@@ -41,9 +41,9 @@ pub(crate) async fn logs(
             "{app} has no live target in {environment}; deploy it first with `baton deploy`"
         ))
     })?;
-    let runtime = o.runtime().clone();
-    let offset = runtime.log_len(target.id);
-    let mut text = runtime
+    let logs = o.logs().clone();
+    let offset = logs.len(target.id);
+    let mut text = logs
         .tail(target.id, q.lines.unwrap_or(100).min(100_000))
         .join("\n");
     if !text.is_empty() {
@@ -66,10 +66,7 @@ pub(crate) async fn logs(
             return Some((Ok::<_, std::io::Error>(Bytes::from(first)), s));
         }
         loop {
-            let chunk = s
-                .orchestrator
-                .runtime()
-                .read_log(s.target, s.offset, 64 * 1024);
+            let chunk = s.orchestrator.logs().read(s.target, s.offset, 64 * 1024);
             if !chunk.is_empty() {
                 s.offset += chunk.len() as u64;
                 return Some((Ok(Bytes::from(chunk)), s));

@@ -46,7 +46,7 @@ pub enum RuntimeKind {
     Docker,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The app's name: lower-case letters, digits and dashes.
@@ -57,6 +57,7 @@ pub struct Manifest {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub runtime: RuntimeKind,
+    #[serde(default)]
     pub web: Web,
     #[serde(default)]
     pub health: Health,
@@ -67,12 +68,85 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentSection>,
+    /// Settings of the Docker runtime; only with `runtime = "docker"`.
+    pub docker: Option<DockerSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSection {
+    /// The port the app listens on inside its container (also given as `PORT`).
+    #[serde(default = "defaults::container_port")]
+    pub port: u16,
+    /// The Dockerfile inside the app folder, when the image is built.
+    #[serde(default = "defaults::dockerfile")]
+    pub dockerfile: String,
+    /// Run this existing image (name or `sha256:` id) instead of building one.
+    pub image: Option<String>,
+    /// Memory limit, e.g. "256m" or "1g".
+    pub memory: Option<String>,
+    /// CPU limit, in cores (0.5 = half a core).
+    pub cpus: Option<f64>,
+    /// Docker's restart policy: "no" (Baton restarts live targets itself),
+    /// "on-failure", "unless-stopped" or "always".
+    #[serde(default = "defaults::restart")]
+    pub restart: String,
+    /// How many releases' images to keep beside the running ones, for rollback.
+    #[serde(default = "defaults::keep_images")]
+    pub keep_images: usize,
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        DockerSection {
+            port: defaults::container_port(),
+            dockerfile: defaults::dockerfile(),
+            image: None,
+            memory: None,
+            cpus: None,
+            restart: defaults::restart(),
+            keep_images: defaults::keep_images(),
+        }
+    }
+}
+
+impl DockerSection {
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> Option<i64> {
+        self.memory.as_deref().and_then(parse_size)
+    }
+
+    /// The CPU limit in billionths of a core, as the Docker API wants it.
+    pub fn nano_cpus(&self) -> Option<i64> {
+        self.cpus.map(|c| (c * 1e9) as i64)
+    }
+}
+
+/// "512k", "256m", "1g" or a plain number of bytes.
+fn parse_size(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text.as_str(), ""),
+    };
+    let number: f64 = number.trim().parse().ok()?;
+    let factor = match unit.trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    (number > 0.0).then(|| (number * factor) as i64)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Web {
-    /// Shell command that starts the web process. It receives its port in `PORT`.
+    /// Shell command that starts the web process. It receives its port in
+    /// `PORT`. Required for the process runtime; containers run their image's
+    /// own command.
+    #[serde(default)]
     pub command: String,
     /// How long a target has to exit after SIGTERM before it is killed.
     #[serde(default = "defaults::stop_timeout", with = "duration")]
@@ -90,6 +164,15 @@ pub struct Health {
     pub timeout: Duration,
     #[serde(default = "defaults::health_status")]
     pub status: u16,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            command: String::new(),
+            stop_timeout: defaults::stop_timeout(),
+        }
+    }
 }
 
 impl Default for Health {
@@ -183,6 +266,18 @@ mod defaults {
     pub fn hold_timeout() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn container_port() -> u16 {
+        8080
+    }
+    pub fn dockerfile() -> String {
+        "Dockerfile".into()
+    }
+    pub fn restart() -> String {
+        "no".into()
+    }
+    pub fn keep_images() -> usize {
+        3
+    }
 }
 
 /// Durations are written the way people say them: `"500ms"`, `"30s"`, `"10m"`.
@@ -262,8 +357,11 @@ impl Manifest {
         for (i, host) in self.deploy.preview_hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("deploy.preview_hosts[{i}]"), r))?;
         }
-        if self.web.command.trim().is_empty() {
-            return Err(invalid("web.command", "must not be empty".into()));
+        if self.runtime == RuntimeKind::Process && self.web.command.trim().is_empty() {
+            return Err(invalid(
+                "web.command",
+                "the process runtime needs the command that starts the app, e.g. command = \"python3 app.py\"".into(),
+            ));
         }
         if !self.health.path.starts_with('/') {
             return Err(invalid(
@@ -292,6 +390,48 @@ impl Manifest {
         for key in self.env.keys() {
             check_env_key(key).map_err(|r| invalid(&format!("env.{key}"), r))?;
         }
+        match (&self.docker, self.runtime) {
+            (Some(_), RuntimeKind::Process) => {
+                return Err(invalid(
+                    "docker",
+                    "a [docker] section needs runtime = \"docker\"".into(),
+                ))
+            }
+            (Some(docker), RuntimeKind::Docker) => {
+                if docker.port == 0 {
+                    return Err(invalid(
+                        "docker.port",
+                        "must be a port number from 1 to 65535".into(),
+                    ));
+                }
+                if let Some(memory) = &docker.memory {
+                    if parse_size(memory).is_none() {
+                        return Err(invalid(
+                            "docker.memory",
+                            format!("{memory:?} is not a size; write it like \"256m\" or \"1g\""),
+                        ));
+                    }
+                }
+                if docker.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+                    return Err(invalid(
+                        "docker.cpus",
+                        "must be a number of cores above 0, like 0.5".into(),
+                    ));
+                }
+                if !["no", "on-failure", "unless-stopped", "always"]
+                    .contains(&docker.restart.as_str())
+                {
+                    return Err(invalid(
+                        "docker.restart",
+                        format!(
+                            "{:?} is not a restart policy: use \"no\", \"on-failure\", \"unless-stopped\" or \"always\"",
+                            docker.restart
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
         for (name, section) in &self.environments {
             if !is_name(name) {
                 return Err(invalid(
@@ -309,6 +449,11 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The Docker settings, with defaults when the section is absent.
+    pub fn docker(&self) -> DockerSection {
+        self.docker.clone().unwrap_or_default()
     }
 
     /// The configuration for one environment: its hosts and variables.
@@ -471,9 +616,11 @@ env = { LEVEL = "debug" }
     }
 
     #[test]
-    fn missing_command_is_reported() {
+    fn missing_command_is_reported_for_processes_only() {
         let err = Manifest::parse("name = \"hello\"\n[web]\n", "baton.toml").unwrap_err();
         assert!(err.to_string().contains("command"), "{err}");
+        let m = Manifest::parse("name = \"hello\"\nruntime = \"docker\"\n", "baton.toml").unwrap();
+        assert_eq!(m.docker().port, 8080);
     }
 
     #[test]
@@ -510,6 +657,35 @@ env = { LEVEL = "debug" }
             match Manifest::parse(text, "baton.toml") {
                 Err(ManifestError::Invalid { field, .. }) => assert_eq!(field, expected_field),
                 other => panic!("{text:?}: expected invalid {expected_field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn docker_section_parses_limits_and_is_refused_without_the_docker_runtime() {
+        let text = "name = \"a\"\nruntime = \"docker\"\n[web]\ncommand = \"-\"\n[docker]\nport = 3000\nmemory = \"256m\"\ncpus = 0.5\nrestart = \"on-failure\"\n";
+        let m = Manifest::parse(text, "baton.toml").unwrap();
+        let d = m.docker();
+        assert_eq!(d.port, 3000);
+        assert_eq!(d.memory_bytes(), Some(256 * 1024 * 1024));
+        assert_eq!(d.nano_cpus(), Some(500_000_000));
+        assert_eq!(d.keep_images, 3);
+        let process = text.replace("runtime = \"docker\"\n", "");
+        match Manifest::parse(&process, "baton.toml") {
+            Err(ManifestError::Invalid { field, .. }) => assert_eq!(field, "docker"),
+            other => panic!("{other:?}"),
+        }
+        for (bad, field) in [
+            ("memory = \"lots\"", "docker.memory"),
+            ("cpus = -1.0", "docker.cpus"),
+            ("restart = \"sometimes\"", "docker.restart"),
+        ] {
+            let text = format!(
+                "name = \"a\"\nruntime = \"docker\"\n[web]\ncommand = \"-\"\n[docker]\n{bad}\n"
+            );
+            match Manifest::parse(&text, "baton.toml") {
+                Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{bad}: {other:?}"),
             }
         }
     }

@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use baton_manifest::RuntimeKind;
 use baton_manifest::{EnvironmentConfig, Manifest};
 use baton_proxy::{RouteKey, RouteSpec};
-use baton_runtime::{free_port, TargetSpec};
+use baton_runtime::free_port;
 use baton_store::{
     now_ms, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind, StepState,
     TargetState,
@@ -43,12 +44,8 @@ impl Orchestrator {
                 baton_package::short_id(&release.id)
             ))
         })?;
-        if manifest.runtime != baton_manifest::RuntimeKind::Process {
-            return Err(Error::BadRequest(format!(
-                "baton.toml: field `runtime`: this server runs targets as processes only; set runtime = \"process\" (release {})",
-                baton_package::short_id(&release.id)
-            )));
-        }
+        // Refused before anything is recorded when the runtime is missing.
+        self.runtime(manifest.runtime)?;
         let config = manifest.environment(environment);
         if config.hosts.is_empty() {
             return Err(Error::BadRequest(format!(
@@ -119,6 +116,20 @@ impl Orchestrator {
             tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
         }
         self.event(&job.key, event, &message).await;
+        if outcome.is_ok() && job.manifest.runtime == RuntimeKind::Docker {
+            let keep = job.manifest.docker().keep_images;
+            match self.prune_images(&job.key.app, keep).await {
+                Ok(removed) if !removed.is_empty() => {
+                    let message = format!(
+                        "removed {} old images, keeping the last {keep} releases",
+                        removed.len()
+                    );
+                    self.event(&job.key, "images_pruned", &message).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
+            }
+        }
         match outcome {
             Ok(()) => tracing::info!(
                 deployment = id,
@@ -286,41 +297,62 @@ impl Orchestrator {
 
     async fn start_target(self: &Arc<Self>, job: &Job) -> StepResult<Arc<Managed>> {
         let d = job.deployment.id;
+        let runtime = self
+            .runtime(job.manifest.runtime)
+            .map_err(|e| e.to_string())?;
         let port = free_port().map_err(|e| format!("no free port for the new target: {e}"))?;
+        let kind = match job.manifest.runtime {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+        };
         let record = self
             .store
-            .create_target(&job.key.app, &job.key.environment, &job.release.id, d, port)
+            .create_target(
+                &job.key.app,
+                &job.key.environment,
+                &job.release.id,
+                d,
+                port,
+                kind,
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.store
             .set_deployment_target(d, record.id)
             .await
             .map_err(|e| e.to_string())?;
-        let spec = TargetSpec {
-            target_id: record.id,
-            app: job.key.app.clone(),
-            environment: job.key.environment.clone(),
-            release: job.release.id.clone(),
-            dir: self.release_dir(&job.release.id),
-            command: job.manifest.web.command.clone(),
-            env: job.config.env.clone(),
+        let started = match self.target_spec(
+            record.id,
+            &job.key.environment,
+            &job.release,
+            &job.manifest,
             port,
+        ) {
+            Ok(spec) => runtime
+                .start(&spec)
+                .await
+                .map(|handle| (spec, handle))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        let handle = match self.runtime.start(&spec).await {
-            Ok(handle) => handle,
+        let (spec, handle) = match started {
+            Ok(started) => started,
             Err(e) => {
                 let _ = self
                     .store
                     .set_target_state(record.id, TargetState::Failed, None)
                     .await;
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         self.store
             .set_target_handle(record.id, &handle.reference)
             .await
             .map_err(|e| e.to_string())?;
-        let detail = format!("target {} on port {port} ({})", record.id, handle.reference);
+        let detail = format!(
+            "target {} on port {port} ({kind} {})",
+            record.id, handle.reference
+        );
         let managed = Arc::new(Managed {
             record_id: record.id,
             key: job.key.clone(),
@@ -330,6 +362,7 @@ impl Orchestrator {
             handle: Mutex::new(handle),
             state: Mutex::new(TargetState::Starting),
             stop_timeout: job.manifest.web.stop_timeout,
+            runtime,
         });
         self.manage(Arc::clone(&managed));
         self.supervise(Arc::clone(&managed));
@@ -464,7 +497,7 @@ impl Orchestrator {
                 .await;
         }
         let keep = job.manifest.deploy.keep_warm;
-        if !self.runtime.alive(&old.handle()) {
+        if !old.runtime.alive(&old.handle()).await {
             // It died while draining; its supervisor has let it go.
             let _ = self
                 .store
@@ -505,7 +538,7 @@ impl Orchestrator {
             .set_target_state(managed.record_id, TargetState::Stopping, None)
             .await;
         let handle = managed.handle();
-        let exit = self.runtime.stop(&handle, managed.stop_timeout).await;
+        let exit = managed.runtime.stop(&handle, managed.stop_timeout).await;
         let _ = self
             .store
             .set_target_state(managed.record_id, TargetState::Stopped, None)

@@ -28,8 +28,8 @@ impl Orchestrator {
         let mut checks = 0;
         loop {
             let handle = target.handle();
-            if !self.runtime.alive(&handle) {
-                let exit = self.runtime.wait(&handle).await;
+            if !target.runtime.alive(&handle).await {
+                let exit = target.runtime.wait(&handle).await;
                 return Err(self.unhealthy(
                     target,
                     &format!(
@@ -102,7 +102,7 @@ impl Orchestrator {
                 message.push_str(outcome);
             }
         }
-        let lines = self.runtime.tail(target.record_id, QUOTED_LINES);
+        let lines = self.logs.tail(target.record_id, QUOTED_LINES);
         if lines.is_empty() {
             message.push_str("\nthe target printed nothing");
         } else {

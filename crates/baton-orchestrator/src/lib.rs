@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_manifest::Manifest;
+use baton_manifest::RuntimeKind;
 use baton_proxy::{Proxy, RouteKey};
-use baton_runtime::{Runtime, TargetHandle, TargetSpec};
+use baton_runtime::{ContainerSpec, DockerRuntime, LogFiles, Runtime, TargetHandle, TargetSpec};
 use baton_store::{
     Deployment, DeploymentKind, Release, RouteRecord, Store, StoreError, TargetRecord, TargetState,
 };
@@ -64,6 +65,8 @@ pub(crate) struct Managed {
     pub state: Mutex<TargetState>,
     pub proxy_target: Arc<baton_proxy::Target>,
     pub stop_timeout: Duration,
+    /// The runtime the target runs on.
+    pub runtime: Arc<dyn Runtime>,
 }
 
 impl Managed {
@@ -84,11 +87,21 @@ impl Managed {
 pub struct Orchestrator {
     pub(crate) store: Store,
     pub(crate) proxy: Arc<Proxy>,
-    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) runtimes: Runtimes,
+    pub(crate) logs: LogFiles,
     releases_dir: PathBuf,
     pub(crate) health: reqwest::Client,
     pub(crate) managed: Mutex<HashMap<i64, Arc<Managed>>>,
     previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
+}
+
+/// The runtimes targets can run on.
+#[derive(Clone)]
+pub struct Runtimes {
+    pub process: Arc<dyn Runtime>,
+    /// Absent when no Docker Engine is configured; apps asking for it fail
+    /// to deploy with this reason.
+    pub docker: std::result::Result<Arc<DockerRuntime>, String>,
 }
 
 /// A deploy request.
@@ -128,7 +141,8 @@ impl Orchestrator {
     pub fn new(
         store: Store,
         proxy: Arc<Proxy>,
-        runtime: Arc<dyn Runtime>,
+        runtimes: Runtimes,
+        logs: LogFiles,
         releases_dir: PathBuf,
     ) -> Arc<Orchestrator> {
         let health = reqwest::Client::builder()
@@ -139,7 +153,8 @@ impl Orchestrator {
         Arc::new(Orchestrator {
             store,
             proxy,
-            runtime,
+            runtimes,
+            logs,
             releases_dir,
             health,
             managed: Mutex::new(HashMap::new()),
@@ -151,8 +166,66 @@ impl Orchestrator {
         &self.store
     }
 
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.runtime
+    /// Target output, whatever the runtime.
+    pub fn logs(&self) -> &LogFiles {
+        &self.logs
+    }
+
+    fn docker(&self) -> Result<&Arc<DockerRuntime>> {
+        self.runtimes.docker.as_ref().map_err(|why| {
+            Error::BadRequest(format!(
+                "the Docker runtime is not available on this server: {why}"
+            ))
+        })
+    }
+
+    /// The runtime of that kind.
+    pub(crate) fn runtime(&self, kind: RuntimeKind) -> Result<Arc<dyn Runtime>> {
+        match kind {
+            RuntimeKind::Process => Ok(Arc::clone(&self.runtimes.process)),
+            RuntimeKind::Docker => Ok(Arc::clone(self.docker()?) as Arc<dyn Runtime>),
+        }
+    }
+
+    /// Everything a runtime needs to start target `target_id` of a release.
+    pub(crate) fn target_spec(
+        &self,
+        target_id: i64,
+        environment: &str,
+        release: &Release,
+        manifest: &Manifest,
+        port: u16,
+    ) -> Result<TargetSpec> {
+        let container = match manifest.runtime {
+            RuntimeKind::Process => None,
+            RuntimeKind::Docker => {
+                let docker = manifest.docker();
+                let image = release.image.clone().ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "release {} has no image; deploy its folder again",
+                        baton_package::short_id(&release.id)
+                    ))
+                })?;
+                Some(ContainerSpec {
+                    image,
+                    port: docker.port,
+                    memory_bytes: docker.memory_bytes(),
+                    nano_cpus: docker.nano_cpus(),
+                    restart: docker.restart.clone(),
+                })
+            }
+        };
+        Ok(TargetSpec {
+            target_id,
+            app: release.app.clone(),
+            environment: environment.to_string(),
+            release: release.id.clone(),
+            dir: self.release_dir(&release.id),
+            command: manifest.web.command.clone(),
+            env: manifest.environment(environment).env,
+            port,
+            container,
+        })
     }
 
     pub(crate) fn managed(&self, id: i64) -> Option<Arc<Managed>> {
@@ -203,6 +276,32 @@ impl Orchestrator {
                 manifest.name
             )));
         }
+        // Same bytes, same release: never unpacked or built twice.
+        if let Ok(existing) = self.store.release(&id).await {
+            if existing.app == app
+                && (manifest.runtime == RuntimeKind::Process || existing.image.is_some())
+            {
+                return Ok((existing, false));
+            }
+        }
+        let image = match manifest.runtime {
+            RuntimeKind::Process => None,
+            RuntimeKind::Docker => {
+                let docker = self.docker()?;
+                let settings = manifest.docker();
+                let built = match &settings.image {
+                    Some(reference) => docker.image_id(reference).await,
+                    None => {
+                        docker
+                            .build_image(app, &id, archive.clone(), &settings.dockerfile)
+                            .await
+                    }
+                };
+                Some(built.map_err(|e| {
+                    Error::BadRequest(format!("release {}: {e}", baton_package::short_id(&id)))
+                })?)
+            }
+        };
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
         let files = tokio::task::spawn_blocking(move || {
@@ -219,8 +318,46 @@ impl Orchestrator {
             size: size as i64,
             files: files as i64,
             manifest: text,
+            image,
         };
         Ok(self.store.put_release(&release).await?)
+    }
+
+    /// Removes the images of an app's old releases, keeping those of running
+    /// targets and of the newest `keep` releases.
+    pub(crate) async fn prune_images(&self, app: &str, keep: usize) -> Result<Vec<String>> {
+        let docker = self.docker()?;
+        let releases = self.store.releases(app).await?;
+        let mut kept: Vec<String> = releases
+            .iter()
+            .filter_map(|r| r.image.clone())
+            .take(keep + 1)
+            .collect();
+        for environment_route in self
+            .store
+            .routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.app == app)
+        {
+            for target in self
+                .store
+                .targets_of(app, &environment_route.environment)
+                .await?
+            {
+                if let Some(image) = releases
+                    .iter()
+                    .find(|r| r.id == target.release_id)
+                    .and_then(|r| r.image.clone())
+                {
+                    kept.push(image);
+                }
+            }
+        }
+        docker
+            .prune_images(app, &kept)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     pub(crate) fn release_dir(&self, id: &str) -> PathBuf {
@@ -355,7 +492,8 @@ impl Orchestrator {
             .await?
             .into_iter()
             .map(|t| self.target_status(t))
-            .collect();
+            .collect::<futures_util::future::JoinAll<_>>()
+            .await;
         let last_deployment = self
             .store
             .deployments(&route.app, 20)
@@ -375,15 +513,16 @@ impl Orchestrator {
         })
     }
 
-    fn target_status(&self, record: TargetRecord) -> TargetStatus {
+    async fn target_status(&self, record: TargetRecord) -> TargetStatus {
         let managed = self.managed(record.id);
         let stats = managed.as_ref().map(|m| m.proxy_target.stats());
+        let running = match &managed {
+            Some(m) => m.runtime.alive(&m.handle()).await,
+            None => false,
+        };
         TargetStatus {
             address: format!("127.0.0.1:{}", record.port),
-            running: managed
-                .as_ref()
-                .map(|m| self.runtime.alive(&m.handle()))
-                .unwrap_or(false),
+            running,
             in_flight: stats.map(|s| s.in_flight).unwrap_or(0),
             requests: stats.map(|s| s.requests).unwrap_or(0),
             failures: stats.map(|s| s.failures).unwrap_or(0),

@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use baton_manifest::Manifest;
+use baton_manifest::RuntimeKind;
 use baton_proxy::{RouteKey, RouteSpec};
-use baton_runtime::{TargetHandle, TargetSpec};
+use baton_runtime::TargetHandle;
 use baton_store::{now_ms, DeploymentState, StepKind, StepState, TargetRecord, TargetState};
 use serde::Serialize;
 
@@ -127,22 +128,39 @@ impl Orchestrator {
                 return Ok(());
             }
         };
-        let config = manifest.environment(&record.environment);
-        let spec = TargetSpec {
-            target_id: record.id,
-            app: record.app.clone(),
-            environment: record.environment.clone(),
-            release: record.release_id.clone(),
-            dir: self.release_dir(&record.release_id),
-            command: manifest.web.command.clone(),
-            env: config.env,
-            port: record.port,
+        let kind = if record.runtime == "docker" {
+            RuntimeKind::Docker
+        } else {
+            RuntimeKind::Process
+        };
+        let (runtime, spec) = match self.runtime(kind).and_then(|rt| {
+            Ok((
+                rt,
+                self.target_spec(
+                    record.id,
+                    &record.environment,
+                    &release,
+                    &manifest,
+                    record.port,
+                )?,
+            ))
+        }) {
+            Ok(found) => found,
+            Err(e) => {
+                // Without its runtime, say a Docker Engine that is down, the
+                // target's fate is unknown: leave its record as it is.
+                tracing::error!(target = record.id, error = %e, "cannot look after this target");
+                return Ok(());
+            }
         };
         let handle = record.handle.clone().map(|reference| TargetHandle {
             target_id: record.id,
             reference,
         });
-        let running = handle.as_ref().is_some_and(|h| self.runtime.alive(h));
+        let running = match &handle {
+            Some(h) => runtime.alive(h).await,
+            None => false,
+        };
         let managed = |handle: TargetHandle, state| {
             Arc::new(Managed {
                 record_id: record.id,
@@ -157,10 +175,12 @@ impl Orchestrator {
                 handle: Mutex::new(handle),
                 state: Mutex::new(state),
                 stop_timeout: manifest.web.stop_timeout,
+                runtime: Arc::clone(&runtime),
             })
         };
         match (record.state, handle, running) {
             (state, Some(handle), true) => {
+                runtime.adopt(&handle).await;
                 let m = managed(handle, state);
                 self.manage(Arc::clone(&m));
                 self.supervise(m);
@@ -170,7 +190,7 @@ impl Orchestrator {
                 // A live target that died while the server was down is
                 // started again; if even that fails, its supervisor keeps
                 // trying with backoff rather than the server refusing to start.
-                let (handle, message) = match self.runtime.start(&spec).await {
+                let (handle, message) = match runtime.start(&spec).await {
                     Ok(handle) => {
                         self.store
                             .set_target_handle(record.id, &handle.reference)

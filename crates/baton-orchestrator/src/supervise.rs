@@ -30,7 +30,7 @@ impl Orchestrator {
         loop {
             let handle = managed.handle();
             let since = Instant::now();
-            let exit = self.runtime.wait(&handle).await;
+            let exit = managed.runtime.wait(&handle).await;
             match managed.state() {
                 // Being stopped on purpose, or a deployment's health check
                 // will report it.
@@ -57,7 +57,7 @@ impl Orchestrator {
             if since.elapsed() >= STABLE_AFTER {
                 delay = FIRST_DELAY;
             }
-            let last = self.runtime.tail(id, 5).join("\n  | ");
+            let last = self.logs.tail(id, 5).join("\n  | ");
             let message = format!(
                 "live target {id} ({release}) {exit}; restarting it in {} ms\n  | {last}",
                 delay.as_millis()
@@ -69,7 +69,7 @@ impl Orchestrator {
             if managed.state() != TargetState::Live {
                 return;
             }
-            match self.runtime.start(&managed.spec).await {
+            match managed.runtime.start(&managed.spec).await {
                 Ok(handle) => {
                     let _ = self.store.set_target_handle(id, &handle.reference).await;
                     let _ = self.store.count_restart(id).await;

@@ -4,6 +4,8 @@
 //! Baton server that started them: a runtime can find a target again from
 //! its [`TargetHandle`] after a restart and adopt it without restarting it.
 
+mod docker;
+mod logs;
 mod process;
 
 use std::collections::BTreeMap;
@@ -12,6 +14,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+pub use docker::DockerRuntime;
+pub use logs::LogFiles;
 pub use process::ProcessRuntime;
 
 /// Everything needed to start one target.
@@ -25,7 +29,23 @@ pub struct TargetSpec {
     pub dir: PathBuf,
     pub command: String,
     pub env: BTreeMap<String, String>,
+    /// The loopback port the proxy reaches the target on.
     pub port: u16,
+    /// Only for containers: what to run and with which limits.
+    pub container: Option<ContainerSpec>,
+}
+
+/// What the Docker runtime needs beyond a process's needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Image id (`sha256:…`) of the release.
+    pub image: String,
+    /// The port the app listens on inside the container (given as `PORT`).
+    pub port: u16,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    /// Docker's restart policy name: `no`, `on-failure`, `unless-stopped`, `always`.
+    pub restart: String,
 }
 
 /// How a runtime finds a target again; stored with the target's record.
@@ -73,6 +93,8 @@ pub enum RuntimeError {
     BadHandle(String),
     #[error("cannot signal target {target}: {reason}")]
     Signal { target: String, reason: String },
+    #[error("{0}")]
+    Docker(String),
 }
 
 pub trait Runtime: Send + Sync + 'static {
@@ -83,7 +105,7 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>>;
 
     /// Whether the target is still running.
-    fn alive(&self, handle: &TargetHandle) -> bool;
+    fn alive<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, bool>;
 
     /// Resolves when the target ends, however it ends.
     fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit>;
@@ -95,23 +117,10 @@ pub trait Runtime: Send + Sync + 'static {
         grace: Duration,
     ) -> BoxFuture<'a, Result<Exit, RuntimeError>>;
 
-    /// Size of the target's output so far, in bytes.
-    fn log_len(&self, target_id: i64) -> u64;
-
-    /// Up to `max` bytes of the target's output from `offset`.
-    fn read_log(&self, target_id: i64, offset: u64, max: usize) -> Vec<u8>;
-
-    /// The last `lines` lines of the target's output.
-    fn tail(&self, target_id: i64, lines: usize) -> Vec<String> {
-        let len = self.log_len(target_id);
-        let window = 64 * 1024;
-        let bytes = self.read_log(target_id, len.saturating_sub(window), window as usize);
-        let text = String::from_utf8_lossy(&bytes);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..]
-            .iter()
-            .map(|l| l.to_string())
-            .collect()
+    /// Takes up a target found running after a restart (for example, to go
+    /// on copying its output to its log file).
+    fn adopt<'a>(&'a self, _handle: &'a TargetHandle) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 }
 

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,25 +17,36 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use crate::{Exit, Runtime, RuntimeError, TargetHandle, TargetSpec};
+use crate::{Exit, LogFiles, Runtime, RuntimeError, TargetHandle, TargetSpec};
 
 pub struct ProcessRuntime {
-    logs: PathBuf,
+    logs: LogFiles,
     /// Exit watchers for the processes this server started itself.
     children: Arc<Mutex<HashMap<u32, watch::Receiver<Option<Exit>>>>>,
 }
 
 impl ProcessRuntime {
-    /// Target output goes to `logs/<target id>.log`.
-    pub fn new(logs: impl Into<PathBuf>) -> ProcessRuntime {
+    /// Target output goes to the target's file in `logs`.
+    pub fn new(logs: LogFiles) -> ProcessRuntime {
         ProcessRuntime {
-            logs: logs.into(),
+            logs,
             children: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    pub fn log_path(&self, target_id: i64) -> PathBuf {
-        self.logs.join(format!("{target_id}.log"))
+    fn running(&self, handle: &TargetHandle) -> bool {
+        let Ok((pid, start)) = parse(handle) else {
+            return false;
+        };
+        if let Some(rx) = self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+        {
+            return rx.borrow().is_none();
+        }
+        matches!(proc_start(pid), Some((s, false)) if s == start)
     }
 }
 
@@ -76,12 +86,12 @@ impl Runtime for ProcessRuntime {
         spec: &'a TargetSpec,
     ) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>> {
         async move {
-            let path = self.log_path(spec.target_id);
+            let path = self.logs.path(spec.target_id);
             let log_error = |source| RuntimeError::Log {
                 path: path.display().to_string(),
                 source,
             };
-            fs::create_dir_all(&self.logs).map_err(log_error)?;
+            fs::create_dir_all(self.logs.dir()).map_err(log_error)?;
             let mut log = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -147,19 +157,9 @@ impl Runtime for ProcessRuntime {
         .boxed()
     }
 
-    fn alive(&self, handle: &TargetHandle) -> bool {
-        let Ok((pid, start)) = parse(handle) else {
-            return false;
-        };
-        if let Some(rx) = self
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&pid)
-        {
-            return rx.borrow().is_none();
-        }
-        matches!(proc_start(pid), Some((s, false)) if s == start)
+    fn alive<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, bool> {
+        let running = self.running(handle);
+        Box::pin(async move { running })
     }
 
     fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit> {
@@ -180,7 +180,7 @@ impl Runtime for ProcessRuntime {
                 },
                 // Adopted after a restart: not our child, so poll for it.
                 None => loop {
-                    if !self.alive(handle) {
+                    if !self.running(handle) {
                         return Exit::Vanished;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,7 +197,7 @@ impl Runtime for ProcessRuntime {
     ) -> BoxFuture<'a, Result<Exit, RuntimeError>> {
         async move {
             let (pid, _) = parse(handle)?;
-            if !self.alive(handle) {
+            if !self.running(handle) {
                 return Ok(Exit::Vanished);
             }
             let group = Pid::from_raw(pid as i32);
@@ -222,24 +222,6 @@ impl Runtime for ProcessRuntime {
         }
         .boxed()
     }
-
-    fn log_len(&self, target_id: i64) -> u64 {
-        fs::metadata(self.log_path(target_id))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    }
-
-    fn read_log(&self, target_id: i64, offset: u64, max: usize) -> Vec<u8> {
-        read_at(&self.log_path(target_id), offset, max).unwrap_or_default()
-    }
-}
-
-fn read_at(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut file = fs::File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    file.take(max as u64).read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 #[cfg(test)]
@@ -247,7 +229,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn spec(dir: &Path, id: i64, command: &str) -> TargetSpec {
+    fn spec(dir: &std::path::Path, id: i64, command: &str) -> TargetSpec {
         TargetSpec {
             target_id: id,
             app: "t".into(),
@@ -257,13 +239,14 @@ mod tests {
             command: command.into(),
             env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
             port: 4321,
+            container: None,
         }
     }
 
     #[tokio::test]
     async fn a_target_gets_its_port_and_variables_and_its_output_is_logged() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = ProcessRuntime::new(dir.path().join("logs"));
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
         let h = rt
             .start(&spec(
                 dir.path(),
@@ -273,15 +256,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rt.wait(&h).await, Exit::Code(3));
-        assert!(!rt.alive(&h));
-        let tail = rt.tail(1, 1);
+        assert!(!rt.alive(&h).await);
+        let tail = rt.logs.tail(1, 1);
         assert_eq!(tail, vec!["hello on 4321 for t".to_string()]);
     }
 
     #[tokio::test]
     async fn stop_terminates_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = ProcessRuntime::new(dir.path().join("logs"));
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
         // The shell starts a grandchild that would outlive a plain kill.
         let h = rt
             .start(&spec(
@@ -302,10 +285,10 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        assert!(rt.alive(&h));
+        assert!(rt.alive(&h).await);
         let exit = rt.stop(&h, Duration::from_secs(5)).await.unwrap();
         assert_ne!(exit, Exit::Vanished);
-        assert!(!rt.alive(&h));
+        assert!(!rt.alive(&h).await);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while matches!(proc_start(grandchild), Some((_, false))) {
             assert!(std::time::Instant::now() < deadline, "grandchild survived");
@@ -316,7 +299,7 @@ mod tests {
     #[tokio::test]
     async fn a_target_ignoring_sigterm_is_killed_after_the_grace_period() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = ProcessRuntime::new(dir.path().join("logs"));
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
         let h = rt
             .start(&spec(
                 dir.path(),
@@ -325,7 +308,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        while rt.tail(3, 1) != vec!["ready".to_string()] {
+        while rt.logs.tail(3, 1) != vec!["ready".to_string()] {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let started = std::time::Instant::now();
@@ -337,24 +320,24 @@ mod tests {
     #[tokio::test]
     async fn another_runtime_instance_adopts_a_running_target() {
         let dir = tempfile::tempdir().unwrap();
-        let first = ProcessRuntime::new(dir.path().join("logs"));
+        let first = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
         let h = first
             .start(&spec(dir.path(), 4, "sleep 300"))
             .await
             .unwrap();
         // A new server process has a new runtime with no children of its own.
-        let second = ProcessRuntime::new(dir.path().join("logs"));
-        assert!(second.alive(&h));
+        let second = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
+        assert!(second.alive(&h).await);
         let forged = TargetHandle {
             target_id: 4,
             reference: format!("{}@1", h.reference.split('@').next().unwrap()),
         };
         assert!(
-            !second.alive(&forged),
+            !second.alive(&forged).await,
             "a reused pid must not pass for the target"
         );
         second.stop(&h, Duration::from_secs(5)).await.unwrap();
-        assert!(!second.alive(&h));
+        assert!(!second.alive(&h).await);
         assert_eq!(first.wait(&h).await, Exit::Signal(15));
     }
 }

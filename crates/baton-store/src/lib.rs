@@ -109,6 +109,14 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
 "#;
 
+/// Changes to the schema after its first version, applied in order at open.
+/// SQLite's `user_version` counts those already applied. Never edit one
+/// that has shipped: add another.
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE releases ADD COLUMN image TEXT",
+    "ALTER TABLE targets ADD COLUMN runtime TEXT NOT NULL DEFAULT 'process'",
+];
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -137,6 +145,22 @@ impl Store {
             .execute(&pool)
             .await
             .map_err(open_error)?;
+        let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await
+            .map_err(open_error)?;
+        for (n, change) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+            let mut tx = pool.begin().await.map_err(open_error)?;
+            sqlx::raw_sql(change)
+                .execute(&mut *tx)
+                .await
+                .map_err(open_error)?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", n + 1))
+                .execute(&mut *tx)
+                .await
+                .map_err(open_error)?;
+            tx.commit().await.map_err(open_error)?;
+        }
         Ok(Store { pool })
     }
 
@@ -146,7 +170,7 @@ impl Store {
     /// the existing record with `created == false`.
     pub async fn put_release(&self, release: &Release) -> Result<(Release, bool)> {
         let inserted = sqlx::query(
-            "INSERT INTO releases (id, app, created_at, size, files, manifest) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO releases (id, app, created_at, size, files, manifest, image) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&release.id)
@@ -155,6 +179,7 @@ impl Store {
         .bind(release.size)
         .bind(release.files)
         .bind(&release.manifest)
+        .bind(&release.image)
         .execute(&self.pool)
         .await?
         .rows_affected()
@@ -388,17 +413,19 @@ impl Store {
         release_id: &str,
         deployment_id: i64,
         port: u16,
+        runtime: &str,
     ) -> Result<TargetRecord> {
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO targets (app, environment, release_id, deployment_id, port, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING id",
+            "INSERT INTO targets (app, environment, release_id, deployment_id, port, runtime, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING id",
         )
         .bind(app)
         .bind(environment)
         .bind(release_id)
         .bind(deployment_id)
         .bind(port as i64)
+        .bind(runtime)
         .bind(now)
         .bind(now)
         .fetch_one(&self.pool)

@@ -68,6 +68,8 @@ pub struct Release {
     pub files: i64,
     /// The release's `baton.toml`, as packed.
     pub manifest: String,
+    /// For the Docker runtime: the id of the release's image.
+    pub image: Option<String>,
 }
 
 impl Release {
@@ -79,6 +81,7 @@ impl Release {
             size: r.get("size"),
             files: r.get("files"),
             manifest: r.get("manifest"),
+            image: r.get("image"),
         }
     }
 }
@@ -157,6 +160,8 @@ pub struct TargetRecord {
     pub release_id: String,
     pub deployment_id: Option<i64>,
     pub port: u16,
+    /// `process` or `docker`.
+    pub runtime: String,
     pub handle: Option<String>,
     pub state: TargetState,
     pub restarts: i64,
@@ -174,6 +179,7 @@ impl TargetRecord {
             release_id: r.get("release_id"),
             deployment_id: r.get("deployment_id"),
             port: r.get::<i64, _>("port") as u16,
+            runtime: r.get("runtime"),
             handle: r.get("handle"),
             state: TargetState::parse(r.get("state")).unwrap_or(TargetState::Failed),
             restarts: r.get("restarts"),

@@ -14,7 +14,24 @@ fn release(id: &str, app: &str) -> Release {
         size: 10,
         files: 1,
         manifest: "name = \"a\"".into(),
+        image: None,
     }
+}
+
+#[tokio::test]
+async fn the_schema_is_brought_up_to_date_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.db");
+    Store::open(&path).await.unwrap();
+    // Opening again must not re-apply the migrations (a second ALTER fails).
+    let s = Store::open(&path).await.unwrap();
+    let mut r = release("img1", "a");
+    r.image = Some("sha256:abc".into());
+    s.put_release(&r).await.unwrap();
+    assert_eq!(
+        s.release("img1").await.unwrap().image.as_deref(),
+        Some("sha256:abc")
+    );
 }
 
 #[tokio::test]
@@ -111,7 +128,7 @@ async fn targets_and_routes_survive_reopening_the_store() {
             .await
             .unwrap();
         let t = s
-            .create_target("a", "production", "r1", d.id, 4000)
+            .create_target("a", "production", "r1", d.id, 4000, "process")
             .await
             .unwrap();
         s.set_target_handle(t.id, "123@456").await.unwrap();

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use baton_orchestrator::Orchestrator;
+use baton_orchestrator::{Orchestrator, Runtimes};
 use baton_proxy::Proxy;
-use baton_runtime::ProcessRuntime;
+use baton_runtime::{DockerRuntime, LogFiles, ProcessRuntime};
 use baton_store::Store;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::watch;
@@ -59,8 +59,21 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
 
     let store = Store::open(&data.join("baton.db")).await?;
     let proxy = Proxy::new();
-    let runtime = Arc::new(ProcessRuntime::new(data.join("logs")));
-    let orchestrator = Orchestrator::new(store, Arc::clone(&proxy), runtime, data.join("releases"));
+    let logs = LogFiles::new(data.join("logs"));
+    let runtimes = Runtimes {
+        process: Arc::new(ProcessRuntime::new(logs.clone())),
+        // Connecting is lazy: a missing engine only matters to Docker apps.
+        docker: DockerRuntime::connect(logs.clone())
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
+    };
+    let orchestrator = Orchestrator::new(
+        store,
+        Arc::clone(&proxy),
+        runtimes,
+        logs,
+        data.join("releases"),
+    );
     let report = orchestrator
         .recover()
         .await

@@ -1,0 +1,423 @@
+//! The Docker runtime: a target is a container of the release's image,
+//! started through the Docker Engine API (bollard, over the Unix socket),
+//! its port published on loopback for the proxy, labelled so that a
+//! restarted Baton finds it again, on Baton's own network. Its output is
+//! copied into the target's log file so that readers need not know the
+//! runtime. Images are built here from a release's packed folder, once per
+//! release; this module never decides when to build, start or prune.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkCreateRequest, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, ListImagesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::OnceCell;
+
+use crate::{Exit, LogFiles, Runtime, RuntimeError, TargetHandle, TargetSpec};
+
+/// The Docker network Baton's containers join.
+pub const NETWORK: &str = "baton";
+/// Labels that mark what Baton made.
+pub const LABEL_APP: &str = "baton.app";
+pub const LABEL_ENVIRONMENT: &str = "baton.environment";
+pub const LABEL_RELEASE: &str = "baton.release";
+pub const LABEL_TARGET: &str = "baton.target";
+
+pub struct DockerRuntime {
+    docker: Docker,
+    logs: LogFiles,
+    network: OnceCell<()>,
+}
+
+fn explain(e: DockerError) -> RuntimeError {
+    RuntimeError::Docker(match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            format!("the Docker Engine refused ({status_code}): {message}")
+        }
+        DockerError::SocketNotFoundError(path) => {
+            format!("cannot reach the Docker Engine: no socket at {path}; is dockerd running? (or set DOCKER_HOST)")
+        }
+        other => format!("cannot talk to the Docker Engine: {other}"),
+    })
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl DockerRuntime {
+    /// Connects to the engine named by DOCKER_HOST, or the local socket.
+    /// Connecting is lazy: [`DockerRuntime::ping`] says whether it answers.
+    pub fn connect(logs: LogFiles) -> Result<DockerRuntime, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults().map_err(explain)?;
+        Ok(DockerRuntime {
+            docker,
+            logs,
+            network: OnceCell::new(),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), RuntimeError> {
+        self.docker.ping().await.map(|_| ()).map_err(explain)
+    }
+
+    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        self.network
+            .get_or_try_init(|| async {
+                if self.docker.inspect_network(NETWORK, None).await.is_ok() {
+                    return Ok(());
+                }
+                let request = NetworkCreateRequest {
+                    name: NETWORK.to_string(),
+                    driver: Some("bridge".into()),
+                    labels: Some(HashMap::from([("baton".to_string(), "true".to_string())])),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    Ok(_) => Ok(()),
+                    // Created meanwhile by another Baton: fine.
+                    Err(DockerError::DockerResponseServerError {
+                        status_code: 409, ..
+                    }) => Ok(()),
+                    Err(e) => Err(explain(e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Builds the image of a release from its packed folder (the build
+    /// context) and returns its id. `dockerfile` is the path inside it.
+    pub async fn build_image(
+        &self,
+        app: &str,
+        release: &str,
+        archive: Vec<u8>,
+        dockerfile: &str,
+    ) -> Result<String, RuntimeError> {
+        let tag = format!("baton/{app}:{}", short(release));
+        let options = BuildImageOptions {
+            dockerfile: dockerfile.to_string(),
+            t: Some(tag.clone()),
+            rm: true,
+            forcerm: true,
+            labels: Some(HashMap::from([
+                (LABEL_APP.to_string(), app.to_string()),
+                (LABEL_RELEASE.to_string(), release.to_string()),
+            ])),
+            ..Default::default()
+        };
+        let mut output = Vec::new();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(archive.into())));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                        return Err(RuntimeError::Docker(format!(
+                            "building the image failed: {error}\nlast build output:\n{}",
+                            output[output.len().saturating_sub(10)..].join("")
+                        )));
+                    }
+                    if let Some(line) = info.stream {
+                        output.push(line);
+                    }
+                }
+                Err(DockerError::DockerStreamError { error }) => {
+                    return Err(RuntimeError::Docker(format!(
+                        "building the image failed: {error}"
+                    )))
+                }
+                Err(e) => return Err(explain(e)),
+            }
+        }
+        self.image_id(&tag).await
+    }
+
+    /// The id (`sha256:…`) of an image the engine has.
+    pub async fn image_id(&self, reference: &str) -> Result<String, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => image
+                .id
+                .ok_or_else(|| RuntimeError::Docker(format!("the engine gave no id for image {reference}"))),
+            Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Err(RuntimeError::Docker(format!(
+                "image {reference} is not in the Docker Engine (no registry is used: build or load it first)"
+            ))),
+            Err(e) => Err(explain(e)),
+        }
+    }
+
+    /// Removes the images Baton built for `app`, except those in `keep`.
+    /// Returns the ids removed. An image still used by a container stays.
+    pub async fn prune_images(
+        &self,
+        app: &str,
+        keep: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_APP}={app}")])]);
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(explain)?;
+        let mut removed = Vec::new();
+        for image in images {
+            if keep.contains(&image.id) {
+                continue;
+            }
+            let options = RemoveImageOptions {
+                force: false,
+                ..Default::default()
+            };
+            match self
+                .docker
+                .remove_image(&image.id, Some(options), None)
+                .await
+            {
+                Ok(_) => removed.push(image.id),
+                Err(e) => tracing::info!(image = image.id, error = %e, "image kept"),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Copies a container's output into its target's log file, from `since`
+    /// (Unix seconds; 0 for everything), until the container stops.
+    fn copy_output(&self, target_id: i64, container: String, since: i32) {
+        let docker = self.docker.clone();
+        let path = self.logs.path(target_id);
+        tokio::spawn(async move {
+            let options = LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                since,
+                ..Default::default()
+            };
+            let mut stream = docker.logs(&container, Some(options));
+            let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            else {
+                return;
+            };
+            while let Some(Ok(chunk)) = stream.next().await {
+                if file.write_all(chunk.as_ref()).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn running(&self, container: &str) -> bool {
+        match self.docker.inspect_container(container, None).await {
+            Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Runtime for DockerRuntime {
+    fn start<'a>(
+        &'a self,
+        spec: &'a TargetSpec,
+    ) -> BoxFuture<'a, Result<TargetHandle, RuntimeError>> {
+        async move {
+            let c = spec.container.as_ref().ok_or_else(|| {
+                RuntimeError::Docker(format!("target {} has no image to run", spec.target_id))
+            })?;
+            self.ensure_network().await?;
+            let name = format!(
+                "baton-{}-{}-{}-{}",
+                spec.app,
+                spec.environment,
+                short(&spec.release),
+                spec.target_id
+            );
+            // A container of this name is a leftover of a start cut short.
+            let _ = self
+                .docker
+                .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                .await;
+            let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            env.extend([
+                format!("PORT={}", c.port),
+                format!("BATON_APP={}", spec.app),
+                format!("BATON_ENVIRONMENT={}", spec.environment),
+                format!("BATON_RELEASE={}", spec.release),
+                format!("BATON_TARGET={}", spec.target_id),
+            ]);
+            let port = format!("{}/tcp", c.port);
+            let restart = match c.restart.as_str() {
+                "always" => RestartPolicyNameEnum::ALWAYS,
+                "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                _ => RestartPolicyNameEnum::NO,
+            };
+            let body = ContainerCreateBody {
+                image: Some(c.image.clone()),
+                env: Some(env),
+                labels: Some(HashMap::from([
+                    (LABEL_APP.to_string(), spec.app.clone()),
+                    (LABEL_ENVIRONMENT.to_string(), spec.environment.clone()),
+                    (LABEL_RELEASE.to_string(), spec.release.clone()),
+                    (LABEL_TARGET.to_string(), spec.target_id.to_string()),
+                ])),
+                exposed_ports: Some(vec![port.clone()]),
+                host_config: Some(HostConfig {
+                    port_bindings: Some(HashMap::from([(
+                        port,
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".into()),
+                            host_port: Some(spec.port.to_string()),
+                        }]),
+                    )])),
+                    memory: c.memory_bytes,
+                    nano_cpus: c.nano_cpus,
+                    restart_policy: Some(RestartPolicy {
+                        name: Some(restart),
+                        maximum_retry_count: None,
+                    }),
+                    network_mode: Some(NETWORK.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let options = CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            let created = self.docker.create_container(Some(options), body).await.map_err(|e| match e {
+                DockerError::DockerResponseServerError { status_code: 404, .. } => RuntimeError::Docker(format!(
+                    "image {} of release {} is not in the Docker Engine (pruned?); deploy the release again from its folder",
+                    short(&c.image),
+                    short(&spec.release)
+                )),
+                other => explain(other),
+            })?;
+            if let Ok(mut log) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.logs.path(spec.target_id))
+            {
+                let _ = writeln!(
+                    log,
+                    "[baton] starting target {} of {} release {} as container {name} ({}), port {} on 127.0.0.1:{}",
+                    spec.target_id,
+                    spec.app,
+                    short(&spec.release),
+                    short(&created.id),
+                    c.port,
+                    spec.port
+                );
+            }
+            if let Err(e) = self.docker.start_container(&created.id, None).await {
+                let _ = self
+                    .docker
+                    .remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .await;
+                return Err(explain(e));
+            }
+            self.copy_output(spec.target_id, created.id.clone(), 0);
+            Ok(TargetHandle {
+                target_id: spec.target_id,
+                reference: created.id,
+            })
+        }
+        .boxed()
+    }
+
+    fn alive<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, bool> {
+        self.running(&handle.reference).boxed()
+    }
+
+    fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit> {
+        async move {
+            let mut stream = self.docker.wait_container(&handle.reference, None);
+            match stream.next().await {
+                Some(Ok(response)) => Exit::Code(response.status_code as i32),
+                // bollard reports a non-zero exit status as an error.
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+                    Exit::Code(code as i32)
+                }
+                _ => {
+                    // The engine went away or the container is gone: poll.
+                    while self.running(&handle.reference).await {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Exit::Vanished
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn stop<'a>(
+        &'a self,
+        handle: &'a TargetHandle,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<Exit, RuntimeError>> {
+        async move {
+            let id = &handle.reference;
+            let exit = if self.running(id).await {
+                // Docker sends SIGTERM, then SIGKILL after `t` seconds.
+                let options = StopContainerOptions {
+                    t: Some(grace.as_secs().max(1) as i32),
+                    signal: None,
+                };
+                self.docker
+                    .stop_container(id, Some(options))
+                    .await
+                    .map_err(explain)?;
+                self.wait(handle).await
+            } else {
+                Exit::Vanished
+            };
+            let options = RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            };
+            match self.docker.remove_container(id, Some(options)).await {
+                Ok(())
+                | Err(DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(exit),
+                Err(e) => Err(explain(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn adopt<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, ()> {
+        async move {
+            // Go on copying output from about where the last copy stopped.
+            let since = std::fs::metadata(self.logs.path(handle.target_id))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i32 + 1)
+                .unwrap_or(0);
+            self.copy_output(handle.target_id, handle.reference.clone(), since);
+        }
+        .boxed()
+    }
+}
