@@ -137,7 +137,7 @@ fn parse_size(text: &str) -> Option<i64> {
         "g" => 1024.0 * 1024.0 * 1024.0,
         _ => return None,
     };
-    (number > 0.0).then(|| (number * factor) as i64)
+    (number > 0.0).then_some((number * factor) as i64)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -24,7 +24,8 @@ use baton_manifest::RuntimeKind;
 use baton_proxy::{Proxy, RouteKey};
 use baton_runtime::{ContainerSpec, DockerRuntime, LogFiles, Runtime, TargetHandle, TargetSpec};
 use baton_store::{
-    Deployment, DeploymentKind, Release, RouteRecord, Store, StoreError, TargetRecord, TargetState,
+    Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, Store, StoreError,
+    TargetRecord, TargetState,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -276,12 +277,17 @@ impl Orchestrator {
                 manifest.name
             )));
         }
-        // Same bytes, same release: never unpacked or built twice.
-        if let Ok(existing) = self.store.release(&id).await {
-            if existing.app == app
-                && (manifest.runtime == RuntimeKind::Process || existing.image.is_some())
-            {
-                return Ok((existing, false));
+        // Same bytes, same release: never unpacked or built twice, unless its
+        // image has since been pruned from the engine.
+        let existing = self.store.release(&id).await.ok().filter(|r| r.app == app);
+        if let Some(existing) = &existing {
+            let image_present = match (&existing.image, manifest.runtime) {
+                (_, RuntimeKind::Process) => true,
+                (Some(image), RuntimeKind::Docker) => self.docker()?.image_id(image).await.is_ok(),
+                (None, RuntimeKind::Docker) => false,
+            };
+            if image_present {
+                return Ok((existing.clone(), false));
             }
         }
         let image = match manifest.runtime {
@@ -302,6 +308,10 @@ impl Orchestrator {
                 })?)
             }
         };
+        if let (Some(existing), Some(image)) = (&existing, &image) {
+            self.store.set_release_image(&existing.id, image).await?;
+            return Ok((self.store.release(&existing.id).await?, false));
+        }
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
         let files = tokio::task::spawn_blocking(move || {
@@ -324,34 +334,39 @@ impl Orchestrator {
     }
 
     /// Removes the images of an app's old releases, keeping those of running
-    /// targets and of the newest `keep` releases.
+    /// targets and of the `keep` releases deployed most recently before the
+    /// current one (the ones a rollback goes back to).
     pub(crate) async fn prune_images(&self, app: &str, keep: usize) -> Result<Vec<String>> {
         let docker = self.docker()?;
         let releases = self.store.releases(app).await?;
-        let mut kept: Vec<String> = releases
+        let image_of = |release: &str| {
+            releases
+                .iter()
+                .find(|r| r.id == release)
+                .and_then(|r| r.image.clone())
+        };
+        let mut recent: Vec<String> = Vec::new();
+        for deployment in self.store.deployments(app, 1000).await? {
+            if deployment.state == DeploymentState::Succeeded
+                && !recent.contains(&deployment.release_id)
+            {
+                recent.push(deployment.release_id);
+            }
+        }
+        let mut kept: Vec<String> = recent
             .iter()
-            .filter_map(|r| r.image.clone())
             .take(keep + 1)
+            .filter_map(|r| image_of(r))
             .collect();
-        for environment_route in self
+        for route in self
             .store
             .routes()
             .await?
             .into_iter()
             .filter(|r| r.app == app)
         {
-            for target in self
-                .store
-                .targets_of(app, &environment_route.environment)
-                .await?
-            {
-                if let Some(image) = releases
-                    .iter()
-                    .find(|r| r.id == target.release_id)
-                    .and_then(|r| r.image.clone())
-                {
-                    kept.push(image);
-                }
+            for target in self.store.targets_of(app, &route.environment).await? {
+                kept.extend(image_of(&target.release_id));
             }
         }
         docker

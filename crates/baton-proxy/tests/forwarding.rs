@@ -128,10 +128,8 @@ async fn forwards_method_path_and_body_adds_forwarded_headers_and_strips_hop_by_
     p.proxy
         .set_route(route(Some(Target::new(1, up, "r1"))))
         .unwrap();
-    let raw = format!(
-        "POST /orders?id=7 HTTP/1.1\r\nHost: App.Test:8080\r\nContent-Length: 5\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello"
-    );
-    let (status, body) = request(p.addr, &raw).await;
+    let raw = "POST /orders?id=7 HTTP/1.1\r\nHost: App.Test:8080\r\nContent-Length: 5\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello";
+    let (status, body) = request(p.addr, raw).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("upstream=a"), "{body}");
     assert!(body.contains("method=POST"), "{body}");

@@ -35,7 +35,7 @@ pub const LABEL_RELEASE: &str = "baton.release";
 pub const LABEL_TARGET: &str = "baton.target";
 
 pub struct DockerRuntime {
-    docker: Docker,
+    docker: OnceCell<Docker>,
     logs: LogFiles,
     network: OnceCell<()>,
 }
@@ -60,25 +60,41 @@ fn short(id: &str) -> &str {
 }
 
 impl DockerRuntime {
-    /// Connects to the engine named by DOCKER_HOST, or the local socket.
-    /// Connecting is lazy: [`DockerRuntime::ping`] says whether it answers.
+    /// Uses the engine named by DOCKER_HOST, or the local socket. Nothing
+    /// is contacted until a Docker app needs it.
     pub fn connect(logs: LogFiles) -> Result<DockerRuntime, RuntimeError> {
-        let docker = Docker::connect_with_local_defaults().map_err(explain)?;
         Ok(DockerRuntime {
-            docker,
+            docker: OnceCell::new(),
             logs,
             network: OnceCell::new(),
         })
     }
 
+    /// The client, connected on first use and speaking the engine's API
+    /// version (older engines refuse a newer client's requests).
+    async fn client(&self) -> Result<&Docker, RuntimeError> {
+        self.docker
+            .get_or_try_init(|| async {
+                let docker = Docker::connect_with_local_defaults().map_err(explain)?;
+                docker.negotiate_version().await.map_err(explain)
+            })
+            .await
+    }
+
     pub async fn ping(&self) -> Result<(), RuntimeError> {
-        self.docker.ping().await.map(|_| ()).map_err(explain)
+        self.client()
+            .await?
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(explain)
     }
 
     async fn ensure_network(&self) -> Result<(), RuntimeError> {
         self.network
             .get_or_try_init(|| async {
-                if self.docker.inspect_network(NETWORK, None).await.is_ok() {
+                let docker = self.client().await?;
+                if docker.inspect_network(NETWORK, None).await.is_ok() {
                     return Ok(());
                 }
                 let request = NetworkCreateRequest {
@@ -87,7 +103,7 @@ impl DockerRuntime {
                     labels: Some(HashMap::from([("baton".to_string(), "true".to_string())])),
                     ..Default::default()
                 };
-                match self.docker.create_network(request).await {
+                match docker.create_network(request).await {
                     Ok(_) => Ok(()),
                     // Created meanwhile by another Baton: fine.
                     Err(DockerError::DockerResponseServerError {
@@ -122,9 +138,9 @@ impl DockerRuntime {
             ..Default::default()
         };
         let mut output = Vec::new();
+        let docker = self.client().await?;
         let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(archive.into())));
+            docker.build_image(options, None, Some(bollard::body_full(archive.into())));
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
@@ -151,7 +167,7 @@ impl DockerRuntime {
 
     /// The id (`sha256:…`) of an image the engine has.
     pub async fn image_id(&self, reference: &str) -> Result<String, RuntimeError> {
-        match self.docker.inspect_image(reference).await {
+        match self.client().await?.inspect_image(reference).await {
             Ok(image) => image
                 .id
                 .ok_or_else(|| RuntimeError::Docker(format!("the engine gave no id for image {reference}"))),
@@ -170,8 +186,8 @@ impl DockerRuntime {
         keep: &[String],
     ) -> Result<Vec<String>, RuntimeError> {
         let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_APP}={app}")])]);
-        let images = self
-            .docker
+        let docker = self.client().await?;
+        let images = docker
             .list_images(Some(ListImagesOptions {
                 filters: Some(filters),
                 ..Default::default()
@@ -187,11 +203,7 @@ impl DockerRuntime {
                 force: false,
                 ..Default::default()
             };
-            match self
-                .docker
-                .remove_image(&image.id, Some(options), None)
-                .await
-            {
+            match docker.remove_image(&image.id, Some(options), None).await {
                 Ok(_) => removed.push(image.id),
                 Err(e) => tracing::info!(image = image.id, error = %e, "image kept"),
             }
@@ -201,9 +213,11 @@ impl DockerRuntime {
 
     /// Copies a container's output into its target's log file, from `since`
     /// (Unix seconds; 0 for everything), until the container stops.
-    fn copy_output(&self, target_id: i64, container: String, since: i32) {
-        let docker = self.docker.clone();
-        let path = self.logs.path(target_id);
+    async fn copy_output(&self, target_id: i64, container: String, since: i32) {
+        let Ok(docker) = self.client().await.cloned() else {
+            return;
+        };
+        let logs = self.logs.clone();
         tokio::spawn(async move {
             let options = LogsOptions {
                 follow: true,
@@ -213,11 +227,7 @@ impl DockerRuntime {
                 ..Default::default()
             };
             let mut stream = docker.logs(&container, Some(options));
-            let Ok(mut file) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-            else {
+            let Ok(mut file) = logs.append(target_id) else {
                 return;
             };
             while let Some(Ok(chunk)) = stream.next().await {
@@ -229,7 +239,10 @@ impl DockerRuntime {
     }
 
     async fn running(&self, container: &str) -> bool {
-        match self.docker.inspect_container(container, None).await {
+        let Ok(docker) = self.client().await else {
+            return false;
+        };
+        match docker.inspect_container(container, None).await {
             Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
             Err(_) => false,
         }
@@ -246,6 +259,7 @@ impl Runtime for DockerRuntime {
                 RuntimeError::Docker(format!("target {} has no image to run", spec.target_id))
             })?;
             self.ensure_network().await?;
+            let docker = self.client().await?;
             let name = format!(
                 "baton-{}-{}-{}-{}",
                 spec.app,
@@ -254,8 +268,7 @@ impl Runtime for DockerRuntime {
                 spec.target_id
             );
             // A container of this name is a leftover of a start cut short.
-            let _ = self
-                .docker
+            let _ = docker
                 .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
                 .await;
             let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -298,6 +311,9 @@ impl Runtime for DockerRuntime {
                         maximum_retry_count: None,
                     }),
                     network_mode: Some(NETWORK.to_string()),
+                    // A small init as PID 1 passes SIGTERM on and reaps
+                    // zombies, so apps need no signal handling of their own.
+                    init: Some(true),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -306,7 +322,7 @@ impl Runtime for DockerRuntime {
                 name: Some(name.clone()),
                 ..Default::default()
             };
-            let created = self.docker.create_container(Some(options), body).await.map_err(|e| match e {
+            let created = docker.create_container(Some(options), body).await.map_err(|e| match e {
                 DockerError::DockerResponseServerError { status_code: 404, .. } => RuntimeError::Docker(format!(
                     "image {} of release {} is not in the Docker Engine (pruned?); deploy the release again from its folder",
                     short(&c.image),
@@ -314,11 +330,7 @@ impl Runtime for DockerRuntime {
                 )),
                 other => explain(other),
             })?;
-            if let Ok(mut log) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.logs.path(spec.target_id))
-            {
+            if let Ok(mut log) = self.logs.append(spec.target_id) {
                 let _ = writeln!(
                     log,
                     "[baton] starting target {} of {} release {} as container {name} ({}), port {} on 127.0.0.1:{}",
@@ -330,14 +342,13 @@ impl Runtime for DockerRuntime {
                     spec.port
                 );
             }
-            if let Err(e) = self.docker.start_container(&created.id, None).await {
-                let _ = self
-                    .docker
+            if let Err(e) = docker.start_container(&created.id, None).await {
+                let _ = docker
                     .remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
                     .await;
                 return Err(explain(e));
             }
-            self.copy_output(spec.target_id, created.id.clone(), 0);
+            self.copy_output(spec.target_id, created.id.clone(), 0).await;
             Ok(TargetHandle {
                 target_id: spec.target_id,
                 reference: created.id,
@@ -352,8 +363,11 @@ impl Runtime for DockerRuntime {
 
     fn wait<'a>(&'a self, handle: &'a TargetHandle) -> BoxFuture<'a, Exit> {
         async move {
-            let mut stream = self.docker.wait_container(&handle.reference, None);
-            match stream.next().await {
+            let first = match self.client().await {
+                Ok(docker) => docker.wait_container(&handle.reference, None).next().await,
+                Err(_) => None,
+            };
+            match first {
                 Some(Ok(response)) => Exit::Code(response.status_code as i32),
                 // bollard reports a non-zero exit status as an error.
                 Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
@@ -384,7 +398,8 @@ impl Runtime for DockerRuntime {
                     t: Some(grace.as_secs().max(1) as i32),
                     signal: None,
                 };
-                self.docker
+                self.client()
+                    .await?
                     .stop_container(id, Some(options))
                     .await
                     .map_err(explain)?;
@@ -396,7 +411,12 @@ impl Runtime for DockerRuntime {
                 force: true,
                 ..Default::default()
             };
-            match self.docker.remove_container(id, Some(options)).await {
+            match self
+                .client()
+                .await?
+                .remove_container(id, Some(options))
+                .await
+            {
                 Ok(())
                 | Err(DockerError::DockerResponseServerError {
                     status_code: 404, ..
@@ -416,7 +436,8 @@ impl Runtime for DockerRuntime {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i32 + 1)
                 .unwrap_or(0);
-            self.copy_output(handle.target_id, handle.reference.clone(), since);
+            self.copy_output(handle.target_id, handle.reference.clone(), since)
+                .await;
         }
         .boxed()
     }

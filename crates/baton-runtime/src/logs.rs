@@ -24,6 +24,15 @@ impl LogFiles {
         &self.dir
     }
 
+    /// Opens the target's file for appending, creating it (and the folder).
+    pub fn append(&self, target_id: i64) -> std::io::Result<fs::File> {
+        fs::create_dir_all(&self.dir)?;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(target_id))
+    }
+
     /// Size of the target's output so far, in bytes.
     pub fn len(&self, target_id: i64) -> u64 {
         fs::metadata(self.path(target_id))

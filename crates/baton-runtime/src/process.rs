@@ -4,7 +4,7 @@
 //! never stops them, and stopping a target stops everything it started.
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -91,12 +91,7 @@ impl Runtime for ProcessRuntime {
                 path: path.display().to_string(),
                 source,
             };
-            fs::create_dir_all(self.logs.dir()).map_err(log_error)?;
-            let mut log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(log_error)?;
+            let mut log = self.logs.append(spec.target_id).map_err(log_error)?;
             let _ = writeln!(
                 log,
                 "[baton] starting target {} of {} release {} on port {}: {}",

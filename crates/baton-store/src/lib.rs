@@ -194,6 +194,17 @@ impl Store {
         Ok((stored, inserted))
     }
 
+    /// Records the image of a release whose image had to be built again
+    /// (it had been pruned from the engine).
+    pub async fn set_release_image(&self, id: &str, image: &str) -> Result<()> {
+        sqlx::query("UPDATE releases SET image = ? WHERE id = ?")
+            .bind(image)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn release(&self, id: &str) -> Result<Release> {
         let row = sqlx::query("SELECT * FROM releases WHERE id = ?")
             .bind(id)

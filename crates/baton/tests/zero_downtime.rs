@@ -3,19 +3,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-
-#[derive(Debug, Clone)]
-struct Outcome {
-    client: usize,
-    started: i64,
-    ended: i64,
-    result: Result<String, String>,
-}
 
 const CLIENTS: usize = 32;
 const OPERATIONS: usize = 20;
@@ -25,46 +16,7 @@ async fn twenty_deploys_and_rollbacks_under_load_drop_nothing() {
     let server = Arc::new(Server::start());
     let first = AppCopy::new("version 0");
     let mut deployments = vec![server.deploy(first.path())];
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
-    let mut clients = Vec::new();
-    for n in 0..CLIENTS {
-        let (stop, outcomes, proxy) = (Arc::clone(&stop), Arc::clone(&outcomes), server.proxy);
-        clients.push(tokio::spawn(async move {
-            // Half the clients keep their connection alive, half open a new
-            // one for every request.
-            let keep_alive = reqwest::Client::builder().no_proxy().build().unwrap();
-            let url = format!("http://{proxy}/");
-            let mut mine = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = now_ms();
-                let result = if n % 2 == 0 {
-                    match keep_alive.get(&url).header("host", HOST).send().await {
-                        Ok(r) if r.status() == 200 => r.text().await.map_err(|e| e.to_string()),
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(e.to_string()),
-                    }
-                } else {
-                    match get_fresh(proxy, HOST, "/").await {
-                        Ok((200, body)) => Ok(body),
-                        Ok((status, body)) => Err(format!("status {status}: {body}")),
-                        Err(e) => Err(e),
-                    }
-                };
-                mine.push(Outcome {
-                    client: n,
-                    started,
-                    ended: now_ms(),
-                    result: result.map(|body| {
-                        release_of(&body).unwrap_or_else(|| format!("no release in {body:?}"))
-                    }),
-                });
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            outcomes.lock().unwrap().extend(mine);
-        }));
-    }
+    let load = Load::start(server.proxy, HOST, CLIENTS);
 
     // Alternate: deploy a new version, roll back, deploy another...
     let mut copies = vec![first];
@@ -85,59 +37,9 @@ async fn twenty_deploys_and_rollbacks_under_load_drop_nothing() {
         assert_eq!(deployment["state"], "succeeded", "{deployment}");
         deployments.push(deployment);
     }
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
-
-    let outcomes = outcomes.lock().unwrap().clone();
-    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed, first: {:?}",
-        failed.len(),
-        outcomes.len(),
-        failed.first()
-    );
-    assert!(
-        outcomes.len() > 1000,
-        "too little load to prove anything: {} requests",
-        outcomes.len()
-    );
-
-    // A request that starts after switch i is done must be answered by
-    // release i, or by a later release whose switch began before it ended.
-    let switches: Vec<(i64, i64, String)> = deployments
-        .iter()
-        .map(|d| {
-            let (start, end) = switch_window(d);
-            (start, end, short(d["release_id"].as_str().unwrap()))
-        })
-        .collect();
-    let mut checked = 0;
-    for o in &outcomes {
-        let answered = o.result.as_ref().unwrap();
-        let Some(i) = switches.iter().rposition(|(_, done, _)| *done < o.started) else {
-            continue;
-        };
-        let allowed: Vec<&String> = std::iter::once(&switches[i].2)
-            .chain(
-                switches[i + 1..]
-                    .iter()
-                    .filter(|(start, _, _)| *start <= o.ended)
-                    .map(|s| &s.2),
-            )
-            .collect();
-        assert!(
-            allowed.contains(&answered),
-            "request {o:?} of client {} started {} ms after switch {i} was done and reached {answered}, not one of {allowed:?}; switches: {switches:?}",
-            o.client,
-            o.started - switches[i].1
-        );
-        if allowed.len() == 1 {
-            checked += 1;
-        }
-    }
+    let outcomes = load.stop().await;
+    assert_no_failures(&outcomes, 1000);
+    let checked = assert_served_by_switched_releases(&outcomes, &deployments);
     assert!(
         checked > 500,
         "only {checked} requests fell between switches"

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -312,4 +314,277 @@ pub async fn eventually<T>(
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What one request of a [`Load`] got: the release that answered, or why not.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub client: usize,
+    pub started: i64,
+    pub ended: i64,
+    pub result: Result<String, String>,
+}
+
+/// Continuous load through the proxy: half the clients keep their
+/// connection alive, half open a new one for every request.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<Outcome>>>,
+}
+
+impl Load {
+    pub fn start(proxy: SocketAddr, host: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|n| {
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let keep_alive = reqwest::Client::builder().no_proxy().build().unwrap();
+                    let url = format!("http://{proxy}/");
+                    let mut mine = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = now_ms();
+                        let result = if n % 2 == 0 {
+                            match keep_alive.get(&url).header("host", host).send().await {
+                                Ok(r) if r.status() == 200 => {
+                                    r.text().await.map_err(|e| e.to_string())
+                                }
+                                Ok(r) => Err(format!("status {}", r.status())),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        } else {
+                            match get_fresh(proxy, host, "/").await {
+                                Ok((200, body)) => Ok(body),
+                                Ok((status, body)) => Err(format!("status {status}: {body}")),
+                                Err(e) => Err(e),
+                            }
+                        };
+                        mine.push(Outcome {
+                            client: n,
+                            started,
+                            ended: now_ms(),
+                            result: result.map(|body| {
+                                release_of(&body)
+                                    .unwrap_or_else(|| format!("no release in {body:?}"))
+                            }),
+                        });
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    mine
+                })
+            })
+            .collect();
+        Load { stop, clients }
+    }
+
+    pub async fn stop(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for client in self.clients {
+            all.extend(client.await.unwrap());
+        }
+        all
+    }
+}
+
+pub fn assert_no_failures(outcomes: &[Outcome], at_least: usize) {
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, first: {:?}",
+        failed.len(),
+        outcomes.len(),
+        failed.first()
+    );
+    assert!(
+        outcomes.len() >= at_least,
+        "too little load to prove anything: {} requests",
+        outcomes.len()
+    );
+}
+
+/// Checks that every request was answered by the release live when it
+/// started, or by one switched to before it ended; returns how many
+/// requests fell where exactly one release could answer.
+pub fn assert_served_by_switched_releases(outcomes: &[Outcome], deployments: &[Value]) -> usize {
+    // A request that starts after switch i is done must be answered by
+    // release i, or by a later release whose switch began before it ended.
+    let switches: Vec<(i64, i64, String)> = deployments
+        .iter()
+        .map(|d| {
+            let (start, end) = switch_window(d);
+            (start, end, short(d["release_id"].as_str().unwrap()))
+        })
+        .collect();
+    let mut checked = 0;
+    for o in outcomes {
+        let answered = o.result.as_ref().unwrap();
+        let Some(i) = switches.iter().rposition(|(_, done, _)| *done < o.started) else {
+            continue;
+        };
+        let allowed: Vec<&String> = std::iter::once(&switches[i].2)
+            .chain(
+                switches[i + 1..]
+                    .iter()
+                    .filter(|(start, _, _)| *start <= o.ended)
+                    .map(|s| &s.2),
+            )
+            .collect();
+        assert!(
+            allowed.contains(&answered),
+            "request {o:?} of client {} started {} ms after switch {i} was done and reached {answered}, not one of {allowed:?}; switches: {switches:?}",
+            o.client,
+            o.started - switches[i].1
+        );
+        if allowed.len() == 1 {
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// A copy of the Docker example app under a name of its own, with its
+/// static binary built (once per test run) and copied in. Its containers and
+/// images are removed when it is dropped.
+pub struct DockerApp {
+    pub name: &'static str,
+    pub host: &'static str,
+    pub dir: tempfile::TempDir,
+    /// Only the first copy of an app cleans up after it.
+    owner: bool,
+}
+
+static DOCKER_BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn docker_binary() -> &'static PathBuf {
+    DOCKER_BINARY.get_or_init(|| {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/docker-hello");
+        let out = Command::new("bash")
+            .arg(example.join("build.sh"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building the Docker example failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        example.join("hello")
+    })
+}
+
+impl DockerApp {
+    pub fn new(tag: &str, version: &str) -> DockerApp {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name: &'static str = Box::leak(
+            format!(
+                "dt{}-{}-{}",
+                std::process::id(),
+                tag,
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )
+            .into_boxed_str(),
+        );
+        let mut app = DockerApp::named(name, version);
+        app.owner = true;
+        app
+    }
+
+    /// Another release of the same app: same name, different content.
+    pub fn named(name: &'static str, version: &str) -> DockerApp {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/docker-hello");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(docker_binary(), dir.path().join("hello")).unwrap();
+        let dockerfile = std::fs::read_to_string(example.join("Dockerfile")).unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("{dockerfile}# {version}\n"),
+        )
+        .unwrap();
+        let host: &'static str = Box::leak(format!("{name}.localhost").into_boxed_str());
+        let manifest = std::fs::read_to_string(example.join("baton.toml"))
+            .unwrap()
+            .replace("name = \"docker-hello\"", &format!("name = \"{name}\""))
+            .replace("docker-hello.localhost", host);
+        let manifest =
+            format!("{manifest}\n[environments.staging]\nhosts = [\"staging-{host}\"]\n");
+        std::fs::write(dir.path().join("baton.toml"), manifest).unwrap();
+        DockerApp {
+            name,
+            host,
+            dir,
+            owner: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Appends lines to a section of the manifest (which must exist).
+    pub fn add_to(&self, section: &str, lines: &str) {
+        let path = self.dir.path().join("baton.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header = format!("[{section}]\n");
+        let text = if text.contains(&header) {
+            text.replacen(&header, &format!("{header}{lines}\n"), 1)
+        } else {
+            format!("{text}\n{header}{lines}\n")
+        };
+        std::fs::write(&path, text).unwrap();
+    }
+
+    /// Ids of the images Baton built for this app.
+    pub fn images(&self) -> Vec<String> {
+        docker(&[
+            "images",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=baton.app={}", self.name),
+        ])
+    }
+
+    /// Ids of this app's containers, running or not.
+    pub fn containers(&self) -> Vec<String> {
+        docker(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=baton.app={}", self.name),
+        ])
+    }
+}
+
+impl Drop for DockerApp {
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        let containers = self.containers();
+        if !containers.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(containers.iter().map(String::as_str));
+            docker(&args);
+        }
+        let images = self.images();
+        if !images.is_empty() {
+            let mut args = vec!["rmi", "-f"];
+            args.extend(images.iter().map(String::as_str));
+            docker(&args);
+        }
+    }
+}
+
+/// Runs the docker command line (tests only; Baton itself uses the API).
+pub fn docker(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker command line");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
 }

@@ -1,0 +1,188 @@
+//! The Docker runtime against the machine's real Docker Engine: images built
+//! once per release, containers started beside the old ones with no request
+//! lost, unhealthy releases kept away from traffic, containers adopted after
+//! kill -9 of the server, old images pruned.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const CLIENTS: usize = 16;
+const OPERATIONS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_container_deploys_and_rollbacks_under_load_drop_nothing() {
+    let server = Arc::new(Server::start());
+    let first = DockerApp::new("load", "version 0");
+    let mut deployments = vec![server.deploy(first.path())];
+    let load = Load::start(server.proxy, first.host, CLIENTS);
+    let mut latest = None;
+    for op in 0..OPERATIONS {
+        let server = Arc::clone(&server);
+        let deployment = if op % 3 == 2 {
+            let name = first.name;
+            tokio::task::spawn_blocking(move || server.rollback(name))
+                .await
+                .unwrap()
+        } else {
+            let copy = Arc::new(DockerApp::named(first.name, &format!("version {}", op + 1)));
+            latest = Some(Arc::clone(&copy));
+            tokio::task::spawn_blocking(move || server.deploy(copy.path()))
+                .await
+                .unwrap()
+        };
+        assert_eq!(deployment["state"], "succeeded", "{deployment}");
+        deployments.push(deployment);
+    }
+    let outcomes = load.stop().await;
+    assert_no_failures(&outcomes, 300);
+    let checked = assert_served_by_switched_releases(&outcomes, &deployments);
+    assert!(
+        checked > 100,
+        "only {checked} requests fell between switches"
+    );
+    // Promoting the same release elsewhere reuses its image: no new build.
+    let images = first.images().len();
+    let latest = latest.unwrap();
+    let release = deployments.last().unwrap()["release_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let staged = server.baton(&[
+        "deploy",
+        latest.path().to_str().unwrap(),
+        "-e",
+        "staging",
+        "--json",
+    ]);
+    assert!(
+        staged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&staged.stderr)
+    );
+    let staged: serde_json::Value = serde_json::from_slice(&staged.stdout).unwrap();
+    assert_eq!(staged["release_id"], release.as_str());
+    assert_eq!(first.images().len(), images);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_failing_its_health_check_never_receives_traffic() {
+    let server = Server::start();
+    let good = DockerApp::new("health", "good");
+    let live = short(server.deploy(good.path())["release_id"].as_str().unwrap());
+    let bad = DockerApp::named(good.name, "bad");
+    bad.add_to("env", "FAIL_HEALTH = \"1\"");
+    bad.add_to("deploy", "timeout = \"2s\"");
+    // The [deploy] section now has timeout twice: keep the new one only.
+    let manifest = std::fs::read_to_string(bad.path().join("baton.toml")).unwrap();
+    std::fs::write(
+        bad.path().join("baton.toml"),
+        manifest.replace("timeout = \"30s\"\n", ""),
+    )
+    .unwrap();
+    let load = Load::start(server.proxy, good.host, 4);
+    let out = server.baton(&["deploy", bad.path().to_str().unwrap()]);
+    let outcomes = load.stop().await;
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("unhealthy on purpose"), "{error}");
+    assert!(
+        error.contains("listening on 0.0.0.0:8080"),
+        "the container's output is quoted: {error}"
+    );
+    assert_no_failures(&outcomes, 20);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.result.as_deref() == Ok(live.as_str())),
+        "the bad release got traffic"
+    );
+    // Its container is gone; only the good one runs.
+    assert_eq!(good.containers().len(), 1, "{:?}", good.containers());
+
+    // A container that exits at start fails the deploy at once, with its exit code.
+    let broken = DockerApp::named(good.name, "broken");
+    broken.add_to("env", "EXIT_CODE = \"3\"");
+    let started = std::time::Instant::now();
+    let out = server.baton(&["deploy", broken.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("exited with code 3"), "{error}");
+    assert!(error.contains("exiting at start on purpose"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_and_restart_adopt_running_containers_without_restarting_them() {
+    let mut server = Server::start();
+    let app = DockerApp::new("adopt", "one");
+    server.deploy(app.path());
+    let two = DockerApp::named(app.name, "two");
+    let release = short(server.deploy(two.path())["release_id"].as_str().unwrap());
+    let started_at = |id: &str| docker(&["inspect", "-f", "{{.State.StartedAt}}", id]);
+    let containers = app.containers();
+    assert_eq!(containers.len(), 2, "live and warm");
+    let before: Vec<Vec<String>> = containers.iter().map(|c| started_at(c)).collect();
+
+    server.kill9();
+    server.restart();
+    let (status, body) = get_fresh(server.proxy, app.host, "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(release_of(&body).unwrap(), release);
+    assert_eq!(app.containers(), containers, "containers were replaced");
+    let after: Vec<Vec<String>> = containers.iter().map(|c| started_at(c)).collect();
+    assert_eq!(before, after, "containers were restarted");
+    let status = server.json(&["status"]);
+    let env = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["app"] == app.name)
+        .unwrap();
+    assert_eq!(env["live"]["running"], true);
+    assert_eq!(env["live"]["restarts"], 0);
+    // The warm container was adopted too: rolling back is a switch.
+    let back = server.rollback(app.name);
+    assert_eq!(back["steps"][0]["step"], "health_check", "{back}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pruning_keeps_exactly_the_configured_number_of_old_releases() {
+    let server = Server::start();
+    let first = DockerApp::new("prune", "v0");
+    let configure = |app: &DockerApp| {
+        let path = app.path().join("baton.toml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("keep_images = 3", "keep_images = 2")
+            .replace("keep_warm = \"10m\"", "keep_warm = \"0s\"");
+        std::fs::write(path, text).unwrap();
+    };
+    configure(&first);
+    server.deploy(first.path());
+    for v in 1..5 {
+        let next = DockerApp::named(first.name, &format!("v{v}"));
+        configure(&next);
+        server.deploy(next.path());
+        let expected = (v + 1).min(3);
+        assert_eq!(first.images().len(), expected, "after {} releases", v + 1);
+    }
+    let events = server.json(&["events", first.name]);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "images_pruned"),
+        "{events}"
+    );
+    assert_eq!(first.containers().len(), 1, "old containers are removed");
+    // The first release's image is gone; sending its folder again builds it
+    // again rather than failing.
+    let again = server.deploy(first.path());
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(first.images().len(), 3);
+}
