@@ -1,0 +1,154 @@
+//! The zero-downtime linter: which statements would break the release still
+//! running or lock a busy table, and whether a migration is *expand* or
+//! *contract*.
+//!
+//! This module owns judging migration SQL before a deploy. It must never run
+//! SQL or read files; it reads text with [`crate::sql`] and decides. Rules
+//! are modelled on squawk's (see [`Rule::ALL`]); each [`Finding`] names its
+//! rule, script and line, and says why the statement hurts and what to do
+//! instead.
+//!
+//! Why a tokenizer and not the `sqlparser` crate: `sqlparser` (0.63, tried on
+//! the statements these rules care about) refuses `DROP INDEX CONCURRENTLY IF
+//! EXISTS` (the very recipe the linter recommends), `DO` blocks (used for
+//! batched backfills), `CLUSTER` and `REINDEX`, and one unreadable statement
+//! fails the whole file; it has no comments to read directives from either.
+//! The rules need keywords, names and line numbers, which a PostgreSQL-aware
+//! tokenizer gives for every statement, and an unknown statement is simply
+//! not flagged.
+//!
+//! Classification: a statement is *contract* when it drops or renames
+//! something the running release may use (tables, columns, views,
+//! functions, types, triggers, defaults) or changes a column's type, unless
+//! the object was made by the same migration; everything else is *expand*.
+//! A migration is contract when it holds a contract statement or is marked
+//! `-- baton:contract`; Baton runs contract migrations only once the release
+//! that used the removed things is gone.
+//!
+//! Directives, in `--` or `/* */` comments:
+//! - `-- baton:no-transaction` runs the script outside a transaction (as
+//!   Flyway's `<script>.conf` with `executeInTransaction=false`, which is also
+//!   honoured). Without either, a script whose statements PostgreSQL refuses
+//!   in a transaction (`CREATE INDEX CONCURRENTLY`, …) runs outside one, as
+//!   Flyway decides, provided it holds nothing else.
+//! - `-- baton:contract` declares the contract half: dropping tables,
+//!   columns, functions… is then expected.
+//! - `-- baton:allow <rule-id>[, …]` just above a statement accepts those
+//!   rules' findings for that statement (they are kept in
+//!   [`LintReport::allowed`]).
+
+mod analyze;
+mod check;
+mod rules;
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::discovery::Migration;
+
+pub use rules::{Rule, Severity};
+
+/// Which half of an expand/contract change a statement or migration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Safe while the previous release still runs.
+    Expand,
+    /// Only once no running release uses what it removes.
+    Contract,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Expand => "expand",
+            Phase::Contract => "contract",
+        })
+    }
+}
+
+/// What the linter needs to know about the target database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LintOptions {
+    /// The oldest PostgreSQL major version the migration must be safe on.
+    pub postgres_major: u32,
+}
+
+impl Default for LintOptions {
+    fn default() -> Self {
+        LintOptions { postgres_major: 14 }
+    }
+}
+
+/// One problem in one statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: Rule,
+    pub script: String,
+    pub line: u32,
+    pub severity: Severity,
+    /// What was found, naming the table, column or statement.
+    pub message: String,
+    pub why: &'static str,
+    pub recipe: &'static str,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} [{}] {}\n  why: {}\n  fix: {}",
+            self.script, self.line, self.severity, self.rule, self.message, self.why, self.recipe
+        )
+    }
+}
+
+/// How one statement was classified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementReport {
+    pub line: u32,
+    /// The statement's first words, to recognise it.
+    pub summary: String,
+    pub phase: Phase,
+}
+
+/// The linter's verdict on one migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LintReport {
+    pub script: String,
+    pub phase: Phase,
+    /// Whether the runner wraps the script in one transaction.
+    pub execute_in_transaction: bool,
+    pub statements: Vec<StatementReport>,
+    pub findings: Vec<Finding>,
+    /// Findings accepted by `-- baton:allow`.
+    pub allowed: Vec<Finding>,
+}
+
+impl LintReport {
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+}
+
+/// Lints a script's SQL; only the directives in its comments say how it runs.
+pub fn lint_sql(script: &str, sql: &str, options: &LintOptions) -> LintReport {
+    check::lint(script, sql, None, options)
+}
+
+/// Lints a discovered migration, honouring its `.conf` file too.
+pub fn lint_migration(migration: &Migration, options: &LintOptions) -> LintReport {
+    check::lint(
+        &migration.script,
+        &migration.sql,
+        migration.execute_in_transaction,
+        options,
+    )
+}

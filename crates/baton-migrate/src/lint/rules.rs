@@ -1,0 +1,143 @@
+//! The catalogue of lint rules: identifiers, severities, and the two texts
+//! every finding carries (why it hurts, and the safe recipe).
+//!
+//! This module owns the words a user reads; it must never inspect SQL.
+//! Rule identifiers follow squawk's where squawk has the same rule, so
+//! people who know squawk recognise them.
+
+use serde::Serialize;
+
+/// How a finding affects a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Reported; the deploy goes on.
+    Warning,
+    /// The deploy is refused.
+    Error,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+macro_rules! rules {
+    ($($variant:ident = $id:literal, $severity:ident, $why:literal, $recipe:literal;)+) => {
+        /// A zero-downtime rule.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(into = "&'static str")]
+        pub enum Rule { $($variant,)+ }
+
+        impl Rule {
+            /// Every rule, in catalogue order.
+            pub const ALL: &'static [Rule] = &[$(Rule::$variant,)+];
+
+            /// The identifier used in reports and in `-- baton:allow <id>`.
+            pub fn id(self) -> &'static str {
+                match self { $(Rule::$variant => $id,)+ }
+            }
+
+            /// The severity of the rule's findings, unless a finding says otherwise.
+            pub fn severity(self) -> Severity {
+                match self { $(Rule::$variant => Severity::$severity,)+ }
+            }
+
+            /// Why it breaks the release still running or blocks a busy table.
+            pub fn why(self) -> &'static str {
+                match self { $(Rule::$variant => $why,)+ }
+            }
+
+            /// The safe way to get the same result.
+            pub fn recipe(self) -> &'static str {
+                match self { $(Rule::$variant => $recipe,)+ }
+            }
+
+            pub fn from_id(id: &str) -> Option<Rule> {
+                Rule::ALL.iter().copied().find(|rule| rule.id() == id)
+            }
+        }
+    };
+}
+
+rules! {
+    BanDropColumn = "ban-drop-column", Error,
+        "The release still running selects, inserts or maps this column; once it is gone, each of those queries fails until that release is drained.",
+        "First ship a release that no longer uses the column. Then drop it in a later migration marked `-- baton:contract`, which runs only once no release using the column is left.";
+    BanDropTable = "ban-drop-table", Error,
+        "The release still running reads or writes this table; once it is gone, each of those queries fails until that release is drained.",
+        "First ship a release that no longer uses the table. Then drop it in a later migration marked `-- baton:contract`.";
+    RenamingColumn = "renaming-column", Error,
+        "The release still running uses the old name and fails as soon as the rename commits, while a release using the new name would fail before it: no order of deploy and migration works.",
+        "Expand/contract: add the new column, keep both in step with a trigger and backfill it (`baton db plan rename-column` writes both migrations), switch the code to the new column, then drop the old one in a `-- baton:contract` migration.";
+    RenamingTable = "renaming-table", Error,
+        "The release still running uses the old name (or schema) and fails as soon as the rename commits.",
+        "Rename the table and, in the same migration, create a view with the old name (`CREATE VIEW old_name AS SELECT * FROM new_name`; simple views accept writes) so the running release keeps working; drop the view in a `-- baton:contract` migration once no release uses the old name.";
+    AddingRequiredField = "adding-required-field", Error,
+        "Rows the running release inserts do not set the new column, so they fail with a NOT NULL violation; on a table with rows the ALTER itself fails.",
+        "Add the column nullable (or with a constant DEFAULT), backfill it in batches, add `CHECK (col IS NOT NULL) NOT VALID`, validate it in another transaction, then SET NOT NULL (PostgreSQL 12+ then skips the scan).";
+    AddingFieldWithDefault = "adding-field-with-default", Error,
+        "A volatile default (random(), gen_random_uuid(), clock_timestamp(), a serial's nextval()) or an identity or stored generated column makes PostgreSQL rewrite the whole table under an ACCESS EXCLUSIVE lock, blocking every read and write until it is done. A constant or stable default such as now() is only recorded in the catalog on PostgreSQL 11+.",
+        "Add the column without the default, then `ALTER COLUMN … SET DEFAULT …` (it applies to new rows only), and backfill existing rows in batches.";
+    ChangingColumnType = "changing-column-type", Error,
+        "Changing a column's type rewrites the table and its indexes under an ACCESS EXCLUSIVE lock, and the release still running reads and writes values of the old type.",
+        "Add a column of the new type, keep it in step with a trigger (casting), backfill in batches, switch the code, then drop the old column in a `-- baton:contract` migration: the rename recipe of `baton db plan rename-column`.";
+    RequireConcurrentIndexCreation = "require-concurrent-index-creation", Error,
+        "CREATE INDEX without CONCURRENTLY holds a SHARE lock for the whole build, blocking every insert, update and delete on the table.",
+        "`CREATE INDEX CONCURRENTLY …` in its own migration marked `-- baton:no-transaction`. A failed concurrent build leaves an INVALID index: drop it with `DROP INDEX CONCURRENTLY IF EXISTS` and retry.";
+    RequireConcurrentIndexDeletion = "require-concurrent-index-deletion", Error,
+        "DROP INDEX without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on the table, blocking reads and writes while it waits for running queries.",
+        "`DROP INDEX CONCURRENTLY IF EXISTS …` in a migration marked `-- baton:no-transaction`.";
+    RequireConcurrentReindex = "require-concurrent-reindex", Error,
+        "REINDEX without CONCURRENTLY blocks writes to the table, and reads that use the index, for the whole rebuild.",
+        "`REINDEX … CONCURRENTLY` (PostgreSQL 12+) in a migration marked `-- baton:no-transaction`.";
+    AddingForeignKeyConstraint = "adding-foreign-key-constraint", Error,
+        "Adding a foreign key checks every existing row while holding a SHARE ROW EXCLUSIVE lock on both tables, blocking writes to both for the whole scan.",
+        "Add it with `NOT VALID` (new rows are checked at once and the lock is brief), then `ALTER TABLE … VALIDATE CONSTRAINT …` in another transaction; validation does not block reads or writes.";
+    ConstraintMissingNotValid = "constraint-missing-not-valid", Error,
+        "Adding a CHECK constraint scans every row under an ACCESS EXCLUSIVE lock, blocking reads and writes; validating a NOT VALID constraint in the transaction that added it keeps that lock for the whole scan.",
+        "`ADD CONSTRAINT … NOT VALID`, then `VALIDATE CONSTRAINT` in another transaction: a later migration, or a separate statement of a `-- baton:no-transaction` migration.";
+    DisallowedUniqueConstraint = "disallowed-unique-constraint", Error,
+        "Adding a UNIQUE, PRIMARY KEY or EXCLUDE constraint builds its index under an ACCESS EXCLUSIVE lock, blocking reads and writes for the whole build.",
+        "`CREATE UNIQUE INDEX CONCURRENTLY` first (in a `-- baton:no-transaction` migration), then `ALTER TABLE … ADD CONSTRAINT name UNIQUE USING INDEX index_name` (or `PRIMARY KEY USING INDEX`), which is instant.";
+    AddingNotNullableField = "adding-not-nullable-field", Error,
+        "SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE lock, blocking reads and writes, and then rejects rows the running release inserts without the column.",
+        "Add `CHECK (col IS NOT NULL) NOT VALID`, validate it in another transaction, then SET NOT NULL (PostgreSQL 12+ uses the valid check and skips the scan) and drop the check; write `-- baton:allow adding-not-nullable-field` above the SET NOT NULL once the check is validated.";
+    RequireLockTimeout = "require-lock-timeout", Error,
+        "A statement that needs a strong lock waits behind any long query on the table, and while it waits every other query on that table queues behind it: a busy table stops answering until the migration gets its lock.",
+        "Start the migration with `SET lock_timeout = '5s';` so it fails fast instead of stalling the running release, and deploy again later if it times out.";
+    PreferRepack = "prefer-repack", Error,
+        "VACUUM FULL and CLUSTER rewrite the table under an ACCESS EXCLUSIVE lock, blocking reads and writes for the whole rewrite.",
+        "Do not run them from a migration: rebuild the table online with pg_repack or pg_squeeze from a maintenance job.";
+    BanConcurrentIndexCreationInTransaction = "ban-concurrent-index-creation-in-transaction", Error,
+        "PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY (and VACUUM, REINDEX CONCURRENTLY, ALTER TYPE … ADD VALUE on old versions) inside a transaction block, so the deploy fails; Flyway also refuses a script that mixes such statements with others unless told how to run it.",
+        "Put the statement in a migration marked `-- baton:no-transaction` (Flyway: a `<script>.conf` with `executeInTransaction=false`), with no BEGIN/COMMIT around it.";
+    TransactionNesting = "transaction-nesting", Error,
+        "The migration already runs in a transaction: COMMIT or ROLLBACK inside it ends that transaction early, so a later failure leaves the schema half-migrated and the history wrong.",
+        "Remove BEGIN/COMMIT; to manage transactions yourself, mark the migration `-- baton:no-transaction`.";
+    ContractWithoutMarker = "contract-without-marker", Error,
+        "This removes or renames something the release still running may use (a function, view, type, trigger or default), so it belongs to the contract half, which must run only once that release is gone.",
+        "Move it to a later migration marked `-- baton:contract`, shipped after the release that stops using it.";
+    UnknownDirective = "unknown-directive", Warning,
+        "A misspelt `-- baton:` directive is ignored, so the migration would run in a way its author did not ask for.",
+        "Use `-- baton:no-transaction`, `-- baton:contract` or `-- baton:allow <rule-id>[, <rule-id>…]` with a rule id from `baton db lint --rules`.";
+    SyntaxError = "syntax-error", Error,
+        "The script cannot be read (an unclosed string, identifier, comment or dollar quote), so PostgreSQL would refuse it too.",
+        "Close the quote or comment that starts at the line shown.";
+}
+
+impl From<Rule> for &'static str {
+    fn from(rule: Rule) -> &'static str {
+        rule.id()
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}

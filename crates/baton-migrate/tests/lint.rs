@@ -1,0 +1,494 @@
+//! The zero-downtime linter, rule by rule, on migrations a team would write.
+
+mod common;
+
+use baton_migrate::lint::StatementReport;
+use baton_migrate::{lint_migration, lint_sql, LintOptions, LintReport, Phase, Rule, Severity};
+use common::migration;
+
+const TIMEOUT: &str = "SET lock_timeout = '5s';\n";
+
+fn lint(sql: &str) -> LintReport {
+    lint_sql("V9__test.sql", sql, &LintOptions::default())
+}
+
+/// Ids of error findings, after a `SET lock_timeout` so only the rule under
+/// test speaks.
+fn errors(sql: &str) -> Vec<&'static str> {
+    lint(&format!("{TIMEOUT}{sql}"))
+        .errors()
+        .map(|f| f.rule.id())
+        .collect()
+}
+
+fn phases(report: &LintReport) -> Vec<Phase> {
+    report
+        .statements
+        .iter()
+        .map(|s: &StatementReport| s.phase)
+        .collect()
+}
+
+#[test]
+fn dropping_a_column_is_contract_and_needs_the_marker() {
+    let report = lint(&format!(
+        "{TIMEOUT}ALTER TABLE users DROP COLUMN legacy_name;"
+    ));
+    assert_eq!(report.phase, Phase::Contract);
+    let finding = report.errors().next().expect("a finding");
+    assert_eq!(finding.rule, Rule::BanDropColumn);
+    assert!(finding.message.contains("legacy_name") && finding.message.contains("users"));
+    assert!(!finding.why.is_empty() && finding.recipe.contains("baton:contract"));
+
+    let marked = lint(&format!(
+        "-- baton:contract\n{TIMEOUT}ALTER TABLE users DROP COLUMN legacy_name;"
+    ));
+    assert_eq!(marked.phase, Phase::Contract);
+    assert!(marked.findings.is_empty(), "{:?}", marked.findings);
+}
+
+#[test]
+fn dropping_a_table_is_contract_unless_the_script_made_it() {
+    assert_eq!(
+        errors("DROP TABLE IF EXISTS carts;"),
+        vec!["ban-drop-table"]
+    );
+    let own = lint("CREATE TABLE tmp_import (id int);\nDROP TABLE tmp_import;");
+    assert_eq!(own.phase, Phase::Expand);
+    assert!(own.findings.is_empty(), "{:?}", own.findings);
+    // Dropped, then created again: the rows are gone, so it is still contract.
+    let recreated = lint(&format!(
+        "{TIMEOUT}DROP TABLE carts;\nCREATE TABLE carts (id int);"
+    ));
+    assert_eq!(recreated.phase, Phase::Contract);
+}
+
+#[test]
+fn renames_are_refused_even_in_a_contract_migration() {
+    assert_eq!(
+        errors("ALTER TABLE users RENAME COLUMN name TO full_name;"),
+        vec!["renaming-column"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE users RENAME TO customers;"),
+        vec!["renaming-table"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE users SET SCHEMA archive;"),
+        vec!["renaming-table"]
+    );
+    let marked = lint(&format!(
+        "-- baton:contract\n{TIMEOUT}ALTER TABLE users RENAME name TO full_name;"
+    ));
+    assert_eq!(
+        marked.errors().map(|f| f.rule).collect::<Vec<_>>(),
+        vec![Rule::RenamingColumn]
+    );
+    assert!(marked
+        .errors()
+        .next()
+        .is_some_and(|f| f.recipe.contains("rename-column")));
+}
+
+#[test]
+fn a_required_column_needs_a_default() {
+    assert_eq!(
+        errors("ALTER TABLE users ADD COLUMN plan text NOT NULL;"),
+        vec!["adding-required-field"]
+    );
+    assert!(errors("ALTER TABLE users ADD COLUMN plan text NOT NULL DEFAULT 'free';").is_empty());
+    assert!(errors("ALTER TABLE users ADD COLUMN plan text;").is_empty());
+    assert!(
+        lint("CREATE TABLE plans (id int);\nALTER TABLE plans ADD COLUMN name text NOT NULL;")
+            .findings
+            .is_empty()
+    );
+}
+
+#[test]
+fn volatile_defaults_rewrite_the_table_but_now_does_not() {
+    assert!(
+        errors("ALTER TABLE users ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();")
+            .is_empty()
+    );
+    assert!(errors("ALTER TABLE users ADD COLUMN n int DEFAULT 0;").is_empty());
+    assert!(errors("ALTER TABLE users ADD COLUMN meta jsonb DEFAULT '{}'::jsonb;").is_empty());
+    assert!(
+        errors("ALTER TABLE users ADD COLUMN at timestamptz DEFAULT CURRENT_TIMESTAMP;").is_empty()
+    );
+    assert_eq!(
+        errors("ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();"),
+        vec!["adding-field-with-default"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE users ADD COLUMN r float8 DEFAULT random();"),
+        vec!["adding-field-with-default"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE users ADD COLUMN seq bigserial;"),
+        vec!["adding-field-with-default"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE users ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;"),
+        vec!["adding-field-with-default"]
+    );
+
+    let unknown = lint(&format!(
+        "{TIMEOUT}ALTER TABLE users ADD COLUMN code text DEFAULT make_code();"
+    ));
+    let finding = unknown.findings.first().expect("a warning");
+    assert_eq!(
+        (finding.rule, finding.severity),
+        (Rule::AddingFieldWithDefault, Severity::Warning)
+    );
+    assert!(!unknown.has_errors());
+
+    let old_postgres = lint_sql(
+        "V1__x.sql",
+        &format!("{TIMEOUT}ALTER TABLE users ADD COLUMN n int DEFAULT 0;"),
+        &LintOptions { postgres_major: 10 },
+    );
+    assert!(old_postgres
+        .errors()
+        .any(|f| f.rule == Rule::AddingFieldWithDefault));
+}
+
+#[test]
+fn changing_a_type_is_refused_and_contract() {
+    let report = lint(&format!(
+        "{TIMEOUT}ALTER TABLE orders ALTER COLUMN total TYPE numeric(12,2);"
+    ));
+    assert_eq!(
+        report.errors().map(|f| f.rule.id()).collect::<Vec<_>>(),
+        vec!["changing-column-type"]
+    );
+    assert_eq!(report.phase, Phase::Contract);
+}
+
+#[test]
+fn indexes_must_be_built_and_dropped_concurrently() {
+    assert_eq!(
+        errors("CREATE INDEX orders_user_idx ON orders (user_id);"),
+        vec!["require-concurrent-index-creation"]
+    );
+    assert_eq!(
+        errors("DROP INDEX orders_user_idx;"),
+        vec!["require-concurrent-index-deletion"]
+    );
+    assert_eq!(
+        errors("REINDEX TABLE orders;"),
+        vec!["require-concurrent-reindex"]
+    );
+    assert!(lint("CREATE TABLE t (a int);\nCREATE INDEX t_a ON t (a);")
+        .findings
+        .is_empty());
+
+    let alone = lint("CREATE INDEX CONCURRENTLY orders_user_idx ON orders (user_id);");
+    assert!(alone.findings.is_empty(), "{:?}", alone.findings);
+    assert!(
+        !alone.execute_in_transaction,
+        "runs outside a transaction, as Flyway decides"
+    );
+
+    let marked = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}DROP INDEX CONCURRENTLY IF EXISTS orders_user_idx;\nCREATE INDEX CONCURRENTLY orders_user_idx ON orders (user_id);"
+    ));
+    assert!(marked.findings.is_empty(), "{:?}", marked.findings);
+}
+
+#[test]
+fn concurrent_builds_inside_a_transaction_are_refused() {
+    // Mixed with another statement and unmarked: Flyway refuses such a script.
+    let mixed = lint(&format!(
+        "{TIMEOUT}CREATE INDEX CONCURRENTLY i ON orders (user_id);"
+    ));
+    let finding = mixed.errors().next().expect("a finding");
+    assert_eq!(finding.rule, Rule::BanConcurrentIndexCreationInTransaction);
+    assert_eq!(finding.line, 2);
+
+    let block = lint("-- baton:no-transaction\nBEGIN;\nCREATE INDEX CONCURRENTLY i ON orders (user_id);\nCOMMIT;");
+    assert!(block
+        .errors()
+        .any(|f| f.rule == Rule::BanConcurrentIndexCreationInTransaction && f.line == 3));
+
+    let mut configured = migration(
+        "V3__index.sql",
+        "CREATE INDEX CONCURRENTLY i ON orders (user_id);",
+    );
+    configured.execute_in_transaction = Some(true);
+    let report = lint_migration(&configured, &LintOptions::default());
+    assert!(report.execute_in_transaction);
+    assert!(report
+        .errors()
+        .any(|f| f.rule == Rule::BanConcurrentIndexCreationInTransaction));
+
+    configured.sql = format!("{TIMEOUT}CREATE INDEX CONCURRENTLY i ON orders (user_id);");
+    configured.execute_in_transaction = Some(false);
+    let report = lint_migration(&configured, &LintOptions::default());
+    assert!(!report.execute_in_transaction);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
+#[test]
+fn foreign_keys_and_checks_need_not_valid_and_a_separate_validation() {
+    assert_eq!(
+        errors("ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);"),
+        vec!["adding-foreign-key-constraint"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE orders ADD COLUMN coupon_id bigint REFERENCES coupons (id);"),
+        vec!["adding-foreign-key-constraint"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE orders ADD CONSTRAINT positive CHECK (total > 0);"),
+        vec!["constraint-missing-not-valid"]
+    );
+    assert!(
+        errors("ALTER TABLE orders ADD CONSTRAINT positive CHECK (total > 0) NOT VALID;")
+            .is_empty()
+    );
+
+    let same_transaction = errors(
+        "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n\
+         ALTER TABLE orders VALIDATE CONSTRAINT orders_user_fk;",
+    );
+    assert_eq!(same_transaction, vec!["constraint-missing-not-valid"]);
+
+    let separate = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}\
+         ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n\
+         ALTER TABLE orders VALIDATE CONSTRAINT orders_user_fk;"
+    ));
+    assert!(separate.findings.is_empty(), "{:?}", separate.findings);
+}
+
+#[test]
+fn unique_constraints_need_an_index_built_concurrently() {
+    assert_eq!(
+        errors("ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);"),
+        vec!["disallowed-unique-constraint"]
+    );
+    assert_eq!(
+        errors("ALTER TABLE users ADD PRIMARY KEY (id);"),
+        vec!["disallowed-unique-constraint"]
+    );
+    assert!(errors(
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_idx;"
+    )
+    .is_empty());
+}
+
+#[test]
+fn set_not_null_is_refused_unless_allowed_after_a_validated_check() {
+    let report = lint(&format!(
+        "{TIMEOUT}ALTER TABLE users ALTER COLUMN email SET NOT NULL;"
+    ));
+    assert_eq!(
+        report.errors().map(|f| f.rule).collect::<Vec<_>>(),
+        vec![Rule::AddingNotNullableField]
+    );
+    assert_eq!(report.phase, Phase::Expand);
+
+    let allowed = lint(&format!(
+        "{TIMEOUT}-- the check was validated in V8\n-- baton:allow adding-not-nullable-field\nALTER TABLE users ALTER COLUMN email SET NOT NULL;"
+    ));
+    assert!(allowed.findings.is_empty(), "{:?}", allowed.findings);
+    assert_eq!(allowed.allowed.len(), 1);
+
+    let validated_first = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}ALTER TABLE users VALIDATE CONSTRAINT users_email_not_null;\nALTER TABLE users ALTER COLUMN email SET NOT NULL;"
+    ));
+    assert!(
+        validated_first.findings.is_empty(),
+        "{:?}",
+        validated_first.findings
+    );
+}
+
+#[test]
+fn strong_locks_need_a_lock_timeout_set_before_them() {
+    let missing =
+        lint("ALTER TABLE users ADD COLUMN nickname text;\nALTER TABLE users ADD COLUMN bio text;");
+    let found: Vec<_> = missing.errors().map(|f| (f.rule, f.line)).collect();
+    assert_eq!(
+        found,
+        vec![(Rule::RequireLockTimeout, 1)],
+        "reported once, at the first lock"
+    );
+    assert!(missing.findings[0].message.contains("users"));
+
+    assert!(
+        lint("SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN nickname text;")
+            .findings
+            .is_empty()
+    );
+    assert!(
+        lint("SET LOCAL lock_timeout = '2s';\nALTER TABLE users ADD COLUMN nickname text;")
+            .findings
+            .is_empty()
+    );
+    assert!(lint(
+        "SELECT set_config('lock_timeout', '2s', false);\nALTER TABLE users ADD COLUMN x text;"
+    )
+    .findings
+    .is_empty());
+
+    let too_late = lint("ALTER TABLE users ADD COLUMN nickname text;\nSET lock_timeout = '2s';");
+    assert!(too_late
+        .errors()
+        .any(|f| f.rule == Rule::RequireLockTimeout));
+    let zero = lint("SET lock_timeout = 0;\nALTER TABLE users ADD COLUMN nickname text;");
+    assert!(zero.errors().any(|f| f.rule == Rule::RequireLockTimeout));
+
+    // SET LOCAL ends with its transaction: in a no-transaction script it does not cover the next statement.
+    let local = lint("-- baton:no-transaction\nSET LOCAL lock_timeout = '2s';\nALTER TABLE users ADD COLUMN x text;");
+    assert!(local
+        .errors()
+        .any(|f| f.rule == Rule::RequireLockTimeout && f.line == 3));
+
+    // Reads and writes are not blocked by these, so no timeout is needed.
+    assert!(lint("INSERT INTO users (id) VALUES (1);\nCREATE TABLE t (id int);\nCREATE INDEX CONCURRENTLY i ON users (id);")
+        .errors()
+        .all(|f| f.rule != Rule::RequireLockTimeout));
+}
+
+#[test]
+fn table_rewrites_for_maintenance_are_refused() {
+    assert_eq!(
+        errors("VACUUM FULL orders;"),
+        vec![
+            "ban-concurrent-index-creation-in-transaction",
+            "prefer-repack"
+        ]
+    );
+    assert_eq!(
+        errors("CLUSTER orders USING orders_pkey;"),
+        vec!["prefer-repack"]
+    );
+}
+
+#[test]
+fn begin_and_commit_inside_a_transactional_migration_are_refused() {
+    let report = lint(&format!(
+        "BEGIN;\n{TIMEOUT}ALTER TABLE users ADD COLUMN x text;\nCOMMIT;"
+    ));
+    let lines: Vec<_> = report
+        .errors()
+        .filter(|f| f.rule == Rule::TransactionNesting)
+        .map(|f| f.line)
+        .collect();
+    assert_eq!(lines, vec![1, 4]);
+}
+
+#[test]
+fn dropping_what_the_running_release_may_call_is_contract() {
+    for sql in [
+        "DROP FUNCTION IF EXISTS order_total(bigint);",
+        "DROP VIEW active_users;",
+        "DROP TRIGGER audit ON users;",
+        "ALTER TABLE users ALTER COLUMN plan DROP DEFAULT;",
+        "ALTER FUNCTION order_total(bigint) RENAME TO total_of;",
+    ] {
+        let report = lint(&format!("{TIMEOUT}{sql}"));
+        assert_eq!(report.phase, Phase::Contract, "{sql}");
+        assert_eq!(
+            report.errors().map(|f| f.rule.id()).collect::<Vec<_>>(),
+            vec!["contract-without-marker"],
+            "{sql}"
+        );
+        let marked = lint(&format!("-- baton:contract\n{TIMEOUT}{sql}"));
+        assert!(marked.findings.is_empty(), "{sql}: {:?}", marked.findings);
+    }
+    // Replacing a function or trigger in the same script keeps it expand.
+    let replaced = lint(&format!(
+        "{TIMEOUT}DROP TRIGGER IF EXISTS audit ON users;\nCREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit();"
+    ));
+    assert_eq!(replaced.phase, Phase::Expand);
+    assert!(replaced.findings.is_empty(), "{:?}", replaced.findings);
+}
+
+#[test]
+fn additive_migrations_are_expand_statement_by_statement() {
+    let report = lint(
+        "-- Add a profile table and backfill.\n\
+         SET lock_timeout = '5s';\n\
+         CREATE TABLE profiles (\n  id bigint PRIMARY KEY,\n  user_id bigint NOT NULL REFERENCES profiles (id)\n);\n\
+         CREATE INDEX profiles_user_idx ON profiles (user_id);\n\
+         ALTER TABLE users ADD COLUMN bio text;\n\
+         INSERT INTO profiles SELECT id, id FROM users;\n\
+         CREATE OR REPLACE FUNCTION greet() RETURNS text LANGUAGE sql AS $$ SELECT 'hi; there' $$;\n\
+         COMMENT ON COLUMN users.bio IS 'free text; shown on the profile';",
+    );
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.phase, Phase::Expand);
+    assert_eq!(phases(&report), vec![Phase::Expand; 7]);
+    let lines: Vec<_> = report.statements.iter().map(|s| s.line).collect();
+    assert_eq!(lines, vec![2, 3, 7, 8, 9, 10, 11]);
+    assert_eq!(report.statements[3].summary, "ALTER TABLE users ADD COLUMN");
+}
+
+#[test]
+fn findings_point_at_the_line_of_the_offending_action() {
+    let report = lint(
+        "SET lock_timeout = '5s';\n\n\
+         ALTER TABLE users\n  ADD COLUMN a text,\n  DROP COLUMN b,\n  ALTER COLUMN c TYPE bigint;",
+    );
+    let found: Vec<_> = report.errors().map(|f| (f.rule.id(), f.line)).collect();
+    assert_eq!(
+        found,
+        vec![("ban-drop-column", 5), ("changing-column-type", 6)]
+    );
+    assert_eq!(report.findings[0].script, "V9__test.sql");
+    let shown = report.findings[0].to_string();
+    assert!(
+        shown.starts_with("V9__test.sql:5: error [ban-drop-column]"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn misspelt_directives_and_unknown_rules_are_warned_about() {
+    let report = lint("-- baton:no-transation\n-- baton:allow no-such-rule\nSELECT 1;");
+    let found: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| (f.rule, f.severity, f.line))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (Rule::UnknownDirective, Severity::Warning, 1),
+            (Rule::UnknownDirective, Severity::Warning, 2)
+        ]
+    );
+    assert!(
+        report.execute_in_transaction,
+        "the misspelt marker is not obeyed"
+    );
+    // Ordinary prose mentioning Baton is not a directive.
+    assert!(
+        lint("-- Baton: generated file\n-- see baton docs\nSELECT 1;")
+            .findings
+            .is_empty()
+    );
+}
+
+#[test]
+fn unreadable_sql_is_a_syntax_error_with_its_line() {
+    let report = lint("SELECT 1;\nINSERT INTO t VALUES ('unclosed);\n");
+    let finding = report.findings.first().expect("a finding");
+    assert_eq!((finding.rule, finding.line), (Rule::SyntaxError, 2));
+    assert!(report.has_errors());
+}
+
+#[test]
+fn the_rule_catalogue_is_complete() {
+    let mut ids: Vec<_> = Rule::ALL.iter().map(|r| r.id()).collect();
+    for rule in Rule::ALL {
+        assert_eq!(Rule::from_id(rule.id()), Some(*rule));
+        assert!(rule.why().len() > 40 && rule.recipe().len() > 20, "{rule}");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), Rule::ALL.len());
+}
