@@ -112,13 +112,11 @@ impl Orchestrator {
                 format!("deployment {id} of release {short} failed: {e}"),
             ),
         };
-        if let Err(e) = self.store.set_deployment_state(id, state, error).await {
-            tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
-        }
-        self.event(&job.key, event, &message).await;
+        // Before the deployment is recorded as ended, so that whoever waits
+        // for its end finds the old images gone.
         if outcome.is_ok() && job.manifest.runtime == RuntimeKind::Docker {
             let keep = job.manifest.docker().keep_images;
-            match self.prune_images(&job.key.app, keep).await {
+            match self.prune_images(&job.key.app, &job.release.id, keep).await {
                 Ok(removed) if !removed.is_empty() => {
                     let message = format!(
                         "removed {} old images, keeping the last {keep} releases",
@@ -130,6 +128,10 @@ impl Orchestrator {
                 Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
             }
         }
+        if let Err(e) = self.store.set_deployment_state(id, state, error).await {
+            tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
+        }
+        self.event(&job.key, event, &message).await;
         match outcome {
             Ok(()) => tracing::info!(
                 deployment = id,

@@ -334,9 +334,14 @@ impl Orchestrator {
     }
 
     /// Removes the images of an app's old releases, keeping those of running
-    /// targets and of the `keep` releases deployed most recently before the
-    /// current one (the ones a rollback goes back to).
-    pub(crate) async fn prune_images(&self, app: &str, keep: usize) -> Result<Vec<String>> {
+    /// targets, of `current` (being deployed) and of the `keep` releases
+    /// deployed most recently before it (the ones a rollback goes back to).
+    pub(crate) async fn prune_images(
+        &self,
+        app: &str,
+        current: &str,
+        keep: usize,
+    ) -> Result<Vec<String>> {
         let docker = self.docker()?;
         let releases = self.store.releases(app).await?;
         let image_of = |release: &str| {
@@ -345,7 +350,7 @@ impl Orchestrator {
                 .find(|r| r.id == release)
                 .and_then(|r| r.image.clone())
         };
-        let mut recent: Vec<String> = Vec::new();
+        let mut recent: Vec<String> = vec![current.to_string()];
         for deployment in self.store.deployments(app, 1000).await? {
             if deployment.state == DeploymentState::Succeeded
                 && !recent.contains(&deployment.release_id)

@@ -186,3 +186,29 @@ async fn pruning_keeps_exactly_the_configured_number_of_old_releases() {
     assert_eq!(again["state"], "succeeded", "{again}");
     assert_eq!(first.images().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_and_a_missing_image_are_named() {
+    let server = Server::start_with(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let app = DockerApp::new("noengine", "v0");
+    let out = server.baton(&["deploy", app.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("Docker Engine") && error.contains("/nonexistent/docker.sock"),
+        "{error}"
+    );
+    // The process runtime is unaffected.
+    server.deploy(&example_dir());
+
+    let server = Server::start();
+    let missing = DockerApp::named(app.name, "v1");
+    missing.add_to("docker", "image = \"baton-test/never-built:1\"");
+    let out = server.baton(&["deploy", missing.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("baton-test/never-built:1 is not in the Docker Engine"),
+        "{error}"
+    );
+}

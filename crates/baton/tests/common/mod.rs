@@ -36,7 +36,17 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server with extra environment variables (e.g. DOCKER_HOST).
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        std::fs::write(dir.path().join("env"), serde_json::to_string(&env).unwrap()).unwrap();
         let (child, api, proxy) = spawn(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
         Server {
             dir,
@@ -136,7 +146,12 @@ fn spawn(dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) 
         .append(true)
         .open(dir.join("server.log"))
         .unwrap();
+    let env: Vec<(String, String)> = std::fs::read_to_string(dir.join("env"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
     let mut child = Command::new(BIN)
+        .envs(env)
         .args(["server", "--data"])
         .arg(dir.join("data"))
         .args(["--api-listen", api, "--proxy-listen", proxy])
