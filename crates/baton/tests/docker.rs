@@ -15,8 +15,10 @@ const OPERATIONS: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_container_deploys_and_rollbacks_under_load_drop_nothing() {
-    let server = Arc::new(Server::start());
+    // Apps before the server: dropped after it, so that no server is left
+    // to restart their containers while they are cleaned up.
     let first = DockerApp::new("load", "version 0");
+    let server = Arc::new(Server::start());
     let mut deployments = vec![server.deploy(first.path())];
     let load = Load::start(server.proxy, first.host, CLIENTS);
     let mut latest = None;
@@ -70,8 +72,8 @@ async fn ten_container_deploys_and_rollbacks_under_load_drop_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_container_failing_its_health_check_never_receives_traffic() {
-    let server = Server::start();
     let good = DockerApp::new("health", "good");
+    let server = Server::start();
     let live = short(server.deploy(good.path())["release_id"].as_str().unwrap());
     let bad = DockerApp::named(good.name, "bad");
     bad.add_to("env", "FAIL_HEALTH = \"1\"");
@@ -117,8 +119,8 @@ async fn a_container_failing_its_health_check_never_receives_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_and_restart_adopt_running_containers_without_restarting_them() {
-    let mut server = Server::start();
     let app = DockerApp::new("adopt", "one");
+    let mut server = Server::start();
     server.deploy(app.path());
     let two = DockerApp::named(app.name, "two");
     let release = short(server.deploy(two.path())["release_id"].as_str().unwrap());
@@ -151,8 +153,8 @@ async fn kill_9_and_restart_adopt_running_containers_without_restarting_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pruning_keeps_exactly_the_configured_number_of_old_releases() {
-    let server = Server::start();
     let first = DockerApp::new("prune", "v0");
+    let server = Server::start();
     let configure = |app: &DockerApp| {
         let path = app.path().join("baton.toml");
         let text = std::fs::read_to_string(&path)
@@ -189,8 +191,8 @@ async fn pruning_keeps_exactly_the_configured_number_of_old_releases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_engine_and_a_missing_image_are_named() {
-    let server = Server::start_with(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     let app = DockerApp::new("noengine", "v0");
+    let server = Server::start_with(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     let out = server.baton(&["deploy", app.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let error = String::from_utf8_lossy(&out.stderr);
