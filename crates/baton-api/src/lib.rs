@@ -183,17 +183,20 @@ struct Limit {
     limit: Option<i64>,
 }
 
+impl Limit {
+    /// How many records to list: 50 unless asked, at most 1000.
+    fn get(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, 1000)
+    }
+}
+
 async fn deployments(
     State(o): State<AppState>,
     Path(app): Path<String>,
     Query(q): Query<Limit>,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
-    Ok(Json(
-        o.store()
-            .deployments(&app, q.limit.unwrap_or(50).clamp(1, 1000))
-            .await?,
-    ))
+    Ok(Json(o.store().deployments(&app, q.get()).await?))
 }
 
 #[derive(Deserialize)]
@@ -291,11 +294,7 @@ async fn events(
     Query(q): Query<Limit>,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
-    Ok(Json(
-        o.store()
-            .events(&app, q.limit.unwrap_or(50).clamp(1, 1000))
-            .await?,
-    ))
+    Ok(Json(o.store().events(&app, q.get()).await?))
 }
 
 #[cfg(test)]
