@@ -58,29 +58,41 @@ fn best_ns_per_eval(mut eval: impl FnMut(usize) -> bool) -> (f64, usize) {
 
 fn main() {
     let baton = baton_flags::FlagSet::from_json(FLAGS).expect("baton-flags reads the flags");
-    let baton_contexts: Vec<baton_flags::Context> =
-        (0..CONTEXTS).map(|i| serde_json::from_value(context_json(i)).unwrap()).collect();
+    let baton_contexts: Vec<baton_flags::Context> = (0..CONTEXTS)
+        .map(|i| serde_json::from_value(context_json(i)).unwrap())
+        .collect();
 
     let engine = unleash_yggdrasil::EngineState::default();
-    let features: unleash_yggdrasil::ClientFeatures = serde_json::from_str(FLAGS).expect("yggdrasil reads the flags");
+    let features: unleash_yggdrasil::ClientFeatures =
+        serde_json::from_str(FLAGS).expect("yggdrasil reads the flags");
     engine.take_state(unleash_yggdrasil::UpdateMessage::FullResponse(features));
-    let ygg_contexts: Vec<unleash_yggdrasil::Context> =
-        (0..CONTEXTS).map(|i| serde_json::from_value(context_json(i)).unwrap()).collect();
+    let ygg_contexts: Vec<unleash_yggdrasil::Context> = (0..CONTEXTS)
+        .map(|i| serde_json::from_value(context_json(i)).unwrap())
+        .collect();
 
     let mut agree = 0;
     for i in 0..CONTEXTS {
         let a = baton.is_enabled("new-checkout", &baton_contexts[i]);
         let b = engine.is_enabled("new-checkout", &ygg_contexts[i], &None);
-        assert_eq!(a, b, "the engines disagree on context {i}: {}", context_json(i));
+        assert_eq!(
+            a,
+            b,
+            "the engines disagree on context {i}: {}",
+            context_json(i)
+        );
         agree += a as usize;
     }
     println!("both engines agree on all {CONTEXTS} contexts ({agree} enabled)");
 
     let (b_ns, b_on) = best_ns_per_eval(|i| baton.is_enabled("new-checkout", &baton_contexts[i]));
-    let (y_ns, y_on) = best_ns_per_eval(|i| engine.is_enabled("new-checkout", &ygg_contexts[i], &None));
+    let (y_ns, y_on) =
+        best_ns_per_eval(|i| engine.is_enabled("new-checkout", &ygg_contexts[i], &None));
     assert_eq!(b_on, y_on);
     println!("{EVALUATIONS} evaluations per round, best of {ROUNDS} rounds:");
     println!("  baton-flags        {b_ns:>8.1} ns/evaluation");
     println!("  unleash-yggdrasil  {y_ns:>8.1} ns/evaluation");
-    println!("  baton ÷ yggdrasil  {:>8.2} (time; below 1 is faster)", b_ns / y_ns);
+    println!(
+        "  baton ÷ yggdrasil  {:>8.2} (time; below 1 is faster)",
+        b_ns / y_ns
+    );
 }

@@ -11,13 +11,20 @@ use std::time::Duration;
 
 fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
-    let release: String = std::env::var("BATON_RELEASE").unwrap_or_else(|_| "unknown".into()).chars().take(12).collect();
+    let release: String = std::env::var("BATON_RELEASE")
+        .unwrap_or_else(|_| "unknown".into())
+        .chars()
+        .take(12)
+        .collect();
     let fail_health = std::env::var("FAIL_HEALTH").as_deref() == Ok("1");
     if let Some(code) = std::env::var("EXIT_CODE").ok().and_then(|v| v.parse().ok()) {
         eprintln!("exiting at start on purpose (EXIT_CODE={code})");
         std::process::exit(code);
     }
-    if let Some(ms) = std::env::var("STARTUP_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("STARTUP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         println!("starting slowly: waiting {ms} ms");
         std::thread::sleep(Duration::from_millis(ms));
     }
@@ -37,7 +44,9 @@ fn main() {
 
 /// Serves one keep-alive connection, request after request.
 fn serve(stream: TcpStream, release: &str, fail_health: bool) {
-    let Ok(reader) = stream.try_clone() else { return };
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(reader);
     let mut writer = stream;
     loop {
@@ -68,10 +77,17 @@ fn serve(stream: TcpStream, release: &str, fail_health: bool) {
         if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
             return;
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
         let (status, text) = if path == "/health" {
             if fail_health {
-                ("503 Service Unavailable", "unhealthy on purpose (FAIL_HEALTH=1)\n".to_string())
+                (
+                    "503 Service Unavailable",
+                    "unhealthy on purpose (FAIL_HEALTH=1)\n".to_string(),
+                )
             } else {
                 ("200 OK", "ok\n".to_string())
             }
@@ -79,7 +95,10 @@ fn serve(stream: TcpStream, release: &str, fail_health: bool) {
             if let Some(ms) = path.strip_prefix("/slow?ms=").and_then(|v| v.parse().ok()) {
                 std::thread::sleep(Duration::from_millis(ms));
             }
-            ("200 OK", format!("Hello from Baton's Docker example!\nrelease: {release}\npath: {path}\n"))
+            (
+                "200 OK",
+                format!("Hello from Baton's Docker example!\nrelease: {release}\npath: {path}\n"),
+            )
         };
         let response = format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{text}",
