@@ -70,6 +70,16 @@ pub struct Manifest {
     pub environments: BTreeMap<String, EnvironmentSection>,
     /// Settings of the Docker runtime; only with `runtime = "docker"`.
     pub docker: Option<DockerSection>,
+    /// The app's database migrations.
+    pub database: Option<DatabaseSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// The folder of Flyway-style migrations (`V1__create_users.sql`, …),
+    /// relative to the app folder.
+    pub migrations: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -390,6 +400,21 @@ impl Manifest {
         for key in self.env.keys() {
             check_env_key(key).map_err(|r| invalid(&format!("env.{key}"), r))?;
         }
+        if let Some(database) = &self.database {
+            let path = std::path::Path::new(&database.migrations);
+            if database.migrations.trim().is_empty()
+                || path.is_absolute()
+                || path.components().any(|c| c.as_os_str() == "..")
+            {
+                return Err(invalid(
+                    "database.migrations",
+                    format!(
+                        "{:?} must be a folder inside the app folder, like \"db/migrations\"",
+                        database.migrations
+                    ),
+                ));
+            }
+        }
         match (&self.docker, self.runtime) {
             (Some(_), RuntimeKind::Process) => {
                 return Err(invalid(
@@ -685,6 +710,31 @@ env = { LEVEL = "debug" }
             );
             match Manifest::parse(&text, "baton.toml") {
                 Err(ManifestError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_migrations_folder_stays_inside_the_app() {
+        let ok =
+            "name = \"a\"\n[web]\ncommand = \"x\"\n[database]\nmigrations = \"db/migrations\"\n";
+        assert_eq!(
+            Manifest::parse(ok, "baton.toml")
+                .unwrap()
+                .database
+                .unwrap()
+                .migrations,
+            "db/migrations"
+        );
+        for bad in ["/etc", "../other", ""] {
+            let text = format!(
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[database]\nmigrations = \"{bad}\"\n"
+            );
+            match Manifest::parse(&text, "baton.toml") {
+                Err(ManifestError::Invalid { field, .. }) => {
+                    assert_eq!(field, "database.migrations")
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }

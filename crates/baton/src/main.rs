@@ -4,6 +4,7 @@
 
 mod client;
 mod commands;
+mod db;
 mod output;
 mod server;
 
@@ -109,6 +110,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Database migrations.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// What happened to an app's targets and deployments.
     Events {
         app: String,
@@ -116,6 +122,20 @@ enum Command {
         limit: i64,
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Check the app's migrations for changes that would break the release
+    /// still running or lock a busy table; exits 1 on an error finding.
+    Lint {
+        /// The app's folder, holding baton.toml.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Print machine-readable JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -184,6 +204,9 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Db {
+                command: DbCommand::Lint { dir, json },
+            } => db::lint(&dir, json),
         }
     });
     match result {
