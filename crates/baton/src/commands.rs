@@ -38,6 +38,13 @@ pub async fn deploy(
             size(package.archive.len() as i64),
             baton_package::short_id(&package.id)
         );
+        if manifest.runtime == baton_manifest::RuntimeKind::Docker {
+            // The server builds the image while this request waits.
+            println!(
+                "{}",
+                dim("Uploading; the server builds the release's image (once per release)…")
+            );
+        }
     }
     let created: serde_json::Value = api
         .post_bytes(
