@@ -90,26 +90,25 @@ impl Proxy {
             .unwrap_or_default();
         let wants_preview = req.headers().contains_key(PREVIEW);
 
-        let held = {
-            let table = self.current();
-            match table.resolve(&host) {
-                Some((route, _)) if route.gate.is_held() => {
-                    Some((Arc::clone(&route.gate), route.spec.hold_timeout))
-                }
-                Some(_) => None,
-                None => return Miss::UnknownHost.response(&host),
-            }
-        };
-        if let Some((gate, hold_timeout)) = held {
-            let waited = gate.wait(hold_timeout).await;
-            if waited != Waited::Released {
-                tracing::warn!(host = %host, ?waited, "request went on without waiting for the switch");
-            }
-        }
-
-        let target = match self.pick(&host, wants_preview) {
-            Ok(target) => target,
+        // One table lookup on the common path; a second only after a hold,
+        // since the route has switched meanwhile.
+        let held = match self.pick(&host, wants_preview, true) {
+            Ok(Picked::Target(target)) => Ok(target),
+            Ok(Picked::Held(gate, hold_timeout)) => Err((gate, hold_timeout)),
             Err(miss) => return miss.response(&host),
+        };
+        let target = match held {
+            Ok(target) => target,
+            Err((gate, hold_timeout)) => {
+                let waited = gate.wait(hold_timeout).await;
+                if waited != Waited::Released {
+                    tracing::warn!(host = %host, ?waited, "request went on without waiting for the switch");
+                }
+                match self.pick_now(&host, wants_preview) {
+                    Ok(target) => target,
+                    Err(miss) => return miss.response(&host),
+                }
+            }
         };
         let (parts, body) = req.into_parts();
         let upstream = upstream_request(parts, body, client_ip, host_header.clone());
@@ -122,7 +121,7 @@ impl Proxy {
             ..
         }) = &outcome
         {
-            if let Ok(next) = self.pick(&host, wants_preview) {
+            if let Ok(next) = self.pick_now(&host, wants_preview) {
                 if next.id != target.id {
                     tracing::info!(host = %host, from = target.id, to = next.id, "retrying on the new target");
                     if let Err(Failure {
@@ -163,16 +162,37 @@ impl Proxy {
         }
     }
 
-    fn pick(&self, host: &str, wants_preview: bool) -> Result<Arc<Target>, Miss> {
+    /// The target for a request, or, if `wait_for_hold` and the route is
+    /// held, the hold to wait out first.
+    fn pick(&self, host: &str, wants_preview: bool, wait_for_hold: bool) -> Result<Picked, Miss> {
         let table = self.current();
         let Some((route, preview_host)) = table.resolve(host) else {
             return Err(Miss::UnknownHost);
         };
+        if wait_for_hold && route.gate.is_held() {
+            return Ok(Picked::Held(
+                Arc::clone(&route.gate),
+                route.spec.hold_timeout,
+            ));
+        }
         match route.pick(wants_preview || preview_host) {
-            Some(target) => Ok(Arc::clone(target)),
+            Some(target) => Ok(Picked::Target(Arc::clone(target))),
             None => Err(Miss::NoLiveTarget(route.spec.key.to_string())),
         }
     }
+
+    /// The target for a request, held or not: after a hold, or for a retry.
+    fn pick_now(&self, host: &str, wants_preview: bool) -> Result<Arc<Target>, Miss> {
+        match self.pick(host, wants_preview, false)? {
+            Picked::Target(target) => Ok(target),
+            Picked::Held(..) => unreachable!("a hold is only reported when asked for"),
+        }
+    }
+}
+
+enum Picked {
+    Target(Arc<Target>),
+    Held(Arc<crate::hold::Gate>, std::time::Duration),
 }
 
 /// Why no target could be picked for a request.
