@@ -118,13 +118,7 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 }
 
 fn check_app(app: &str) -> ApiResult<()> {
-    if baton_manifest::is_name(app) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{app:?} is not a valid app name: use lower-case letters, digits and dashes"
-        )))
-    }
+    baton_manifest::check_name("app", app).map_err(ApiError::bad_request)
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -46,6 +46,22 @@ pub enum RuntimeKind {
     Docker,
 }
 
+impl RuntimeKind {
+    /// The name used in `baton.toml` and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RuntimeKind> {
+        [RuntimeKind::Process, RuntimeKind::Docker]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -352,15 +368,7 @@ impl Manifest {
             field: field.to_string(),
             reason,
         };
-        if !is_name(&self.name) {
-            return Err(invalid(
-                "name",
-                format!(
-                    "{:?} is not a valid app name: use 1 to 63 lower-case letters, digits and dashes, starting with a letter",
-                    self.name
-                ),
-            ));
-        }
+        check_name("app", &self.name).map_err(|reason| invalid("name", reason))?;
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
         }
@@ -458,12 +466,8 @@ impl Manifest {
             _ => {}
         }
         for (name, section) in &self.environments {
-            if !is_name(name) {
-                return Err(invalid(
-                    &format!("environments.{name}"),
-                    format!("{name:?} is not a valid environment name: use lower-case letters, digits and dashes"),
-                ));
-            }
+            check_name("environment", name)
+                .map_err(|reason| invalid(&format!("environments.{name}"), reason))?;
             for (i, host) in section.hosts.iter().flatten().enumerate() {
                 check_host(host)
                     .map_err(|r| invalid(&format!("environments.{name}.hosts[{i}]"), r))?;
@@ -496,6 +500,17 @@ impl Manifest {
             hosts,
             env,
         }
+    }
+}
+
+/// Checks an app or environment name (`what`), saying what is wrong.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if is_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid {what} name: use 1 to 63 lower-case letters, digits and dashes, starting with a letter"
+        ))
     }
 }
 

@@ -14,7 +14,7 @@ use baton_store::{
     TargetState,
 };
 
-use crate::{addr, plan, Error, Managed, Orchestrator, Result};
+use crate::{plan, Error, Managed, Orchestrator, Result};
 
 /// What one deployment needs, resolved before it starts.
 pub(crate) struct Job {
@@ -44,8 +44,6 @@ impl Orchestrator {
                 baton_package::short_id(&release.id)
             ))
         })?;
-        // Refused before anything is recorded when the runtime is missing.
-        self.runtime(manifest.runtime)?;
         let config = manifest.environment(environment);
         if config.hosts.is_empty() {
             return Err(Error::BadRequest(format!(
@@ -299,14 +297,9 @@ impl Orchestrator {
 
     async fn start_target(self: &Arc<Self>, job: &Job) -> StepResult<Arc<Managed>> {
         let d = job.deployment.id;
-        let runtime = self
-            .runtime(job.manifest.runtime)
-            .map_err(|e| e.to_string())?;
+        let runtime = self.runtime(job.manifest.runtime);
         let port = free_port().map_err(|e| format!("no free port for the new target: {e}"))?;
-        let kind = match job.manifest.runtime {
-            RuntimeKind::Process => "process",
-            RuntimeKind::Docker => "docker",
-        };
+        let kind = job.manifest.runtime.as_str();
         let record = self
             .store
             .create_target(
@@ -355,17 +348,13 @@ impl Orchestrator {
             "target {} on port {port} ({kind} {})",
             record.id, handle.reference
         );
-        let managed = Arc::new(Managed {
-            record_id: record.id,
-            key: job.key.clone(),
-            release: job.release.id.clone(),
-            proxy_target: baton_proxy::Target::new(record.id, addr(port), job.release.id.clone()),
+        let managed = Managed::new(
             spec,
-            handle: Mutex::new(handle),
-            state: Mutex::new(TargetState::Starting),
-            stop_timeout: job.manifest.web.stop_timeout,
+            handle,
+            TargetState::Starting,
+            job.manifest.web.stop_timeout,
             runtime,
-        });
+        );
         self.manage(Arc::clone(&managed));
         self.supervise(Arc::clone(&managed));
         Ok((managed, Some(detail)))

@@ -71,6 +71,31 @@ pub(crate) struct Managed {
 }
 
 impl Managed {
+    /// Everything else about a target follows from its spec.
+    pub fn new(
+        spec: TargetSpec,
+        handle: TargetHandle,
+        state: TargetState,
+        stop_timeout: Duration,
+        runtime: Arc<dyn Runtime>,
+    ) -> Arc<Managed> {
+        Arc::new(Managed {
+            record_id: spec.target_id,
+            key: RouteKey::new(&spec.app, &spec.environment),
+            release: spec.release.clone(),
+            proxy_target: baton_proxy::Target::new(
+                spec.target_id,
+                addr(spec.port),
+                spec.release.clone(),
+            ),
+            spec,
+            handle: Mutex::new(handle),
+            state: Mutex::new(state),
+            stop_timeout,
+            runtime,
+        })
+    }
+
     pub fn state(&self) -> TargetState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -100,9 +125,9 @@ pub struct Orchestrator {
 #[derive(Clone)]
 pub struct Runtimes {
     pub process: Arc<dyn Runtime>,
-    /// Absent when no Docker Engine is configured; apps asking for it fail
-    /// to deploy with this reason.
-    pub docker: std::result::Result<Arc<DockerRuntime>, String>,
+    /// Connects to the engine on first use; an unreachable engine fails only
+    /// the Docker apps' deploys, with the engine named.
+    pub docker: Arc<DockerRuntime>,
 }
 
 /// A deploy request.
@@ -172,19 +197,11 @@ impl Orchestrator {
         &self.logs
     }
 
-    fn docker(&self) -> Result<&Arc<DockerRuntime>> {
-        self.runtimes.docker.as_ref().map_err(|why| {
-            Error::BadRequest(format!(
-                "the Docker runtime is not available on this server: {why}"
-            ))
-        })
-    }
-
     /// The runtime of that kind.
-    pub(crate) fn runtime(&self, kind: RuntimeKind) -> Result<Arc<dyn Runtime>> {
+    pub(crate) fn runtime(&self, kind: RuntimeKind) -> Arc<dyn Runtime> {
         match kind {
-            RuntimeKind::Process => Ok(Arc::clone(&self.runtimes.process)),
-            RuntimeKind::Docker => Ok(Arc::clone(self.docker()?) as Arc<dyn Runtime>),
+            RuntimeKind::Process => Arc::clone(&self.runtimes.process),
+            RuntimeKind::Docker => Arc::clone(&self.runtimes.docker) as Arc<dyn Runtime>,
         }
     }
 
@@ -283,7 +300,9 @@ impl Orchestrator {
         if let Some(existing) = &existing {
             let image_present = match (&existing.image, manifest.runtime) {
                 (_, RuntimeKind::Process) => true,
-                (Some(image), RuntimeKind::Docker) => self.docker()?.image_id(image).await.is_ok(),
+                (Some(image), RuntimeKind::Docker) => {
+                    self.runtimes.docker.image_id(image).await.is_ok()
+                }
                 (None, RuntimeKind::Docker) => false,
             };
             if image_present {
@@ -293,7 +312,7 @@ impl Orchestrator {
         let image = match manifest.runtime {
             RuntimeKind::Process => None,
             RuntimeKind::Docker => {
-                let docker = self.docker()?;
+                let docker = &self.runtimes.docker;
                 let settings = manifest.docker();
                 let built = match &settings.image {
                     Some(reference) => docker.image_id(reference).await,
@@ -342,7 +361,7 @@ impl Orchestrator {
         current: &str,
         keep: usize,
     ) -> Result<Vec<String>> {
-        let docker = self.docker()?;
+        let docker = &self.runtimes.docker;
         let releases = self.store.releases(app).await?;
         let image_of = |release: &str| {
             releases
@@ -596,13 +615,7 @@ pub(crate) fn addr(port: u16) -> SocketAddr {
 }
 
 fn check_environment(environment: &str) -> Result<()> {
-    if baton_manifest::is_name(environment) {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "{environment:?} is not a valid environment name: use lower-case letters, digits and dashes"
-        )))
-    }
+    baton_manifest::check_name("environment", environment).map_err(Error::BadRequest)
 }
 
 /// The text of `baton.toml` at the root of a packed archive.

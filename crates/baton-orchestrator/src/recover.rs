@@ -2,7 +2,7 @@
 //! still running (never restarting them), restore the proxy's routes from the
 //! store, and finish or undo the deployments that were cut short.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use baton_manifest::Manifest;
 use baton_manifest::RuntimeKind;
@@ -12,7 +12,7 @@ use baton_store::{now_ms, DeploymentState, StepKind, StepState, TargetRecord, Ta
 use serde::Serialize;
 
 use crate::plan::{self, Recovery};
-use crate::{addr, Managed, Orchestrator, Result};
+use crate::{Managed, Orchestrator, Result};
 
 /// What start-up found and did, for the log and for tests.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -128,27 +128,30 @@ impl Orchestrator {
                 return Ok(());
             }
         };
-        let kind = if record.runtime == "docker" {
-            RuntimeKind::Docker
-        } else {
-            RuntimeKind::Process
+        let Some(kind) = RuntimeKind::from_name(&record.runtime) else {
+            tracing::error!(
+                target = record.id,
+                runtime = record.runtime,
+                "unknown runtime in the store"
+            );
+            return Ok(());
         };
-        let (runtime, spec) = match self.runtime(kind).and_then(|rt| {
-            Ok((
-                rt,
-                self.target_spec(
-                    record.id,
-                    &record.environment,
-                    &release,
-                    &manifest,
-                    record.port,
-                )?,
-            ))
-        }) {
-            Ok(found) => found,
+        let runtime = self.runtime(kind);
+        if let Err(e) = runtime.available().await {
+            // Say a Docker Engine that is down: whether the target still
+            // runs is unknown, so its record is left as it is.
+            tracing::error!(target = record.id, error = %e, "cannot look after this target now");
+            return Ok(());
+        }
+        let spec = match self.target_spec(
+            record.id,
+            &record.environment,
+            &release,
+            &manifest,
+            record.port,
+        ) {
+            Ok(spec) => spec,
             Err(e) => {
-                // Without its runtime, say a Docker Engine that is down, the
-                // target's fate is unknown: leave its record as it is.
                 tracing::error!(target = record.id, error = %e, "cannot look after this target");
                 return Ok(());
             }
@@ -162,21 +165,13 @@ impl Orchestrator {
             None => false,
         };
         let managed = |handle: TargetHandle, state| {
-            Arc::new(Managed {
-                record_id: record.id,
-                key: RouteKey::new(&record.app, &record.environment),
-                release: record.release_id.clone(),
-                proxy_target: baton_proxy::Target::new(
-                    record.id,
-                    addr(record.port),
-                    record.release_id.clone(),
-                ),
-                spec: spec.clone(),
-                handle: Mutex::new(handle),
-                state: Mutex::new(state),
-                stop_timeout: manifest.web.stop_timeout,
-                runtime: Arc::clone(&runtime),
-            })
+            Managed::new(
+                spec.clone(),
+                handle,
+                state,
+                manifest.web.stop_timeout,
+                Arc::clone(&runtime),
+            )
         };
         match (record.state, handle, running) {
             (state, Some(handle), true) => {

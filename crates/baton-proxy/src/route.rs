@@ -117,13 +117,6 @@ impl RouteTable {
             .map(|(route, preview)| (route, *preview))
     }
 
-    /// The specs of every route, sorted by key.
-    pub fn specs(&self) -> Vec<RouteSpec> {
-        let mut specs: Vec<RouteSpec> = self.routes.values().map(|r| r.spec.clone()).collect();
-        specs.sort_by(|a, b| a.key.cmp(&b.key));
-        specs
-    }
-
     /// Which route answers for `host`, if any.
     pub fn owner(&self, host: &str) -> Option<RouteKey> {
         self.hosts

@@ -61,13 +61,14 @@ fn short(id: &str) -> &str {
 
 impl DockerRuntime {
     /// Uses the engine named by DOCKER_HOST, or the local socket. Nothing
-    /// is contacted until a Docker app needs it.
-    pub fn connect(logs: LogFiles) -> Result<DockerRuntime, RuntimeError> {
-        Ok(DockerRuntime {
+    /// is contacted until a Docker app needs it, so a server without an
+    /// engine runs process apps as usual.
+    pub fn new(logs: LogFiles) -> DockerRuntime {
+        DockerRuntime {
             docker: OnceCell::new(),
             logs,
             network: OnceCell::new(),
-        })
+        }
     }
 
     /// The client, connected on first use and speaking the engine's API
@@ -79,15 +80,6 @@ impl DockerRuntime {
                 docker.negotiate_version().await.map_err(explain)
             })
             .await
-    }
-
-    pub async fn ping(&self) -> Result<(), RuntimeError> {
-        self.client()
-            .await?
-            .ping()
-            .await
-            .map(|_| ())
-            .map_err(explain)
     }
 
     async fn ensure_network(&self) -> Result<(), RuntimeError> {
@@ -250,6 +242,18 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
+    fn available<'a>(&'a self) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        async move {
+            self.client()
+                .await?
+                .ping()
+                .await
+                .map(|_| ())
+                .map_err(explain)
+        }
+        .boxed()
+    }
+
     fn start<'a>(
         &'a self,
         spec: &'a TargetSpec,

@@ -98,6 +98,12 @@ pub enum RuntimeError {
 }
 
 pub trait Runtime: Send + Sync + 'static {
+    /// Whether the runtime can be used right now (for Docker: the engine
+    /// answers), with the reason when it cannot.
+    fn available<'a>(&'a self) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Starts a target and returns as soon as it is running (not yet healthy).
     fn start<'a>(
         &'a self,

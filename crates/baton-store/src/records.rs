@@ -47,7 +47,11 @@ string_enum!(StepKind {
     KeepWarm => "keep_warm",
     Recover => "recover",
 });
-string_enum!(StepState { Running => "running", Done => "done", Failed => "failed", Skipped => "skipped" });
+string_enum!(StepState {
+    Running => "running",
+    Done => "done",
+    Failed => "failed",
+});
 string_enum!(TargetState {
     Starting => "starting",
     Healthy => "healthy",

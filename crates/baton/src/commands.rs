@@ -212,7 +212,6 @@ fn print_step(step: &Step) {
     let mark = match step.state {
         StepState::Done => green("✓"),
         StepState::Failed => red("✗"),
-        StepState::Skipped => dim("-"),
         StepState::Running => dim("…"),
     };
     let detail = step

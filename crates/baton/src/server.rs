@@ -62,10 +62,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let logs = LogFiles::new(data.join("logs"));
     let runtimes = Runtimes {
         process: Arc::new(ProcessRuntime::new(logs.clone())),
-        // Connecting is lazy: a missing engine only matters to Docker apps.
-        docker: DockerRuntime::connect(logs.clone())
-            .map(Arc::new)
-            .map_err(|e| e.to_string()),
+        docker: Arc::new(DockerRuntime::new(logs.clone())),
     };
     let orchestrator = Orchestrator::new(
         store,
