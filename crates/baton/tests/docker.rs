@@ -214,3 +214,44 @@ async fn an_unreachable_engine_and_a_missing_image_are_named() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_the_engine_leaves_container_records_alone() {
+    let app = DockerApp::new("noengine-restart", "one");
+    let mut server = Server::start();
+    server.deploy(app.path());
+    server.deploy(DockerApp::named(app.name, "two").path());
+    let states = |server: &Server| -> Vec<String> {
+        let status = server.json(&["status"]);
+        let env = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["app"] == app.name)
+            .unwrap()
+            .clone();
+        env["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states(&server), ["warm", "live"]);
+
+    server.kill9();
+    server.set_env(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    server.restart();
+    assert_eq!(
+        states(&server),
+        ["warm", "live"],
+        "records were changed while the engine was unreachable"
+    );
+
+    server.kill9();
+    server.set_env(&[]);
+    server.restart();
+    let (status, _) = get_fresh(server.proxy, app.host, "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(app.containers().len(), 2, "both containers were adopted");
+}

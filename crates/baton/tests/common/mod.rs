@@ -73,6 +73,19 @@ impl Server {
     }
 
     /// Starts the server again on the same data folder and addresses.
+    /// Environment variables for the next (re)start of the server.
+    pub fn set_env(&self, env: &[(&str, &str)]) {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        std::fs::write(
+            self.dir.path().join("env"),
+            serde_json::to_string(&env).unwrap(),
+        )
+        .unwrap();
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         let (child, api, proxy) = spawn(
