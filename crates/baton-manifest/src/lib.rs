@@ -96,6 +96,21 @@ pub struct DatabaseSection {
     /// The folder of Flyway-style migrations (`V1__create_users.sql`, …),
     /// relative to the app folder.
     pub migrations: String,
+    /// The variable of the environment's `env` that holds the database URL
+    /// (`postgres://…`, `sqlite://…`, `mysql://…`); the app reads the same one.
+    #[serde(default = "defaults::database_url_env")]
+    pub url_env: String,
+    /// Flyway's `outOfOrder`: apply versions below the highest applied one.
+    #[serde(default)]
+    pub out_of_order: bool,
+    /// How long a migration statement may wait for a lock before failing
+    /// (PostgreSQL's `lock_timeout`, MySQL's `lock_wait_timeout`, SQLite's
+    /// busy timeout). Zero waits for ever.
+    #[serde(default = "defaults::lock_timeout", with = "duration")]
+    pub lock_timeout: Duration,
+    /// Flyway's `baselineOnMigrate`: a database holding tables but no history
+    /// is first baselined at this version.
+    pub baseline_on_migrate: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -264,6 +279,12 @@ pub struct EnvironmentConfig {
 }
 
 mod defaults {
+    pub fn database_url_env() -> String {
+        "DATABASE_URL".into()
+    }
+    pub fn lock_timeout() -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
     use std::time::Duration;
     pub fn stop_timeout() -> Duration {
         Duration::from_secs(10)
@@ -422,6 +443,7 @@ impl Manifest {
                     ),
                 ));
             }
+            check_env_key(&database.url_env).map_err(|r| invalid("database.url_env", r))?;
         }
         match (&self.docker, self.runtime) {
             (Some(_), RuntimeKind::Process) => {

@@ -68,6 +68,9 @@ impl Migration {
     /// file-name rules. `Ok(None)` means the file is not a migration Baton
     /// runs (an undo script, a callback, a non-SQL file).
     pub fn from_text(script: &str, sql: &str) -> Result<Option<Migration>, FileProblem> {
+        // Flyway drops a leading byte order mark before running the script
+        // (and before its checksum); the database would refuse it.
+        let sql = sql.strip_prefix('\u{FEFF}').unwrap_or(sql);
         let file_name = script.rsplit('/').next().unwrap_or(script);
         match parse_name(file_name).map_err(|kind| kind.at(script))? {
             ScriptName::Versioned {

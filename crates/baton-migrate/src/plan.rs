@@ -104,6 +104,11 @@ pub struct Settings {
     /// sets it when the schema already holds tables, and an empty history is
     /// then baselined at this version before migrating.
     pub baseline_on_migrate: Option<Version>,
+    /// Scripts allowed to run out of order whatever `out_of_order` says:
+    /// Baton's contract migrations, which it defers by design until the
+    /// release using what they remove is gone, while later expand migrations
+    /// go ahead.
+    pub deferred: std::collections::BTreeSet<String>,
 }
 
 /// A migration's state, with Flyway's meaning and display name.
@@ -371,6 +376,7 @@ pub fn info(migrations: &[Migration], history: &[HistoryRow], settings: &Setting
                     State::AboveTarget
                 } else if last_applied.as_ref().is_some_and(|last| v < last)
                     && !settings.out_of_order
+                    && !settings.deferred.contains(&migration.script)
                 {
                     State::Ignored
                 } else {

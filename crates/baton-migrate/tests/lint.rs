@@ -146,7 +146,10 @@ fn volatile_defaults_rewrite_the_table_but_now_does_not() {
     let old_postgres = lint_sql(
         "V1__x.sql",
         &format!("{TIMEOUT}ALTER TABLE users ADD COLUMN n int DEFAULT 0;"),
-        &LintOptions { postgres_major: 10 },
+        &LintOptions {
+            postgres_major: 10,
+            ..LintOptions::default()
+        },
     );
     assert!(old_postgres
         .errors()

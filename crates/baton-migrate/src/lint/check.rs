@@ -200,7 +200,7 @@ pub(crate) fn lint(
         made_triggers: Vec::new(),
         not_valid_added: Vec::new(),
         validated_tables: Vec::new(),
-        session_timeout: false,
+        session_timeout: options.runner_lock_timeout,
         local_timeout: None,
         timeout_reported: false,
         findings: Vec::new(),

@@ -73,11 +73,19 @@ impl fmt::Display for Phase {
 pub struct LintOptions {
     /// The oldest PostgreSQL major version the migration must be safe on.
     pub postgres_major: u32,
+    /// Whether the runner sets a `lock_timeout` for the session before each
+    /// migration (Baton's runner does, by default), which satisfies
+    /// `require-lock-timeout`. Off for a plain lint: the script may be run
+    /// by another tool.
+    pub runner_lock_timeout: bool,
 }
 
 impl Default for LintOptions {
     fn default() -> Self {
-        LintOptions { postgres_major: 14 }
+        LintOptions {
+            postgres_major: 14,
+            runner_lock_timeout: false,
+        }
     }
 }
 
