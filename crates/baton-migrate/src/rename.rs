@@ -295,7 +295,7 @@ impl ColumnRename {
         let column_type = self.column_type.trim();
 
         let mut expand = format!(
-            "-- Expand half of renaming {shown}, written by `baton db plan rename-column`.\n\
+            "-- Expand half of renaming {shown}, written by `baton db new rename-column`.\n\
              -- Safe while the release that uses {old} still runs: it adds {new}, keeps\n\
              -- both columns equal with a trigger, and copies existing rows in batches\n\
              -- of {batch}, each committed on its own so no lock is held for long.\n\
@@ -369,7 +369,7 @@ impl ColumnRename {
         }
 
         let mut contract = format!(
-            "-- Contract half of renaming {shown}, written by `baton db plan rename-column`.\n\
+            "-- Contract half of renaming {shown}, written by `baton db new rename-column`.\n\
              -- Apply it only once no running release reads or writes {old}: it stops the\n\
              -- sync trigger and drops {old} for good.\n\
              -- baton:contract\n\

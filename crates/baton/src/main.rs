@@ -137,6 +137,61 @@ enum DbCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Apply pending migrations (Flyway's `migrate`), each in its own
+    /// transaction, under the database's migration lock.
+    Migrate {
+        #[command(flatten)]
+        db: db::DbArgs,
+        /// Apply only this half: `expand` (safe while the old release runs)
+        /// or `contract` (once it is gone); both by default.
+        #[arg(long, value_parser = ["all", "expand", "contract"], default_value = "all")]
+        phase: String,
+        /// Apply even when the linter finds a change that breaks the
+        /// running release.
+        #[arg(long)]
+        allow_unsafe: bool,
+    },
+    /// Files and history side by side, with each migration's state
+    /// (Flyway's `info`).
+    Info {
+        #[command(flatten)]
+        db: db::DbArgs,
+    },
+    /// Check the history against the files; exits 1 on any problem
+    /// (Flyway's `validate`).
+    Validate {
+        #[command(flatten)]
+        db: db::DbArgs,
+    },
+    /// Remove failed rows, mark deleted files, realign checksums and
+    /// descriptions (Flyway's `repair`).
+    Repair {
+        #[command(flatten)]
+        db: db::DbArgs,
+    },
+    /// Record that the database already holds everything up to VERSION
+    /// (Flyway's `baseline`).
+    Baseline {
+        #[command(flatten)]
+        db: db::DbArgs,
+        /// The baseline version.
+        #[arg(long, default_value = "1")]
+        version: String,
+        /// The baseline row's description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// What a deploy of this folder will apply, and when: expand migrations
+    /// before the new release starts, contract ones once the old is gone.
+    Plan {
+        #[command(flatten)]
+        db: db::DbArgs,
+    },
+    /// Write migrations from a recipe.
+    New {
+        #[command(subcommand)]
+        recipe: db::Recipe,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -204,9 +259,24 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
-            Command::Db {
-                command: DbCommand::Lint { dir, json },
-            } => db::lint(&dir, json),
+            Command::Db { command } => match command {
+                DbCommand::Lint { dir, json } => db::lint(&dir, json),
+                DbCommand::Migrate {
+                    db,
+                    phase,
+                    allow_unsafe,
+                } => db::migrate(&db, &phase, allow_unsafe).await,
+                DbCommand::Info { db } => db::info(&db).await,
+                DbCommand::Validate { db } => db::validate(&db).await,
+                DbCommand::Repair { db } => db::repair(&db).await,
+                DbCommand::Baseline {
+                    db,
+                    version,
+                    description,
+                } => db::baseline(&db, &version, description.as_deref()).await,
+                DbCommand::Plan { db } => db::plan(&db).await,
+                DbCommand::New { recipe } => db::new(recipe),
+            },
         }
     });
     match result {

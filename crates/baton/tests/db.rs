@@ -99,3 +99,119 @@ fn a_bad_file_name_or_a_missing_folder_setting_is_named() {
     let error = String::from_utf8_lossy(&out.stderr);
     assert!(error.contains("[database] migrations"), "{error}");
 }
+
+#[path = "../../baton-db/tests/support/postgres.rs"]
+mod postgres;
+
+fn db(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("db")
+        .args(args)
+        .arg(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_cli_migrates_the_environments_database_and_reports_like_flyway() {
+    let url = postgres::server().database();
+    let app = app_with(&[
+        (
+            "V1__create_users.sql",
+            "CREATE TABLE users (id bigint PRIMARY KEY, name text);\n",
+        ),
+        (
+            "V2__add_email.sql",
+            "ALTER TABLE users ADD COLUMN email text;\n",
+        ),
+    ]);
+    let manifest = app.path().join("baton.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[environments.staging.env]\nDATABASE_URL = \"{url}\"\n"),
+    )
+    .unwrap();
+
+    // Production has no URL: the error says where to put one.
+    let (ok, out) = db(app.path(), &["migrate"]);
+    assert!(!ok);
+    assert!(
+        out.contains("no database URL for environment production: set DATABASE_URL in [environments.production.env]"),
+        "{out}"
+    );
+
+    let (ok, out) = db(app.path(), &["info", "-e", "staging"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("Pending").count(), 2, "{out}");
+    let (ok, out) = db(app.path(), &["validate", "-e", "staging"]);
+    assert!(!ok && out.contains("has not been applied"), "{out}");
+
+    let (ok, out) = db(app.path(), &["migrate", "-e", "staging"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("✓ V1__create_users.sql") && out.contains("2 migration(s) applied"),
+        "{out}"
+    );
+    let (ok, out) = db(app.path(), &["validate", "-e", "staging"]);
+    assert!(ok, "{out}");
+    let (ok, out) = db(app.path(), &["info", "-e", "staging", "--json"]);
+    assert!(ok, "{out}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["current"], "2");
+    assert_eq!(info["entries"][1]["state"], "success");
+
+    // The rename recipe, then the plan of the next deploy.
+    let (ok, out) = db(
+        app.path(),
+        &[
+            "new",
+            "rename-column",
+            "users",
+            "name",
+            "full_name",
+            "--type",
+            "text",
+            "--dir",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        app.path()
+            .join("db/migrations/V3__expand_rename_users_name_to_full_name.sql")
+            .exists(),
+        "{out}"
+    );
+    let (ok, out) = db(app.path(), &["plan", "-e", "staging"]);
+    assert!(ok, "{out}");
+    let expand = out
+        .find("before the new release starts (expand):")
+        .expect(&out);
+    let contract = out.find("(contract):").expect(&out);
+    assert!(out[expand..contract].contains("V3__"), "{out}");
+    assert!(out[contract..].contains("V4__"), "{out}");
+
+    // An unsafe migration is refused by migrate unless allowed.
+    std::fs::write(
+        app.path().join("db/migrations/V5__drop.sql"),
+        "ALTER TABLE users DROP COLUMN email;\n",
+    )
+    .unwrap();
+    let (ok, out) = db(app.path(), &["migrate", "-e", "staging"]);
+    assert!(
+        !ok && out.contains("V5__drop.sql:1") && out.contains("ban-drop-column"),
+        "{out}"
+    );
+    assert_eq!(
+        postgres::psql_url(&url, "SELECT count(*) FROM flyway_schema_history"),
+        "2"
+    );
+}

@@ -73,7 +73,7 @@ rules! {
         "First ship a release that no longer uses the table. Then drop it in a later migration marked `-- baton:contract`.";
     RenamingColumn = "renaming-column", Error,
         "The release still running uses the old name and fails as soon as the rename commits, while a release using the new name would fail before it: no order of deploy and migration works.",
-        "Expand/contract: add the new column, keep both in step with a trigger and backfill it (`baton db plan rename-column` writes both migrations), switch the code to the new column, then drop the old one in a `-- baton:contract` migration.";
+        "Expand/contract: add the new column, keep both in step with a trigger and backfill it (`baton db new rename-column` writes both migrations), switch the code to the new column, then drop the old one in a `-- baton:contract` migration.";
     RenamingTable = "renaming-table", Error,
         "The release still running uses the old name (or schema) and fails as soon as the rename commits.",
         "Rename the table and, in the same migration, create a view with the old name (`CREATE VIEW old_name AS SELECT * FROM new_name`; simple views accept writes) so the running release keeps working; drop the view in a `-- baton:contract` migration once no release uses the old name.";
@@ -85,7 +85,7 @@ rules! {
         "Add the column without the default, then `ALTER COLUMN … SET DEFAULT …` (it applies to new rows only), and backfill existing rows in batches.";
     ChangingColumnType = "changing-column-type", Error,
         "Changing a column's type rewrites the table and its indexes under an ACCESS EXCLUSIVE lock, and the release still running reads and writes values of the old type.",
-        "Add a column of the new type, keep it in step with a trigger (casting), backfill in batches, switch the code, then drop the old column in a `-- baton:contract` migration: the rename recipe of `baton db plan rename-column`.";
+        "Add a column of the new type, keep it in step with a trigger (casting), backfill in batches, switch the code, then drop the old column in a `-- baton:contract` migration: the rename recipe of `baton db new rename-column`.";
     RequireConcurrentIndexCreation = "require-concurrent-index-creation", Error,
         "CREATE INDEX without CONCURRENTLY holds a SHARE lock for the whole build, blocking every insert, update and delete on the table.",
         "`CREATE INDEX CONCURRENTLY …` in its own migration marked `-- baton:no-transaction`. A failed concurrent build leaves an INVALID index: drop it with `DROP INDEX CONCURRENTLY IF EXISTS` and retry.";
