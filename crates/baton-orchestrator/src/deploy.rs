@@ -92,6 +92,10 @@ impl Orchestrator {
         let short = baton_package::short_id(&job.release.id).to_string();
         let kind = job.deployment.kind;
         let outcome = self.execute(&job).await;
+        if let Ok(contracts) = &outcome {
+            self.record_contracts(&job, contracts).await;
+        }
+        let outcome = outcome.map(|_| ());
         let (state, error, event, message) = match &outcome {
             Ok(()) => (
                 DeploymentState::Succeeded,
@@ -179,7 +183,8 @@ impl Orchestrator {
         }
     }
 
-    async fn execute(self: &Arc<Self>, job: &Job) -> std::result::Result<(), String> {
+    /// Runs the steps; on success, the contract migrations left for later.
+    async fn execute(self: &Arc<Self>, job: &Job) -> std::result::Result<Vec<String>, String> {
         let d = job.deployment.id;
         let live = self
             .live_target(&job.key.app, &job.key.environment)
@@ -191,7 +196,14 @@ impl Orchestrator {
             job.warm.is_some(),
             job.preview,
             old.is_some(),
+            job.manifest.database.is_some(),
         );
+        let mut contracts = Vec::new();
+        if steps.contains(&StepKind::Migrate) {
+            contracts = self
+                .step(d, StepKind::Migrate, self.migrate_expand(job))
+                .await?;
+        }
 
         let new = match &job.warm {
             Some(warm) => {
@@ -274,7 +286,7 @@ impl Orchestrator {
         .await?;
 
         let Some(old) = old else {
-            return Ok(());
+            return Ok(contracts);
         };
         let drain_timeout = job.manifest.deploy.drain_timeout;
         self.step(d, StepKind::Drain, async {
@@ -292,7 +304,7 @@ impl Orchestrator {
         .await?;
         self.step(d, StepKind::KeepWarm, self.keep_warm(job, &old))
             .await?;
-        Ok(())
+        Ok(contracts)
     }
 
     async fn start_target(self: &Arc<Self>, job: &Job) -> StepResult<Arc<Managed>> {

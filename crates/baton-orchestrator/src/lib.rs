@@ -8,6 +8,7 @@
 
 mod deploy;
 mod health;
+mod migrate;
 pub mod plan;
 mod recover;
 pub use recover::RecoveryReport;
@@ -467,6 +468,10 @@ impl Orchestrator {
             .rev()
             .find(|t| t.state == TargetState::Warm && t.release_id == release.id)
             .and_then(|t| self.managed(t.id));
+        if warm.is_none() {
+            self.check_rollback_schema(&RouteKey::new(app, environment), &release)
+                .await?;
+        }
         self.start_deployment(DeploymentKind::Rollback, environment, release, false, warm)
             .await
     }
@@ -582,7 +587,8 @@ impl Orchestrator {
         }
     }
 
-    /// Stops warm targets whose time is up. Runs until the process ends.
+    /// Stops warm targets whose time is up, then applies the contract
+    /// migrations that became due. Runs until the process ends.
     pub async fn reap_warm_targets(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -606,6 +612,7 @@ impl Orchestrator {
                         .await;
                 }
             }
+            self.apply_due_contracts().await;
         }
     }
 }

@@ -5,16 +5,23 @@ use baton_store::{Deployment, DeploymentKind, StepKind};
 
 /// The steps of a deployment, in order.
 ///
-/// A deploy starts a new target and checks it; a rollback to a release that
-/// is still warm only re-checks the warm target. Both then hold, switch,
-/// release, and (when something was live before) drain and keep warm.
+/// A deploy of an app with a database first applies the expand half of its
+/// pending migrations; it starts a new target and checks it; a rollback to a
+/// release that is still warm only re-checks the warm target. All then hold,
+/// switch, release, and (when something was live before) drain and keep
+/// warm. The contract half runs later, outside the deployment, once no
+/// older release is live or warm.
 pub fn steps(
     kind: DeploymentKind,
     warm_target: bool,
     preview: bool,
     has_previous: bool,
+    has_database: bool,
 ) -> Vec<StepKind> {
     let mut steps = Vec::new();
+    if has_database && kind == DeploymentKind::Deploy {
+        steps.push(StepKind::Migrate);
+    }
     if !(kind == DeploymentKind::Rollback && warm_target) {
         steps.push(StepKind::StartTarget);
     }
@@ -58,9 +65,18 @@ mod tests {
     use StepKind::*;
 
     #[test]
+    fn a_deploy_with_a_database_migrates_first_and_a_rollback_never_does() {
+        assert_eq!(
+            steps(DeploymentKind::Deploy, false, false, true, true)[..2],
+            [Migrate, StartTarget]
+        );
+        assert!(!steps(DeploymentKind::Rollback, false, false, true, true).contains(&Migrate));
+    }
+
+    #[test]
     fn first_deploy_has_nothing_to_drain() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, false),
+            steps(DeploymentKind::Deploy, false, false, false, false),
             vec![StartTarget, HealthCheck, Hold, Switch, Release]
         );
     }
@@ -68,7 +84,7 @@ mod tests {
     #[test]
     fn later_deploy_drains_and_keeps_the_old_target_warm() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, true),
+            steps(DeploymentKind::Deploy, false, false, true, false),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -84,7 +100,7 @@ mod tests {
     #[test]
     fn preview_comes_between_the_health_check_and_the_hold() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, true, true),
+            steps(DeploymentKind::Deploy, false, true, true, false),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -101,12 +117,12 @@ mod tests {
     #[test]
     fn rollback_to_a_warm_target_starts_nothing() {
         assert_eq!(
-            steps(DeploymentKind::Rollback, true, false, true),
+            steps(DeploymentKind::Rollback, true, false, true, false),
             vec![HealthCheck, Hold, Switch, Release, Drain, KeepWarm]
         );
         // A release no longer warm is deployed like any other.
         assert_eq!(
-            steps(DeploymentKind::Rollback, false, false, true)[0],
+            steps(DeploymentKind::Rollback, false, false, true, false)[0],
             StartTarget
         );
     }

@@ -115,6 +115,19 @@ CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
 const MIGRATIONS: &[&str] = &[
     "ALTER TABLE releases ADD COLUMN image TEXT",
     "ALTER TABLE targets ADD COLUMN runtime TEXT NOT NULL DEFAULT 'process'",
+    "CREATE TABLE contracts (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        app           TEXT NOT NULL,
+        environment   TEXT NOT NULL,
+        release_id    TEXT NOT NULL REFERENCES releases (id),
+        deployment_id INTEGER NOT NULL REFERENCES deployments (id),
+        scripts       TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        detail        TEXT
+    );
+    CREATE INDEX contracts_app ON contracts (app, environment, state)",
 ];
 
 #[derive(Clone)]
@@ -507,6 +520,103 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(TargetRecord::from_row).collect())
+    }
+
+    // ---- contract migrations ----
+
+    /// Records the contract half left by a successful deployment, dropping
+    /// any still pending for the app and environment (one transaction).
+    pub async fn put_contract(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &str,
+        deployment_id: i64,
+        scripts: &[String],
+    ) -> Result<Contract> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE contracts SET state = 'dropped', finished_at = ?, detail = ? WHERE app = ? AND environment = ? AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(format!("deployment {deployment_id} went live first"))
+        .bind(app)
+        .bind(environment)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "INSERT INTO contracts (app, environment, release_id, deployment_id, scripts, state, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?) RETURNING *",
+        )
+        .bind(app)
+        .bind(environment)
+        .bind(release_id)
+        .bind(deployment_id)
+        .bind(serde_json::to_string(scripts).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Contract::from_row(&row))
+    }
+
+    /// Drops the pending contract of an app and environment, saying why.
+    pub async fn drop_pending_contracts(
+        &self,
+        app: &str,
+        environment: &str,
+        why: &str,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE contracts SET state = 'dropped', finished_at = ?, detail = ? WHERE app = ? AND environment = ? AND state = 'pending'",
+        )
+        .bind(now_ms())
+        .bind(why)
+        .bind(app)
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every pending contract, oldest first.
+    pub async fn pending_contracts(&self) -> Result<Vec<Contract>> {
+        let rows = sqlx::query("SELECT * FROM contracts WHERE state = 'pending' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(Contract::from_row).collect())
+    }
+
+    /// The contracts of an app and environment, newest first.
+    pub async fn contracts(&self, app: &str, environment: &str) -> Result<Vec<Contract>> {
+        let rows = sqlx::query(
+            "SELECT * FROM contracts WHERE app = ? AND environment = ? ORDER BY id DESC",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(Contract::from_row).collect())
+    }
+
+    /// Ends a pending contract; a no-op (returning false) when it is no
+    /// longer pending.
+    pub async fn finish_contract(
+        &self,
+        id: i64,
+        state: ContractState,
+        detail: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE contracts SET state = ?, finished_at = ?, detail = ? WHERE id = ? AND state = 'pending'",
+        )
+        .bind(state.as_str())
+        .bind(now_ms())
+        .bind(detail)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     // ---- routes ----

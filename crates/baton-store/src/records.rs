@@ -37,6 +37,7 @@ string_enum!(DeploymentState {
     Failed => "failed",
 });
 string_enum!(StepKind {
+    Migrate => "migrate",
     StartTarget => "start_target",
     HealthCheck => "health_check",
     Preview => "preview",
@@ -46,6 +47,12 @@ string_enum!(StepKind {
     Drain => "drain",
     KeepWarm => "keep_warm",
     Recover => "recover",
+});
+string_enum!(ContractState {
+    Pending => "pending",
+    Applied => "applied",
+    Failed => "failed",
+    Dropped => "dropped",
 });
 string_enum!(StepState {
     Running => "running",
@@ -240,6 +247,41 @@ impl Event {
             environment: r.get("environment"),
             kind: r.get("kind"),
             message: r.get("message"),
+        }
+    }
+}
+
+/// The contract half of a deployment's migrations: pending until no target
+/// of an older release is live or warm, then applied (or failed); dropped
+/// when another release went live first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contract {
+    pub id: i64,
+    pub app: String,
+    pub environment: String,
+    pub release_id: String,
+    pub deployment_id: i64,
+    /// The migration scripts, relative to the migrations folder.
+    pub scripts: Vec<String>,
+    pub state: ContractState,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub detail: Option<String>,
+}
+
+impl Contract {
+    pub(crate) fn from_row(r: &SqliteRow) -> Contract {
+        Contract {
+            id: r.get("id"),
+            app: r.get("app"),
+            environment: r.get("environment"),
+            release_id: r.get("release_id"),
+            deployment_id: r.get("deployment_id"),
+            scripts: serde_json::from_str(r.get::<&str, _>("scripts")).unwrap_or_default(),
+            state: ContractState::parse(r.get("state")).unwrap_or(ContractState::Failed),
+            created_at: r.get("created_at"),
+            finished_at: r.get("finished_at"),
+            detail: r.get("detail"),
         }
     }
 }

@@ -1,0 +1,292 @@
+//! The app's database in a deployment: the expand half of its pending
+//! migrations before the new release starts, the contract half once no
+//! target of an older release is live or warm, and the rollbacks that a
+//! contract already applied makes unsafe.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use baton_db::{Database, Options, Phases};
+use baton_manifest::{DatabaseSection, Manifest};
+use baton_migrate::{Migration, Version};
+use baton_proxy::RouteKey;
+use baton_store::{Contract, ContractState, DeploymentKind, Release, TargetState};
+
+use crate::deploy::Job;
+use crate::{Error, Orchestrator, Result};
+
+/// What a release needs to migrate its database in one environment.
+struct Target {
+    files: Vec<Migration>,
+    url: String,
+    options: Options,
+}
+
+impl Orchestrator {
+    fn migrations_of(
+        &self,
+        release: &Release,
+        manifest: &Manifest,
+    ) -> std::result::Result<Option<(DatabaseSection, Vec<Migration>)>, String> {
+        let Some(database) = manifest.database.clone() else {
+            return Ok(None);
+        };
+        let folder: PathBuf = self.release_dir(&release.id).join(&database.migrations);
+        let files = baton_migrate::discover(&folder)
+            .map_err(|e| format!("{}: {e}", database.migrations))?
+            .migrations;
+        Ok(Some((database, files)))
+    }
+
+    fn database_target(
+        &self,
+        release: &Release,
+        manifest: &Manifest,
+        environment: &str,
+    ) -> std::result::Result<Option<Target>, String> {
+        let Some((database, files)) = self.migrations_of(release, manifest)? else {
+            return Ok(None);
+        };
+        let url = manifest
+            .environment(environment)
+            .env
+            .get(&database.url_env)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "baton.toml: field `database.url_env`: {var} is not set for environment {environment}; set it in [environments.{environment}.env] (or [env]) so Baton and the app reach the same database",
+                    var = database.url_env
+                )
+            })?;
+        let mut options = Options {
+            lock_timeout: database.lock_timeout,
+            refuse_unsafe: true,
+            installed_by: None,
+            ..Options::default()
+        };
+        options.settings.out_of_order = database.out_of_order;
+        if let Some(version) = &database.baseline_on_migrate {
+            options.settings.baseline_on_migrate = Some(Version::parse(version).map_err(|e| {
+                format!("baton.toml: field `database.baseline_on_migrate`: {version:?}: {e}")
+            })?);
+        }
+        Ok(Some(Target {
+            files,
+            url,
+            options,
+        }))
+    }
+
+    /// The `migrate` step: refuses a release older than a contract already
+    /// applied, refuses any pending migration the linter finds unsafe (before
+    /// applying anything), applies the expand half, and returns the contract
+    /// half left for later.
+    pub(crate) async fn migrate_expand(
+        &self,
+        job: &Job,
+    ) -> std::result::Result<(Vec<String>, Option<String>), String> {
+        let Some(target) =
+            self.database_target(&job.release, &job.manifest, &job.key.environment)?
+        else {
+            return Ok((Vec::new(), Some("no database".into())));
+        };
+        self.check_not_older_than_contracts(&job.key, &job.release, &target.files)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut db = Database::connect(&target.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result =
+            baton_db::migrate(&mut db, &target.files, &target.options, Phases::Expand).await;
+        db.close().await;
+        let report = result.map_err(|e| e.to_string())?;
+        let applied: Vec<&str> = report.applied.iter().map(|a| a.script.as_str()).collect();
+        let mut detail = if applied.is_empty() {
+            "no expand migration to apply".to_string()
+        } else {
+            format!("applied {}", applied.join(", "))
+        };
+        if !report.left.is_empty() {
+            detail.push_str(&format!(
+                "; left for once no older release runs (contract): {}",
+                report.left.join(", ")
+            ));
+        }
+        Ok((report.left, Some(detail)))
+    }
+
+    /// After a successful deployment: a deploy leaves its contract half
+    /// pending (replacing any older one); a rollback drops the pending one,
+    /// whose release is no longer live.
+    pub(crate) async fn record_contracts(&self, job: &Job, contracts: &[String]) {
+        let (app, environment) = (&job.key.app, &job.key.environment);
+        let recorded = if contracts.is_empty() || job.deployment.kind == DeploymentKind::Rollback {
+            self.store
+                .drop_pending_contracts(
+                    app,
+                    environment,
+                    &format!("deployment {} went live first", job.deployment.id),
+                )
+                .await
+                .map(|_| ())
+        } else {
+            self.store
+                .put_contract(
+                    app,
+                    environment,
+                    &job.release.id,
+                    job.deployment.id,
+                    contracts,
+                )
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = recorded {
+            tracing::error!(app, environment, error = %e, "cannot record the contract migrations");
+        }
+    }
+
+    /// Applies each pending contract whose release is the only one left
+    /// live or warm in its environment. Called by the reaper loop.
+    pub(crate) async fn apply_due_contracts(self: &Arc<Self>) {
+        let Ok(pending) = self.store.pending_contracts().await else {
+            return;
+        };
+        for contract in pending {
+            match self.contract_due(&contract).await {
+                Ok(true) => self.apply_contract(&contract).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(contract = contract.id, error = %e, "cannot check a pending contract")
+                }
+            }
+        }
+    }
+
+    async fn contract_due(&self, contract: &Contract) -> Result<bool> {
+        let targets = self
+            .store
+            .targets_of(&contract.app, &contract.environment)
+            .await?;
+        let live = self
+            .live_target(&contract.app, &contract.environment)
+            .await?;
+        let live_is_it = live.is_some_and(|t| t.release_id == contract.release_id);
+        // Every target still running (starting, live, draining, warm,
+        // stopping) must be of the contract's release.
+        let others = targets
+            .iter()
+            .any(|t| t.release_id != contract.release_id && t.state != TargetState::Stopped);
+        Ok(live_is_it && !others)
+    }
+
+    async fn apply_contract(&self, contract: &Contract) {
+        let key = RouteKey::new(&contract.app, &contract.environment);
+        let outcome = async {
+            let release = self
+                .store
+                .release(&contract.release_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let manifest =
+                Manifest::parse(&release.manifest, "baton.toml").map_err(|e| e.to_string())?;
+            let Some(mut target) =
+                self.database_target(&release, &manifest, &contract.environment)?
+            else {
+                return Err("the release no longer has a [database] section".to_string());
+            };
+            // The gate ran when the deployment applied the expand half.
+            target.options.refuse_unsafe = false;
+            let mut db = Database::connect(&target.url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let result =
+                baton_db::migrate(&mut db, &target.files, &target.options, Phases::Contract).await;
+            db.close().await;
+            let report = result.map_err(|e| e.to_string())?;
+            let applied: Vec<&str> = report.applied.iter().map(|a| a.script.as_str()).collect();
+            Ok(if applied.is_empty() {
+                "nothing left to apply".to_string()
+            } else {
+                format!("applied {}", applied.join(", "))
+            })
+        }
+        .await;
+        let short = baton_package::short_id(&contract.release_id).to_string();
+        let (state, kind, message) = match &outcome {
+            Ok(detail) => (
+                ContractState::Applied,
+                "contract_applied",
+                format!(
+                    "contract migrations of release {short} (deployment {}): {detail}",
+                    contract.deployment_id
+                ),
+            ),
+            Err(e) => (
+                ContractState::Failed,
+                "contract_failed",
+                format!(
+                    "contract migrations of release {short} (deployment {}) failed: {e}; fix and run `baton db migrate --phase contract`",
+                    contract.deployment_id
+                ),
+            ),
+        };
+        let detail = outcome.unwrap_or_else(|e| e);
+        match self
+            .store
+            .finish_contract(contract.id, state, &detail)
+            .await
+        {
+            Ok(true) => self.event(&key, kind, &message).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(contract = contract.id, error = %e, "cannot record a contract's end")
+            }
+        }
+    }
+
+    /// Refuses a release that lacks a contract migration already applied in
+    /// this environment: its code may use what that migration removed.
+    pub(crate) async fn check_not_older_than_contracts(
+        &self,
+        key: &RouteKey,
+        release: &Release,
+        files: &[Migration],
+    ) -> Result<()> {
+        let contracts = self.store.contracts(&key.app, &key.environment).await?;
+        for contract in contracts
+            .iter()
+            .filter(|c| c.state == ContractState::Applied)
+        {
+            for script in &contract.scripts {
+                if !files.iter().any(|m| &m.script == script) {
+                    return Err(Error::Conflict(format!(
+                        "release {} predates contract migration {script}, applied in {} by release {}: its code may use what that migration removed; deploy a newer release instead",
+                        baton_package::short_id(&release.id),
+                        key.environment,
+                        baton_package::short_id(&contract.release_id),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rollback check for a release that is not warm (a warm one ran
+    /// beside the current release, so no contract has run since).
+    pub(crate) async fn check_rollback_schema(
+        &self,
+        key: &RouteKey,
+        release: &Release,
+    ) -> Result<()> {
+        let manifest = Manifest::parse(&release.manifest, "baton.toml")
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let files = match self.migrations_of(release, &manifest) {
+            Ok(Some((_, files))) => files,
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(Error::BadRequest(e)),
+        };
+        self.check_not_older_than_contracts(key, release, &files)
+            .await
+    }
+}

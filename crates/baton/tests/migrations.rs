@@ -1,0 +1,377 @@
+//! Migrations inside deploys, against a real PostgreSQL server: a column
+//! renamed with the generated expand/contract pair while the old release
+//! keeps writing, a rollback in between, the contract half only once the old
+//! release is gone, and an unsafe expand migration stopping a deploy.
+
+mod common;
+
+#[path = "../../baton-db/tests/support/postgres.rs"]
+mod postgres;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use postgres::psql_url;
+use serde_json::Value;
+
+const HOST: &str = "users.localhost";
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/users");
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(from.join("."))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    dir
+}
+
+fn set(app: &Path, from: &str, to: &str) {
+    let path = app.join("baton.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "baton.toml has no {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+fn columns(url: &str) -> String {
+    psql_url(
+        url,
+        "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'users'",
+    )
+}
+
+fn events(server: &Server, kind: &str) -> Vec<Value> {
+    server
+        .json(&["events", "users", "--limit", "500"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Writers and readers through the proxy: each client inserts a row, then
+/// reads it back and checks it got the same value.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    clients: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Writers {
+    fn start(proxy: SocketAddr, clients: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let clients = (0..clients)
+            .map(|n| {
+                let (stop, ok) = (Arc::clone(&stop), Arc::clone(&ok));
+                tokio::spawn(async move {
+                    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+                    let base = format!("http://{proxy}");
+                    let mut failures = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let value = format!("c{n}-{i}");
+                        let result = async {
+                            let r = client
+                                .post(format!("{base}/users"))
+                                .header("host", HOST)
+                                .body(value.clone())
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let (status, body) = (r.status(), r.text().await.unwrap_or_default());
+                            if status != 200 {
+                                return Err(format!("POST: {status} {body}"));
+                            }
+                            let id = body.lines().next().unwrap_or("").to_string();
+                            let r = client
+                                .get(format!("{base}/users/{id}"))
+                                .header("host", HOST)
+                                .send()
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let (status, body) = (r.status(), r.text().await.unwrap_or_default());
+                            if status != 200 || body.lines().next() != Some(value.as_str()) {
+                                return Err(format!("GET {id}: {status} {body:?}, wrote {value}"));
+                            }
+                            Ok(())
+                        }
+                        .await;
+                        match result {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Writers { stop, ok, clients }
+    }
+
+    async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for client in self.clients {
+            failures.extend(client.await.unwrap());
+        }
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+
+    /// Waits until `more` further round trips succeeded.
+    async fn wait_for(&self, more: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + more;
+        let started = Instant::now();
+        while self.ok.load(Ordering::Relaxed) < target {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the writers stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_column_renamed_by_expand_and_contract_under_writes_with_a_rollback_in_between() {
+    let url = postgres::server().database();
+    let server = Server::start();
+    let v1 = fixture();
+    set(
+        v1.path(),
+        "[env]\n",
+        &format!("[env]\nDATABASE_URL = \"{url}\"\n"),
+    );
+    let first = server.deploy(v1.path());
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(first["steps"][0]["step"], "migrate");
+    assert_eq!(columns(&url), "id,name");
+
+    // v2: the generated pair, and code that uses the new column.
+    let v2 = fixture();
+    set(
+        v2.path(),
+        "[env]\n",
+        &format!("[env]\nDATABASE_URL = \"{url}\"\n"),
+    );
+    set(v2.path(), "COLUMN = \"name\"", "COLUMN = \"full_name\"");
+    let out = Command::new(BIN)
+        .args([
+            "db",
+            "new",
+            "rename-column",
+            "users",
+            "name",
+            "full_name",
+            "--type",
+            "text",
+            "--batch",
+            "50",
+            "--dir",
+        ])
+        .arg(v2.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut contract_script = String::new();
+    for entry in std::fs::read_dir(v2.path().join("db/migrations")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("V3__") {
+            contract_script = name;
+        }
+    }
+    assert!(contract_script.contains("contract"), "{contract_script}");
+
+    {
+        let writers = Writers::start(server.proxy, 4);
+        writers.wait_for(20).await;
+
+        // Deploy v2: the expand half runs first, the contract waits.
+        let second = server.deploy(v2.path());
+        assert_eq!(second["state"], "succeeded", "{second}");
+        let migrate = &second["steps"][0];
+        assert_eq!(migrate["step"], "migrate");
+        let detail = migrate["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("applied V2__") && detail.contains(&contract_script),
+            "{detail}"
+        );
+        assert_eq!(columns(&url), "id,name,full_name");
+        writers.wait_for(20).await;
+
+        // Roll back while v1 is warm: instant, and v1 keeps writing `name`.
+        let back = server.rollback("users");
+        assert_eq!(back["state"], "succeeded", "{back}");
+        assert!(!back["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "migrate"));
+        writers.wait_for(20).await;
+        assert_eq!(columns(&url), "id,name,full_name");
+
+        // Forward again: nothing left to expand; v1 goes warm.
+        let third = server.deploy(v2.path());
+        assert_eq!(third["state"], "succeeded", "{third}");
+        assert_eq!(
+            third["steps"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .split(';')
+                .next(),
+            Some("no expand migration to apply")
+        );
+        writers.wait_for(20).await;
+        // Both columns are still there and agree on every row, whichever
+        // release wrote it.
+        assert_eq!(columns(&url), "id,name,full_name");
+        assert!(events(&server, "contract_applied").is_empty());
+        assert_eq!(
+            psql_url(
+                &url,
+                "SELECT count(*) FROM users WHERE name IS DISTINCT FROM full_name"
+            ),
+            "0"
+        );
+
+        // The contract half once v1's warm target is gone.
+        let started = Instant::now();
+        let applied = loop {
+            if let Some(event) = events(&server, "contract_applied").pop() {
+                break event;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no contract applied:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            applied["message"]
+                .as_str()
+                .unwrap()
+                .contains(&contract_script),
+            "{applied}"
+        );
+        let v1_gone = events(&server, "target_stopped")
+            .into_iter()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("keep-warm time is over")
+            })
+            .map(|e| e["at"].as_i64().unwrap())
+            .max()
+            .expect("v1's warm target was stopped");
+        assert!(v1_gone <= applied["at"].as_i64().unwrap());
+        assert_eq!(columns(&url), "id,full_name");
+        writers.wait_for(20).await;
+
+        let (ok, failures) = writers.stop().await;
+        assert!(
+            failures.is_empty(),
+            "{} failed of {}: {:?}",
+            failures.len(),
+            ok + failures.len() as u64,
+            &failures[..failures.len().min(5)]
+        );
+        assert!(ok >= 100, "only {ok} round trips");
+        assert_eq!(
+            psql_url(
+                &url,
+                "SELECT count(*) FILTER (WHERE full_name IS NULL) || '|' || count(*) FROM users"
+            ),
+            format!("0|{ok}")
+        );
+    }
+
+    // v1 predates the contract: rolling back to it now is refused.
+    let out = server.baton(&[
+        "rollback",
+        "users",
+        "--to",
+        &short(first["release_id"].as_str().unwrap()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("predates contract migration"),
+        "{err}"
+    );
+
+    // An unsafe expand migration stops the deploy before anything is applied.
+    let v3 = fixture();
+    std::fs::remove_dir_all(v3.path().join("db")).unwrap();
+    Command::new("cp")
+        .arg("-r")
+        .arg(v2.path().join("db"))
+        .arg(v3.path())
+        .status()
+        .unwrap();
+    set(
+        v3.path(),
+        "[env]\n",
+        &format!("[env]\nDATABASE_URL = \"{url}\"\n"),
+    );
+    set(v3.path(), "COLUMN = \"name\"", "COLUMN = \"full_name\"");
+    std::fs::write(
+        v3.path().join("db/migrations/V4__fine.sql"),
+        "CREATE TABLE fine (id int);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        v3.path().join("db/migrations/V5__drop.sql"),
+        "ALTER TABLE users DROP COLUMN full_name;\n",
+    )
+    .unwrap();
+    let out = server.baton(&["deploy", v3.path().to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("V5__drop.sql:1")
+            && text.contains("ban-drop-column")
+            && text.contains("nothing was applied"),
+        "{text}"
+    );
+    assert_eq!(
+        psql_url(
+            &url,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'fine'"
+        ),
+        "0"
+    );
+    assert_eq!(server.live()["release_id"], third_release(&server));
+}
+
+fn third_release(server: &Server) -> Value {
+    let deployments = server.json(&["deployments", "users"]);
+    deployments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["state"] == "succeeded")
+        .map(|d| d["release_id"].clone())
+        .unwrap()
+}
