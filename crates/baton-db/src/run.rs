@@ -278,17 +278,17 @@ async fn apply(
         db.begin().await?;
     }
     let started = Instant::now();
+    // Statements that took effect whatever happens next: all of them outside
+    // a transaction; inside one, only those the database commits by itself.
     let mut done = 0usize;
     for (line, sql) in &statements {
         if let Err(source) = db.execute(sql).await {
             let ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-            let outcome = if transactional {
+            if transactional {
                 db.rollback().await;
-                if db.dialect().transactional_ddl() {
-                    "the migration was rolled back: the schema and flyway_schema_history are as they were before it".to_string()
-                } else {
-                    failed_row(db, step, user, ms, done).await
-                }
+            }
+            let outcome = if done == 0 && transactional {
+                "the migration was rolled back: the schema and flyway_schema_history are as they were before it".to_string()
             } else {
                 failed_row(db, step, user, ms, done).await
             };
@@ -299,7 +299,9 @@ async fn apply(
                 outcome,
             });
         }
-        done += 1;
+        if !transactional || (!db.dialect().transactional_ddl() && commits_implicitly(sql)) {
+            done += 1;
+        }
     }
     let ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
     let recorded = db.insert_row(&step.history_row(user, ms, true)).await;
@@ -323,20 +325,37 @@ async fn apply(
     })
 }
 
+/// Whether MySQL commits this statement (and the transaction before it) by
+/// itself: data definition and a few administrative statements.
+fn commits_implicitly(sql: &str) -> bool {
+    let word = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "CREATE" | "ALTER" | "DROP" | "RENAME" | "TRUNCATE" | "GRANT" | "REVOKE" | "LOCK"
+    )
+}
+
 /// After a failure outside a transaction: records a failed row when some
 /// statements took effect (as Flyway does), and says what was left.
 async fn failed_row(db: &mut Database, step: &Step, user: &str, ms: i32, done: usize) -> String {
     if done == 0 {
-        return "its first statement failed, so nothing was applied and flyway_schema_history is unchanged".into();
+        return "no statement before the failing one took effect, so flyway_schema_history is unchanged".into();
     }
+    let how = if db.dialect().transactional_ddl() {
+        format!("it ran outside a transaction and the {done} statement(s) before the failing one took effect")
+    } else {
+        format!("it was rolled back, but MySQL commits DDL by itself, so the {done} DDL statement(s) before the failing one took effect")
+    };
     let row: NewHistoryRow = step.history_row(user, ms, false);
     match db.insert_row(&row).await {
         Ok(()) => format!(
-            "it ran outside a transaction and {done} statement(s) before the failing one took effect; flyway_schema_history records it as failed: undo or finish those statements by hand, then run `baton db repair` and migrate again"
+            "{how}; flyway_schema_history records it as failed: undo or finish those statements by hand, then run `baton db repair` and migrate again"
         ),
-        Err(e) => format!(
-            "it ran outside a transaction and {done} statement(s) before the failing one took effect; recording it as failed also failed ({e})"
-        ),
+        Err(e) => format!("{how}; recording it as failed also failed ({e})"),
     }
 }
 
