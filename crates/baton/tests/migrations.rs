@@ -375,3 +375,53 @@ fn third_release(server: &Server) -> Value {
         .map(|d| d["release_id"].clone())
         .unwrap()
 }
+
+#[test]
+fn a_deploy_whose_database_is_missing_or_unreachable_fails_before_starting_anything() {
+    let server = Server::start();
+    let app = fixture();
+    // No DATABASE_URL at all: the manifest field is named.
+    let out = server.baton(&["deploy", app.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        text.contains(
+            "field `database.url_env`: DATABASE_URL is not set for environment production"
+        ),
+        "{text}"
+    );
+    // A database nobody answers for: the URL (without its password) is named.
+    set(
+        app.path(),
+        "[env]\n",
+        "[env]\nDATABASE_URL = \"postgres://app:secret@127.0.0.1:1/app\"\n",
+    );
+    let out = server.baton(&["deploy", app.path().to_str().unwrap(), "--json"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        text.contains("cannot connect to postgres://app:***@127.0.0.1:1/app")
+            && !text.contains("secret"),
+        "{text}"
+    );
+    let deployments = server.json(&["deployments", "users"]);
+    let last = &deployments[0];
+    assert_eq!(last["state"], "failed");
+    let steps: Vec<&str> = last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["migrate"],
+        "nothing started after the failed migrate step"
+    );
+    assert!(server
+        .json(&["status"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["live"].is_null()));
+}
