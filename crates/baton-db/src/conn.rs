@@ -348,6 +348,28 @@ impl Database {
             .collect()
     }
 
+    /// The rows of sqlx's `_sqlx_migrations`, by version.
+    pub async fn sqlx_history(&mut self) -> Result<Vec<crate::import::SqlxRow>, DbError> {
+        let sql = "SELECT version, description, success, checksum, execution_time FROM _sqlx_migrations ORDER BY version";
+        let error = self.query_error("reading _sqlx_migrations");
+        on!(&mut self.conn, c => {
+            sqlx::query(sql).fetch_all(&mut *c).await.and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Ok(crate::import::SqlxRow {
+                            version: r.try_get("version")?,
+                            description: r.try_get("description")?,
+                            success: r.try_get("success")?,
+                            checksum: r.try_get("checksum")?,
+                            execution_time: r.try_get("execution_time")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })
+        })
+        .map_err(error)
+    }
+
     pub async fn insert_row(&mut self, row: &NewHistoryRow) -> Result<(), DbError> {
         let p = |n| self.dialect.placeholder(n);
         let sql = format!(

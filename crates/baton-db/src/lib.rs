@@ -19,11 +19,13 @@
 //!   to go on until `repair` removes it.
 
 mod conn;
+mod import;
 mod run;
 
 use std::time::Duration;
 
 pub use conn::{redact, Database, Dialect, HISTORY_TABLE};
+pub use import::{flyway_name, import_sqlx, SqlxRow};
 pub use run::{
     baseline, contract_scripts, info, migrate, repair, validate, Applied, MigrateReport, Options,
     Phases,
@@ -58,6 +60,8 @@ pub enum DbError {
         source: sqlx::Error,
         outcome: String,
     },
+    #[error("cannot import the sqlx history: {0}")]
+    Import(String),
     #[error("{} problem(s) in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", .0.len(), render_findings(.0))]
     Unsafe(Vec<baton_migrate::Finding>),
 }

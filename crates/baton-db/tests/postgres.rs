@@ -748,3 +748,92 @@ async fn bad_urls_and_dead_servers_are_named() {
         .to_string();
     assert!(err.contains("postgres://, sqlite:// or mysql://"), "{err}");
 }
+
+#[tokio::test]
+async fn a_history_applied_by_sqlx_is_imported_and_migration_goes_on_from_it() {
+    let url = server().database();
+    let sqlx_files = Folder::new();
+    sqlx_files.write(
+        "1_create_users.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    );
+    sqlx_files.write(
+        "2_add_email.sql",
+        "ALTER TABLE users ADD COLUMN email text;\n",
+    );
+    // The real sqlx migrator applies them.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(sqlx_files.root())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let flyway = Folder::new();
+    for name in ["1_create_users.sql", "2_add_email.sql"] {
+        let text = std::fs::read_to_string(sqlx_files.path(name)).unwrap();
+        flyway.write(&baton_db::flyway_name(name).unwrap(), &text);
+    }
+    // A file that is not what sqlx applied is refused, and nothing written.
+    let tampered = Folder::new();
+    tampered.write(
+        "V1__create_users.sql",
+        "CREATE TABLE users (id int PRIMARY KEY);\n",
+    );
+    tampered.write(
+        "V2__add_email.sql",
+        "ALTER TABLE users ADD COLUMN email text;\n",
+    );
+    let mut db = connect(&url).await;
+    let err = baton_db::import_sqlx(&mut db, &tampered.migrations(), &Options::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("V1__create_users.sql is not the migration sqlx applied as version 1"),
+        "{err}"
+    );
+    assert!(db.history().await.unwrap().is_empty());
+
+    let rows = baton_db::import_sqlx(&mut db, &flyway.migrations(), &Options::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        psql_url(&url, "SELECT string_agg(installed_rank || ':' || version || ':' || description || ':' || script || ':' || checksum, ',' ORDER BY installed_rank) FROM flyway_schema_history"),
+        format!(
+            "1:1:create users:V1__create_users.sql:{},2:2:add email:V2__add_email.sql:{}",
+            files::flyway_checksum(&flyway.path("V1__create_users.sql")),
+            files::flyway_checksum(&flyway.path("V2__add_email.sql")),
+        )
+    );
+    assert!(
+        baton_db::validate(&mut db, &flyway.migrations(), &Options::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    flyway.write(
+        "V3__add_name.sql",
+        "ALTER TABLE users ADD COLUMN name text;\n",
+    );
+    let report = baton_db::migrate(
+        &mut db,
+        &flyway.migrations(),
+        &Options::default(),
+        Phases::All,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.applied.len(), 1);
+    assert_eq!(report.applied[0].script, "V3__add_name.sql");
+    // sqlx's own table is left as it was.
+    assert_eq!(psql_url(&url, "SELECT count(*) FROM _sqlx_migrations"), "2");
+    let err = baton_db::import_sqlx(&mut db, &flyway.migrations(), &Options::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds rows"), "{err}");
+}

@@ -400,6 +400,52 @@ pub async fn plan(args: &DbArgs) -> Result<ExitCode> {
     })
 }
 
+pub async fn import_sqlx(args: &DbArgs, from: Option<&Path>) -> Result<ExitCode> {
+    if let Some(from) = from {
+        let (_, database) = section(&args.dir)?;
+        let folder = args.dir.join(&database.migrations);
+        std::fs::create_dir_all(&folder)
+            .with_context(|| format!("creating {}", folder.display()))?;
+        let mut names: Vec<String> = std::fs::read_dir(from)
+            .with_context(|| format!("reading {}", from.display()))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            let Some(flyway) = baton_db::flyway_name(&name) else {
+                continue;
+            };
+            let target = folder.join(&flyway);
+            let text = std::fs::read(from.join(&name))
+                .with_context(|| format!("reading {}", from.join(&name).display()))?;
+            match std::fs::read(&target) {
+                Ok(existing) if existing == text => continue,
+                Ok(_) => bail!(
+                    "{} exists with other content; not overwriting it",
+                    target.display()
+                ),
+                Err(_) => {}
+            }
+            std::fs::write(&target, &text)
+                .with_context(|| format!("writing {}", target.display()))?;
+            println!("{} {name} → {}", green("copied"), target.display());
+        }
+    }
+    let loaded = load(args)?;
+    let mut db = connect(&loaded).await?;
+    let rows = baton_db::import_sqlx(&mut db, &loaded.migrations, &loaded.options).await;
+    let target = db.target().to_string();
+    db.close().await;
+    let rows = rows?;
+    println!(
+        "{} recorded {} migration(s) applied by sqlx in {target}'s flyway_schema_history; _sqlx_migrations is left as it was",
+        green("✓"),
+        rows.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn new(recipe: Recipe) -> Result<ExitCode> {
     let Recipe::RenameColumn {
         table,

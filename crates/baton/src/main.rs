@@ -187,6 +187,16 @@ enum DbCommand {
         #[command(flatten)]
         db: db::DbArgs,
     },
+    /// Take over from `sqlx migrate`: copy sqlx's files under Flyway names
+    /// (with --from) and record what sqlx applied in flyway_schema_history.
+    ImportSqlx {
+        #[command(flatten)]
+        db: db::DbArgs,
+        /// sqlx's migrations folder, whose `<version>_<name>.sql` files are
+        /// copied into the app's as `V<version>__<name>.sql`.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// Write migrations from a recipe.
     New {
         #[command(subcommand)]
@@ -275,6 +285,7 @@ fn main() -> ExitCode {
                     description,
                 } => db::baseline(&db, &version, description.as_deref()).await,
                 DbCommand::Plan { db } => db::plan(&db).await,
+                DbCommand::ImportSqlx { db, from } => db::import_sqlx(&db, from.as_deref()).await,
                 DbCommand::New { recipe } => db::new(recipe),
             },
         }
