@@ -88,6 +88,70 @@ pub struct Manifest {
     pub docker: Option<DockerSection>,
     /// The app's database migrations.
     pub database: Option<DatabaseSection>,
+    /// What the pipeline does with a pushed commit or a pull request.
+    pub pipeline: Option<PipelineSection>,
+}
+
+/// `[pipeline]`: the build and test steps a pushed commit must pass, and
+/// where a passing build goes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Pushes to this branch are built, deployed to `staging` and promoted.
+    #[serde(default = "defaults::pipeline_branch")]
+    pub branch: String,
+    /// Shell commands run in order in the checked-out commit, before `test`.
+    #[serde(default)]
+    pub build: Vec<String>,
+    /// Shell commands that must all exit 0 for the release to be made.
+    #[serde(default)]
+    pub test: Vec<String>,
+    /// Longest a whole build (every step) may take.
+    #[serde(default = "defaults::pipeline_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// `"auto"`: a release live in staging goes on to production by itself;
+    /// `"manual"`: it waits for `baton promote`.
+    #[serde(default)]
+    pub promote: Promote,
+    /// Review apps: each open pull request runs in environment `review-N`
+    /// on host `<app>-pr-N.<review_domain>`. Absent: no review apps.
+    pub review_domain: Option<String>,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            branch: defaults::pipeline_branch(),
+            build: Vec::new(),
+            test: Vec::new(),
+            timeout: defaults::pipeline_timeout(),
+            promote: Promote::default(),
+            review_domain: None,
+        }
+    }
+}
+
+/// How a release reaches production after staging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Promote {
+    Auto,
+    #[default]
+    Manual,
+}
+
+/// The review environment of pull request `number`.
+pub fn review_environment(number: u64) -> String {
+    format!("review-{number}")
+}
+
+/// The pull request number of a review environment (`review-42` → 42).
+pub fn review_number(environment: &str) -> Option<u64> {
+    let digits = environment.strip_prefix("review-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -325,6 +389,12 @@ mod defaults {
     pub fn keep_images() -> usize {
         3
     }
+    pub fn pipeline_branch() -> String {
+        "main".into()
+    }
+    pub fn pipeline_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
 }
 
 /// Durations are written the way people say them: `"500ms"`, `"30s"`, `"10m"`.
@@ -487,6 +557,34 @@ impl Manifest {
             }
             _ => {}
         }
+        if let Some(pipeline) = &self.pipeline {
+            if pipeline.branch.trim().is_empty() {
+                return Err(invalid(
+                    "pipeline.branch",
+                    "must name a branch, like \"main\"".into(),
+                ));
+            }
+            if pipeline.timeout.is_zero() {
+                return Err(invalid(
+                    "pipeline.timeout",
+                    "must be longer than zero".into(),
+                ));
+            }
+            for (field, steps) in [
+                ("pipeline.build", &pipeline.build),
+                ("pipeline.test", &pipeline.test),
+            ] {
+                if let Some(i) = steps.iter().position(|s| s.trim().is_empty()) {
+                    return Err(invalid(
+                        &format!("{field}[{i}]"),
+                        "is an empty command".into(),
+                    ));
+                }
+            }
+            if let Some(domain) = &pipeline.review_domain {
+                check_host(domain).map_err(|r| invalid("pipeline.review_domain", r))?;
+            }
+        }
         for (name, section) in &self.environments {
             check_name("environment", name)
                 .map_err(|reason| invalid(&format!("environments.{name}"), reason))?;
@@ -507,11 +605,20 @@ impl Manifest {
         self.docker.clone().unwrap_or_default()
     }
 
+    /// A review environment's own host, `<app>-pr-N.<review_domain>`, when
+    /// the pipeline has review apps.
+    fn review_hosts(&self, environment: &str) -> Option<Vec<String>> {
+        let number = review_number(environment)?;
+        let domain = self.pipeline.as_ref()?.review_domain.as_ref()?;
+        Some(vec![format!("{}-pr-{number}.{domain}", self.name)])
+    }
+
     /// The configuration for one environment: its hosts and variables.
     pub fn environment(&self, environment: &str) -> EnvironmentConfig {
         let section = self.environments.get(environment);
         let hosts = section
             .and_then(|s| s.hosts.clone())
+            .or_else(|| self.review_hosts(environment))
             .unwrap_or_else(|| self.hosts.clone());
         let mut env = self.env.clone();
         if let Some(section) = section {
@@ -784,5 +891,41 @@ env = { LEVEL = "debug" }
         assert!(!is_name("hello-"));
         assert!(!is_name(""));
         assert!(!is_name("a_b"));
+    }
+
+    #[test]
+    fn pipeline_section_gives_steps_promotion_and_review_hosts() {
+        let text = format!(
+            "{MINIMAL}\n[pipeline]\nbuild = [\"make\"]\ntest = [\"make test\"]\npromote = \"auto\"\nreview_domain = \"review.localhost\"\n"
+        );
+        let m = Manifest::parse(&text, "baton.toml").unwrap();
+        let p = m.pipeline.clone().unwrap();
+        assert_eq!(p.branch, "main");
+        assert_eq!(p.promote, Promote::Auto);
+        assert_eq!(p.timeout, Duration::from_secs(600));
+        assert_eq!(
+            m.environment("review-42").hosts,
+            vec!["hello-pr-42.review.localhost"]
+        );
+        assert_eq!(m.environment("review-x").hosts, vec!["hello.localhost"]);
+        assert_eq!(m.environment("staging").hosts, vec!["hello.localhost"]);
+        assert_eq!(review_number("review-7"), Some(7));
+        assert_eq!(review_number("review-"), None);
+        assert_eq!(review_environment(7), "review-7");
+
+        let err = Manifest::parse(
+            &format!("{MINIMAL}\n[pipeline]\npromote = \"sometimes\"\n"),
+            "baton.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pipeline.promote"), "{err}");
+        let err = Manifest::parse(
+            &format!("{MINIMAL}\n[pipeline]\ntest = [\"ok\", \" \"]\n"),
+            "baton.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pipeline.test[1]"), "{err}");
     }
 }

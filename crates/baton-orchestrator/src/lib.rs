@@ -13,6 +13,8 @@ pub mod plan;
 mod recover;
 pub use recover::RecoveryReport;
 mod supervise;
+mod teardown;
+pub use teardown::Removed;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -297,7 +299,13 @@ impl Orchestrator {
         }
         // Same bytes, same release: never unpacked or built twice, unless its
         // image has since been pruned from the engine.
-        let existing = self.store.release(&id).await.ok().filter(|r| r.app == app);
+        // A folder removed with its review app is unpacked again.
+        let existing = self
+            .store
+            .release(&id)
+            .await
+            .ok()
+            .filter(|r| r.app == app && self.release_dir(&r.id).exists());
         if let Some(existing) = &existing {
             let image_present = match (&existing.image, manifest.runtime) {
                 (_, RuntimeKind::Process) => true,

@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod db;
 mod output;
+mod pipeline;
 mod server;
 
 use std::path::PathBuf;
@@ -114,6 +115,37 @@ enum Command {
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Pipeline builds and their output.
+    Builds {
+        #[command(subcommand)]
+        command: pipeline::BuildsCommand,
+    },
+    /// Promote a release that passed staging to another environment.
+    Promote {
+        app: String,
+        /// Release id or unambiguous prefix.
+        release: String,
+        #[arg(long, default_value = baton_manifest::DEFAULT_ENVIRONMENT)]
+        to: String,
+        /// Promote without waiting for the release's announcement; the
+        /// reason and who gave it are recorded.
+        #[arg(long, value_name = "REASON")]
+        override_announcement: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Running review apps (one per open pull request).
+    ReviewApps {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Notifications sent, and how their delivery went.
+    Notifications {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        common: Common,
     },
     /// What happened to an app's targets and deployments.
     Events {
@@ -269,6 +301,27 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Builds { command } => pipeline::builds(command).await,
+            Command::Promote {
+                app,
+                release,
+                to,
+                override_announcement,
+                common,
+            } => {
+                pipeline::promote(
+                    &common,
+                    &app,
+                    &release,
+                    &to,
+                    override_announcement.as_deref(),
+                )
+                .await
+            }
+            Command::ReviewApps { common } => pipeline::review_apps(&common).await,
+            Command::Notifications { limit, common } => {
+                pipeline::notifications(&common, limit).await
+            }
             Command::Db { command } => match command {
                 DbCommand::Lint { dir, json } => db::lint(&dir, json),
                 DbCommand::Migrate {

@@ -31,6 +31,10 @@ pub struct ServerArgs {
     /// Proxy worker threads [default: one per core].
     #[arg(long, env = "BATON_PROXY_WORKERS")]
     proxy_workers: Option<usize>,
+    /// The pipeline's settings (webhook secret, notification channels,
+    /// review apps, announcements); without it, webhooks are refused.
+    #[arg(long, env = "BATON_PIPELINE")]
+    pipeline: Option<PathBuf>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -56,6 +60,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create the data folder {}", data.display()))?;
     let _lock = lock(&data)?;
+    let pipeline_config = match &args.pipeline {
+        Some(path) => baton_pipeline::Config::load(path).map_err(|e| anyhow!(e))?,
+        None => baton_pipeline::Config::default(),
+    };
 
     let store = Store::open(&data.join("baton.db")).await?;
     let proxy = Proxy::new();
@@ -101,6 +109,11 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let proxy_addr = proxy_listener.local_addr();
     let api_addr = api_listener.local_addr()?;
 
+    let pipeline =
+        baton_pipeline::Pipeline::start(Arc::clone(&orchestrator), pipeline_config, &data)
+            .await
+            .with_context(|| format!("cannot start the pipeline in {}", data.display()))?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets());
     let proxy_task = tokio::spawn(Arc::clone(&proxy).serve(
@@ -108,8 +121,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         stop_rx.clone(),
         Duration::from_secs(30),
     ));
-    let api = axum::serve(api_listener, baton_api::router(Arc::clone(&orchestrator)))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let routes =
+        baton_api::router(Arc::clone(&orchestrator)).merge(baton_pipeline::router(pipeline));
+    let api = axum::serve(api_listener, routes).with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_task = tokio::spawn(async move { api.await });
 
     tracing::info!(api = %api_addr, proxy = %proxy_addr, data = %data.display(), "baton server ready");
