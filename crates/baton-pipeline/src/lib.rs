@@ -637,6 +637,13 @@ impl Pipeline {
                     .await?;
             }
         }
+        let newer = format!(
+            "a newer promotion (release {}) replaced it",
+            baton_package::short_id(&release.id)
+        );
+        self.store()
+            .cancel_waiting_promotions(&request.app, &request.environment, &newer)
+            .await?;
         match self.gate(&release.id).await? {
             Some(why) => Ok(self
                 .store()

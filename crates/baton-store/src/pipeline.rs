@@ -859,6 +859,26 @@ impl Store {
         Ok(())
     }
 
+    /// Cancels the promotions of an app to an environment still waiting for
+    /// their gate: a newer one replaces them.
+    pub async fn cancel_waiting_promotions(
+        &self,
+        app: &str,
+        environment: &str,
+        detail: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE promotions SET state = 'cancelled', detail = ?, updated_at = ? WHERE app = ? AND environment = ? AND state = 'waiting'",
+        )
+        .bind(detail)
+        .bind(now_ms())
+        .bind(app)
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn waiting_promotions(&self) -> Result<Vec<Promotion>> {
         let rows = sqlx::query("SELECT * FROM promotions WHERE state = 'waiting' ORDER BY id")
             .fetch_all(&self.pool)
