@@ -317,6 +317,16 @@ mod tests {
         ("get", "/api/v1/deployments/{id}"),
         ("post", "/api/v1/deployments/{id}/continue"),
         ("post", "/api/v1/deployments/{id}/abort"),
+        // Served by baton-pipeline's router, merged in by the server.
+        ("post", "/api/v1/webhooks/git"),
+        ("get", "/api/v1/builds"),
+        ("get", "/api/v1/builds/{id}"),
+        ("get", "/api/v1/builds/{id}/logs"),
+        ("post", "/api/v1/apps/{app}/promote"),
+        ("get", "/api/v1/apps/{app}/promotions"),
+        ("get", "/api/v1/apps/{app}/announcements/{release}"),
+        ("get", "/api/v1/review-apps"),
+        ("get", "/api/v1/notifications"),
     ];
 
     #[test]

@@ -129,7 +129,6 @@ pub(crate) async fn checkout(
         ("GIT_CONFIG_NOSYSTEM", "1"),
     ];
     let git = |args: Vec<&str>| {
-        let env = env;
         let args: Vec<String> = args.into_iter().map(str::to_string).collect();
         async move {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
