@@ -183,3 +183,114 @@ pub(crate) async fn checkout(
 pub(crate) fn describe(timeout: Duration) -> String {
     humantime::format_duration(timeout).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git is installed");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn checkout_takes_the_exact_commit_not_the_branch_tip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = tmp.path().join("origin.git");
+        git(tmp.path(), &["init", "--quiet", "--bare", "origin.git"]);
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        git(&work, &["init", "--quiet"]);
+        std::fs::write(work.join("v.txt"), "1").unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "--quiet", "-m", "one"]);
+        let first = git(&work, &["rev-parse", "HEAD"]);
+        std::fs::write(work.join("v.txt"), "2").unwrap();
+        git(&work, &["commit", "--quiet", "-am", "two"]);
+        git(
+            &work,
+            &[
+                "push",
+                "--quiet",
+                origin.to_str().unwrap(),
+                "HEAD:refs/heads/main",
+            ],
+        );
+
+        let ws = Workspace::new(&tmp.path().join("builds"), 1);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // A plain path, as for a local bare repository.
+        checkout(&ws, origin.to_str().unwrap(), &first, deadline)
+            .await
+            .unwrap();
+        assert_eq!(git(&ws.src, &["rev-parse", "HEAD"]), first);
+        assert_eq!(std::fs::read_to_string(ws.src.join("v.txt")).unwrap(), "1");
+
+        let ws = Workspace::new(&tmp.path().join("builds"), 2);
+        let url = format!("file://{}", origin.display());
+        let err = checkout(&ws, &url, &"f".repeat(40), deadline)
+            .await
+            .unwrap_err();
+        assert!(err.contains("is not in"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_step_past_its_deadline_is_killed_with_its_children() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("build.log");
+        let started = std::time::Instant::now();
+        let outcome = run(
+            "sh",
+            &["-c", "sleep 30 & echo $! > child.pid; echo started; wait"],
+            tmp.path(),
+            &[],
+            &log,
+            Instant::now() + Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(outcome, Outcome::TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(std::fs::read_to_string(&log).unwrap().contains("started"));
+        let pid = std::fs::read_to_string(tmp.path().join("child.pid")).unwrap();
+        let proc = PathBuf::from(format!("/proc/{}", pid.trim()));
+        // Killed, then reaped by init: gone or a zombie, never still sleeping.
+        let alive = std::fs::read_to_string(proc.join("stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false);
+        assert!(!alive, "the step's child outlived the deadline");
+    }
+
+    #[tokio::test]
+    async fn steps_see_a_scrubbed_environment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("build.log");
+        std::env::set_var("BATON_TEST_LEAK", "secret");
+        let outcome = run(
+            "sh",
+            &[
+                "-c",
+                "echo \"leak=[$BATON_TEST_LEAK] ci=$CI app=$BATON_APP\"; exit 4",
+            ],
+            tmp.path(),
+            &[("BATON_APP", "shop")],
+            &log,
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(outcome, Outcome::Exited(4)));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("leak=[] ci=true app=shop"), "{text}");
+    }
+}
