@@ -203,12 +203,16 @@ impl Pipeline {
                     }
                 }
                 Job::Close(pr) => {
+                    let number = pr.number as i64;
                     if let Err(e) = self
-                        .remove_review_app(
-                            &pr.repository,
-                            pr.number as i64,
-                            "its pull request was closed",
-                        )
+                        .store()
+                        .set_review_app_closing(&pr.repository, number)
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot record a closed pull request");
+                    }
+                    if let Err(e) = self
+                        .remove_review_app(&pr.repository, number, "its pull request was closed")
                         .await
                     {
                         tracing::warn!(repository = pr.repository, number = pr.number, error = %e, "cannot remove a review app");
@@ -742,7 +746,7 @@ impl Pipeline {
         let Some(review) = self.store().review_app(repository, number).await? else {
             return Ok(false);
         };
-        if review.state != "live" {
+        if review.state == "removed" {
             return Ok(false);
         }
         let removed = self
@@ -756,7 +760,8 @@ impl Pipeline {
         Ok(true)
     }
 
-    /// Removes review apps older than the TTL, and those whose environment is gone.
+    /// Removes review apps older than the TTL, those whose environment is
+    /// gone, and closed ones whose removal failed (a deployment was running).
     async fn sweep_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.config.sweep_interval).await;
@@ -772,7 +777,9 @@ impl Pipeline {
         let ttl = self.config.review_ttl.as_millis() as i64;
         for r in reviews {
             let gone = matches!(self.store().route(&r.app, &r.environment).await, Ok(None));
-            let why = if r.created_at + ttl <= now {
+            let why = if r.state == "closing" {
+                "its pull request was closed"
+            } else if r.created_at + ttl <= now {
                 "it outlived the review TTL"
             } else if gone {
                 "its environment is gone"

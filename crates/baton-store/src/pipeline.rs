@@ -168,7 +168,7 @@ pub struct ReviewApp {
     pub app: String,
     pub environment: String,
     pub head_sha: String,
-    /// `live` or `removed`.
+    /// `live`, `closing` (its pull request closed, removal under way) or `removed`.
     pub state: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -564,12 +564,27 @@ impl Store {
         Ok(row.as_ref().map(ReviewApp::from_row))
     }
 
+    /// Review apps running, or closed but not yet removed (`closing`).
     pub async fn live_review_apps(&self) -> Result<Vec<ReviewApp>> {
-        let rows =
-            sqlx::query("SELECT * FROM review_apps WHERE state = 'live' ORDER BY created_at")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM review_apps WHERE state IN ('live', 'closing') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(ReviewApp::from_row).collect())
+    }
+
+    /// Marks a review app whose pull request closed, before it is removed,
+    /// so that the sweep finishes the removal if it fails now.
+    pub async fn set_review_app_closing(&self, repository: &str, number: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE review_apps SET state = 'closing' WHERE repository = ? AND number = ? AND state = 'live'",
+        )
+        .bind(repository)
+        .bind(number)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn set_review_app_removed(&self, repository: &str, number: i64) -> Result<()> {

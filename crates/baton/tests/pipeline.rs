@@ -1055,3 +1055,77 @@ events = []
     assert!(record["production_waits_for"].is_null());
     let _ = std::io::stdout().flush();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_held_promotion_and_its_undelivered_announcement_survive_a_kill_9() {
+    let receiver = Receiver::start().await;
+    receiver
+        .inbox
+        .refuse_announcements
+        .store(true, Ordering::SeqCst);
+    let (_cfg, mut server) = start(&format!(
+        r#"
+webhook_secret = "{SECRET}"
+notify_attempts = 1000
+notify_backoff = "50ms"
+[announcements]
+channel = "subscribers"
+[[channels]]
+name = "subscribers"
+kind = "webhook"
+url = "{url}"
+events = []
+"#,
+        url = receiver.url("/announce"),
+    ));
+    let repo = Repo::new("auto");
+    let head = repo.commit("pr-3", "Checkout");
+    github(
+        &server,
+        "pull_request",
+        &repo.pr_payload("closed", 3, &head, &["needs-announcement"]),
+    )
+    .await;
+    let merged = repo.commit("main", "Merge pull request #3");
+    let (_, answer) = github(
+        &server,
+        "push",
+        &repo.push_payload("main", &merged, "Merge"),
+    )
+    .await;
+    let (_, build) = finish_build(&server, &answer);
+    let release = build["release_id"].as_str().unwrap().to_string();
+    receiver.wait_refused(2).await;
+
+    server.kill9();
+    receiver
+        .inbox
+        .refuse_announcements
+        .store(false, Ordering::SeqCst);
+    server.restart();
+    receiver
+        .wait_for("the announcement after the restart", |r| {
+            r.path == "/announce"
+        })
+        .await;
+    let live = eventually(
+        Duration::from_secs(30),
+        "production after the restart",
+        || live_release(&server, "production"),
+    )
+    .await;
+    assert_eq!(live, release);
+    let record = server.json(&["notifications"]);
+    let announcement = record
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["event_kind"] == "announcement")
+        .unwrap()
+        .clone();
+    assert_eq!(announcement["state"], "delivered");
+    assert!(
+        announcement["attempts"].as_i64().unwrap() >= 3,
+        "{announcement}"
+    );
+}
