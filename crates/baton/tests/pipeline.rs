@@ -1129,3 +1129,121 @@ events = []
         "{announcement}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_failing_in_staging_never_reaches_production_and_every_deploy_outcome_notifies() {
+    let receiver = Receiver::start().await;
+    let (_cfg, server) = start(&format!(
+        r#"
+webhook_secret = "{SECRET}"
+[[channels]]
+name = "ops"
+kind = "webhook"
+url = "{ops}"
+[[channels]]
+name = "chat"
+kind = "slack"
+url = "{chat}"
+events = ["deployment_failed", "rolled_back"]
+"#,
+        ops = receiver.url("/ops"),
+        chat = receiver.url("/chat"),
+    ));
+    let repo = Repo::new("auto");
+    let push = |sha: String| {
+        let payload = repo.push_payload("main", &sha, "change");
+        let server = &server;
+        async move {
+            let (_, answer) = github(server, "push", &payload).await;
+            finish_build(server, &answer).1
+        }
+    };
+    let good = push(repo.commit("main", "good")).await;
+    let first = good["release_id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "production", || {
+        live_release(&server, "production").filter(|r| *r == first)
+    })
+    .await;
+
+    // Healthy in its tests, unhealthy once started: the deploy step fails.
+    let manifest = std::fs::read_to_string(repo.work().join("baton.toml")).unwrap();
+    repo.write(
+        "baton.toml",
+        &(manifest.replace("timeout = \"20s\"", "timeout = \"2s\"")
+            + "\n[env]\nFAIL_HEALTH = \"1\"\n"),
+    );
+    let bad = push(repo.commit("main", "unhealthy")).await;
+    assert_eq!(bad["state"], "failed", "{bad}");
+    let last = bad["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["name"].as_str(), last["state"].as_str()),
+        (Some("deploy"), Some("failed")),
+        "{bad}"
+    );
+    let chat = receiver
+        .wait_for("the failed deploy on chat", |r| {
+            r.path == "/chat"
+                && r.json()["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("deployment failed")
+        })
+        .await;
+    assert!(chat.json()["text"].as_str().unwrap().contains("staging"));
+    assert_eq!(
+        live_release(&server, "staging").as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(
+        live_release(&server, "production").as_deref(),
+        Some(first.as_str())
+    );
+    let promotions: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/apps/shop/promotions", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        promotions.as_array().unwrap().len(),
+        1,
+        "only the good release was promoted: {promotions}"
+    );
+
+    // The next good one goes through; a rollback of production notifies.
+    repo.write(
+        "baton.toml",
+        &manifest.replace("echo running the tests", "echo running the tests again"),
+    );
+    let third = push(repo.commit("main", "fixed")).await;
+    let third = third["release_id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "production on the fix", || {
+        live_release(&server, "production").filter(|r| *r == third)
+    })
+    .await;
+    server.baton_ok(&["rollback", "shop", "--to", &first[..12]]);
+    let rolled = receiver
+        .wait_for("the rollback notification", |r| {
+            r.path == "/ops" && r.json()["event"] == "rolled_back"
+        })
+        .await;
+    assert_eq!(rolled.json()["environment"], "production");
+    assert!(
+        !rolled.headers.contains_key("x-baton-signature-256"),
+        "no secret, no signature"
+    );
+    receiver
+        .wait_for("the rollback on chat", |r| {
+            r.path == "/chat"
+                && r.json()["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("rolled back")
+        })
+        .await;
+}
