@@ -279,7 +279,10 @@ impl Store {
         kind: DeploymentKind,
         previous_release: Option<&str>,
     ) -> Result<Deployment> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: a deferred transaction that reads, then writes after
+        // another connection wrote, fails at once with SQLITE_BUSY instead
+        // of waiting out the busy timeout.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let running: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM deployments WHERE app = ? AND environment = ? AND state IN ('running', 'previewing') LIMIT 1",
         )

@@ -74,6 +74,7 @@ CREATE TABLE notifications (
     created_at   INTEGER NOT NULL,
     delivered_at INTEGER
 );
+CREATE UNIQUE INDEX notifications_event ON notifications (event_id, channel);
 CREATE TABLE release_notes (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     repository  TEXT NOT NULL,
@@ -652,10 +653,13 @@ impl Store {
 
     // ---- notifications ----
 
-    pub async fn create_notification(&self, new: &NewNotification) -> Result<Notification> {
+    /// Records a message; `None` when this event was already recorded for
+    /// this channel (the notifier re-reading events after a restart).
+    pub async fn create_notification(&self, new: &NewNotification) -> Result<Option<Notification>> {
         let row = sqlx::query(
             "INSERT INTO notifications (event_id, channel, kind, event_kind, app, environment, subject, body, state, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) RETURNING *",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)
+             ON CONFLICT (event_id, channel) DO NOTHING RETURNING *",
         )
         .bind(new.event_id)
         .bind(&new.channel)
@@ -666,9 +670,9 @@ impl Store {
         .bind(&new.subject)
         .bind(&new.body)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(Notification::from_row(&row))
+        Ok(row.as_ref().map(Notification::from_row))
     }
 
     /// Records one delivery attempt: delivered, failed for good, or to be tried again.
