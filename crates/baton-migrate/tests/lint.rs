@@ -669,6 +669,10 @@ fn domain_constraints_are_refused_on_live_domains_and_advised_against_on_new_one
         ),
         vec![("ban-alter-domain-with-add-constraint", 2, Error)]
     );
+    assert_eq!(
+        found_after_timeouts("ALTER DOMAIN email VALIDATE CONSTRAINT email_at;"),
+        vec![("ban-alter-domain-with-add-constraint", 2, Error)]
+    );
     // The same rule on the column instead, in the safe two steps.
     assert!(found_after_timeouts(
         "ALTER TABLE users ADD CONSTRAINT users_email_at CHECK (email LIKE '%@%') NOT VALID;"

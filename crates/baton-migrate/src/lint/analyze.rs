@@ -217,8 +217,11 @@ pub(crate) enum Op {
         name: Name,
         constrained: bool,
     },
-    AlterDomainAddConstraint {
+    /// `ALTER DOMAIN … ADD CONSTRAINT` (`validate: false`) or
+    /// `… VALIDATE CONSTRAINT`.
+    DomainConstraint {
         domain: Name,
+        validate: bool,
     },
     /// `ALTER TYPE … ADD VALUE`; `positioned` with BEFORE or AFTER.
     AddEnumValue {
@@ -563,7 +566,14 @@ fn alter(c: &mut Cursor, line: u32) -> Vec<Action> {
     }
     if c.eat("DOMAIN") {
         return match c.name() {
-            Some(domain) if c.eat("ADD") => one(Op::AlterDomainAddConstraint { domain }),
+            Some(domain) if c.eat("ADD") => one(Op::DomainConstraint {
+                domain,
+                validate: false,
+            }),
+            Some(domain) if c.eat_all(&["VALIDATE", "CONSTRAINT"]) => one(Op::DomainConstraint {
+                domain,
+                validate: true,
+            }),
             _ => one(Op::Other),
         };
     }
@@ -1306,7 +1316,7 @@ mod tests {
 
     #[test]
     fn column_types_are_read_without_schema_modifiers_or_constraints() {
-        let found = ops("CREATE TABLE IF NOT EXISTS t (\n  a character varying(20) NOT NULL,\n  b pg_catalog.timestamp(3) without time zone DEFAULT now(),\n  c int[] COLLATE \"C\",\n  PRIMARY KEY (a)\n)");
+        let found = ops("CREATE TABLE IF NOT EXISTS t (\n  a character varying(20) NOT NULL,\n  b timestamp(3) without time zone DEFAULT now(),\n  c text[] COLLATE \"C\",\n  d pg_catalog.int4,\n  PRIMARY KEY (a)\n)");
         let Op::CreateTable { columns, .. } = &found[0] else {
             panic!("{found:?}")
         };
@@ -1319,7 +1329,8 @@ mod tests {
             vec![
                 ("a".into(), 2, "character varying(…)".into()),
                 ("b".into(), 3, "timestamp without time zone(…)".into()),
-                ("c".into(), 4, "int".into()),
+                ("c".into(), 4, "text".into()),
+                ("d".into(), 5, "int4".into()),
             ]
         );
         let statement = &split("CREATE TABLE IF NOT EXISTS t (a text)").expect("valid")[0];

@@ -978,7 +978,7 @@ impl Walk<'_> {
                 }
                 false
             }
-            Op::AlterDomainAddConstraint { domain } => {
+            Op::DomainConstraint { domain, validate } => {
                 let own = self
                     .made_objects
                     .iter()
@@ -988,13 +988,17 @@ impl Walk<'_> {
                         index,
                         Rule::BanAlterDomainWithAddConstraint,
                         line,
-                        format!("constraint added to domain {domain}"),
+                        if *validate {
+                            format!("constraint of domain {domain} validated: the tables using it are scanned under a SHARE lock")
+                        } else {
+                            format!("constraint added to domain {domain}")
+                        },
                     );
                     self.strong_lock(
                         index,
                         group,
                         line,
-                        format!("ALTER DOMAIN {domain} ADD CONSTRAINT locks the tables using it"),
+                        format!("ALTER DOMAIN {domain} locks the tables using it (SHARE)"),
                     );
                 }
                 false

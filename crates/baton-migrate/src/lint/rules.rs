@@ -132,7 +132,7 @@ rules! {
         "TRUNCATE … CASCADE also empties every table that has a foreign key to the ones named, recursively, under an ACCESS EXCLUSIVE lock on each: it deletes rows the running release relies on in tables the migration never names, and blocks them all.",
         "Name every table to empty, without CASCADE (PostgreSQL then refuses if a referencing table was forgotten), or delete the rows in batches with `DELETE … WHERE …`.";
     BanAlterDomainWithAddConstraint = "ban-alter-domain-with-add-constraint", Error,
-        "ALTER DOMAIN … ADD CONSTRAINT checks every column of every table that uses the domain, blocking writes to those tables for the whole scan; NOT VALID only defers the same check to ALTER DOMAIN … VALIDATE CONSTRAINT.",
+        "ALTER DOMAIN … ADD CONSTRAINT checks every column of every table that uses the domain under a SHARE lock, blocking writes to those tables for the whole scan; NOT VALID only defers the same scan, under the same lock, to ALTER DOMAIN … VALIDATE CONSTRAINT.",
         "Put the rule on the table columns instead: `ALTER TABLE … ADD CONSTRAINT … CHECK (…) NOT VALID`, then `ALTER TABLE … VALIDATE CONSTRAINT …` in another transaction, table by table.";
     BanDropDatabase = "ban-drop-database", Error,
         "DROP DATABASE deletes every table the release still running uses, irrecoverably; it has no place in an application's migrations (PostgreSQL also refuses it inside a transaction).",
