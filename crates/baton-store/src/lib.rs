@@ -5,6 +5,7 @@
 //! Every multi-row change happens in one transaction, so a crash leaves each
 //! record either as it was or as it was meant to be.
 
+mod accounts;
 mod records;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,7 @@ const MIGRATIONS: &[&str] = &[
         detail        TEXT
     );
     CREATE INDEX contracts_app ON contracts (app, environment, state)",
+    accounts::ACCOUNTS_SCHEMA,
 ];
 
 #[derive(Clone)]
