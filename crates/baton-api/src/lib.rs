@@ -220,6 +220,7 @@ async fn deploy(
             environment: b.environment,
             release: b.release,
             preview: b.preview,
+            actor: None,
         })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
@@ -240,7 +241,9 @@ async fn rollback(
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: RollbackBody = body(&raw)?;
-    let deployment = o.rollback(&app, &b.environment, b.to.as_deref()).await?;
+    let deployment = o
+        .rollback(&app, &b.environment, b.to.as_deref(), None)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 

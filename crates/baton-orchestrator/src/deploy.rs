@@ -37,6 +37,7 @@ impl Orchestrator {
         release: Release,
         preview: bool,
         warm: Option<Arc<Managed>>,
+        actor: Option<&str>,
     ) -> Result<Deployment> {
         let manifest = Manifest::parse(&release.manifest, "baton.toml").map_err(|e| {
             Error::BadRequest(format!(
@@ -70,6 +71,7 @@ impl Orchestrator {
                 &release.id,
                 kind,
                 live.as_ref().map(|t| t.release_id.as_str()),
+                actor,
             )
             .await?;
         let job = Job {

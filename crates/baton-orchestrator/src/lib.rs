@@ -140,6 +140,8 @@ pub struct DeployRequest {
     /// Pause after the health check with the new release reachable through
     /// the preview header and hosts, until continued or aborted.
     pub preview: bool,
+    /// Who asks, for the record.
+    pub actor: Option<String>,
 }
 
 /// One environment of one app, as `baton status` shows it.
@@ -418,6 +420,7 @@ impl Orchestrator {
             release,
             request.preview,
             None,
+            request.actor.as_deref(),
         )
         .await
     }
@@ -430,6 +433,7 @@ impl Orchestrator {
         app: &str,
         environment: &str,
         to: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<Deployment> {
         check_environment(environment)?;
         let route = self.store.route(app, environment).await?;
@@ -472,8 +476,15 @@ impl Orchestrator {
             self.check_rollback_schema(&RouteKey::new(app, environment), &release)
                 .await?;
         }
-        self.start_deployment(DeploymentKind::Rollback, environment, release, false, warm)
-            .await
+        self.start_deployment(
+            DeploymentKind::Rollback,
+            environment,
+            release,
+            false,
+            warm,
+            actor,
+        )
+        .await
     }
 
     async fn previous_release(

@@ -131,6 +131,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX contracts_app ON contracts (app, environment, state)",
     accounts::ACCOUNTS_SCHEMA,
+    "ALTER TABLE deployments ADD COLUMN actor TEXT",
 ];
 
 #[derive(Clone)]
@@ -275,6 +276,7 @@ impl Store {
         release_id: &str,
         kind: DeploymentKind,
         previous_release: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<Deployment> {
         let mut tx = self.pool.begin().await?;
         let running: Option<i64> = sqlx::query_scalar(
@@ -290,8 +292,8 @@ impl Store {
             )));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at)
-             VALUES (?, ?, ?, ?, 'running', ?, ?) RETURNING id",
+            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at, actor)
+             VALUES (?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
         )
         .bind(app)
         .bind(environment)
@@ -299,6 +301,7 @@ impl Store {
         .bind(kind.as_str())
         .bind(previous_release)
         .bind(now_ms())
+        .bind(actor)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
