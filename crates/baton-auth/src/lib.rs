@@ -96,7 +96,10 @@ pub enum Via {
         name: String,
     },
     /// A request from the server's host while no account exists.
-    Local,
+    Local {
+        #[serde(skip)]
+        csrf: String,
+    },
 }
 
 /// Someone (or something) making a request, and what they may do.
@@ -130,8 +133,8 @@ impl Principal {
     /// The CSRF token a form or a cookie-authenticated request must carry.
     pub fn csrf(&self) -> Option<&str> {
         match &self.via {
-            Via::Session { csrf } => Some(csrf),
-            _ => None,
+            Via::Session { csrf } | Via::Local { csrf } => Some(csrf),
+            Via::Token { .. } => None,
         }
     }
 
@@ -139,7 +142,7 @@ impl Principal {
     pub fn actor(&self) -> String {
         match &self.via {
             Via::Token { name, .. } => format!("{} (token {name})", self.name),
-            Via::Local => format!("{} (local, no accounts yet)", self.name),
+            Via::Local { .. } => format!("{} (no accounts yet)", self.name),
             Via::Session { .. } => self.name.clone(),
         }
     }
@@ -358,6 +361,44 @@ impl Auth {
         Ok((secret, record))
     }
 
+    /// Who a request is: a bearer token (`Authorization: Bearer …`), else a
+    /// session cookie, else — while no account exists — a local
+    /// administrator when the request comes from this host.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        cookies: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<Option<Principal>, AuthError> {
+        if let Some(value) = authorization {
+            return match value.strip_prefix("Bearer ") {
+                Some(secret) => self.token(secret.trim()).await,
+                None => Ok(None),
+            };
+        }
+        if let Some(cookie) = cookies.and_then(|c| cookie_value(c, COOKIE)) {
+            if let Some(principal) = self.session(cookie).await? {
+                return Ok(Some(principal));
+            }
+        }
+        if peer.is_loopback() && self.open_to_local().await? {
+            return Ok(Some(Principal {
+                name: "local".into(),
+                role: Role::Admin,
+                environments: None,
+                via: Via::Local {
+                    csrf: self.sign("local administrator"),
+                },
+            }));
+        }
+        Ok(None)
+    }
+
+    /// A fresh random token for the login form's double-submitted cookie.
+    pub fn login_token(&self) -> String {
+        random_hex(16)
+    }
+
     /// Compares a submitted CSRF token with the session's, in constant time.
     pub fn csrf_matches(&self, principal: &Principal, submitted: &str) -> bool {
         let Some(expected) = principal.csrf() else {
@@ -420,6 +461,24 @@ impl Auth {
             failures.remove(key);
         }
     }
+}
+
+/// The value of one cookie in a `Cookie` header.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// Compares two strings in constant time (for CSRF double-submit checks).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"baton").expect("any key length");
+    mac.update(a.as_bytes());
+    let a = mac.finalize().into_bytes();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"baton").expect("any key length");
+    mac.update(b.as_bytes());
+    mac.verify_slice(&a).is_ok()
 }
 
 fn principal_of(user: &UserRecord, via: Via) -> Principal {
