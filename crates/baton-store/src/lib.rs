@@ -5,6 +5,7 @@
 //! Every multi-row change happens in one transaction, so a crash leaves each
 //! record either as it was or as it was meant to be.
 
+mod flags;
 mod records;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use flags::{ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,7 @@ CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
 const MIGRATIONS: &[&str] = &[
     "ALTER TABLE releases ADD COLUMN image TEXT",
     "ALTER TABLE targets ADD COLUMN runtime TEXT NOT NULL DEFAULT 'process'",
+    flags::FLAGS_SCHEMA,
 ];
 
 #[derive(Clone)]
