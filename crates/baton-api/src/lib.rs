@@ -4,6 +4,7 @@
 //! decision lives in the orchestrator. Errors are JSON objects
 //! `{"error": {"code", "message"}}` whose message names what was wrong.
 
+mod flags;
 mod logs;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use baton_flag_service::FlagService;
 use baton_orchestrator::{DeployRequest, Error, Orchestrator};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -27,7 +29,9 @@ const MAX_ARCHIVE: usize = 512 * 1024 * 1024;
 
 pub type AppState = Arc<Orchestrator>;
 
-pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
+/// The API, with the flag endpoints of `/api/v1` served by `flags`. The
+/// OFREP and Unleash client endpoints are [`FlagService::client_router`]'s.
+pub fn router(orchestrator: Arc<Orchestrator>, flags: Arc<FlagService>) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/health", get(health))
@@ -49,6 +53,7 @@ pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
         .route("/api/v1/deployments/{id}", get(deployment))
         .route("/api/v1/deployments/{id}/continue", post(continue_preview))
         .route("/api/v1/deployments/{id}/abort", post(abort_preview))
+        .merge(flags::router(flags))
         .fallback(not_found)
         .with_state(orchestrator)
 }
@@ -160,6 +165,7 @@ async fn create_release(
             "the request body must be the release archive (a tar file)",
         ));
     }
+    flags::check_release_flags(&archive, &baton_package::release_id(&archive))?;
     let (release, created) = o.create_release(&app, archive.to_vec()).await?;
     let status = if created {
         StatusCode::CREATED
@@ -311,6 +317,16 @@ mod tests {
         ("get", "/api/v1/deployments/{id}"),
         ("post", "/api/v1/deployments/{id}/continue"),
         ("post", "/api/v1/deployments/{id}/abort"),
+        ("get", "/api/v1/apps/{app}/flags"),
+        ("post", "/api/v1/apps/{app}/flags"),
+        ("get", "/api/v1/apps/{app}/flags/{flag}"),
+        ("patch", "/api/v1/apps/{app}/flags/{flag}"),
+        ("delete", "/api/v1/apps/{app}/flags/{flag}"),
+        ("post", "/api/v1/apps/{app}/flags-file"),
+        ("get", "/api/v1/apps/{app}/keys"),
+        ("post", "/api/v1/apps/{app}/keys"),
+        ("delete", "/api/v1/apps/{app}/keys/{id}"),
+        ("get", "/api/v1/audit"),
     ];
 
     #[test]

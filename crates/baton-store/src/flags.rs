@@ -251,14 +251,12 @@ impl Store {
                     .await?;
                 }
                 None => {
-                    sqlx::query(
-                        "DELETE FROM flags WHERE app = ? AND environment = ? AND name = ?",
-                    )
-                    .bind(app)
-                    .bind(environment)
-                    .bind(&change.name)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query("DELETE FROM flags WHERE app = ? AND environment = ? AND name = ?")
+                        .bind(app)
+                        .bind(environment)
+                        .bind(&change.name)
+                        .execute(&mut *tx)
+                        .await?;
                 }
             }
             audit(&mut tx, &change.audit).await?;
@@ -318,14 +316,13 @@ impl Store {
     /// Marks a key revoked (it stays recorded); revoking twice is refused.
     pub async fn revoke_api_key(&self, id: i64, entry: &AuditEntry) -> Result<ApiKeyRecord> {
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let changed =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         if changed == 0 {
             return Err(StoreError::NotFound(format!(
                 "no API key {id} that is not already revoked"
@@ -463,7 +460,9 @@ mod tests {
             .execute(&store.pool)
             .await;
         assert!(update.unwrap_err().to_string().contains("append-only"));
-        let delete = sqlx::query("DELETE FROM audit_log").execute(&store.pool).await;
+        let delete = sqlx::query("DELETE FROM audit_log")
+            .execute(&store.pool)
+            .await;
         assert!(delete.unwrap_err().to_string().contains("append-only"));
         assert_eq!(store.audit_log(None, 10).await.unwrap()[0].actor, "alice");
     }
@@ -473,7 +472,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
         let key = store
-            .create_api_key("a", "production", "web", "h1", "baton_ab", &entry("api_key.create"))
+            .create_api_key(
+                "a",
+                "production",
+                "web",
+                "h1",
+                "baton_ab",
+                &entry("api_key.create"),
+            )
             .await
             .unwrap();
         assert_eq!(key.revoked_at, None);
