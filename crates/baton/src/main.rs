@@ -5,6 +5,7 @@
 mod client;
 mod commands;
 mod db;
+mod flags;
 mod output;
 mod server;
 
@@ -110,6 +111,11 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Feature flags: per app and environment, flags.toml, API keys, audit.
+    Flags {
+        #[command(subcommand)]
+        command: flags::FlagsCommand,
+    },
     /// Database migrations.
     Db {
         #[command(subcommand)]
@@ -204,6 +210,7 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Flags { command } => flags::run(command).await,
             Command::Db {
                 command: DbCommand::Lint { dir, json },
             } => db::lint(&dir, json),
