@@ -114,9 +114,15 @@ async fn show(
     Ok(Json(flags.get(&app, &env.checked()?, &flag).await?))
 }
 
-/// The request body read as a flag: `serde_json` names the field at fault.
+/// The request body read as a flag, naming the field at fault.
 fn spec_from(value: Value) -> Result<FlagSpec, String> {
-    serde_json::from_value(value).map_err(|e| format!("request body is not valid: {e}"))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        format!(
+            "request body is not valid: field `{field}`: {}",
+            e.into_inner()
+        )
+    })
 }
 
 async fn create(
