@@ -140,6 +140,9 @@ pub struct FlagService {
     writer: Mutex<()>,
     /// Bumped after every new snapshot; OFREP's event stream listens.
     revision: watch::Sender<u64>,
+    /// Set when the server stops, to end the event streams (which would
+    /// otherwise hold a graceful stop open forever).
+    stopping: watch::Sender<bool>,
 }
 
 impl FlagService {
@@ -147,11 +150,13 @@ impl FlagService {
     pub async fn load(store: Store) -> Result<Arc<FlagService>> {
         let snapshot = Snapshot::build(store.all_flags().await?, store.api_keys().await?);
         let (revision, _) = watch::channel(0);
+        let (stopping, _) = watch::channel(false);
         Ok(Arc::new(FlagService {
             store,
             snapshot: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(()),
             revision,
+            stopping,
         }))
     }
 
@@ -163,6 +168,16 @@ impl FlagService {
     /// Waits for the next change, for event streams.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
+    }
+
+    /// Ends the event streams, so the server can stop.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves when the server stops.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     async fn publish(&self) -> Result<()> {

@@ -367,9 +367,10 @@ fn change_events(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let (app, environment) = (first.app.clone(), first.environment.clone());
     let changes = service.changes();
+    let stopping = service.stopping();
     futures_util::stream::unfold(
-        (service, changes, None::<String>, app, environment),
-        |(service, mut changes, mut last, app, environment)| async move {
+        (service, changes, stopping, None::<String>, app, environment),
+        |(service, mut changes, mut stopping, mut last, app, environment)| async move {
             loop {
                 let current = service
                     .snapshot()
@@ -383,10 +384,12 @@ fn change_events(
                         .event("message")
                         .id(etag.trim_matches('"'))
                         .data(data.to_string());
-                    return Some((Ok(event), (service, changes, last, app, environment)));
+                    let state = (service, changes, stopping, last, app, environment);
+                    return Some((Ok(event), state));
                 }
-                if changes.changed().await.is_err() {
-                    return None;
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return None },
+                    _ = stopping.wait_for(|stop| *stop) => return None,
                 }
             }
         },

@@ -134,6 +134,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     shutdown_signal().await;
     tracing::info!("stopping: finishing requests in flight; apps keep running");
     let _ = stop_tx.send(true);
+    flags.stop();
     let _ = api_task.await;
     let _ = proxy_task.await;
     Ok(ExitCode::SUCCESS)

@@ -503,6 +503,28 @@ async fn the_change_stream_announces_each_change() {
     let second = next_event(&mut stream, &mut seen).await;
     assert_eq!(second["type"], "refetchEvaluation");
     assert_ne!(first["etag"], second["etag"]);
+
+    // An open stream does not hold up a graceful stop.
+    let mut server = server;
+    let mut child = server.child.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk()).await;
+    assert!(
+        matches!(ended, Ok(Ok(None)) | Ok(Err(_))),
+        "the stream ended"
+    );
 }
 
 /// The data of the next server-sent event, as JSON.
