@@ -532,6 +532,83 @@ mod tests {
         assert_eq!(changes(true)[2], s("extra", "delete"));
     }
 
+    #[tokio::test]
+    async fn each_change_publishes_a_new_snapshot_after_the_store_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+        let service = FlagService::load(store.clone()).await.unwrap();
+        let actor = Actor {
+            name: "alice".into(),
+            remote_address: None,
+        };
+        let changes = service.changes();
+        let key = service
+            .create_key(&actor, "shop", "production", "web")
+            .await
+            .unwrap();
+        let flags = Arc::clone(&service.snapshot().key(&key.key).unwrap().flags);
+        assert!(
+            flags.specs.is_empty(),
+            "a key's environment may have no flags yet"
+        );
+        let empty_etag = flags.etag.clone();
+
+        service
+            .create(&actor, "shop", "production", "beta", on())
+            .await
+            .unwrap();
+        assert!(changes.has_changed().unwrap());
+        let snapshot = service.snapshot();
+        let scope = snapshot.key(&key.key).unwrap();
+        assert!(scope
+            .flags
+            .flags
+            .is_enabled("beta", &baton_flags::Context::default()));
+        assert_ne!(scope.flags.etag, empty_etag);
+        assert!(snapshot.environment("shop", "staging").is_none());
+
+        // A restarted server rebuilds the same snapshot from the store.
+        let again = FlagService::load(store).await.unwrap();
+        assert_eq!(
+            again.snapshot().key(&key.key).unwrap().flags.etag,
+            scope.flags.etag
+        );
+
+        service
+            .revoke_key(&actor, "shop", key.record.id)
+            .await
+            .unwrap();
+        assert!(service.snapshot().key(&key.key).unwrap().revoked);
+        assert!(service.snapshot().key("baton_unknown").is_none());
+        let refused = service
+            .update(
+                &actor,
+                "shop",
+                "production",
+                "beta",
+                "flag.update",
+                |mut s| {
+                    s.rollout = Some(30);
+                    s.variants = vec![baton_flags::model::VariantSpec {
+                        name: "a".into(),
+                        weight: 0,
+                        payload: None,
+                    }];
+                    Ok(s)
+                },
+            )
+            .await;
+        assert!(matches!(refused, Err(FlagError::BadRequest(m)) if m.contains("weight")));
+        assert_eq!(
+            service
+                .get("shop", "production", "beta")
+                .await
+                .unwrap()
+                .spec,
+            on()
+        );
+    }
+
     #[test]
     fn keys_are_long_random_and_hashed() {
         let a = new_key().unwrap();
