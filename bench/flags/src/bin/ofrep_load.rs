@@ -43,6 +43,7 @@ impl Connection {
             self.buffer.extend_from_slice(&chunk[..n]);
             if let Some(end) = find(&self.buffer, b"\r\n\r\n") {
                 let head = std::str::from_utf8(&self.buffer[..end]).expect("ASCII head");
+                let status: u16 = head[9..12].parse().expect("status");
                 let length: usize = head
                     .lines()
                     .find_map(|l| {
@@ -56,7 +57,7 @@ impl Connection {
                     assert!(n > 0, "the server closed the connection");
                     self.buffer.extend_from_slice(&chunk[..n]);
                 }
-                return head[9..12].parse().expect("status");
+                return status;
             }
         }
     }
