@@ -9,15 +9,16 @@
 //! Also: users, tokens, login for the CLI, and the audit log.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use baton_auth::{AuthError, Principal, Role};
-use baton_store::AuditEntry;
+use baton_auth::{Auth, AuthError, Principal, Role};
+use baton_store::{AuditEntry, Store};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -40,7 +41,7 @@ pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
 }
 
 pub async fn require(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Auth>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
     next: Next,
@@ -50,10 +51,13 @@ pub async fn require(
         return next.run(request).await;
     }
     let headers = request.headers();
-    let text = |name| headers.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
     let authorization = text(header::AUTHORIZATION);
-    let found = state
-        .auth
+    let found = auth
         .authenticate(authorization, text(header::COOKIE), peer.ip())
         .await;
     let principal = match found {
@@ -68,10 +72,14 @@ pub async fn require(
     };
     let reading = matches!(*request.method(), Method::GET | Method::HEAD);
     if !reading {
-        let by_cookie = authorization.is_none() && matches!(principal.via, baton_auth::Via::Session { .. });
+        let by_cookie =
+            authorization.is_none() && matches!(principal.via, baton_auth::Via::Session { .. });
         let csrf = text(axum::http::HeaderName::from_static("x-csrf-token")).unwrap_or("");
-        if by_cookie && !state.auth.csrf_matches(&principal, csrf) {
-            return forbidden("a change made with a session cookie needs the session's X-CSRF-Token header").into_response();
+        if by_cookie && !auth.csrf_matches(&principal, csrf) {
+            return forbidden(
+                "a change made with a session cookie needs the session's X-CSRF-Token header",
+            )
+            .into_response();
         }
         // Tokens manage themselves; everything else that changes needs a deployer.
         let own_tokens = path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/");
@@ -117,7 +125,7 @@ pub(crate) fn admin(principal: &Principal) -> ApiResult<()> {
 
 /// Appends to the audit log; a failure to write is logged, not fatal.
 pub(crate) async fn record(
-    state: &AppState,
+    store: &Store,
     principal: &Principal,
     peer: &Peer,
     action: &str,
@@ -137,7 +145,7 @@ pub(crate) async fn record(
         detail,
         remote_address: Some(peer.0.ip().to_string()),
     };
-    if let Err(e) = state.orchestrator.store().record_audit(&entry).await {
+    if let Err(e) = store.record_audit(&entry).await {
         tracing::error!(error = %e, action, "cannot write the audit log");
     }
 }
@@ -171,33 +179,35 @@ fn cli() -> String {
 
 /// Trades a user name and password for an API token with the user's role.
 pub async fn login(
-    State(state): State<AppState>,
+    State(o): State<AppState>,
+    Extension(auth): Extension<Arc<Auth>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let b: LoginBody = body(&raw)?;
-    let (_, principal) = state
-        .auth
+    let (_, principal) = auth
         .login(&b.user, &b.password, peer.ip())
         .await
         .map_err(auth_error)?;
-    let (secret, record) = state
-        .auth
+    let (secret, token) = auth
         .create_token(&principal.name, &b.token_name, principal.role)
         .await
         .map_err(auth_error)?;
     record(
-        &state,
+        o.store(),
         &principal,
         &Peer(peer),
         "token.create",
-        format!("token {} ({})", record.id, record.name),
+        format!("token {} ({})", token.id, token.name),
         None,
         None,
-        json!({"role": record.role, "via": "login"}),
+        json!({"role": token.role, "via": "login"}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(json!({"token": secret, "record": record}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": secret, "record": token})),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -210,7 +220,8 @@ struct TokenBody {
 }
 
 pub async fn create_token(
-    State(state): State<AppState>,
+    State(o): State<AppState>,
+    Extension(auth): Extension<Arc<Auth>>,
     Extension(principal): Extension<Principal>,
     Extension(peer): Extension<Peer>,
     raw: Bytes,
@@ -229,13 +240,12 @@ pub async fn create_token(
         ));
     }
     let role = b.role.unwrap_or(principal.role).min(principal.role);
-    let (secret, token) = state
-        .auth
+    let (secret, token) = auth
         .create_token(&user, &b.name, role)
         .await
         .map_err(auth_error)?;
     record(
-        &state,
+        o.store(),
         &principal,
         &peer,
         "token.create",
@@ -245,31 +255,34 @@ pub async fn create_token(
         json!({"role": token.role}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(json!({"token": secret, "record": token}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": secret, "record": token})),
+    ))
 }
 
 pub async fn tokens(
-    State(state): State<AppState>,
+    State(o): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> ApiResult<impl IntoResponse> {
     let user = (!principal.has(Role::Admin)).then_some(principal.name.as_str());
-    Ok(Json(state.orchestrator.store().tokens(user).await?))
+    Ok(Json(o.store().tokens(user).await?))
 }
 
 pub async fn revoke_token(
-    State(state): State<AppState>,
+    State(o): State<AppState>,
     Extension(principal): Extension<Principal>,
     Extension(peer): Extension<Peer>,
     Path(id): Path<i64>,
 ) -> ApiResult<impl IntoResponse> {
-    let store = state.orchestrator.store();
+    let store = o.store();
     let token = store.token(id).await?;
     if token.user != principal.name {
         admin(&principal)?;
     }
     let token = store.revoke_token(id).await?;
     record(
-        &state,
+        o.store(),
         &principal,
         &peer,
         "token.revoke",
@@ -292,20 +305,19 @@ struct UserBody {
 }
 
 pub async fn create_user(
-    State(state): State<AppState>,
+    State(o): State<AppState>,
+    Extension(auth): Extension<Arc<Auth>>,
     Extension(principal): Extension<Principal>,
     Extension(peer): Extension<Peer>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     admin(&principal)?;
     let b: UserBody = body(&raw)?;
-    state
-        .auth
-        .add_user(&b.name, &b.password, b.role, b.environments.clone())
+    auth.add_user(&b.name, &b.password, b.role, b.environments.clone())
         .await
         .map_err(auth_error)?;
     record(
-        &state,
+        o.store(),
         &principal,
         &peer,
         "user.create",
@@ -315,38 +327,14 @@ pub async fn create_user(
         json!({"role": b.role, "environments": b.environments}),
     )
     .await;
-    let user = state.orchestrator.store().user(&b.name).await?;
+    let user = o.store().user(&b.name).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
 pub async fn users(
-    State(state): State<AppState>,
+    State(o): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> ApiResult<impl IntoResponse> {
     admin(&principal)?;
-    Ok(Json(state.orchestrator.store().users().await?))
-}
-
-#[derive(Deserialize)]
-pub struct AuditQuery {
-    app: Option<String>,
-    #[serde(default = "hundred")]
-    limit: i64,
-}
-
-fn hundred() -> i64 {
-    100
-}
-
-pub async fn audit_log(
-    State(state): State<AppState>,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        state
-            .orchestrator
-            .store()
-            .audit_log(q.app.as_deref(), q.limit.clamp(1, 1000))
-            .await?,
-    ))
+    Ok(Json(o.store().users().await?))
 }

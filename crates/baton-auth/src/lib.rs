@@ -142,7 +142,7 @@ impl Principal {
     pub fn actor(&self) -> String {
         match &self.via {
             Via::Token { name, .. } => format!("{} (token {name})", self.name),
-            Via::Local { .. } => format!("{} (no accounts yet)", self.name),
+            Via::Local { .. } => self.name.clone(),
             Via::Session { .. } => self.name.clone(),
         }
     }

@@ -132,6 +132,16 @@ impl Orchestrator {
                 Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
             }
         }
+        if outcome.is_ok() && kind == DeploymentKind::Deploy {
+            if let Some(flags) = self.flags.get() {
+                let dir = self.release_dir(&job.release.id);
+                match flags.apply_release_flags(&app, &environment, &dir).await {
+                    Ok(Some(done)) => self.event(&job.key, "flags_applied", &done).await,
+                    Ok(None) => {}
+                    Err(e) => self.event(&job.key, "flags_failed", &e).await,
+                }
+            }
+        }
         if let Err(e) = self.store.set_deployment_state(id, state, error).await {
             tracing::error!(deployment = id, error = %e, "cannot record the end of a deployment");
         }

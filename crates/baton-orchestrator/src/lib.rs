@@ -120,6 +120,28 @@ pub struct Orchestrator {
     pub(crate) health: reqwest::Client,
     pub(crate) managed: Mutex<HashMap<i64, Arc<Managed>>>,
     previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
+    flags: std::sync::OnceLock<Arc<dyn ApplyFlags>>,
+}
+
+/// Applies a release's `flags.toml` when a deploy has put it live, before
+/// the deployment is recorded as ended (the flag service implements it).
+/// The outcome is recorded as a `flags_applied` or `flags_failed` event; it
+/// cannot fail the deployment, whose release already serves traffic.
+pub trait ApplyFlags: Send + Sync {
+    /// Returns what changed (`None`: the release has no `flags.toml`), or
+    /// why it failed.
+    fn apply_release_flags<'a>(
+        &'a self,
+        app: &'a str,
+        environment: &'a str,
+        release_dir: &'a std::path::Path,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Option<String>, String>>
+                + Send
+                + 'a,
+        >,
+    >;
 }
 
 /// The runtimes targets can run on.
@@ -188,7 +210,13 @@ impl Orchestrator {
             health,
             managed: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
+            flags: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what applies a release's flags when a deploy puts it live (once).
+    pub fn apply_flags_with(&self, flags: Arc<dyn ApplyFlags>) {
+        let _ = self.flags.set(flags);
     }
 
     pub fn store(&self) -> &Store {

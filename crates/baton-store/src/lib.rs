@@ -6,6 +6,7 @@
 //! record either as it was or as it was meant to be.
 
 mod accounts;
+mod flags;
 mod records;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
+pub use flags::{ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX contracts_app ON contracts (app, environment, state)",
     accounts::ACCOUNTS_SCHEMA,
     "ALTER TABLE deployments ADD COLUMN actor TEXT",
+    flags::FLAGS_SCHEMA,
 ];
 
 #[derive(Clone)]

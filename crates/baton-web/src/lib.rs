@@ -20,12 +20,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use baton_auth::{Auth, Principal};
+use baton_flag_service::FlagService;
 use baton_orchestrator::Orchestrator;
 
 /// What the dashboard needs.
 pub struct Web {
     pub orchestrator: Arc<Orchestrator>,
     pub auth: Arc<Auth>,
+    pub flags: Arc<FlagService>,
 }
 
 pub fn router(web: Arc<Web>) -> Router {
@@ -52,8 +54,14 @@ async fn security_headers(mut response: Response) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
     );
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }
 
@@ -99,7 +107,11 @@ impl FromRequestParts<Arc<Web>> for User {
             Ok(None) => Err(Redirect::to("/login").into_response()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot check credentials");
-                Err((StatusCode::INTERNAL_SERVER_ERROR, "cannot check credentials").into_response())
+                Err((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot check credentials",
+                )
+                    .into_response())
             }
         }
     }

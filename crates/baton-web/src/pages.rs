@@ -46,7 +46,11 @@ fn render(template: impl Template, status: StatusCode) -> Response {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a dashboard page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
         }
     }
 }
@@ -90,19 +94,14 @@ fn store_error(user: &Principal, e: impl std::fmt::Display) -> Response {
     refuse(Some(user), StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn orchestrator_error(user: &Principal, e: baton_orchestrator::Error) -> Response {
-    let status = match &e {
-        baton_orchestrator::Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-        baton_orchestrator::Error::NotFound(_) => StatusCode::NOT_FOUND,
-        baton_orchestrator::Error::Conflict(_) => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    refuse(Some(user), status, e.to_string())
-}
-
 /// Refuses a form that lacks the session's CSRF token or comes from another
 /// site.
-fn check_form(web: &Web, user: &Principal, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+fn check_form(
+    web: &Web,
+    user: &Principal,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), Response> {
     if !same_origin(headers) {
         return Err(refuse(
             Some(user),
@@ -204,7 +203,10 @@ pub async fn login_form(State(web): State<Arc<Web>>, Query(q): Query<LoginQuery>
         },
         StatusCode::OK,
     );
-    set_cookie(&mut response, &format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"));
+    set_cookie(
+        &mut response,
+        &format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"),
+    );
     response
 }
 
@@ -221,7 +223,10 @@ pub async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let expected = cookie_value(cookies, LOGIN_COOKIE).unwrap_or("");
     let again = |status, message: &str| {
         let token = web.auth.login_token();
@@ -231,14 +236,32 @@ pub async fn login(
             notice: None,
             error: Some(message.to_string()),
         };
-        let mut response = render(LoginPage { page, csrf: token.clone() }, status);
-        set_cookie(&mut response, &format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"));
+        let mut response = render(
+            LoginPage {
+                page,
+                csrf: token.clone(),
+            },
+            status,
+        );
+        set_cookie(
+            &mut response,
+            &format!(
+                "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"
+            ),
+        );
         response
     };
     if !same_origin(&headers) || expected.is_empty() || !same_secret(expected, &form.csrf) {
-        return again(StatusCode::FORBIDDEN, "The login form expired or came from another site; try again.");
+        return again(
+            StatusCode::FORBIDDEN,
+            "The login form expired or came from another site; try again.",
+        );
     }
-    match web.auth.login(form.user.trim(), &form.password, peer.ip()).await {
+    match web
+        .auth
+        .login(form.user.trim(), &form.password, peer.ip())
+        .await
+    {
         Ok((cookie, _)) => {
             let mut response = Redirect::to("/").into_response();
             set_cookie(
@@ -277,12 +300,18 @@ pub async fn logout(
     if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
         return refused;
     }
-    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if let Some(cookie) = cookie_value(cookies, COOKIE) {
         let _ = web.auth.logout(cookie).await;
     }
     let mut response = Redirect::to("/login?out=true").into_response();
-    set_cookie(&mut response, &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    set_cookie(
+        &mut response,
+        &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
     response
 }
 
@@ -326,7 +355,12 @@ fn live_since(status: &EnvironmentStatus, deployments: &[Deployment]) -> (String
         .unwrap_or_default()
 }
 
-async fn env_rows(web: &Web, user: &Principal, app: &str, statuses: &[EnvironmentStatus]) -> Vec<EnvRow> {
+async fn env_rows(
+    web: &Web,
+    user: &Principal,
+    app: &str,
+    statuses: &[EnvironmentStatus],
+) -> Vec<EnvRow> {
     let deployments = web
         .orchestrator
         .store()
@@ -340,7 +374,9 @@ async fn env_rows(web: &Web, user: &Principal, app: &str, statuses: &[Environmen
             let (since, by) = live_since(s, &deployments);
             let (healthy, health) = match &s.live {
                 None => (false, "nothing live".to_string()),
-                Some(t) if t.running && t.record.state == TargetState::Live => (true, "healthy".into()),
+                Some(t) if t.running && t.record.state == TargetState::Live => {
+                    (true, "healthy".into())
+                }
                 Some(t) if !t.running => (false, "down (restarting)".into()),
                 Some(t) => (false, t.record.state.as_str().to_string()),
             };
@@ -407,14 +443,24 @@ struct AppPage {
     deployments: Vec<DeploymentRow>,
 }
 
-async fn app_page(web: &Web, user: &Principal, app: &str, error: Option<String>, status: StatusCode) -> Response {
+async fn app_page(
+    web: &Web,
+    user: &Principal,
+    app: &str,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
     let store = web.orchestrator.store();
     let releases = match store.releases(app).await {
         Ok(r) => r,
         Err(e) => return store_error(user, e),
     };
     if releases.is_empty() {
-        return refuse(Some(user), StatusCode::NOT_FOUND, format!("no app named {app}"));
+        return refuse(
+            Some(user),
+            StatusCode::NOT_FOUND,
+            format!("no app named {app}"),
+        );
     }
     let statuses = web.orchestrator.status().await.unwrap_or_default();
     let environments = env_rows(web, user, app, &statuses).await;
@@ -437,7 +483,9 @@ async fn app_page(web: &Web, user: &Principal, app: &str, error: Option<String>,
             size: format!("{:.1} KiB, {} files", r.size as f64 / 1024.0, r.files),
             live_in: statuses
                 .iter()
-                .filter(|s| s.app == app && s.live.as_ref().is_some_and(|t| t.record.release_id == r.id))
+                .filter(|s| {
+                    s.app == app && s.live.as_ref().is_some_and(|t| t.record.release_id == r.id)
+                })
                 .map(|s| s.environment.clone())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -475,7 +523,11 @@ async fn app_page(web: &Web, user: &Principal, app: &str, error: Option<String>,
     )
 }
 
-pub async fn app(State(web): State<Arc<Web>>, User(user): User, Path(app): Path<String>) -> Response {
+pub async fn app(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    Path(app): Path<String>,
+) -> Response {
     app_page(&web, &user, &app, None, StatusCode::OK).await
 }
 
@@ -503,7 +555,10 @@ pub async fn deploy(
         return refuse(
             Some(&user),
             StatusCode::FORBIDDEN,
-            format!("{} ({}) may not deploy to {}", user.name, user.role, form.environment),
+            format!(
+                "{} ({}) may not deploy to {}",
+                user.name, user.role, form.environment
+            ),
         );
     }
     let request = DeployRequest {
@@ -535,7 +590,14 @@ pub async fn deploy(
                 baton_orchestrator::Error::BadRequest(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            app_page(&web, &user, &app, Some(format!("Nothing was deployed: {e}")), status).await
+            app_page(
+                &web,
+                &user,
+                &app,
+                Some(format!("Nothing was deployed: {e}")),
+                status,
+            )
+            .await
         }
     }
 }
@@ -561,7 +623,10 @@ pub async fn rollback(
         return refuse(
             Some(&user),
             StatusCode::FORBIDDEN,
-            format!("{} ({}) may not roll back {}", user.name, user.role, form.environment),
+            format!(
+                "{} ({}) may not roll back {}",
+                user.name, user.role, form.environment
+            ),
         );
     }
     match web
@@ -583,7 +648,16 @@ pub async fn rollback(
             .await;
             Redirect::to(&format!("/deployments/{}", d.id)).into_response()
         }
-        Err(e) => app_page(&web, &user, &app, Some(format!("Nothing was rolled back: {e}")), StatusCode::CONFLICT).await,
+        Err(e) => {
+            app_page(
+                &web,
+                &user,
+                &app,
+                Some(format!("Nothing was rolled back: {e}")),
+                StatusCode::CONFLICT,
+            )
+            .await
+        }
     }
 }
 
@@ -613,7 +687,11 @@ struct DeploymentPage {
     steps: Vec<StepRow>,
 }
 
-pub async fn deployment(State(web): State<Arc<Web>>, User(user): User, Path(id): Path<i64>) -> Response {
+pub async fn deployment(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    Path(id): Path<i64>,
+) -> Response {
     let d = match web.orchestrator.store().deployment(id).await {
         Ok(d) => d,
         Err(e) => return refuse(Some(&user), StatusCode::NOT_FOUND, e.to_string()),
@@ -622,10 +700,17 @@ pub async fn deployment(State(web): State<Arc<Web>>, User(user): User, Path(id):
     if !d.is_finished() {
         page.notice = Some(format!(
             "{} of release {} to {} started{}; its steps appear below as they happen.",
-            if d.kind.as_str() == "rollback" { "Rollback" } else { "Deployment" },
+            if d.kind.as_str() == "rollback" {
+                "Rollback"
+            } else {
+                "Deployment"
+            },
             short(&d.release_id),
             d.environment,
-            d.actor.as_ref().map(|a| format!(" by {a}")).unwrap_or_default(),
+            d.actor
+                .as_ref()
+                .map(|a| format!(" by {a}"))
+                .unwrap_or_default(),
         ));
     }
     render(
@@ -657,7 +742,11 @@ pub async fn deployment(State(web): State<Arc<Web>>, User(user): User, Path(id):
 }
 
 /// Server-sent events: each step when it appears or changes, then `end`.
-pub async fn stream(State(web): State<Arc<Web>>, User(_user): User, Path(id): Path<i64>) -> Response {
+pub async fn stream(
+    State(web): State<Arc<Web>>,
+    User(_user): User,
+    Path(id): Path<i64>,
+) -> Response {
     let stream = futures_util::stream::unfold(
         (web, Vec::<(i64, String)>::new(), false),
         move |(web, mut sent, done)| async move {
@@ -671,7 +760,9 @@ pub async fn stream(State(web): State<Arc<Web>>, User(_user): User, Path(id): Pa
                 }
                 first = false;
                 let Ok(d) = web.orchestrator.store().deployment(id).await else {
-                    let event = Event::default().event("end").data(json!({"state": "unknown"}).to_string());
+                    let event = Event::default()
+                        .event("end")
+                        .data(json!({"state": "unknown"}).to_string());
                     return Some((vec![Ok::<_, Infallible>(event)], (web, sent, true)));
                 };
                 let mut events = Vec::new();
@@ -698,7 +789,9 @@ pub async fn stream(State(web): State<Arc<Web>>, User(_user): User, Path(id): Pa
         },
     );
     let flat = futures_util::StreamExt::flat_map(stream, futures_util::stream::iter);
-    Sse::new(flat).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(flat)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 // ---- logs and audit ----

@@ -5,6 +5,7 @@
 mod client;
 mod commands;
 mod db;
+mod flags;
 mod output;
 mod server;
 
@@ -109,6 +110,11 @@ enum Command {
         lines: usize,
         #[command(flatten)]
         common: Common,
+    },
+    /// Feature flags: per app and environment, flags.toml, API keys, audit.
+    Flags {
+        #[command(subcommand)]
+        command: flags::FlagsCommand,
     },
     /// Database migrations.
     Db {
@@ -269,6 +275,7 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Flags { command } => flags::run(command).await,
             Command::Db { command } => match command {
                 DbCommand::Lint { dir, json } => db::lint(&dir, json),
                 DbCommand::Migrate {
