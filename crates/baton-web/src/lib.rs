@@ -42,6 +42,8 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/deployments/{id}", get(pages::deployment))
         .route("/deployments/{id}/stream", get(pages::stream))
         .route("/audit", get(pages::audit_page))
+        .route("/flags", get(pages::flags))
+        .route("/flags/toggle", post(pages::toggle_flag))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .layer(axum::middleware::map_response(security_headers))

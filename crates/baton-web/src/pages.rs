@@ -876,3 +876,176 @@ pub async fn audit_page(State(web): State<Arc<Web>>, User(user): User) -> Respon
         StatusCode::OK,
     )
 }
+
+// ---- flags ----
+
+pub struct FlagRow {
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub audience: String,
+}
+
+pub struct FlagGroup {
+    pub app: String,
+    pub environment: String,
+    pub may_change: bool,
+    pub flags: Vec<FlagRow>,
+}
+
+#[derive(Template)]
+#[template(path = "flags.html")]
+struct FlagsPage {
+    page: Page,
+    csrf: String,
+    groups: Vec<FlagGroup>,
+}
+
+fn audience(spec: &baton_flags::FlagSpec) -> String {
+    let mut parts = Vec::new();
+    if !spec.users.is_empty() {
+        parts.push(format!("users {}", spec.users.join(", ")));
+    }
+    if !spec.groups.is_empty() {
+        parts.push(format!("groups {}", spec.groups.join(", ")));
+    }
+    if let Some(rollout) = spec.rollout {
+        parts.push(format!("{rollout} % of users"));
+    }
+    if parts.is_empty() {
+        "everyone".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+async fn flags_page(
+    web: &Web,
+    user: &Principal,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let statuses = web.orchestrator.status().await.unwrap_or_default();
+    let mut keys: BTreeSet<(String, String)> = statuses
+        .iter()
+        .map(|s| (s.app.clone(), s.environment.clone()))
+        .collect();
+    for (app, _) in keys.clone() {
+        keys.insert((app, baton_manifest::DEFAULT_ENVIRONMENT.to_string()));
+    }
+    let mut groups = Vec::new();
+    for (app, environment) in keys {
+        let flags = match web.flags.list(&app, &environment).await {
+            Ok(flags) => flags,
+            Err(e) => return store_error(user, e),
+        };
+        if flags.is_empty() {
+            continue;
+        }
+        groups.push(FlagGroup {
+            may_change: user.may_change(&environment),
+            flags: flags
+                .into_iter()
+                .map(|f| FlagRow {
+                    audience: audience(&f.spec),
+                    enabled: f.spec.enabled,
+                    description: f.spec.description.clone(),
+                    name: f.name,
+                })
+                .collect(),
+            app,
+            environment,
+        });
+    }
+    let mut page = Page::of(user);
+    page.notice = notice;
+    page.error = error;
+    let csrf = page.csrf.clone().unwrap_or_default();
+    render(FlagsPage { page, csrf, groups }, status)
+}
+
+pub async fn flags(State(web): State<Arc<Web>>, User(user): User) -> Response {
+    flags_page(&web, &user, None, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+pub struct ToggleForm {
+    csrf: String,
+    app: String,
+    environment: String,
+    flag: String,
+    enabled: bool,
+}
+
+pub async fn toggle_flag(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<ToggleForm>,
+) -> Response {
+    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+        return refused;
+    }
+    if !user.may_change(&form.environment) {
+        return refuse(
+            Some(&user),
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} ({}) may not change flags in {}",
+                user.name, user.role, form.environment
+            ),
+        );
+    }
+    let actor = baton_flag_service::Actor {
+        name: user.actor(),
+        remote_address: Some(peer.ip().to_string()),
+    };
+    let action = if form.enabled {
+        "flag.enable"
+    } else {
+        "flag.disable"
+    };
+    let enabled = form.enabled;
+    let changed = web
+        .flags
+        .update(
+            &actor,
+            &form.app,
+            &form.environment,
+            &form.flag,
+            action,
+            |mut spec| {
+                spec.enabled = enabled;
+                Ok(spec)
+            },
+        )
+        .await;
+    let word = if enabled { "on" } else { "off" };
+    match changed {
+        Ok(_) => {
+            flags_page(
+                &web,
+                &user,
+                Some(format!(
+                    "{} is now {word} for {} in {}.",
+                    form.flag, form.app, form.environment
+                )),
+                None,
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(e) => {
+            flags_page(
+                &web,
+                &user,
+                None,
+                Some(format!("{} was not changed: {e}", form.flag)),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+    }
+}

@@ -77,6 +77,15 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        // BATON_TOKEN, else the token `baton login` kept for this server.
+        let token = std::env::var("BATON_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| crate::accounts::saved_token(&self.base));
+        let request = match token {
+            Some(token) => request.bearer_auth(token.trim()),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| {
             let cause = if e.is_connect() { "connection refused".to_string() } else { e.to_string() };
             anyhow!(

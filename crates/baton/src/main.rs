@@ -2,6 +2,7 @@
 //! every other subcommand is a thin client of the server's HTTP API, found
 //! through `BATON_API`. Nothing here decides anything about deployments.
 
+mod accounts;
 mod client;
 mod commands;
 mod db;
@@ -115,6 +116,30 @@ enum Command {
     Flags {
         #[command(subcommand)]
         command: flags::FlagsCommand,
+    },
+    /// Accounts (admins; `users add` runs on the server's host).
+    Users {
+        #[command(subcommand)]
+        command: accounts::UsersCommand,
+    },
+    /// Trade your password for an API token that the CLI keeps and uses.
+    Login {
+        /// Your user name.
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// API tokens for automation: create (shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: accounts::TokensCommand,
+    },
+    /// Who the server takes you for, and your role.
+    Whoami {
+        #[command(flatten)]
+        common: Common,
     },
     /// Database migrations.
     Db {
@@ -276,6 +301,14 @@ fn main() -> ExitCode {
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
             Command::Flags { command } => flags::run(command).await,
+            Command::Users { command } => accounts::users(command).await,
+            Command::Login {
+                user,
+                password_stdin,
+                common,
+            } => accounts::login(&common, &user, password_stdin).await,
+            Command::Tokens { command } => accounts::tokens(command).await,
+            Command::Whoami { common } => accounts::whoami(&common).await,
             Command::Db { command } => match command {
                 DbCommand::Lint { dir, json } => db::lint(&dir, json),
                 DbCommand::Migrate {

@@ -34,7 +34,7 @@ pub struct ServerArgs {
     proxy_workers: Option<usize>,
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("baton");
     }
