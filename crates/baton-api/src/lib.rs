@@ -4,16 +4,22 @@
 //! decision lives in the orchestrator. Errors are JSON objects
 //! `{"error": {"code", "message"}}` whose message names what was wrong.
 
+mod auth;
+mod flags;
 mod logs;
+mod pipeline;
 
 use std::sync::Arc;
 
+use auth::Peer;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use baton_auth::{Auth, Principal};
+use baton_flag_service::FlagService;
 use baton_orchestrator::{DeployRequest, Error, Orchestrator};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -27,7 +33,17 @@ const MAX_ARCHIVE: usize = 512 * 1024 * 1024;
 
 pub type AppState = Arc<Orchestrator>;
 
-pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
+/// The API, with the flag endpoints of `/api/v1` served by `flags`. The
+/// OFREP and Unleash client endpoints are [`FlagService::client_router`]'s.
+///
+/// Every route but the health check, the OpenAPI document and `login` sits
+/// behind [`auth::require`] (see there).
+pub fn router(
+    orchestrator: Arc<Orchestrator>,
+    flags: Arc<FlagService>,
+    auth: Arc<Auth>,
+    pipeline: Arc<baton_pipeline::Pipeline>,
+) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/health", get(health))
@@ -49,8 +65,20 @@ pub fn router(orchestrator: Arc<Orchestrator>) -> Router {
         .route("/api/v1/deployments/{id}", get(deployment))
         .route("/api/v1/deployments/{id}/continue", post(continue_preview))
         .route("/api/v1/deployments/{id}/abort", post(abort_preview))
+        .route("/api/v1/whoami", get(auth::whoami))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/tokens", get(auth::tokens).post(auth::create_token))
+        .route("/api/v1/tokens/{id}", delete(auth::revoke_token))
+        .route("/api/v1/users", get(auth::users).post(auth::create_user))
+        .merge(flags::router(flags))
+        .merge(pipeline::router(pipeline))
         .fallback(not_found)
         .with_state(orchestrator)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&auth),
+            auth::require,
+        ))
+        .layer(Extension(auth))
 }
 
 /// An API error: an HTTP status and a message for a person.
@@ -93,8 +121,9 @@ impl IntoResponse for ApiError {
             StatusCode::BAD_REQUEST => "bad_request",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::CONFLICT => "conflict",
-            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::FORBIDDEN => "forbidden",
             StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
@@ -166,6 +195,7 @@ async fn create_release(
             "the request body must be the release archive (a tar file)",
         ));
     }
+    flags::check_release_flags(&archive, &baton_package::release_id(&archive))?;
     let (release, created) = o.create_release(&app, archive.to_vec()).await?;
     let status = if created {
         StatusCode::CREATED
@@ -215,19 +245,34 @@ fn production() -> String {
 
 async fn deploy(
     State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
     Path(app): Path<String>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: DeployBody = body(&raw)?;
+    auth::may_change(&principal, &b.environment)?;
     let deployment = o
         .deploy(DeployRequest {
-            app,
+            app: app.clone(),
             environment: b.environment,
             release: b.release,
             preview: b.preview,
+            actor: Some(principal.actor()),
         })
         .await?;
+    auth::record(
+        o.store(),
+        &principal,
+        &peer,
+        "deployment.create",
+        format!("deployment {}", deployment.id),
+        Some(&app),
+        Some(&deployment.environment),
+        json!({"release": deployment.release_id, "preview": b.preview}),
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -241,12 +286,33 @@ struct RollbackBody {
 
 async fn rollback(
     State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
     Path(app): Path<String>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: RollbackBody = body(&raw)?;
-    let deployment = o.rollback(&app, &b.environment, b.to.as_deref()).await?;
+    auth::may_change(&principal, &b.environment)?;
+    let deployment = o
+        .rollback(
+            &app,
+            &b.environment,
+            b.to.as_deref(),
+            Some(&principal.actor()),
+        )
+        .await?;
+    auth::record(
+        o.store(),
+        &principal,
+        &peer,
+        "deployment.rollback",
+        format!("deployment {}", deployment.id),
+        Some(&app),
+        Some(&deployment.environment),
+        json!({"release": deployment.release_id, "from": deployment.previous_release}),
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -265,23 +331,49 @@ fn parse_id(id: &str) -> ApiResult<i64> {
 
 async fn continue_preview(
     State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    answer_preview(&o, &id, true).await
+    answer_preview(&o, &principal, &peer, &id, true).await
 }
 
 async fn abort_preview(
     State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    answer_preview(&o, &id, false).await
+    answer_preview(&o, &principal, &peer, &id, false).await
 }
 
-async fn answer_preview(o: &Orchestrator, id: &str, go_on: bool) -> ApiResult<impl IntoResponse> {
+async fn answer_preview(
+    o: &Orchestrator,
+    principal: &Principal,
+    peer: &Peer,
+    id: &str,
+    go_on: bool,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_id(id)?;
-    o.store().deployment(id).await?;
+    let deployment = o.store().deployment(id).await?;
+    auth::may_change(principal, &deployment.environment)?;
     o.answer_preview(id, go_on)?;
     let answer = if go_on { "continued" } else { "aborted" };
+    auth::record(
+        o.store(),
+        principal,
+        peer,
+        if go_on {
+            "deployment.continue"
+        } else {
+            "deployment.abort"
+        },
+        format!("deployment {id}"),
+        Some(&deployment.app),
+        Some(&deployment.environment),
+        json!({}),
+    )
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"deployment": id, answer: true})),
@@ -317,7 +409,17 @@ mod tests {
         ("get", "/api/v1/deployments/{id}"),
         ("post", "/api/v1/deployments/{id}/continue"),
         ("post", "/api/v1/deployments/{id}/abort"),
-        // Served by baton-pipeline's router, merged in by the server.
+        ("get", "/api/v1/apps/{app}/flags"),
+        ("post", "/api/v1/apps/{app}/flags"),
+        ("get", "/api/v1/apps/{app}/flags/{flag}"),
+        ("patch", "/api/v1/apps/{app}/flags/{flag}"),
+        ("delete", "/api/v1/apps/{app}/flags/{flag}"),
+        ("post", "/api/v1/apps/{app}/flags-file"),
+        ("get", "/api/v1/apps/{app}/keys"),
+        ("post", "/api/v1/apps/{app}/keys"),
+        ("delete", "/api/v1/apps/{app}/keys/{id}"),
+        ("get", "/api/v1/audit"),
+        // pipeline.rs
         ("post", "/api/v1/webhooks/git"),
         ("get", "/api/v1/builds"),
         ("get", "/api/v1/builds/{id}"),

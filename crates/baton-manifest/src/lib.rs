@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub mod flags;
+
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
 
@@ -430,25 +432,8 @@ impl Manifest {
     /// Parses and validates manifest text; `file` is only used in errors.
     pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
         let deserializer = toml::Deserializer::new(text);
-        let manifest: Manifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, column) = inner
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((1, 1));
-            ManifestError::Syntax {
-                file: file.to_string(),
-                line,
-                column,
-                field: if field == "." {
-                    "(top level)".into()
-                } else {
-                    field
-                },
-                reason: inner.message().trim().to_string(),
-            }
-        })?;
+        let manifest: Manifest = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| syntax_error(text, file, e))?;
         manifest.validate(file)?;
         Ok(manifest)
     }
@@ -690,6 +675,32 @@ fn check_env_key(key: &str) -> Result<(), String> {
         return Err(format!("{key} is set by Baton and cannot be overridden"));
     }
     Ok(())
+}
+
+/// A TOML error with the path of the field it happened in, as a
+/// [`ManifestError::Syntax`] naming the file, line, column and field.
+pub(crate) fn syntax_error(
+    text: &str,
+    file: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ManifestError {
+    let field = e.path().to_string();
+    let inner = e.into_inner();
+    let (line, column) = inner
+        .span()
+        .map(|span| line_column(text, span.start))
+        .unwrap_or((1, 1));
+    ManifestError::Syntax {
+        file: file.to_string(),
+        line,
+        column,
+        field: if field == "." {
+            "(top level)".into()
+        } else {
+            field
+        },
+        reason: inner.message().trim().to_string(),
+    }
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

@@ -308,6 +308,7 @@ impl ColumnRename {
              SET lock_timeout = '{timeout}';\n\
              \n\
              BEGIN;\n\
+             SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}';\n\
              \n\
              ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {new} {column_type};\n\
              \n\
@@ -362,8 +363,13 @@ impl ColumnRename {
             expand.push_str(&format!(
                 "\n\
                  -- Prove {new} holds no NULL without blocking writes, so the contract half\n\
-                 -- can SET NOT NULL without scanning the table (PostgreSQL 12+).\n\
+                 -- can SET NOT NULL without scanning the table (PostgreSQL 12+). The scan\n\
+                 -- of VALIDATE blocks no reads or writes, so no statement_timeout limits it.\n\
+                 BEGIN;\n\
+                 SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}';\n\
+                 ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check};\n\
                  ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({new} IS NOT NULL) NOT VALID;\n\
+                 COMMIT;\n\
                  ALTER TABLE {table} VALIDATE CONSTRAINT {check};\n"
             ));
         }
@@ -375,6 +381,7 @@ impl ColumnRename {
              -- baton:contract\n\
              \n\
              SET lock_timeout = '{timeout}';\n\
+             SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}';\n\
              \n\
              DROP TRIGGER IF EXISTS {helper} ON {table};\n\
              DROP FUNCTION IF EXISTS {function}();\n"
@@ -402,6 +409,11 @@ impl ColumnRename {
 }
 
 /// Quotes an identifier unless PostgreSQL would read it unquoted as itself.
+/// Bounds each locking step of the generated files once it has its lock;
+/// none of them should take more than an instant. The batched backfill and
+/// VALIDATE run outside it: they block no one and may take long.
+const STATEMENT_TIMEOUT: &str = "1min";
+
 pub fn quote_ident(name: &str) -> String {
     let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
         && name

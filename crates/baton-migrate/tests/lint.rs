@@ -6,7 +6,7 @@ use baton_migrate::lint::StatementReport;
 use baton_migrate::{lint_migration, lint_sql, LintOptions, LintReport, Phase, Rule, Severity};
 use common::migration;
 
-const TIMEOUT: &str = "SET lock_timeout = '5s';\n";
+const TIMEOUT: &str = "SET lock_timeout = '5s'; SET statement_timeout = '1min';\n";
 
 fn lint(sql: &str) -> LintReport {
     lint_sql("V9__test.sql", sql, &LintOptions::default())
@@ -53,7 +53,7 @@ fn dropping_a_table_is_contract_unless_the_script_made_it() {
         errors("DROP TABLE IF EXISTS carts;"),
         vec!["ban-drop-table"]
     );
-    let own = lint("CREATE TABLE tmp_import (id int);\nDROP TABLE tmp_import;");
+    let own = lint("CREATE TABLE tmp_import (id bigint);\nDROP TABLE tmp_import;");
     assert_eq!(own.phase, Phase::Expand);
     assert!(own.findings.is_empty(), "{:?}", own.findings);
     // Dropped, then created again: the rows are gone, so it is still contract.
@@ -98,11 +98,11 @@ fn a_required_column_needs_a_default() {
     );
     assert!(errors("ALTER TABLE users ADD COLUMN plan text NOT NULL DEFAULT 'free';").is_empty());
     assert!(errors("ALTER TABLE users ADD COLUMN plan text;").is_empty());
-    assert!(
-        lint("CREATE TABLE plans (id int);\nALTER TABLE plans ADD COLUMN name text NOT NULL;")
-            .findings
-            .is_empty()
-    );
+    assert!(lint(
+        "CREATE TABLE plans (id bigint);\nALTER TABLE plans ADD COLUMN name text NOT NULL;"
+    )
+    .findings
+    .is_empty());
 }
 
 #[test]
@@ -182,12 +182,14 @@ fn indexes_must_be_built_and_dropped_concurrently() {
         errors("REINDEX TABLE orders;"),
         vec!["require-concurrent-reindex"]
     );
-    assert!(lint("CREATE TABLE t (a int);\nCREATE INDEX t_a ON t (a);")
-        .findings
-        .is_empty());
+    assert!(
+        lint("CREATE TABLE t (a bigint);\nCREATE INDEX t_a ON t (a);")
+            .findings
+            .is_empty()
+    );
 
     let alone = lint("CREATE INDEX CONCURRENTLY orders_user_idx ON orders (user_id);");
-    assert!(alone.findings.is_empty(), "{:?}", alone.findings);
+    assert!(!alone.has_errors(), "{:?}", alone.findings);
     assert!(
         !alone.execute_in_transaction,
         "runs outside a transaction, as Flyway decides"
@@ -225,7 +227,9 @@ fn concurrent_builds_inside_a_transaction_are_refused() {
         .errors()
         .any(|f| f.rule == Rule::BanConcurrentIndexCreationInTransaction));
 
-    configured.sql = format!("{TIMEOUT}CREATE INDEX CONCURRENTLY i ON orders (user_id);");
+    configured.sql = format!(
+        "{TIMEOUT}DROP INDEX CONCURRENTLY IF EXISTS i;\nCREATE INDEX CONCURRENTLY i ON orders (user_id);"
+    );
     configured.execute_in_transaction = Some(false);
     let report = lint_migration(&configured, &LintOptions::default());
     assert!(!report.execute_in_transaction);
@@ -259,6 +263,7 @@ fn foreign_keys_and_checks_need_not_valid_and_a_separate_validation() {
 
     let separate = lint(&format!(
         "-- baton:no-transaction\n{TIMEOUT}\
+         ALTER TABLE orders DROP CONSTRAINT IF EXISTS orders_user_fk;\n\
          ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n\
          ALTER TABLE orders VALIDATE CONSTRAINT orders_user_fk;"
     ));
@@ -273,7 +278,7 @@ fn unique_constraints_need_an_index_built_concurrently() {
     );
     assert_eq!(
         errors("ALTER TABLE users ADD PRIMARY KEY (id);"),
-        vec!["disallowed-unique-constraint"]
+        vec!["adding-serial-primary-key-field"]
     );
     assert!(errors(
         "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_idx;"
@@ -321,20 +326,18 @@ fn strong_locks_need_a_lock_timeout_set_before_them() {
     assert!(missing.findings[0].message.contains("users"));
 
     assert!(
-        lint("SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN nickname text;")
-            .findings
-            .is_empty()
+        !lint("SET lock_timeout = '2s';\nALTER TABLE users ADD COLUMN nickname text;").has_errors()
     );
     assert!(
-        lint("SET LOCAL lock_timeout = '2s';\nALTER TABLE users ADD COLUMN nickname text;")
-            .findings
-            .is_empty()
+        !lint("SET LOCAL lock_timeout = '2s';\nALTER TABLE users ADD COLUMN nickname text;")
+            .has_errors()
     );
     assert!(lint(
         "SELECT set_config('lock_timeout', '2s', false);\nALTER TABLE users ADD COLUMN x text;"
     )
     .findings
-    .is_empty());
+    .iter()
+    .all(|f| f.rule == Rule::RequireStatementTimeout));
 
     let too_late = lint("ALTER TABLE users ADD COLUMN nickname text;\nSET lock_timeout = '2s';");
     assert!(too_late
@@ -414,7 +417,7 @@ fn dropping_what_the_running_release_may_call_is_contract() {
 fn additive_migrations_are_expand_statement_by_statement() {
     let report = lint(
         "-- Add a profile table and backfill.\n\
-         SET lock_timeout = '5s';\n\
+         SET lock_timeout = '5s'; SET statement_timeout = '1min';\n\
          CREATE TABLE profiles (\n  id bigint PRIMARY KEY,\n  user_id bigint NOT NULL REFERENCES profiles (id)\n);\n\
          CREATE INDEX profiles_user_idx ON profiles (user_id);\n\
          ALTER TABLE users ADD COLUMN bio text;\n\
@@ -424,16 +427,16 @@ fn additive_migrations_are_expand_statement_by_statement() {
     );
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(report.phase, Phase::Expand);
-    assert_eq!(phases(&report), vec![Phase::Expand; 7]);
+    assert_eq!(phases(&report), vec![Phase::Expand; 8]);
     let lines: Vec<_> = report.statements.iter().map(|s| s.line).collect();
-    assert_eq!(lines, vec![2, 3, 7, 8, 9, 10, 11]);
-    assert_eq!(report.statements[3].summary, "ALTER TABLE users ADD COLUMN");
+    assert_eq!(lines, vec![2, 2, 3, 7, 8, 9, 10, 11]);
+    assert_eq!(report.statements[4].summary, "ALTER TABLE users ADD COLUMN");
 }
 
 #[test]
 fn findings_point_at_the_line_of_the_offending_action() {
     let report = lint(
-        "SET lock_timeout = '5s';\n\n\
+        "SET lock_timeout = '5s'; SET statement_timeout = '1min';\n\n\
          ALTER TABLE users\n  ADD COLUMN a text,\n  DROP COLUMN b,\n  ALTER COLUMN c TYPE bigint;",
     );
     let found: Vec<_> = report.errors().map(|f| (f.rule.id(), f.line)).collect();
@@ -494,4 +497,347 @@ fn the_rule_catalogue_is_complete() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), Rule::ALL.len());
+}
+
+// The rules squawk has beyond the ones above: what each catches, with its
+// line and severity, and the safe form that passes.
+
+/// Every finding as (rule id, line, severity).
+fn found(report: &LintReport) -> Vec<(&'static str, u32, Severity)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.rule.id(), f.line, f.severity))
+        .collect()
+}
+
+/// Findings after a `SET lock_timeout … statement_timeout` on line 1.
+fn found_after_timeouts(sql: &str) -> Vec<(&'static str, u32, Severity)> {
+    found(&lint(&format!("{TIMEOUT}{sql}")))
+}
+
+use Severity::{Error, Warning};
+
+#[test]
+fn a_primary_key_on_a_live_table_is_built_from_a_concurrent_index() {
+    assert_eq!(
+        found_after_timeouts("ALTER TABLE users ADD PRIMARY KEY (id);"),
+        vec![("adding-serial-primary-key-field", 2, Error)]
+    );
+    assert_eq!(
+        found_after_timeouts("ALTER TABLE users ADD COLUMN id bigserial PRIMARY KEY;"),
+        vec![
+            ("prefer-identity", 2, Warning),
+            ("adding-field-with-default", 2, Error),
+            ("adding-serial-primary-key-field", 2, Error),
+        ]
+    );
+    assert!(found_after_timeouts(
+        "ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY USING INDEX users_id_idx;"
+    )
+    .is_empty());
+    assert!(found(&lint("CREATE TABLE t (id bigint PRIMARY KEY);")).is_empty());
+    // Written before primary keys had their own rule, the old allowance still holds.
+    let allowed = lint(&format!(
+        "{TIMEOUT}-- baton:allow disallowed-unique-constraint\nALTER TABLE small ADD PRIMARY KEY (id);"
+    ));
+    assert!(allowed.findings.is_empty(), "{:?}", allowed.findings);
+    assert_eq!(allowed.allowed.len(), 1);
+}
+
+#[test]
+fn column_types_that_age_badly_are_warned_about_even_in_new_tables() {
+    let report = lint(
+        "CREATE TABLE events (\n\
+         \x20 id serial PRIMARY KEY,\n\
+         \x20 kind smallint NOT NULL,\n\
+         \x20 title varchar(200),\n\
+         \x20 happened_at timestamp,\n\
+         \x20 code char(3),\n\
+         \x20 CONSTRAINT events_kind_check CHECK (kind > 0)\n\
+         );",
+    );
+    assert_eq!(
+        found(&report),
+        vec![
+            ("prefer-bigint-over-int", 2, Warning),
+            ("prefer-identity", 2, Warning),
+            ("prefer-bigint-over-smallint", 3, Warning),
+            ("prefer-text-field", 4, Warning),
+            ("prefer-timestamptz", 5, Warning),
+            ("ban-char-field", 6, Warning),
+        ]
+    );
+    assert!(!report.has_errors(), "advice never stops a deploy");
+    assert!(report.findings[3].message.contains("events.title"));
+
+    let safe = lint(
+        "CREATE TABLE events (\n\
+         \x20 id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,\n\
+         \x20 kind bigint NOT NULL,\n\
+         \x20 title text,\n\
+         \x20 slug varchar,\n\
+         \x20 code character varying,\n\
+         \x20 happened_at timestamptz,\n\
+         \x20 ended_at timestamp (3) with time zone,\n\
+         \x20 data pg_catalog.jsonb\n\
+         );",
+    );
+    assert!(safe.findings.is_empty(), "{:?}", safe.findings);
+
+    assert_eq!(
+        found_after_timeouts("ALTER TABLE users ADD COLUMN age integer;"),
+        vec![("prefer-bigint-over-int", 2, Warning)]
+    );
+    assert_eq!(
+        found_after_timeouts(
+            "ALTER TABLE users ALTER COLUMN seen_at TYPE timestamp without time zone USING seen_at::timestamp;"
+        ),
+        vec![
+            ("prefer-timestamptz", 2, Warning),
+            ("changing-column-type", 2, Error)
+        ]
+    );
+}
+
+#[test]
+fn dropping_not_null_is_expand_but_warned_about() {
+    let report = lint(&format!(
+        "{TIMEOUT}ALTER TABLE users ALTER COLUMN nickname DROP NOT NULL;"
+    ));
+    assert_eq!(found(&report), vec![("ban-drop-not-null", 2, Warning)]);
+    assert_eq!(report.phase, Phase::Expand);
+    assert!(found(&lint(
+        "CREATE TABLE t (a text NOT NULL);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL;"
+    ))
+    .is_empty());
+    let allowed = lint(&format!(
+        "{TIMEOUT}-- baton:allow ban-drop-not-null\nALTER TABLE users ALTER COLUMN nickname DROP NOT NULL;"
+    ));
+    assert!(allowed.findings.is_empty(), "{:?}", allowed.findings);
+}
+
+#[test]
+fn dropping_a_database_is_refused_even_in_a_contract_migration() {
+    let report = lint("-- baton:contract\nDROP DATABASE old_app;");
+    assert_eq!(found(&report), vec![("ban-drop-database", 2, Error)]);
+    assert_eq!(phases(&report), vec![Phase::Contract]);
+    let unmarked = lint("DROP DATABASE IF EXISTS old_app;");
+    assert_eq!(unmarked.phase, Phase::Contract);
+    assert_eq!(found(&unmarked), vec![("ban-drop-database", 1, Error)]);
+    // Other drops in a contract migration are not this rule's business.
+    assert!(found(&lint(&format!(
+        "-- baton:contract\n{TIMEOUT}DROP SCHEMA IF EXISTS old_reports;"
+    )))
+    .is_empty());
+}
+
+#[test]
+fn truncate_cascade_is_refused_but_naming_the_tables_is_not() {
+    assert_eq!(
+        found_after_timeouts("TRUNCATE orders CASCADE;"),
+        vec![("ban-truncate-cascade", 2, Error)]
+    );
+    assert_eq!(
+        found_after_timeouts("TRUNCATE TABLE ONLY orders RESTART IDENTITY CASCADE;"),
+        vec![("ban-truncate-cascade", 2, Error)]
+    );
+    assert!(found_after_timeouts("TRUNCATE orders, order_items RESTART IDENTITY;").is_empty());
+    assert!(found(&lint(
+        "CREATE TABLE tmp (id bigint);\nTRUNCATE tmp CASCADE;"
+    ))
+    .is_empty());
+}
+
+#[test]
+fn domain_constraints_are_refused_on_live_domains_and_advised_against_on_new_ones() {
+    assert_eq!(
+        found(&lint(
+            "CREATE DOMAIN email AS text CHECK (VALUE LIKE '%@%');"
+        )),
+        vec![("ban-create-domain-with-constraint", 1, Warning)]
+    );
+    assert_eq!(
+        found(&lint("CREATE DOMAIN code AS text NOT NULL;")),
+        vec![("ban-create-domain-with-constraint", 1, Warning)]
+    );
+    assert!(found(&lint("CREATE DOMAIN email AS text;")).is_empty());
+
+    assert_eq!(
+        found_after_timeouts(
+            "ALTER DOMAIN email ADD CONSTRAINT email_at CHECK (VALUE LIKE '%@%') NOT VALID;"
+        ),
+        vec![("ban-alter-domain-with-add-constraint", 2, Error)]
+    );
+    assert_eq!(
+        found_after_timeouts("ALTER DOMAIN email VALIDATE CONSTRAINT email_at;"),
+        vec![("ban-alter-domain-with-add-constraint", 2, Error)]
+    );
+    // The same rule on the column instead, in the safe two steps.
+    assert!(found_after_timeouts(
+        "ALTER TABLE users ADD CONSTRAINT users_email_at CHECK (email LIKE '%@%') NOT VALID;"
+    )
+    .is_empty());
+    // A domain made by the same migration is used by no table yet.
+    assert_eq!(
+        found(&lint(
+            "CREATE DOMAIN email AS text;\nALTER DOMAIN email ADD CONSTRAINT email_at CHECK (VALUE LIKE '%@%');"
+        )),
+        vec![]
+    );
+}
+
+#[test]
+fn statements_outside_a_transaction_should_survive_a_second_run() {
+    let fragile = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}\
+         ALTER TABLE users ADD COLUMN bio text;\n\
+         CREATE INDEX CONCURRENTLY users_bio_idx ON users (bio);"
+    ));
+    assert_eq!(
+        found(&fragile),
+        vec![
+            ("prefer-robust-stmts", 3, Warning),
+            ("prefer-robust-stmts", 4, Warning)
+        ]
+    );
+    assert!(!fragile.has_errors());
+
+    let robust = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}\
+         ALTER TABLE users ADD COLUMN IF NOT EXISTS bio text;\n\
+         DROP INDEX CONCURRENTLY IF EXISTS users_bio_idx;\n\
+         CREATE INDEX CONCURRENTLY users_bio_idx ON users (bio);\n\
+         ALTER TABLE users DROP CONSTRAINT IF EXISTS users_bio_len;\n\
+         ALTER TABLE users ADD CONSTRAINT users_bio_len CHECK (length(bio) < 5000) NOT VALID;\n\
+         CREATE TABLE IF NOT EXISTS notes (id bigint);\n\
+         CREATE OR REPLACE VIEW active_users AS SELECT * FROM users;"
+    ));
+    assert!(robust.findings.is_empty(), "{:?}", robust.findings);
+
+    // IF NOT EXISTS would keep the INVALID index a failed concurrent build leaves.
+    assert_eq!(
+        found(&lint(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_bio_idx ON users (bio);"
+        )),
+        vec![("prefer-robust-stmts", 1, Warning)]
+    );
+    // In a transaction a failure undoes everything, so the same SQL is fine.
+    assert!(found_after_timeouts(
+        "ALTER TABLE users ADD COLUMN bio text;\nCREATE TABLE notes (id bigint);"
+    )
+    .is_empty());
+    // So is a BEGIN … COMMIT block of a no-transaction migration.
+    assert!(found(&lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}BEGIN;\nALTER TABLE users ADD COLUMN bio text;\nCOMMIT;\nVACUUM users;"
+    )))
+    .is_empty());
+}
+
+#[test]
+fn a_lock_taken_with_no_statement_timeout_is_warned_about_once() {
+    let report =
+        lint("SET lock_timeout = '5s';\nALTER TABLE users ADD COLUMN a text;\nALTER TABLE users ADD COLUMN b text;");
+    assert_eq!(
+        found(&report),
+        vec![("require-statement-timeout", 2, Warning)]
+    );
+    assert!(!report.has_errors());
+    // With lock_timeout missing too, both are reported at the first lock.
+    assert_eq!(
+        found(&lint("ALTER TABLE users ADD COLUMN a text;")),
+        vec![
+            ("require-statement-timeout", 1, Warning),
+            ("require-lock-timeout", 1, Error)
+        ]
+    );
+    for set in [
+        "SET statement_timeout = '30s';",
+        "SET statement_timeout TO 30000;",
+        "SET LOCAL statement_timeout = '30s';",
+        "SELECT set_config('statement_timeout', '30s', false);",
+    ] {
+        let report = lint(&format!(
+            "SET lock_timeout = '5s';\n{set}\nALTER TABLE users ADD COLUMN a text;"
+        ));
+        assert!(report.findings.is_empty(), "{set}: {:?}", report.findings);
+    }
+    let zero = lint(
+        "SET lock_timeout = '5s'; SET statement_timeout = 0;\nALTER TABLE users ADD COLUMN a text;",
+    );
+    assert_eq!(
+        found(&zero),
+        vec![("require-statement-timeout", 2, Warning)]
+    );
+    // The runner's lock_timeout is not a statement_timeout.
+    let options = LintOptions {
+        runner_lock_timeout: true,
+        ..LintOptions::default()
+    };
+    let report = lint_sql(
+        "V9__test.sql",
+        "ALTER TABLE users ADD COLUMN a text;",
+        &options,
+    );
+    assert_eq!(
+        found(&report),
+        vec![("require-statement-timeout", 1, Warning)]
+    );
+}
+
+#[test]
+fn a_begin_without_commit_in_a_no_transaction_migration_is_refused() {
+    let report = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}BEGIN;\nALTER TABLE users ADD COLUMN bio text;"
+    ));
+    assert_eq!(
+        found(&report),
+        vec![("ban-uncommitted-transaction", 3, Error)]
+    );
+    let committed = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}BEGIN;\nALTER TABLE users ADD COLUMN bio text;\nCOMMIT;"
+    ));
+    assert!(committed.findings.is_empty(), "{:?}", committed.findings);
+}
+
+#[test]
+fn enum_values_say_where_they_go() {
+    assert_eq!(
+        found(&lint("ALTER TYPE mood ADD VALUE 'meh';")),
+        vec![("require-enum-value-ordering", 1, Warning)]
+    );
+    assert!(found(&lint(
+        "ALTER TYPE mood ADD VALUE IF NOT EXISTS 'meh' AFTER 'ok';"
+    ))
+    .is_empty());
+    assert!(found(&lint("ALTER TYPE mood ADD VALUE 'meh' BEFORE 'sad';")).is_empty());
+}
+
+#[test]
+fn partitions_are_detached_concurrently() {
+    assert_eq!(
+        found_after_timeouts("ALTER TABLE measurements DETACH PARTITION measurements_2020;"),
+        vec![("require-concurrent-partition-detach", 2, Error)]
+    );
+    let concurrent = lint(&format!(
+        "-- baton:no-transaction\n{TIMEOUT}ALTER TABLE measurements DETACH PARTITION measurements_2020 CONCURRENTLY;"
+    ));
+    assert!(concurrent.findings.is_empty(), "{:?}", concurrent.findings);
+}
+
+#[test]
+fn names_postgres_would_cut_are_warned_about() {
+    let long = "orders_customer_id_created_at_status_shipping_country_partial_idx";
+    assert!(long.len() > 63);
+    let report = lint(&format!(
+        "CREATE TABLE t (a bigint);\nCREATE INDEX {long} ON t (a);"
+    ));
+    assert_eq!(found(&report), vec![("identifier-too-long", 2, Warning)]);
+    assert!(report.findings[0]
+        .message
+        .contains("orders_customer_id_created_at_status_shipping_country_partial_i`"));
+    assert!(found(&lint(
+        "CREATE TABLE t (a bigint);\nCREATE INDEX orders_customer_created_idx ON t (a);"
+    ))
+    .is_empty());
 }

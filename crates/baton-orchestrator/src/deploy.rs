@@ -37,6 +37,7 @@ impl Orchestrator {
         release: Release,
         preview: bool,
         warm: Option<Arc<Managed>>,
+        actor: Option<&str>,
     ) -> Result<Deployment> {
         let manifest = Manifest::parse(&release.manifest, "baton.toml").map_err(|e| {
             Error::BadRequest(format!(
@@ -70,6 +71,7 @@ impl Orchestrator {
                 &release.id,
                 kind,
                 live.as_ref().map(|t| t.release_id.as_str()),
+                actor,
             )
             .await?;
         let job = Job {
@@ -128,6 +130,16 @@ impl Orchestrator {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
+            }
+        }
+        if outcome.is_ok() && kind == DeploymentKind::Deploy {
+            if let Some(flags) = self.flags.get() {
+                let dir = self.release_dir(&job.release.id);
+                match flags.apply_release_flags(&app, &environment, &dir).await {
+                    Ok(Some(done)) => self.event(&job.key, "flags_applied", &done).await,
+                    Ok(None) => {}
+                    Err(e) => self.event(&job.key, "flags_failed", &e).await,
+                }
             }
         }
         if let Err(e) = self.store.set_deployment_state(id, state, error).await {

@@ -122,6 +122,28 @@ pub struct Orchestrator {
     pub(crate) health: reqwest::Client,
     pub(crate) managed: Mutex<HashMap<i64, Arc<Managed>>>,
     previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
+    flags: std::sync::OnceLock<Arc<dyn ApplyFlags>>,
+}
+
+/// Applies a release's `flags.toml` when a deploy has put it live, before
+/// the deployment is recorded as ended (the flag service implements it).
+/// The outcome is recorded as a `flags_applied` or `flags_failed` event; it
+/// cannot fail the deployment, whose release already serves traffic.
+pub trait ApplyFlags: Send + Sync {
+    /// Returns what changed (`None`: the release has no `flags.toml`), or
+    /// why it failed.
+    fn apply_release_flags<'a>(
+        &'a self,
+        app: &'a str,
+        environment: &'a str,
+        release_dir: &'a std::path::Path,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Option<String>, String>>
+                + Send
+                + 'a,
+        >,
+    >;
 }
 
 /// The runtimes targets can run on.
@@ -142,6 +164,8 @@ pub struct DeployRequest {
     /// Pause after the health check with the new release reachable through
     /// the preview header and hosts, until continued or aborted.
     pub preview: bool,
+    /// Who asks, for the record.
+    pub actor: Option<String>,
 }
 
 /// One environment of one app, as `baton status` shows it.
@@ -188,7 +212,13 @@ impl Orchestrator {
             health,
             managed: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
+            flags: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what applies a release's flags when a deploy puts it live (once).
+    pub fn apply_flags_with(&self, flags: Arc<dyn ApplyFlags>) {
+        let _ = self.flags.set(flags);
     }
 
     pub fn store(&self) -> &Store {
@@ -426,6 +456,7 @@ impl Orchestrator {
             release,
             request.preview,
             None,
+            request.actor.as_deref(),
         )
         .await
     }
@@ -438,6 +469,7 @@ impl Orchestrator {
         app: &str,
         environment: &str,
         to: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<Deployment> {
         check_environment(environment)?;
         let route = self.store.route(app, environment).await?;
@@ -480,8 +512,15 @@ impl Orchestrator {
             self.check_rollback_schema(&RouteKey::new(app, environment), &release)
                 .await?;
         }
-        self.start_deployment(DeploymentKind::Rollback, environment, release, false, warm)
-            .await
+        self.start_deployment(
+            DeploymentKind::Rollback,
+            environment,
+            release,
+            false,
+            warm,
+            actor,
+        )
+        .await
     }
 
     async fn previous_release(

@@ -187,6 +187,24 @@ fn unpack_into(archive: &[u8], staging: &Path) -> Result<(), PackageError> {
     Ok(())
 }
 
+/// The text of the file `name` at the root of an archive, if it holds one.
+pub fn read_text(archive: &[u8], name: &str) -> Result<Option<String>, PackageError> {
+    let damaged = |e: io::Error| PackageError::Damaged(e.to_string());
+    let mut tar = tar::Archive::new(archive);
+    for entry in tar.entries().map_err(damaged)? {
+        let mut entry = entry.map_err(damaged)?;
+        let path = entry.path().map_err(damaged)?;
+        if path == Path::new(name) || path == Path::new(".").join(name) {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| PackageError::Damaged(format!("{name} is not UTF-8 text: {e}")))?;
+            return Ok(Some(text));
+        }
+    }
+    Ok(None)
+}
+
 /// Deletes an unpacked release folder (used when releases are pruned).
 pub fn remove(root: &Path, id: &str) -> Result<(), PackageError> {
     let dir = root.join(id);
@@ -281,6 +299,23 @@ mod tests {
         assert_eq!(pa.id, pb.id);
         assert_eq!(pa.id, release_id(&pa.archive));
         assert_eq!(pa.id.len(), 64);
+    }
+
+    #[test]
+    fn a_root_file_is_read_from_the_archive() {
+        let a = tempfile::tempdir().unwrap();
+        app(a.path());
+        let archive = pack(a.path()).unwrap().archive;
+        assert_eq!(
+            read_text(&archive, "baton.toml").unwrap().as_deref(),
+            Some("name = \"a\"\n")
+        );
+        assert_eq!(read_text(&archive, "flags.toml").unwrap(), None);
+        assert_eq!(
+            read_text(&archive, "app.py").unwrap(),
+            None,
+            "only at the root"
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! `production` — review apps for pull requests, notifications and the
 //! announcement gate. It never deploys by itself: it asks the orchestrator,
 //! through the same calls the API uses, and records what it did in the
-//! store. The server wires it in with [`Pipeline::start`] and [`router`].
+//! store. It serves no HTTP: the API crate's handlers call it, and the
+//! server starts it with [`Pipeline::start`].
 
-mod api;
 mod build;
 pub mod config;
 pub mod event;
@@ -27,7 +27,6 @@ use baton_store::{
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-pub use api::router;
 pub use config::Config;
 
 use crate::build::{note, Outcome, Workspace};
@@ -147,12 +146,13 @@ impl Pipeline {
         &self.config
     }
 
-    pub(crate) fn log_path(&self, build: i64) -> PathBuf {
+    /// Where a build's output is kept.
+    pub fn log_path(&self, build: i64) -> PathBuf {
         build::log_path(&self.builds_dir, build)
     }
 
     /// Records a build of a pushed commit or a pull request's head, and queues it.
-    pub(crate) async fn queue_build(&self, request: &event::BuildRequest) -> Result<Build> {
+    pub async fn queue_build(&self, request: &event::BuildRequest) -> Result<Build> {
         let build = self
             .store()
             .create_build(&NewBuild {
@@ -177,7 +177,7 @@ impl Pipeline {
     /// A closed pull request: its release note when merged with the
     /// announcement label, and its review app torn down (after any build of
     /// it already queued).
-    pub(crate) async fn pull_request_closed(&self, pr: PullRequest) -> Result<()> {
+    pub async fn pull_request_closed(&self, pr: PullRequest) -> Result<()> {
         if pr.merged && pr.labels.contains(&self.config.announcements.label) {
             self.store()
                 .put_release_note(
@@ -421,7 +421,12 @@ impl Pipeline {
             .await
             .map_err(db)?;
         let deployed = self
-            .deploy_and_wait(&manifest.name, &environment, &release.id)
+            .deploy_and_wait(
+                &manifest.name,
+                &environment,
+                &release.id,
+                &format!("pipeline (build {})", build.id),
+            )
             .await;
         store
             .end_build_step(
@@ -455,7 +460,7 @@ impl Pipeline {
                         app: manifest.name.clone(),
                         release: release.id.clone(),
                         environment: baton_manifest::DEFAULT_ENVIRONMENT.into(),
-                        actor: "pipeline".into(),
+                        actor: format!("pipeline (build {})", build.id),
                         override_announcement: None,
                     })
                     .await
@@ -477,6 +482,7 @@ impl Pipeline {
         app: &str,
         environment: &str,
         release: &str,
+        actor: &str,
     ) -> std::result::Result<i64, String> {
         let deployment = self
             .orchestrator
@@ -485,6 +491,7 @@ impl Pipeline {
                 environment: environment.to_string(),
                 release: release.to_string(),
                 preview: false,
+                actor: Some(actor.to_string()),
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -570,7 +577,7 @@ impl Pipeline {
     }
 
     /// Why production must still wait for a release, if it must.
-    async fn gate(&self, release: &str) -> Result<Option<String>> {
+    pub async fn production_waits_for(&self, release: &str) -> Result<Option<String>> {
         let Some(announcement) = self.store().announcement(release).await? else {
             return Ok(None);
         };
@@ -648,13 +655,14 @@ impl Pipeline {
         self.store()
             .cancel_waiting_promotions(&request.app, &request.environment, &newer)
             .await?;
-        match self.gate(&release.id).await? {
+        match self.production_waits_for(&release.id).await? {
             Some(why) => Ok(self
                 .store()
                 .create_promotion(
                     &request.app,
                     &release.id,
                     &request.environment,
+                    &request.actor,
                     "waiting",
                     Some(&why),
                 )
@@ -666,6 +674,7 @@ impl Pipeline {
                         &request.app,
                         &release.id,
                         &request.environment,
+                        &request.actor,
                         "started",
                         None,
                     )
@@ -690,6 +699,7 @@ impl Pipeline {
                 environment: promotion.environment.clone(),
                 release: promotion.release_id.clone(),
                 preview: false,
+                actor: Some(promotion.actor.clone()),
             })
             .await;
         match started {
@@ -719,7 +729,7 @@ impl Pipeline {
         loop {
             if let Ok(waiting) = self.store().waiting_promotions().await {
                 for p in waiting {
-                    match self.gate(&p.release_id).await {
+                    match self.production_waits_for(&p.release_id).await {
                         Ok(None) => {
                             if let Err(e) = self.start_promotion(&p).await {
                                 tracing::warn!(promotion = p.id, error = %e, "promotion failed to start");

@@ -16,7 +16,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    BuildImageOptions, CreateContainerOptions, ListImagesOptions, LogsOptions,
+    BuildImageOptions, CreateContainerOptions, ListImagesOptions, ListNetworksOptions, LogsOptions,
     RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
 };
 use bollard::Docker;
@@ -37,7 +37,8 @@ pub const LABEL_TARGET: &str = "baton.target";
 pub struct DockerRuntime {
     docker: OnceCell<Docker>,
     logs: LogFiles,
-    network: OnceCell<()>,
+    /// The id of Baton's network, found or created on first use.
+    network: OnceCell<String>,
 }
 
 fn explain(e: DockerError) -> RuntimeError {
@@ -53,6 +54,27 @@ fn explain(e: DockerError) -> RuntimeError {
         }
         other => format!("cannot talk to the Docker Engine: {other}"),
     })
+}
+
+/// The oldest network named exactly [`NETWORK`], by creation time then id.
+async fn oldest_network(docker: &Docker) -> Result<Option<String>, RuntimeError> {
+    let options = ListNetworksOptions {
+        filters: Some(HashMap::from([(
+            "name".to_string(),
+            vec![NETWORK.to_string()],
+        )])),
+    };
+    let mut ours: Vec<_> = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(explain)?
+        .into_iter()
+        // The engine's name filter matches parts of names too.
+        .filter(|n| n.name.as_deref() == Some(NETWORK))
+        .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
+        .collect();
+    ours.sort();
+    Ok(ours.into_iter().next().map(|(_, id)| id))
 }
 
 fn short(id: &str) -> &str {
@@ -82,12 +104,16 @@ impl DockerRuntime {
             .await
     }
 
-    async fn ensure_network(&self) -> Result<(), RuntimeError> {
+    /// The id of Baton's network, created if there is none. Servers that
+    /// start their first container at once can each create one (the engine
+    /// allows several networks of one name): all then pick the oldest, and
+    /// containers join it by id, so a duplicate name never fails a start.
+    async fn ensure_network(&self) -> Result<String, RuntimeError> {
         self.network
             .get_or_try_init(|| async {
                 let docker = self.client().await?;
-                if docker.inspect_network(NETWORK, None).await.is_ok() {
-                    return Ok(());
+                if let Some(id) = oldest_network(docker).await? {
+                    return Ok(id);
                 }
                 let request = NetworkCreateRequest {
                     name: NETWORK.to_string(),
@@ -96,16 +122,21 @@ impl DockerRuntime {
                     ..Default::default()
                 };
                 match docker.create_network(request).await {
-                    Ok(_) => Ok(()),
                     // Created meanwhile by another Baton: fine.
-                    Err(DockerError::DockerResponseServerError {
+                    Ok(_)
+                    | Err(DockerError::DockerResponseServerError {
                         status_code: 409, ..
-                    }) => Ok(()),
-                    Err(e) => Err(explain(e)),
+                    }) => {}
+                    Err(e) => return Err(explain(e)),
                 }
+                oldest_network(docker).await?.ok_or_else(|| {
+                    RuntimeError::Docker(format!(
+                        "the network {NETWORK} was created but the engine does not list it"
+                    ))
+                })
             })
             .await
-            .map(|_| ())
+            .cloned()
     }
 
     /// Builds the image of a release from its packed folder (the build
@@ -262,7 +293,7 @@ impl Runtime for DockerRuntime {
             let c = spec.container.as_ref().ok_or_else(|| {
                 RuntimeError::Docker(format!("target {} has no image to run", spec.target_id))
             })?;
-            self.ensure_network().await?;
+            let network = self.ensure_network().await?;
             let docker = self.client().await?;
             let name = format!(
                 "baton-{}-{}-{}-{}",
@@ -314,7 +345,7 @@ impl Runtime for DockerRuntime {
                         name: Some(restart),
                         maximum_retry_count: None,
                     }),
-                    network_mode: Some(NETWORK.to_string()),
+                    network_mode: Some(network),
                     // A small init as PID 1 passes SIGTERM on and reaps
                     // zombies, so apps need no signal handling of their own.
                     init: Some(true),

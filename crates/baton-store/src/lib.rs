@@ -5,6 +5,8 @@
 //! Every multi-row change happens in one transaction, so a crash leaves each
 //! record either as it was or as it was meant to be.
 
+mod accounts;
+mod flags;
 mod pipeline;
 mod records;
 
@@ -15,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use accounts::{SessionRecord, TokenRecord, UserRecord};
+pub use flags::{ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
     ReleaseNote, ReviewApp,
@@ -133,6 +137,9 @@ const MIGRATIONS: &[&str] = &[
         detail        TEXT
     );
     CREATE INDEX contracts_app ON contracts (app, environment, state)",
+    accounts::ACCOUNTS_SCHEMA,
+    "ALTER TABLE deployments ADD COLUMN actor TEXT",
+    flags::FLAGS_SCHEMA,
     pipeline::PIPELINE_SCHEMA,
 ];
 
@@ -278,6 +285,7 @@ impl Store {
         release_id: &str,
         kind: DeploymentKind,
         previous_release: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<Deployment> {
         // IMMEDIATE: a deferred transaction that reads, then writes after
         // another connection wrote, fails at once with SQLITE_BUSY instead
@@ -296,8 +304,8 @@ impl Store {
             )));
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at)
-             VALUES (?, ?, ?, ?, 'running', ?, ?) RETURNING id",
+            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at, actor)
+             VALUES (?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
         )
         .bind(app)
         .bind(environment)
@@ -305,6 +313,7 @@ impl Store {
         .bind(kind.as_str())
         .bind(previous_release)
         .bind(now_ms())
+        .bind(actor)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -102,6 +102,7 @@ CREATE TABLE promotions (
     app           TEXT NOT NULL,
     release_id    TEXT NOT NULL,
     environment   TEXT NOT NULL,
+    actor         TEXT NOT NULL,
     state         TEXT NOT NULL,
     deployment_id INTEGER,
     detail        TEXT,
@@ -240,6 +241,8 @@ pub struct Promotion {
     pub app: String,
     pub release_id: String,
     pub environment: String,
+    /// Who asked: a person, or `pipeline (build N)` for an automatic promotion.
+    pub actor: String,
     /// `waiting` (for its announcement), `started`, `failed` or `cancelled`.
     pub state: String,
     pub deployment_id: Option<i64>,
@@ -347,6 +350,7 @@ impl Promotion {
             app: r.get("app"),
             release_id: r.get("release_id"),
             environment: r.get("environment"),
+            actor: r.get("actor"),
             state: r.get("state"),
             deployment_id: r.get("deployment_id"),
             detail: r.get("detail"),
@@ -838,17 +842,19 @@ impl Store {
         app: &str,
         release_id: &str,
         environment: &str,
+        actor: &str,
         state: &str,
         detail: Option<&str>,
     ) -> Result<Promotion> {
         let now = now_ms();
         let row = sqlx::query(
-            "INSERT INTO promotions (app, release_id, environment, state, detail, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            "INSERT INTO promotions (app, release_id, environment, actor, state, detail, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         )
         .bind(app)
         .bind(release_id)
         .bind(environment)
+        .bind(actor)
         .bind(state)
         .bind(detail)
         .bind(now)

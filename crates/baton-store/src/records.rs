@@ -111,6 +111,8 @@ pub struct Deployment {
     pub target_id: Option<i64>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// Who asked for it: a user, a token, the pipeline.
+    pub actor: Option<String>,
     pub steps: Vec<Step>,
 }
 
@@ -128,6 +130,7 @@ impl Deployment {
             target_id: r.get("target_id"),
             created_at: r.get("created_at"),
             finished_at: r.get("finished_at"),
+            actor: r.get("actor"),
             steps: Vec::new(),
         }
     }

@@ -64,22 +64,22 @@ async fn one_running_deployment_per_app_and_environment() {
     let (_dir, s) = store().await;
     s.put_release(&release("r1", "a")).await.unwrap();
     let d = s
-        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
         .await
         .unwrap();
     assert!(matches!(
-        s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+        s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
             .await,
         Err(StoreError::Conflict(_))
     ));
     // Another environment is independent.
-    s.begin_deployment("a", "staging", "r1", DeploymentKind::Deploy, None)
+    s.begin_deployment("a", "staging", "r1", DeploymentKind::Deploy, None, None)
         .await
         .unwrap();
     s.set_deployment_state(d.id, DeploymentState::Succeeded, None)
         .await
         .unwrap();
-    s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+    s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
         .await
         .unwrap();
 }
@@ -89,7 +89,7 @@ async fn steps_are_recorded_in_order_and_cut_short_when_the_deployment_fails() {
     let (_dir, s) = store().await;
     s.put_release(&release("r1", "a")).await.unwrap();
     let d = s
-        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
         .await
         .unwrap();
     let one = s
@@ -124,7 +124,7 @@ async fn targets_and_routes_survive_reopening_the_store() {
         let s = Store::open(&path).await.unwrap();
         s.put_release(&release("r1", "a")).await.unwrap();
         let d = s
-            .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None)
+            .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
             .await
             .unwrap();
         let t = s

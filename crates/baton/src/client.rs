@@ -16,6 +16,7 @@ impl Api {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .no_proxy()
+                .default_headers(actor_header())
                 .build()
                 .unwrap_or_default(),
         }
@@ -36,6 +37,22 @@ impl Api {
         body: &serde_json::Value,
     ) -> Result<T> {
         let response = self.send(self.http.post(self.url(path)).json(body)).await?;
+        decode(response).await
+    }
+
+    pub async fn patch_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
+        let response = self
+            .send(self.http.patch(self.url(path)).json(body))
+            .await?;
+        decode(response).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self.send(self.http.delete(self.url(path))).await?;
         decode(response).await
     }
 
@@ -60,6 +77,15 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        // BATON_TOKEN, else the token `baton login` kept for this server.
+        let token = std::env::var("BATON_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| crate::accounts::saved_token(&self.base));
+        let request = match token {
+            Some(token) => request.bearer_auth(token.trim()),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| {
             let cause = if e.is_connect() { "connection refused".to_string() } else { e.to_string() };
             anyhow!(
@@ -78,6 +104,20 @@ impl Api {
             .unwrap_or_else(|| format!("the server answered {status}: {}", text.trim()));
         Err(anyhow!(message))
     }
+}
+
+/// Who the server records as making changes: `$BATON_ACTOR`, else `$USER`.
+fn actor_header() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let actor = std::env::var("BATON_ACTOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_default();
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(actor.trim()) {
+        if !actor.trim().is_empty() {
+            headers.insert("x-baton-actor", value);
+        }
+    }
+    headers
 }
 
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {

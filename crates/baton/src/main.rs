@@ -2,9 +2,11 @@
 //! every other subcommand is a thin client of the server's HTTP API, found
 //! through `BATON_API`. Nothing here decides anything about deployments.
 
+mod accounts;
 mod client;
 mod commands;
 mod db;
+mod flags;
 mod output;
 mod pipeline;
 mod server;
@@ -108,6 +110,35 @@ enum Command {
         follow: bool,
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Feature flags: per app and environment, flags.toml, API keys, audit.
+    Flags {
+        #[command(subcommand)]
+        command: flags::FlagsCommand,
+    },
+    /// Accounts (admins; `users add` runs on the server's host).
+    Users {
+        #[command(subcommand)]
+        command: accounts::UsersCommand,
+    },
+    /// Trade your password for an API token that the CLI keeps and uses.
+    Login {
+        /// Your user name.
+        user: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// API tokens for automation: create (shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: accounts::TokensCommand,
+    },
+    /// Who the server takes you for, and your role.
+    Whoami {
         #[command(flatten)]
         common: Common,
     },
@@ -301,6 +332,15 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Flags { command } => flags::run(command).await,
+            Command::Users { command } => accounts::users(command).await,
+            Command::Login {
+                user,
+                password_stdin,
+                common,
+            } => accounts::login(&common, &user, password_stdin).await,
+            Command::Tokens { command } => accounts::tokens(command).await,
+            Command::Whoami { common } => accounts::whoami(&common).await,
             Command::Builds { command } => pipeline::builds(command).await,
             Command::Promote {
                 app,

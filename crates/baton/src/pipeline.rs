@@ -143,13 +143,10 @@ pub async fn promote(
     override_announcement: Option<&str>,
 ) -> Result<ExitCode> {
     let api = Api::new(&common.api);
-    let actor = std::env::var("BATON_ACTOR")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
     let promotion: Promotion = api
         .post_json(
             &format!("/apps/{app}/promote"),
-            &json!({"release": release, "to": to, "actor": actor, "override_announcement": override_announcement}),
+            &json!({"release": release, "to": to, "override_announcement": override_announcement}),
         )
         .await?;
     if common.json {

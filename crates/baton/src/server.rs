@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use baton_orchestrator::{Orchestrator, Runtimes};
+use baton_flag_service::{Actor, FlagService};
+use baton_orchestrator::{ApplyFlags, Orchestrator, Runtimes};
 use baton_proxy::Proxy;
 use baton_runtime::{DockerRuntime, LogFiles, ProcessRuntime};
 use baton_store::Store;
@@ -37,7 +38,7 @@ pub struct ServerArgs {
     pipeline: Option<PathBuf>,
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("baton");
     }
@@ -79,6 +80,10 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         logs,
         data.join("releases"),
     );
+    let flags = FlagService::load(orchestrator.store().clone())
+        .await
+        .map_err(|e| anyhow!("cannot load the flags from the store: {e}"))?;
+    orchestrator.apply_flags_with(Arc::new(ReleaseFlags(Arc::clone(&flags))));
     let report = orchestrator
         .recover()
         .await
@@ -121,9 +126,29 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         stop_rx.clone(),
         Duration::from_secs(30),
     ));
-    let routes =
-        baton_api::router(Arc::clone(&orchestrator)).merge(baton_pipeline::router(pipeline));
-    let api = axum::serve(api_listener, routes).with_graceful_shutdown(stopped(stop_rx.clone()));
+    // OFREP and Unleash clients use the API listener too: one port to open.
+    let auth = Arc::new(
+        baton_auth::Auth::open(orchestrator.store().clone(), &data).map_err(|e| anyhow!("{e}"))?,
+    );
+    let web = Arc::new(baton_web::Web {
+        orchestrator: Arc::clone(&orchestrator),
+        auth: Arc::clone(&auth),
+        flags: Arc::clone(&flags),
+    });
+    // The dashboard is served beside the API, on the same port.
+    let app = baton_api::router(
+        Arc::clone(&orchestrator),
+        Arc::clone(&flags),
+        auth,
+        pipeline,
+    )
+    .merge(baton_web::router(web))
+    .merge(flags.client_router());
+    let api = axum::serve(
+        api_listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_task = tokio::spawn(async move { api.await });
 
     tracing::info!(api = %api_addr, proxy = %proxy_addr, data = %data.display(), "baton server ready");
@@ -137,9 +162,53 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     shutdown_signal().await;
     tracing::info!("stopping: finishing requests in flight; apps keep running");
     let _ = stop_tx.send(true);
+    flags.stop();
     let _ = api_task.await;
     let _ = proxy_task.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies the `flags.toml` of a release that a deploy put live; the file
+/// wins over the server for the flags it lists, and flags it does not list
+/// are left alone.
+struct ReleaseFlags(Arc<FlagService>);
+
+impl ApplyFlags for ReleaseFlags {
+    fn apply_release_flags<'a>(
+        &'a self,
+        app: &'a str,
+        environment: &'a str,
+        release_dir: &'a std::path::Path,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Option<String>, String>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let file =
+                baton_manifest::flags::FlagsFile::load(release_dir).map_err(|e| e.to_string())?;
+            let Some(file) = file else { return Ok(None) };
+            let actor = Actor {
+                name: "baton deploy".into(),
+                remote_address: None,
+            };
+            let name = baton_manifest::flags::FILE_NAME;
+            let changes = self
+                .0
+                .apply(&actor, app, environment, &file, false, name)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            let count = |kind: &str| changes.iter().filter(|c| c.change == kind).count();
+            Ok(Some(format!(
+                "{name}: {} created, {} updated, {} only on the server (left alone)",
+                count("create"),
+                count("update"),
+                count("only_on_server")
+            )))
+        })
+    }
 }
 
 /// One server per data folder: two would fight over the same targets.

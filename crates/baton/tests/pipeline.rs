@@ -1013,26 +1013,17 @@ events = []
         Some(release.as_str()),
         "held"
     );
-    let out = Command::new(BIN)
-        .args([
-            "promote",
-            "shop",
-            &next,
-            "--to",
-            "production",
-            "--override-announcement",
-            "security fix",
-            "--json",
-        ])
-        .env("BATON_API", server.api_url())
-        .env("BATON_ACTOR", "ana")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // While no account exists, the server's own host is its administrator, "local".
+    let promotion = server.json(&[
+        "promote",
+        "shop",
+        &next,
+        "--to",
+        "production",
+        "--override-announcement",
+        "security fix",
+    ]);
+    assert_eq!(promotion["actor"], "local", "{promotion}");
     let live = eventually(Duration::from_secs(30), "the overridden promotion", || {
         live_release(&server, "production").filter(|r| *r == next)
     })
@@ -1050,7 +1041,7 @@ events = []
         .json()
         .await
         .unwrap();
-    assert_eq!(record["announcement"]["override_by"], "ana", "{record}");
+    assert_eq!(record["announcement"]["override_by"], "local", "{record}");
     assert_eq!(record["announcement"]["override_reason"], "security fix");
     assert!(record["production_waits_for"].is_null());
     let _ = std::io::stdout().flush();
@@ -1246,4 +1237,109 @@ events = ["deployment_failed", "rolled_back"]
                     .contains("rolled back")
         })
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn once_accounts_exist_the_webhook_needs_only_its_signature_and_promotion_needs_a_grant() {
+    let (_cfg, server) = start(&format!("webhook_secret = \"{SECRET}\"\n"));
+    let repo = Repo::new("manual");
+    let mut add = Command::new(BIN)
+        .args([
+            "users",
+            "add",
+            "stager",
+            "--role",
+            "deployer",
+            "--env",
+            "staging",
+            "--password-stdin",
+            "--data",
+        ])
+        .arg(server.data())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let api = |path: &str| format!("{}/api/v1{path}", server.api_url());
+
+    // No token: the webhook still works; reading builds does not.
+    let sha = repo.commit("main", "v1");
+    let (status, answer) = github(&server, "push", &repo.push_payload("main", &sha, "v1")).await;
+    assert_eq!(status, 202, "{answer}");
+    let anonymous = http.get(api("/builds")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    let login: Value = http
+        .post(api("/login"))
+        .json(&json!({"user": "stager", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{login}"))
+        .to_string();
+    let id = answer["build"]["id"].as_i64().unwrap();
+    let build = eventually(Duration::from_secs(30), "the build", || {
+        let b: Value = block_on(async {
+            http.get(api(&format!("/builds/{id}")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        (b["state"] != "queued" && b["state"] != "running").then_some(b)
+    })
+    .await;
+    assert_eq!(build["state"], "passed", "{build}");
+
+    // A deployer of staging only may not promote to production.
+    let refused = http
+        .post(api("/apps/shop/promote"))
+        .bearer_auth(&token)
+        .json(&json!({"release": build["release_id"], "to": "production"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(
+        live_release_with(&http, &api("/status"), &token, "production").await,
+        None
+    );
+}
+
+async fn live_release_with(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    environment: &str,
+) -> Option<String> {
+    let status: Value = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["environment"] == environment)
+        .and_then(|e| e["live"]["release_id"].as_str().map(str::to_string))
 }

@@ -56,13 +56,40 @@ pub(crate) enum ObjectKind {
     Sequence,
     Schema,
     Extension,
+    Database,
     Other,
+}
+
+/// A column's type as written, folded: its words in lower case, without a
+/// schema or modifiers (`character varying`, `timestamp with time zone`),
+/// and whether a length or precision modifier follows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SqlType {
+    pub words: Vec<String>,
+    pub modifier: bool,
+}
+
+impl SqlType {
+    pub fn is(&self, words: &[&str]) -> bool {
+        self.words.len() == words.len() && self.words.iter().zip(words).all(|(a, b)| a == b)
+    }
+}
+
+impl std::fmt::Display for SqlType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.words.join(" "))?;
+        if self.modifier {
+            f.write_str("(…)")?;
+        }
+        Ok(())
+    }
 }
 
 /// How a column being added is defined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ColumnDef {
     pub type_name: String,
+    pub sql_type: SqlType,
     pub not_null: bool,
     /// Tokens of the `DEFAULT` expression.
     pub default: Option<Vec<Token>>,
@@ -71,6 +98,15 @@ pub(crate) struct ColumnDef {
     pub references: Option<Name>,
     pub check: bool,
     pub unique: bool,
+    pub primary_key: bool,
+}
+
+/// A column of a `CREATE TABLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ColumnSpec {
+    pub name: String,
+    pub def: ColumnDef,
+    pub line: u32,
 }
 
 impl ColumnDef {
@@ -87,6 +123,7 @@ pub(crate) enum Op {
     CreateTable {
         table: Name,
         references: Vec<Name>,
+        columns: Vec<ColumnSpec>,
     },
     CreateIndex {
         table: Name,
@@ -121,8 +158,13 @@ pub(crate) enum Op {
     AlterColumnType {
         table: Name,
         column: String,
+        sql_type: SqlType,
     },
     SetNotNull {
+        table: Name,
+        column: String,
+    },
+    DropNotNull {
         table: Name,
         column: String,
     },
@@ -145,6 +187,14 @@ pub(crate) enum Op {
         table: Name,
         name: String,
     },
+    DropConstraint {
+        table: Name,
+        name: Option<String>,
+    },
+    DetachPartition {
+        table: Name,
+        concurrently: bool,
+    },
     /// Any other `ALTER TABLE` action: takes a lock, changes nothing the
     /// running release depends on.
     OtherAlterTable {
@@ -162,6 +212,22 @@ pub(crate) enum Op {
         name: String,
         table: Name,
     },
+    /// `CREATE DOMAIN`; `constrained` when it has a CHECK or NOT NULL.
+    CreateDomain {
+        name: Name,
+        constrained: bool,
+    },
+    /// `ALTER DOMAIN … ADD CONSTRAINT` (`validate: false`) or
+    /// `… VALIDATE CONSTRAINT`.
+    DomainConstraint {
+        domain: Name,
+        validate: bool,
+    },
+    /// `ALTER TYPE … ADD VALUE`; `positioned` with BEFORE or AFTER.
+    AddEnumValue {
+        type_name: Name,
+        positioned: bool,
+    },
     DropTrigger {
         name: String,
         table: Name,
@@ -175,6 +241,11 @@ pub(crate) enum Op {
         local: bool,
         enabled: bool,
     },
+    /// The same forms for `statement_timeout`.
+    StatementTimeout {
+        local: bool,
+        enabled: bool,
+    },
     VacuumFull,
     Cluster,
     Lock {
@@ -183,6 +254,7 @@ pub(crate) enum Op {
     },
     Truncate {
         tables: Vec<Name>,
+        cascade: bool,
     },
     Begin,
     End,
@@ -194,6 +266,9 @@ pub(crate) enum Op {
 pub(crate) struct Action {
     pub op: Op,
     pub line: u32,
+    /// Written with `IF [NOT] EXISTS` or `OR REPLACE`, so running it again
+    /// after a partial failure does not fail.
+    pub guarded: bool,
 }
 
 /// A statement's actions, and whether PostgreSQL refuses to run it inside a
@@ -320,20 +395,34 @@ fn has_sequence(tokens: &[Token], words: &[&str]) -> bool {
 pub(crate) fn analyze(statement: &Statement) -> Analysis {
     let tokens = &statement.tokens;
     let line = statement.line;
-    let one = |op| vec![Action { op, line }];
+    let one = |op| {
+        vec![Action {
+            op,
+            line,
+            guarded: false,
+        }]
+    };
     let mut c = Cursor::new(tokens);
     let non_transactional = non_transactional(tokens);
-    let actions = match c.next() {
+    let is_alter_table = tokens.first().is_some_and(|t| t.is_word("ALTER"))
+        && tokens.get(1).is_some_and(|t| t.is_word("TABLE"));
+    let mut actions = match c.next() {
         Some(t) if t.is_word("ALTER") => alter(&mut c, line),
         Some(t) if t.is_word("CREATE") => one(create(&mut c)),
         Some(t) if t.is_word("DROP") => one(drop(&mut c)),
         Some(t) if t.is_word("SET") => one(set(&mut c)),
         Some(t) if t.is_word("RESET") => {
-            if c.peek_word("lock_timeout") || c.peek_word("ALL") {
-                one(Op::LockTimeout {
-                    local: false,
-                    enabled: false,
-                })
+            let reset = |op: fn(bool, bool) -> Op| Action {
+                op: op(false, false),
+                line,
+                guarded: false,
+            };
+            if c.peek_word("ALL") {
+                vec![reset(lock_timeout), reset(statement_timeout)]
+            } else if c.peek_word("lock_timeout") {
+                vec![reset(lock_timeout)]
+            } else if c.peek_word("statement_timeout") {
+                vec![reset(statement_timeout)]
             } else {
                 one(Op::Other)
             }
@@ -357,8 +446,18 @@ pub(crate) fn analyze(statement: &Statement) -> Analysis {
         Some(t) if t.is_word("TRUNCATE") => {
             c.eat("TABLE");
             c.eat("ONLY");
+            let rest = c.rest();
+            let end = rest
+                .iter()
+                .position(|t| {
+                    ["RESTART", "CONTINUE", "CASCADE", "RESTRICT"]
+                        .iter()
+                        .any(|w| t.is_word(w))
+                })
+                .unwrap_or(rest.len());
             one(Op::Truncate {
-                tables: names_list(c.rest()),
+                tables: names_list(&rest[..end]),
+                cascade: rest[end..].iter().any(|t| t.is_word("CASCADE")),
             })
         }
         Some(t) if t.is_word("BEGIN") || t.is_word("START") => one(Op::Begin),
@@ -377,10 +476,32 @@ pub(crate) fn analyze(statement: &Statement) -> Analysis {
         }
         _ => one(Op::Other),
     };
+    if !is_alter_table {
+        let guarded = statement_guarded(tokens);
+        for action in &mut actions {
+            action.guarded = guarded;
+        }
+    }
     Analysis {
         actions,
         non_transactional,
     }
+}
+
+fn lock_timeout(local: bool, enabled: bool) -> Op {
+    Op::LockTimeout { local, enabled }
+}
+
+fn statement_timeout(local: bool, enabled: bool) -> Op {
+    Op::StatementTimeout { local, enabled }
+}
+
+/// Whether the statement's head says `IF [NOT] EXISTS` or `OR REPLACE`.
+fn statement_guarded(tokens: &[Token]) -> bool {
+    let head = &tokens[..tokens.len().min(8)];
+    has_sequence(head, &["IF", "NOT", "EXISTS"])
+        || has_sequence(head, &["IF", "EXISTS"])
+        || has_sequence(head, &["OR", "REPLACE"])
 }
 
 /// The statement's leading words when PostgreSQL refuses it in a transaction.
@@ -433,9 +554,42 @@ fn names_list(tokens: &[Token]) -> Vec<Name> {
 }
 
 fn alter(c: &mut Cursor, line: u32) -> Vec<Action> {
-    let one = |op| vec![Action { op, line }];
+    let one = |op| {
+        vec![Action {
+            op,
+            line,
+            guarded: false,
+        }]
+    };
     if c.eat("TABLE") {
         return alter_table(c, line);
+    }
+    if c.eat("DOMAIN") {
+        return match c.name() {
+            Some(domain) if c.eat("ADD") => one(Op::DomainConstraint {
+                domain,
+                validate: false,
+            }),
+            Some(domain) if c.eat_all(&["VALIDATE", "CONSTRAINT"]) => one(Op::DomainConstraint {
+                domain,
+                validate: true,
+            }),
+            _ => one(Op::Other),
+        };
+    }
+    if c.peek_word("TYPE") && has_sequence(c.rest(), &["ADD", "VALUE"]) {
+        c.eat("TYPE");
+        let Some(type_name) = c.name() else {
+            return one(Op::Other);
+        };
+        let rest = c.rest();
+        let positioned = rest
+            .iter()
+            .any(|t| t.is_word("BEFORE") || t.is_word("AFTER"));
+        return one(Op::AddEnumValue {
+            type_name,
+            positioned,
+        });
     }
     let relation = c.eat("VIEW") || c.eat_all(&["MATERIALIZED", "VIEW"]) || c.eat("SCHEMA");
     if relation {
@@ -479,6 +633,7 @@ fn alter_table(c: &mut Cursor, line: u32) -> Vec<Action> {
         return vec![Action {
             op: Op::Other,
             line,
+            guarded: false,
         }];
     };
     if c.peek().is_some_and(|t| t.is_punct('*')) {
@@ -490,6 +645,7 @@ fn alter_table(c: &mut Cursor, line: u32) -> Vec<Action> {
         .map(|part| Action {
             line: part.first().map_or(line, |t| t.line),
             op: alter_table_action(part, &table),
+            guarded: statement_guarded(&part[..part.len().min(5)]),
         })
         .collect()
 }
@@ -522,7 +678,9 @@ fn alter_table_action(tokens: &[Token], table: &Name) -> Op {
     }
     if c.eat("DROP") {
         if c.eat("CONSTRAINT") {
-            return other(table);
+            c.eat_all(&["IF", "EXISTS"]);
+            let name = c.ident();
+            return Op::DropConstraint { table, name };
         }
         c.eat("COLUMN");
         c.eat_all(&["IF", "EXISTS"]);
@@ -540,10 +698,17 @@ fn alter_table_action(tokens: &[Token], table: &Name) -> Op {
             return other(table);
         };
         if c.eat("TYPE") || c.eat_all(&["SET", "DATA", "TYPE"]) {
-            return Op::AlterColumnType { table, column };
+            return Op::AlterColumnType {
+                table,
+                column,
+                sql_type: sql_type(c.rest()),
+            };
         }
         if c.eat_all(&["SET", "NOT", "NULL"]) {
             return Op::SetNotNull { table, column };
+        }
+        if c.eat_all(&["DROP", "NOT", "NULL"]) {
+            return Op::DropNotNull { table, column };
         }
         if c.eat_all(&["SET", "DEFAULT"]) {
             return Op::SetDefault { table };
@@ -570,6 +735,13 @@ fn alter_table_action(tokens: &[Token], table: &Name) -> Op {
     if c.eat_all(&["SET", "SCHEMA"]) {
         let to = c.ident().unwrap_or_default();
         return Op::RenameTable { table, to };
+    }
+    if c.eat_all(&["DETACH", "PARTITION"]) {
+        let concurrently = c.rest().iter().any(|t| t.is_word("CONCURRENTLY"));
+        return Op::DetachPartition {
+            table,
+            concurrently,
+        };
     }
     if c.eat_all(&["VALIDATE", "CONSTRAINT"]) {
         return match c.ident() {
@@ -637,6 +809,7 @@ fn is_constraint_word(t: &Token) -> bool {
 fn column_def(tokens: &[Token]) -> ColumnDef {
     let mut def = ColumnDef {
         type_name: tokens.first().and_then(Token::ident).unwrap_or_default(),
+        sql_type: sql_type(tokens),
         ..ColumnDef::default()
     };
     let mut depth = 0usize;
@@ -680,15 +853,86 @@ fn column_def(tokens: &[Token]) -> ColumnDef {
                 def.references = Cursor::new(&tokens[i + 1..]).name();
             } else if t.is_word("CHECK") {
                 def.check = true;
-            } else if t.is_word("UNIQUE")
-                || (t.is_word("PRIMARY") && next.is_some_and(|n| n.is_word("KEY")))
-            {
+            } else if t.is_word("UNIQUE") {
                 def.unique = true;
+            } else if t.is_word("PRIMARY") && next.is_some_and(|n| n.is_word("KEY")) {
+                def.primary_key = true;
             }
         }
         i += 1;
     }
     def
+}
+
+/// Reads a column type up to its constraints (or an `ALTER … TYPE`'s USING).
+fn sql_type(tokens: &[Token]) -> SqlType {
+    let mut found = SqlType::default();
+    let mut depth = 0usize;
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_punct('(') {
+            if depth == 0 {
+                found.modifier = true;
+            }
+            depth += 1;
+        } else if t.is_punct(')') {
+            depth = depth.saturating_sub(1);
+        } else if depth > 0 {
+            continue;
+        } else if is_constraint_word(t) || t.is_word("USING") {
+            break;
+        } else if matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent) {
+            let qualifies = tokens.get(i + 1).is_some_and(|n| n.is_punct('.'));
+            if let (false, Some(word)) = (qualifies, t.ident()) {
+                found.words.push(word);
+            }
+        }
+    }
+    found
+}
+
+/// The column definitions of `CREATE TABLE name ( … )`.
+fn table_columns(tokens: &[Token]) -> Vec<ColumnSpec> {
+    if !tokens.first().is_some_and(|t| t.is_punct('(')) {
+        return Vec::new();
+    }
+    let mut depth = 0usize;
+    let close = tokens
+        .iter()
+        .position(|t| {
+            if t.is_punct('(') {
+                depth += 1;
+            } else if t.is_punct(')') {
+                depth -= 1;
+            }
+            depth == 0
+        })
+        .unwrap_or(tokens.len());
+    const TABLE_CONSTRAINTS: &[&str] = &[
+        "CONSTRAINT",
+        "PRIMARY",
+        "UNIQUE",
+        "CHECK",
+        "FOREIGN",
+        "EXCLUDE",
+        "LIKE",
+    ];
+    split_top_level(&tokens[1..close])
+        .into_iter()
+        .filter(|part| {
+            part.first()
+                .is_some_and(|t| !TABLE_CONSTRAINTS.iter().any(|w| t.is_word(w)))
+        })
+        .filter_map(|part| {
+            let mut c = Cursor::new(part);
+            let line = part.first()?.line;
+            let name = c.ident()?;
+            Some(ColumnSpec {
+                name,
+                def: column_def(c.rest()),
+                line,
+            })
+        })
+        .collect()
 }
 
 fn create(c: &mut Cursor) -> Op {
@@ -746,7 +990,14 @@ fn create(c: &mut Cursor) -> Op {
             },
             None => Op::Other,
         };
-    } else if c.eat("TYPE") || c.eat("DOMAIN") {
+    } else if c.eat("DOMAIN") {
+        let Some(name) = c.name() else {
+            return Op::Other;
+        };
+        let rest = c.rest();
+        let constrained = has_sequence(rest, &["CHECK"]) || has_sequence(rest, &["NOT", "NULL"]);
+        return Op::CreateDomain { name, constrained };
+    } else if c.eat("TYPE") {
         ObjectKind::Type
     } else if c.eat("SEQUENCE") {
         ObjectKind::Sequence
@@ -772,6 +1023,7 @@ fn create(c: &mut Cursor) -> Op {
         return Op::CreateTable {
             table: name,
             references,
+            columns: table_columns(rest),
         };
     }
     Op::Create { kind, name }
@@ -813,6 +1065,8 @@ fn drop(c: &mut Cursor) -> Op {
         ObjectKind::Schema
     } else if c.eat("EXTENSION") {
         ObjectKind::Extension
+    } else if c.eat("DATABASE") {
+        ObjectKind::Database
     } else {
         ObjectKind::Other
     };
@@ -827,16 +1081,17 @@ fn drop(c: &mut Cursor) -> Op {
 fn set(c: &mut Cursor) -> Op {
     let local = c.eat("LOCAL");
     c.eat("SESSION");
-    if !c.eat("lock_timeout") {
+    let op: fn(bool, bool) -> Op = if c.eat("lock_timeout") {
+        lock_timeout
+    } else if c.eat("statement_timeout") {
+        statement_timeout
+    } else {
         return Op::Other;
-    }
+    };
     if !(c.eat("TO") || c.peek().is_some_and(|t| t.is_punct('=')) && c.next().is_some()) {
         return Op::Other;
     }
-    Op::LockTimeout {
-        local,
-        enabled: timeout_enabled(c.peek()),
-    }
+    op(local, timeout_enabled(c.peek()))
 }
 
 /// A lock timeout of zero, or `DEFAULT` (whatever the server says), does
@@ -856,7 +1111,7 @@ fn timeout_enabled(value: Option<&Token>) -> bool {
     digits.parse::<u64>().is_ok_and(|n| n > 0)
 }
 
-/// `SELECT set_config('lock_timeout', '5s', is_local)`.
+/// `SELECT set_config('lock_timeout', '5s', is_local)`, or `statement_timeout`.
 fn select_set_config(tokens: &[Token]) -> Op {
     let is_call = tokens.first().is_some_and(|t| t.is_word("set_config"))
         && tokens.get(1).is_some_and(|t| t.is_punct('('));
@@ -871,16 +1126,17 @@ fn select_set_config(tokens: &[Token]) -> Op {
         .first()
         .and_then(|a| a.first())
         .and_then(Token::string_value);
-    if setting.as_deref() != Some("lock_timeout") {
-        return Op::Other;
-    }
-    Op::LockTimeout {
-        local: args
-            .get(2)
+    let op: fn(bool, bool) -> Op = match setting.as_deref() {
+        Some("lock_timeout") => lock_timeout,
+        Some("statement_timeout") => statement_timeout,
+        _ => return Op::Other,
+    };
+    op(
+        args.get(2)
             .and_then(|a| a.first())
             .is_some_and(|t| t.is_word("true")),
-        enabled: timeout_enabled(args.get(1).and_then(|a| a.first())),
-    }
+        timeout_enabled(args.get(1).and_then(|a| a.first())),
+    )
 }
 
 fn lock(c: &mut Cursor) -> Op {
@@ -943,7 +1199,11 @@ mod tests {
             found[2],
             Op::AlterColumnType {
                 table: n("users"),
-                column: "c".into()
+                column: "c".into(),
+                sql_type: SqlType {
+                    words: vec!["bigint".into()],
+                    modifier: false
+                }
             }
         );
         assert_eq!(
@@ -1052,6 +1312,34 @@ mod tests {
         }
         let statement = &split("CREATE INDEX i ON t (a)").expect("valid")[0];
         assert!(analyze(statement).non_transactional.is_none());
+    }
+
+    #[test]
+    fn column_types_are_read_without_schema_modifiers_or_constraints() {
+        let found = ops("CREATE TABLE IF NOT EXISTS t (\n  a character varying(20) NOT NULL,\n  b timestamp(3) without time zone DEFAULT now(),\n  c text[] COLLATE \"C\",\n  d pg_catalog.int4,\n  PRIMARY KEY (a)\n)");
+        let Op::CreateTable { columns, .. } = &found[0] else {
+            panic!("{found:?}")
+        };
+        let types: Vec<(String, u32, String)> = columns
+            .iter()
+            .map(|c| (c.name.clone(), c.line, c.def.sql_type.to_string()))
+            .collect();
+        assert_eq!(
+            types,
+            vec![
+                ("a".into(), 2, "character varying(…)".into()),
+                ("b".into(), 3, "timestamp without time zone(…)".into()),
+                ("c".into(), 4, "text".into()),
+                ("d".into(), 5, "int4".into()),
+            ]
+        );
+        let statement = &split("CREATE TABLE IF NOT EXISTS t (a text)").expect("valid")[0];
+        assert!(analyze(statement).actions[0].guarded);
+        let statement = &split("ALTER TABLE IF EXISTS t ADD COLUMN a text").expect("valid")[0];
+        assert!(
+            !analyze(statement).actions[0].guarded,
+            "IF EXISTS of the table"
+        );
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //!
 //! This module owns the state that spans statements: which tables the
 //! script created (no one else can be using them, so they are exempt), which
-//! transaction each statement runs in, whether a `lock_timeout` is in force,
-//! and which directives apply. It must never decide what a single statement
-//! means; [`super::analyze`] does.
+//! transaction each statement runs in, whether a `lock_timeout` and a
+//! `statement_timeout` are in force, and which directives apply. It must
+//! never decide what a single statement means; [`super::analyze`] does.
 
-use super::analyze::{analyze, Action, Analysis, ColumnDef, ConstraintKind, Name, ObjectKind, Op};
+use super::analyze::{
+    analyze, Action, Analysis, ColumnDef, ConstraintKind, Name, ObjectKind, Op, SqlType,
+};
 use super::rules::{Rule, Severity};
 use super::{Finding, LintOptions, LintReport, Phase, StatementReport};
 use crate::sql::{self, Comment, Token, TokenKind};
 
 const NO_TRANSACTION: &str = "no-transaction";
+/// PostgreSQL's NAMEDATALEN less its terminating byte.
+const MAX_IDENTIFIER_BYTES: usize = 63;
 const CONTRACT: &str = "contract";
 const ALLOW: &str = "allow";
 
@@ -203,12 +207,21 @@ pub(crate) fn lint(
         session_timeout: options.runner_lock_timeout,
         local_timeout: None,
         timeout_reported: false,
+        session_statement_timeout: false,
+        local_statement_timeout: None,
+        statement_timeout_reported: false,
+        outside_transaction: false,
+        more_follow: false,
+        dropped_if_exists: Vec::new(),
         findings: Vec::new(),
     };
     for analysis in &analyses {
         for action in &analysis.actions {
             match &action.op {
                 Op::Create { kind, name } => walk.made_objects.push((*kind, name.clone())),
+                Op::CreateDomain { name, .. } => {
+                    walk.made_objects.push((ObjectKind::Type, name.clone()))
+                }
                 Op::CreateTrigger { name, table } => {
                     walk.made_triggers.push((name.clone(), table.clone()))
                 }
@@ -220,6 +233,8 @@ pub(crate) fn lint(
     let mut statements = Vec::new();
     let mut group = 0usize;
     let mut in_block = false;
+    // The BEGIN of a no-transaction script's block, while it is open.
+    let mut open_begin: Option<(usize, u32)> = None;
     for (index, (statement, analysis)) in script.statements.iter().zip(&analyses).enumerate() {
         let is_begin = analysis.actions.iter().any(|a| a.op == Op::Begin);
         let is_end = analysis.actions.iter().any(|a| a.op == Op::End);
@@ -267,8 +282,19 @@ pub(crate) fn lint(
                 format!("`{first}` inside a migration that already runs in a transaction"),
             );
         }
+        if !execute_in_transaction {
+            if is_begin {
+                open_begin = Some((index, statement.line));
+            } else if is_end {
+                open_begin = None;
+            }
+        }
+        walk.outside_transaction = !execute_in_transaction && !in_block;
+        walk.more_follow = index + 1 < script.statements.len();
         let mut contract = false;
         for action in &analysis.actions {
+            walk.robustness(index, action);
+            walk.identifiers(index, action);
             contract |= walk.action(index, group, action);
         }
         statements.push(StatementReport {
@@ -280,6 +306,15 @@ pub(crate) fn lint(
                 Phase::Expand
             },
         });
+    }
+
+    if let Some((index, line)) = open_begin {
+        walk.report(
+            index,
+            Rule::BanUncommittedTransaction,
+            line,
+            "BEGIN with no COMMIT before the end of the script".to_string(),
+        );
     }
 
     for (line, message) in directives.problems {
@@ -301,10 +336,13 @@ pub(crate) fn lint(
     let mut findings = Vec::new();
     let mut allowed = Vec::new();
     for (index, finding) in walk.findings {
-        let accepted = directives
-            .allow
-            .get(index)
-            .is_some_and(|rules| rules.contains(&finding.rule));
+        // Primary keys were reported as disallowed-unique-constraint before
+        // they had their own rule; allowing that still covers them.
+        let accepted = directives.allow.get(index).is_some_and(|rules| {
+            rules.contains(&finding.rule)
+                || finding.rule == Rule::AddingSerialPrimaryKeyField
+                    && rules.contains(&Rule::DisallowedUniqueConstraint)
+        });
         if accepted {
             allowed.push(finding);
         } else {
@@ -354,6 +392,16 @@ struct Walk<'a> {
     /// The transaction in which `SET LOCAL lock_timeout` is in force.
     local_timeout: Option<usize>,
     timeout_reported: bool,
+    session_statement_timeout: bool,
+    local_statement_timeout: Option<usize>,
+    statement_timeout_reported: bool,
+    /// Whether the statement being walked commits on its own.
+    outside_transaction: bool,
+    /// Whether statements follow it, whose failure would leave it applied.
+    more_follow: bool,
+    /// Constraint and index names dropped `IF EXISTS` so far: adding them
+    /// next can run again.
+    dropped_if_exists: Vec<String>,
     findings: Vec<(usize, Finding)>,
 }
 
@@ -390,6 +438,16 @@ impl Walk<'_> {
 
     /// Records that a statement takes a lock that blocks reads or writes.
     fn strong_lock(&mut self, index: usize, group: usize, line: u32, what: String) {
+        let bounded = self.session_statement_timeout || self.local_statement_timeout == Some(group);
+        if !bounded && !self.statement_timeout_reported {
+            self.statement_timeout_reported = true;
+            self.report(
+                index,
+                Rule::RequireStatementTimeout,
+                line,
+                format!("{what} with no statement_timeout set before it"),
+            );
+        }
         let protected = self.session_timeout || self.local_timeout == Some(group);
         if protected || self.timeout_reported {
             return;
@@ -403,12 +461,180 @@ impl Walk<'_> {
         );
     }
 
+    /// `prefer-robust-stmts`: outside a transaction, a statement that would
+    /// fail when the migration runs again after a later failure. A statement
+    /// that fails undoes itself, except a concurrent index build, which
+    /// leaves an INVALID index that `IF NOT EXISTS` would then keep.
+    fn robustness(&mut self, index: usize, action: &Action) {
+        if !self.outside_transaction {
+            return;
+        }
+        let guarded_earlier = |name: &str| self.dropped_if_exists.iter().any(|n| n == name);
+        let mut guarded = action.guarded;
+        let mut alone_matters = false;
+        let what = match &action.op {
+            Op::CreateTable { table, .. } => Some(format!("CREATE TABLE {table}")),
+            Op::CreateIndex {
+                name,
+                table,
+                concurrently,
+            } => {
+                if *concurrently {
+                    alone_matters = true;
+                    guarded = false;
+                }
+                match name {
+                    Some(name) if guarded_earlier(&name.name) => None,
+                    Some(name) if *concurrently => Some(format!(
+                        "CREATE INDEX CONCURRENTLY {name} without a DROP INDEX CONCURRENTLY IF EXISTS {name} before it"
+                    )),
+                    Some(name) => Some(format!("CREATE INDEX {name}")),
+                    None => Some(format!("unnamed index on {table}")),
+                }
+            }
+            Op::DropIndex { names, .. } => {
+                if action.guarded {
+                    for name in names {
+                        self.dropped_if_exists.push(name.name.clone());
+                    }
+                }
+                Some("DROP INDEX".to_string())
+            }
+            Op::AddColumn { table, column, .. } => Some(format!("ADD COLUMN {column} to {table}")),
+            Op::DropColumn { table, column } => Some(format!("DROP COLUMN {column} of {table}")),
+            Op::DropConstraint { table, name } => {
+                if let (true, Some(name)) = (action.guarded, name) {
+                    self.dropped_if_exists.push(name.clone());
+                }
+                Some(format!("DROP CONSTRAINT on {table}"))
+            }
+            Op::AddConstraint { table, name, .. } => match name {
+                Some(name) if guarded_earlier(name) => None,
+                _ => Some(format!("ADD CONSTRAINT on {table}")),
+            },
+            Op::Create { kind, name } if *kind != ObjectKind::Type => {
+                Some(format!("CREATE of {name}"))
+            }
+            Op::Drop { kind, names } if *kind != ObjectKind::Other => {
+                let shown: Vec<String> = names.iter().map(Name::to_string).collect();
+                Some(format!("DROP of {}", shown.join(", ")))
+            }
+            Op::CreateTrigger { name, .. } => Some(format!("CREATE TRIGGER {name}")),
+            Op::DropTrigger { name, .. } => Some(format!("DROP TRIGGER {name}")),
+            _ => None,
+        };
+        let exposed = self.more_follow || alone_matters;
+        if let (true, false, Some(what)) = (exposed, guarded, what) {
+            self.report(
+                index,
+                Rule::PreferRobustStmts,
+                action.line,
+                format!("{what}: outside a transaction, running the migration again after a failure fails here"),
+            );
+        }
+    }
+
+    /// `identifier-too-long`: names PostgreSQL would cut to 63 bytes.
+    fn identifiers(&mut self, index: usize, action: &Action) {
+        let mut names: Vec<(&str, u32)> = Vec::new();
+        match &action.op {
+            Op::CreateTable { table, columns, .. } => {
+                names.push((&table.name, action.line));
+                names.extend(columns.iter().map(|c| (c.name.as_str(), c.line)));
+            }
+            Op::CreateIndex {
+                name: Some(name), ..
+            }
+            | Op::Create { name, .. }
+            | Op::CreateDomain { name, .. } => names.push((&name.name, action.line)),
+            Op::AddColumn { column, .. } => names.push((column, action.line)),
+            Op::AddConstraint {
+                name: Some(name), ..
+            }
+            | Op::CreateTrigger { name, .. } => names.push((name, action.line)),
+            Op::RenameColumn { to, .. } | Op::RenameTable { to, .. } => {
+                names.push((to, action.line))
+            }
+            _ => {}
+        }
+        for (name, line) in names {
+            if name.len() > MAX_IDENTIFIER_BYTES {
+                let kept: String = name
+                    .char_indices()
+                    .take_while(|(i, c)| i + c.len_utf8() <= MAX_IDENTIFIER_BYTES)
+                    .map(|(_, c)| c)
+                    .collect();
+                self.report(
+                    index,
+                    Rule::IdentifierTooLong,
+                    line,
+                    format!(
+                        "`{name}` is {} bytes; PostgreSQL keeps `{kept}`",
+                        name.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The type-choice rules, for a column of any table, new or not.
+    fn column_type(
+        &mut self,
+        index: usize,
+        line: u32,
+        table: &Name,
+        column: &str,
+        sql_type: &SqlType,
+        serial: bool,
+    ) {
+        let t = sql_type;
+        let one_of = |names: &[&str]| names.iter().any(|n| t.is(&[n]));
+        let rule = if one_of(&["int", "integer", "int4", "serial", "serial4"]) {
+            Some(Rule::PreferBigintOverInt)
+        } else if one_of(&["smallint", "int2", "smallserial", "serial2"]) {
+            Some(Rule::PreferBigintOverSmallint)
+        } else if (t.is(&["varchar"]) || t.is(&["character", "varying"])) && t.modifier {
+            Some(Rule::PreferTextField)
+        } else if one_of(&["char", "character", "bpchar"]) {
+            Some(Rule::BanCharField)
+        } else if t.is(&["timestamp"]) || t.is(&["timestamp", "without", "time", "zone"]) {
+            Some(Rule::PreferTimestamptz)
+        } else {
+            None
+        };
+        if let Some(rule) = rule {
+            self.report(index, rule, line, format!("column {table}.{column} is {t}"));
+        }
+        if serial {
+            self.report(
+                index,
+                Rule::PreferIdentity,
+                line,
+                format!("column {table}.{column} is {t}"),
+            );
+        }
+    }
+
     /// Applies the rules to one action; returns whether it is contract.
     fn action(&mut self, index: usize, group: usize, action: &Action) -> bool {
         let line = action.line;
         let marker = self.contract_marker;
         match &action.op {
-            Op::CreateTable { table, references } => {
+            Op::CreateTable {
+                table,
+                references,
+                columns,
+            } => {
+                for spec in columns {
+                    self.column_type(
+                        index,
+                        spec.line,
+                        table,
+                        &spec.name,
+                        &spec.def.sql_type,
+                        spec.def.is_serial(),
+                    );
+                }
                 for referenced in references {
                     if !self.is_new(referenced) {
                         self.strong_lock(
@@ -487,6 +713,7 @@ impl Walk<'_> {
                 false
             }
             Op::AddColumn { table, column, def } => {
+                self.column_type(index, line, table, column, &def.sql_type, def.is_serial());
                 if !self.is_new(table) {
                     self.add_column(index, group, line, table, column, def);
                 }
@@ -550,7 +777,12 @@ impl Walk<'_> {
                 }
                 contract
             }
-            Op::AlterColumnType { table, column } => {
+            Op::AlterColumnType {
+                table,
+                column,
+                sql_type,
+            } => {
+                self.column_type(index, line, table, column, sql_type, false);
                 let contract = !self.is_new(table);
                 if contract {
                     self.report(
@@ -583,6 +815,23 @@ impl Walk<'_> {
                         group,
                         line,
                         format!("SET NOT NULL locks {table} (ACCESS EXCLUSIVE)"),
+                    );
+                }
+                false
+            }
+            Op::DropNotNull { table, column } => {
+                if !self.is_new(table) {
+                    self.report(
+                        index,
+                        Rule::BanDropNotNull,
+                        line,
+                        format!("NOT NULL dropped from {table}.{column}"),
+                    );
+                    self.strong_lock(
+                        index,
+                        group,
+                        line,
+                        format!("DROP NOT NULL locks {table} (ACCESS EXCLUSIVE)"),
                     );
                 }
                 false
@@ -646,8 +895,13 @@ impl Walk<'_> {
                         line,
                         format!("check constraint{label} added to {table} without NOT VALID"),
                     ),
-                    ConstraintKind::Unique | ConstraintKind::PrimaryKey | ConstraintKind::Exclude
-                        if !using_index =>
+                    ConstraintKind::PrimaryKey if !using_index => self.report(
+                        index,
+                        Rule::AddingSerialPrimaryKeyField,
+                        line,
+                        format!("primary key{label} added to {table}: its index is built under an ACCESS EXCLUSIVE lock"),
+                    ),
+                    ConstraintKind::Unique | ConstraintKind::Exclude if !using_index =>
                     {
                         self.report(
                             index,
@@ -679,7 +933,29 @@ impl Walk<'_> {
                 self.validated_tables.push(table.clone());
                 false
             }
-            Op::OtherAlterTable { table } => {
+            Op::DetachPartition {
+                table,
+                concurrently,
+            } => {
+                if !self.is_new(table) {
+                    if !concurrently {
+                        self.report(
+                            index,
+                            Rule::RequireConcurrentPartitionDetach,
+                            line,
+                            format!("partition detached from {table} without CONCURRENTLY"),
+                        );
+                    }
+                    self.strong_lock(
+                        index,
+                        group,
+                        line,
+                        format!("DETACH PARTITION locks {table}"),
+                    );
+                }
+                false
+            }
+            Op::OtherAlterTable { table } | Op::DropConstraint { table, .. } => {
                 if !self.is_new(table) {
                     self.strong_lock(
                         index,
@@ -691,6 +967,56 @@ impl Walk<'_> {
                 false
             }
             Op::Create { .. } => false,
+            Op::CreateDomain { name, constrained } => {
+                if *constrained {
+                    self.report(
+                        index,
+                        Rule::BanCreateDomainWithConstraint,
+                        line,
+                        format!("domain {name} created with a constraint"),
+                    );
+                }
+                false
+            }
+            Op::DomainConstraint { domain, validate } => {
+                let own = self
+                    .made_objects
+                    .iter()
+                    .any(|(k, made)| *k == ObjectKind::Type && made.matches(domain));
+                if !own {
+                    self.report(
+                        index,
+                        Rule::BanAlterDomainWithAddConstraint,
+                        line,
+                        if *validate {
+                            format!("constraint of domain {domain} validated: the tables using it are scanned under a SHARE lock")
+                        } else {
+                            format!("constraint added to domain {domain}")
+                        },
+                    );
+                    self.strong_lock(
+                        index,
+                        group,
+                        line,
+                        format!("ALTER DOMAIN {domain} locks the tables using it (SHARE)"),
+                    );
+                }
+                false
+            }
+            Op::AddEnumValue {
+                type_name,
+                positioned,
+            } => {
+                if !positioned {
+                    self.report(
+                        index,
+                        Rule::RequireEnumValueOrdering,
+                        line,
+                        format!("value added to {type_name} without BEFORE or AFTER"),
+                    );
+                }
+                false
+            }
             Op::Drop { kind, names } => self.drop(index, group, line, *kind, names),
             Op::CreateTrigger { table, .. } => {
                 if !self.is_new(table) {
@@ -749,6 +1075,17 @@ impl Walk<'_> {
                 }
                 false
             }
+            Op::StatementTimeout { local, enabled } => {
+                if *local {
+                    self.local_statement_timeout = enabled.then_some(group);
+                } else {
+                    self.session_statement_timeout = *enabled;
+                    if !enabled {
+                        self.local_statement_timeout = None;
+                    }
+                }
+                false
+            }
             Op::VacuumFull | Op::Cluster => {
                 let what = if action.op == Op::Cluster {
                     "CLUSTER"
@@ -775,8 +1112,17 @@ impl Walk<'_> {
                 }
                 false
             }
-            Op::Truncate { tables } => {
+            Op::Truncate { tables, cascade } => {
                 if tables.iter().any(|t| !self.is_new(t)) {
+                    if *cascade {
+                        let shown: Vec<String> = tables.iter().map(Name::to_string).collect();
+                        self.report(
+                            index,
+                            Rule::BanTruncateCascade,
+                            line,
+                            format!("TRUNCATE {} CASCADE", shown.join(", ")),
+                        );
+                    }
                     self.strong_lock(
                         index,
                         group,
@@ -879,7 +1225,17 @@ impl Walk<'_> {
                 index,
                 Rule::DisallowedUniqueConstraint,
                 line,
-                format!("column {column} of {table} is UNIQUE or PRIMARY KEY: its index is built under lock"),
+                format!("column {column} of {table} is UNIQUE: its index is built under lock"),
+            );
+        }
+        if def.primary_key {
+            self.report(
+                index,
+                Rule::AddingSerialPrimaryKeyField,
+                line,
+                format!(
+                    "column {column} of {table} is a PRIMARY KEY: its index is built under lock"
+                ),
             );
         }
     }
@@ -951,6 +1307,15 @@ impl Walk<'_> {
                     );
                 }
                 contract
+            }
+            ObjectKind::Database => {
+                self.report(
+                    index,
+                    Rule::BanDropDatabase,
+                    line,
+                    format!("database {shown} dropped"),
+                );
+                true
             }
             ObjectKind::Other => false,
         }

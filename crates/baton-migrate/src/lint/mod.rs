@@ -4,9 +4,23 @@
 //!
 //! This module owns judging migration SQL before a deploy. It must never run
 //! SQL or read files; it reads text with [`crate::sql`] and decides. Rules
-//! are modelled on squawk's (see [`Rule::ALL`]); each [`Finding`] names its
-//! rule, script and line, and says why the statement hurts and what to do
-//! instead.
+//! are modelled on squawk's and carry its ids (see [`Rule::ALL`]); each
+//! [`Finding`] names its rule, script and line, and says why the statement
+//! hurts and what to do instead.
+//!
+//! Severity: an *error* is what breaks the release still running or blocks
+//! a busy table (a lock held for a scan, a rewrite, a dropped column, a
+//! `DROP DATABASE`); any error stops the deploy. A *warning* is advice that
+//! never stops one: column types that age badly (`int`, `smallint`,
+//! `serial`, `varchar(n)`, `char(n)`, `timestamp`), statements of a
+//! no-transaction migration that fail when it runs again, a missing
+//! `statement_timeout`, `DROP NOT NULL`, constraints on new domains, enum
+//! values added without `BEFORE`/`AFTER`, names PostgreSQL would cut to 63
+//! bytes. The type rules apply to new tables too; the lock rules exempt
+//! tables (and domains) the same migration made. squawk's rules against
+//! dropping functions, views, types, triggers, defaults, sequences, schemas
+//! and extensions, or renaming functions and types, are one rule here,
+//! `contract-without-marker`: a migration marked contract may do them all.
 //!
 //! Why a tokenizer and not the `sqlparser` crate: `sqlparser` (0.63, tried on
 //! the statements these rules care about) refuses `DROP INDEX CONCURRENTLY IF
@@ -19,8 +33,9 @@
 //!
 //! Classification: a statement is *contract* when it drops or renames
 //! something the running release may use (tables, columns, views,
-//! functions, types, triggers, defaults) or changes a column's type, unless
-//! the object was made by the same migration; everything else is *expand*.
+//! functions, types, triggers, defaults, databases) or changes a column's
+//! type, unless the object was made by the same migration; everything else
+//! is *expand*.
 //! A migration is contract when it holds a contract statement or is marked
 //! `-- baton:contract`; Baton runs contract migrations only once the release
 //! that used the removed things is gone.
@@ -75,8 +90,9 @@ pub struct LintOptions {
     pub postgres_major: u32,
     /// Whether the runner sets a `lock_timeout` for the session before each
     /// migration (Baton's runner does, by default), which satisfies
-    /// `require-lock-timeout`. Off for a plain lint: the script may be run
-    /// by another tool.
+    /// `require-lock-timeout` (not `require-statement-timeout`: the runner
+    /// sets no `statement_timeout`). Off for a plain lint: the script may be
+    /// run by another tool.
     pub runner_lock_timeout: bool,
 }
 

@@ -122,6 +122,60 @@ rules! {
     ContractWithoutMarker = "contract-without-marker", Error,
         "This removes or renames something the release still running may use (a function, view, type, trigger or default), so it belongs to the contract half, which must run only once that release is gone.",
         "Move it to a later migration marked `-- baton:contract`, shipped after the release that stops using it.";
+    AddingSerialPrimaryKeyField = "adding-serial-primary-key-field", Error,
+        "Adding a primary key to an existing table builds its unique index under an ACCESS EXCLUSIVE lock, blocking reads and writes for the whole build; a serial or identity column added with it first rewrites every row.",
+        "`CREATE UNIQUE INDEX CONCURRENTLY` on the key columns (in a `-- baton:no-transaction` migration), make them NOT NULL (see adding-not-nullable-field), then `ALTER TABLE … ADD CONSTRAINT name PRIMARY KEY USING INDEX index_name`, which is instant. For a new id column: add it nullable, fill it in batches, then the same steps.";
+    RequireConcurrentPartitionDetach = "require-concurrent-partition-detach", Error,
+        "DETACH PARTITION without CONCURRENTLY takes an ACCESS EXCLUSIVE lock on the partitioned table, blocking reads and writes of every partition while it waits and runs.",
+        "`ALTER TABLE … DETACH PARTITION … CONCURRENTLY` (PostgreSQL 14+) in a migration marked `-- baton:no-transaction`; if it is interrupted, finish it with `ALTER TABLE … DETACH PARTITION … FINALIZE`.";
+    BanTruncateCascade = "ban-truncate-cascade", Error,
+        "TRUNCATE … CASCADE also empties every table that has a foreign key to the ones named, recursively, under an ACCESS EXCLUSIVE lock on each: it deletes rows the running release relies on in tables the migration never names, and blocks them all.",
+        "Name every table to empty, without CASCADE (PostgreSQL then refuses if a referencing table was forgotten), or delete the rows in batches with `DELETE … WHERE …`.";
+    BanAlterDomainWithAddConstraint = "ban-alter-domain-with-add-constraint", Error,
+        "ALTER DOMAIN … ADD CONSTRAINT checks every column of every table that uses the domain under a SHARE lock, blocking writes to those tables for the whole scan; NOT VALID only defers the same scan, under the same lock, to ALTER DOMAIN … VALIDATE CONSTRAINT.",
+        "Put the rule on the table columns instead: `ALTER TABLE … ADD CONSTRAINT … CHECK (…) NOT VALID`, then `ALTER TABLE … VALIDATE CONSTRAINT …` in another transaction, table by table.";
+    BanDropDatabase = "ban-drop-database", Error,
+        "DROP DATABASE deletes every table the release still running uses, irrecoverably; it has no place in an application's migrations (PostgreSQL also refuses it inside a transaction).",
+        "Drop databases by hand, outside the migrations, after a backup and once nothing connects to them.";
+    BanUncommittedTransaction = "ban-uncommitted-transaction", Error,
+        "A BEGIN with no COMMIT after it leaves the transaction open when the script ends: what the runner does next runs inside it, the changes are rolled back when the connection closes, and the locks they took stay held until then.",
+        "End the block with `COMMIT;`, or remove BEGIN and let each statement commit on its own.";
+    BanDropNotNull = "ban-drop-not-null", Warning,
+        "Once the column accepts NULL, rows written without it reach the release still running (and any release a rollback returns to), which may assume the column is always set and fail reading them.",
+        "Drop NOT NULL only to retire the column, once every live release reads it as optional: drop NOT NULL, ship the code that stops writing it, then drop the column in a `-- baton:contract` migration. Accept the finding with `-- baton:allow ban-drop-not-null`.";
+    BanCreateDomainWithConstraint = "ban-create-domain-with-constraint", Warning,
+        "A CHECK or NOT NULL on a domain is checked against every column of every table using it whenever it changes, under locks that block writes, so the rule can never be changed online (see ban-alter-domain-with-add-constraint).",
+        "Create the domain without constraints and put them on the table columns, where `ADD CONSTRAINT … NOT VALID` and `VALIDATE CONSTRAINT` let them change online.";
+    BanCharField = "ban-char-field", Warning,
+        "char(n) pads every value with spaces to n characters and ignores trailing spaces when comparing, so what the application reads back differs from what it wrote; it is no faster than text.",
+        "Use `text` (or `varchar` without a limit), with `CHECK (char_length(col) <= n)` if the length is a business rule.";
+    PreferBigintOverInt = "prefer-bigint-over-int", Warning,
+        "A 32-bit integer overflows at 2,147,483,647; for an id or a counter that day comes, and widening the column then is a type change that rewrites the table under an ACCESS EXCLUSIVE lock (changing-column-type).",
+        "Use `bigint` (`bigint GENERATED BY DEFAULT AS IDENTITY` for ids); it costs 4 bytes more per row.";
+    PreferBigintOverSmallint = "prefer-bigint-over-smallint", Warning,
+        "A 16-bit integer overflows at 32,767, and widening the column then is a type change that rewrites the table under an ACCESS EXCLUSIVE lock (changing-column-type).",
+        "Use `bigint` (or `integer` at the very least); the bytes saved rarely survive alignment padding anyway.";
+    PreferIdentity = "prefer-identity", Warning,
+        "serial columns get their default from a separate sequence with its own owner, permissions and dependencies, which grants, dumps and later ALTERs handle awkwardly; identity columns are the SQL-standard replacement.",
+        "`bigint GENERATED BY DEFAULT AS IDENTITY` (or `GENERATED ALWAYS AS IDENTITY` to refuse explicit values).";
+    PreferTextField = "prefer-text-field", Warning,
+        "A varchar(n) limit is no faster than text, and changing it later is an ALTER COLUMN TYPE under an ACCESS EXCLUSIVE lock (a full rewrite or scan when it shrinks), which changing-column-type refuses on a live table.",
+        "Use `text` with `CHECK (char_length(col) <= n)`; a check can be replaced online (add the new one NOT VALID, validate it, drop the old one).";
+    PreferTimestamptz = "prefer-timestamptz", Warning,
+        "timestamp without time zone stores a wall-clock reading with no zone: values written by sessions in different time zones cannot be compared, and daylight-saving changes make some of them ambiguous.",
+        "Use `timestamptz` (timestamp with time zone): it stores an instant, in the same 8 bytes, and shows it in the session's zone.";
+    PreferRobustStmts = "prefer-robust-stmts", Warning,
+        "This statement runs outside a transaction, so when a later statement fails it stays applied (and a failed concurrent index build leaves an INVALID index behind); running the migration again then fails here, because its work already exists or is already gone.",
+        "Make it safe to run twice: `CREATE … IF NOT EXISTS`, `CREATE OR REPLACE`, `DROP … IF EXISTS`, `ADD COLUMN IF NOT EXISTS`, `DROP COLUMN IF EXISTS`, `DROP CONSTRAINT IF EXISTS` just before `ADD CONSTRAINT`; before `CREATE INDEX CONCURRENTLY`, `DROP INDEX CONCURRENTLY IF EXISTS` of the same name, since `IF NOT EXISTS` would keep an INVALID index. Or move the statements that can run in a transaction to a migration of their own.";
+    RequireStatementTimeout = "require-statement-timeout", Warning,
+        "lock_timeout only bounds the wait for a lock: once a statement holds it, a step slower than expected (a rewrite, a scan) blocks the table for as long as it runs.",
+        "Add `SET statement_timeout = '…';` at the top of the migration, long enough for the work and short enough to bound an outage; for deliberately long work, write `-- baton:allow require-statement-timeout` above it.";
+    RequireEnumValueOrdering = "require-enum-value-ordering", Warning,
+        "ALTER TYPE … ADD VALUE without BEFORE or AFTER appends the value last; enum values compare by position, so `<`, `>` and ORDER BY on the type put it where its author may not expect.",
+        "Say where it goes: `ALTER TYPE … ADD VALUE 'new' BEFORE 'existing'` (or `AFTER`); if last is right, write `-- baton:allow require-enum-value-ordering` above it.";
+    IdentifierTooLong = "identifier-too-long", Warning,
+        "PostgreSQL silently cuts names longer than 63 bytes, so the object gets a name other than the one written: two long names with the same first 63 bytes collide, and tools or code that compare the full name do not find it.",
+        "Use a name of at most 63 bytes (shorten the table or column part of an index or constraint name).";
     UnknownDirective = "unknown-directive", Warning,
         "A misspelt `-- baton:` directive is ignored, so the migration would run in a way its author did not ask for.",
         "Use `-- baton:no-transaction`, `-- baton:contract` or `-- baton:allow <rule-id>[, <rule-id>…]` with a rule id from `baton db lint --rules`.";

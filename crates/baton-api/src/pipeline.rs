@@ -1,6 +1,7 @@
-//! The pipeline's routes under `/api/v1`, merged into the server's API: the
-//! webhook, builds and their logs, promotion, review apps, notifications
-//! and announcements. Handlers parse and shape; the pipeline decides.
+//! The pipeline's routes: the Git webhook (public: its HMAC signature is its
+//! authentication), builds and their logs, promotion (a deployer of the
+//! target environment, audited), review apps, notifications and
+//! announcements. Handlers parse and shape; `baton_pipeline` decides.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +11,18 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use baton_api::ApiError;
+use axum::{Extension, Json, Router};
+use baton_auth::Principal;
+use baton_pipeline::event::{self, Action};
+use baton_pipeline::{signature, Error, Pipeline, PromoteRequest};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::event::{self, Action};
-use crate::{signature, Error, Pipeline, PromoteRequest};
+use crate::auth::{self, Peer};
+use crate::{body, check_app, ApiError, ApiResult};
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+/// The webhook's path, open to anyone: a delivery proves itself by its signature.
+pub(crate) const WEBHOOK: &str = "/api/v1/webhooks/git";
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
@@ -36,9 +40,9 @@ fn store_error(e: baton_store::StoreError) -> ApiError {
     Error::from(e).into()
 }
 
-pub fn router(pipeline: Arc<Pipeline>) -> Router {
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(pipeline: Arc<Pipeline>) -> Router<S> {
     Router::new()
-        .route("/api/v1/webhooks/git", post(webhook))
+        .route(WEBHOOK, post(webhook))
         .route("/api/v1/builds", get(builds))
         .route("/api/v1/builds/{id}", get(build))
         .route("/api/v1/builds/{id}/logs", get(build_logs))
@@ -61,7 +65,7 @@ async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let limit = p.config.max_payload_bytes;
+    let limit = p.config().max_payload_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +98,7 @@ async fn webhook(
     }
     let h = event::headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
         .map_err(ApiError::bad_request)?;
-    let Some(secret) = p.config.webhook_secret.as_deref() else {
+    let Some(secret) = p.config().webhook_secret.as_deref() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "webhooks are off: set webhook_secret in the pipeline configuration (baton server --pipeline FILE)",
@@ -259,26 +263,23 @@ fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
 #[serde(deny_unknown_fields)]
 struct PromoteBody {
     release: String,
-    #[serde(default = "production")]
+    #[serde(default = "crate::production")]
     to: String,
-    /// Who asks (recorded with an override).
-    actor: Option<String>,
+    /// Promote without waiting for the announcement; recorded with who asked.
     override_announcement: Option<String>,
-}
-
-fn production() -> String {
-    baton_manifest::DEFAULT_ENVIRONMENT.to_string()
 }
 
 async fn promote(
     State(p): State<Arc<Pipeline>>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
     Path(app): Path<String>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    baton_manifest::check_name("app", &app).map_err(ApiError::bad_request)?;
-    let b: PromoteBody = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid: {e}")))?;
+    check_app(&app)?;
+    let b: PromoteBody = body(&raw)?;
     baton_manifest::check_name("environment", &b.to).map_err(ApiError::bad_request)?;
+    auth::may_change(&principal, &b.to)?;
     if b.override_announcement
         .as_deref()
         .is_some_and(|r| r.trim().is_empty())
@@ -289,13 +290,24 @@ async fn promote(
     }
     let promotion = p
         .promote(PromoteRequest {
-            app,
+            app: app.clone(),
             release: b.release,
             environment: b.to,
-            actor: b.actor.unwrap_or_else(|| "unknown".into()),
-            override_announcement: b.override_announcement,
+            actor: principal.actor(),
+            override_announcement: b.override_announcement.clone(),
         })
         .await?;
+    auth::record(
+        p.store(),
+        &principal,
+        &peer,
+        "promotion.create",
+        format!("promotion {}", promotion.id),
+        Some(&app),
+        Some(&promotion.environment),
+        json!({"release": promotion.release_id, "state": promotion.state, "override_announcement": b.override_announcement}),
+    )
+    .await;
     Ok((StatusCode::ACCEPTED, Json(promotion)))
 }
 
@@ -303,6 +315,7 @@ async fn promotions(
     State(p): State<Arc<Pipeline>>,
     Path(app): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
     Ok(Json(
         p.store().promotions(&app, 100).await.map_err(store_error)?,
     ))
@@ -325,7 +338,7 @@ async fn announcement(
         .ok_or_else(|| {
             ApiError::not_found(format!("release {} carries no release notes", release.id))
         })?;
-    let waiting = p.gate(&release.id).await?;
+    let waiting = p.production_waits_for(&release.id).await?;
     Ok(Json(
         json!({"announcement": announcement, "production_waits_for": waiting}),
     ))

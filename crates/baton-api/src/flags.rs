@@ -1,0 +1,354 @@
+//! The flag endpoints of `/api/v1`: flags per app and environment (the
+//! environment is the `environment` query parameter, `production` by
+//! default), `flags.toml` diff and apply, API keys, and the audit log. Each
+//! change names its actor (the `X-Baton-Actor` header, which the CLI fills
+//! from `$USER`) and is recorded with the client's address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use baton_auth::Principal;
+use baton_flag_service::{Actor, FlagError, FlagService};
+use baton_flags::FlagSpec;
+use baton_manifest::flags::FlagsFile;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{body, check_app, ApiError, ApiResult, Limit};
+
+type Flags = Arc<FlagService>;
+
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(flags: Flags) -> Router<S> {
+    Router::new()
+        .route("/api/v1/apps/{app}/flags", get(list).post(create))
+        .route(
+            "/api/v1/apps/{app}/flags/{flag}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/api/v1/apps/{app}/flags-file", post(file))
+        .route("/api/v1/apps/{app}/keys", get(keys).post(create_key))
+        .route("/api/v1/apps/{app}/keys/{id}", delete(revoke_key))
+        .route("/api/v1/audit", get(audit))
+        .with_state(flags)
+}
+
+impl From<FlagError> for ApiError {
+    fn from(e: FlagError) -> ApiError {
+        let status = match &e {
+            FlagError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            FlagError::NotFound(_) => StatusCode::NOT_FOUND,
+            FlagError::Conflict(_) => StatusCode::CONFLICT,
+            FlagError::Store(_) | FlagError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// The actor of a change and the client's address. Behind the API's
+/// authentication the actor is the principal (user, token); on a server
+/// with no account yet, local callers are named by `X-Baton-Actor` (the CLI
+/// fills it from `$BATON_ACTOR` or `$USER`).
+pub(crate) struct Who(Actor, Option<Principal>);
+
+impl Who {
+    /// Refuses a change in an environment the caller was not granted.
+    fn may_change(&self, environment: &str) -> ApiResult<()> {
+        match &self.1 {
+            Some(principal) => crate::auth::may_change(principal, environment),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Who, ApiError> {
+        let principal = parts.extensions.get::<Principal>().cloned();
+        let header = parts
+            .headers
+            .get("x-baton-actor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        let name = match &principal {
+            Some(p) if !matches!(p.via, baton_auth::Via::Local { .. }) => p.actor(),
+            _ => header.unwrap_or("anonymous").to_string(),
+        };
+        if name.len() > 200 {
+            return Err(ApiError::bad_request(
+                "header X-Baton-Actor: longer than 200 characters",
+            ));
+        }
+        let remote_address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Who(
+            Actor {
+                name,
+                remote_address,
+            },
+            principal,
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Environment {
+    #[serde(default = "crate::production")]
+    environment: String,
+}
+
+impl Environment {
+    fn checked(self) -> ApiResult<String> {
+        baton_manifest::check_name("environment", &self.environment)
+            .map_err(ApiError::bad_request)?;
+        Ok(self.environment)
+    }
+}
+
+async fn list(
+    State(flags): State<Flags>,
+    Path(app): Path<String>,
+    Query(env): Query<Environment>,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    Ok(Json(flags.list(&app, &env.checked()?).await?))
+}
+
+async fn show(
+    State(flags): State<Flags>,
+    Path((app, flag)): Path<(String, String)>,
+    Query(env): Query<Environment>,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    Ok(Json(flags.get(&app, &env.checked()?, &flag).await?))
+}
+
+/// The request body read as a flag, naming the field at fault.
+fn spec_from(value: Value) -> Result<FlagSpec, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        format!(
+            "request body is not valid: field `{field}`: {}",
+            e.into_inner()
+        )
+    })
+}
+
+async fn create(
+    State(flags): State<Flags>,
+    Path(app): Path<String>,
+    Query(env): Query<Environment>,
+    who: Who,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let environment = env.checked()?;
+    who.may_change(&environment)?;
+    let actor = who.0;
+    let mut value: Value = body(&raw)?;
+    let name = value
+        .as_object_mut()
+        .and_then(|o| o.remove("name"))
+        .and_then(|n| n.as_str().map(str::to_string))
+        .ok_or_else(|| ApiError::bad_request("field `name`: the flag's name is required"))?;
+    let spec = spec_from(value).map_err(ApiError::bad_request)?;
+    let flag = flags
+        .create(&actor, &app, &environment, &name, spec)
+        .await?;
+    Ok((StatusCode::CREATED, Json(flag)))
+}
+
+/// A JSON merge patch (RFC 7386) of the flag's settings: fields given
+/// replace the current ones, `null` clears one.
+async fn update(
+    State(flags): State<Flags>,
+    Path((app, flag)): Path<(String, String)>,
+    Query(env): Query<Environment>,
+    who: Who,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let environment = env.checked()?;
+    who.may_change(&environment)?;
+    let actor = who.0;
+    let patch: Value = body(&raw)?;
+    let Value::Object(patch) = patch else {
+        return Err(ApiError::bad_request(
+            "request body must be a JSON object of the settings to change",
+        ));
+    };
+    let action = match (patch.len(), patch.get("enabled")) {
+        (1, Some(Value::Bool(true))) => "flag.enable",
+        (1, Some(Value::Bool(false))) => "flag.disable",
+        _ => "flag.update",
+    };
+    let updated = flags
+        .update(&actor, &app, &environment, &flag, action, |before| {
+            let mut merged = serde_json::to_value(before).unwrap_or_default();
+            if let Value::Object(fields) = &mut merged {
+                for (key, value) in patch {
+                    if value.is_null() {
+                        fields.remove(&key);
+                    } else {
+                        fields.insert(key, value);
+                    }
+                }
+            }
+            spec_from(merged)
+        })
+        .await?;
+    Ok(Json(updated))
+}
+
+async fn remove(
+    State(flags): State<Flags>,
+    Path((app, flag)): Path<(String, String)>,
+    Query(env): Query<Environment>,
+    who: Who,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let environment = env.checked()?;
+    who.may_change(&environment)?;
+    let actor = who.0;
+    flags.delete(&actor, &app, &environment, &flag).await?;
+    Ok(Json(
+        json!({"app": app, "environment": environment, "name": flag, "deleted": true}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBody {
+    #[serde(default = "crate::production")]
+    environment: String,
+    /// The file's text.
+    text: String,
+    /// Where the file is, for messages.
+    #[serde(default = "flags_toml")]
+    path: String,
+    #[serde(default)]
+    prune: bool,
+    /// Only say what would change.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn flags_toml() -> String {
+    baton_manifest::flags::FILE_NAME.to_string()
+}
+
+/// `flags.toml` against the server: the differences, applied unless `dry_run`.
+async fn file(
+    State(flags): State<Flags>,
+    Path(app): Path<String>,
+    who: Who,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: FileBody = body(&raw)?;
+    let environment = Environment {
+        environment: b.environment,
+    }
+    .checked()?;
+    who.may_change(&environment)?;
+    let actor = who.0;
+    let file =
+        FlagsFile::parse(&b.text, &b.path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let changes = if b.dry_run {
+        flags.diff(&app, &environment, &file, b.prune).await?
+    } else {
+        flags
+            .apply(&actor, &app, &environment, &file, b.prune, &b.path)
+            .await?
+    };
+    Ok(Json(json!({
+        "app": app, "environment": environment, "applied": !b.dry_run, "changes": changes,
+    })))
+}
+
+async fn keys(State(flags): State<Flags>, Path(app): Path<String>) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    Ok(Json(flags.keys(&app).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    name: String,
+    #[serde(default = "crate::production")]
+    environment: String,
+}
+
+async fn create_key(
+    State(flags): State<Flags>,
+    Path(app): Path<String>,
+    who: Who,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: KeyBody = body(&raw)?;
+    let environment = Environment {
+        environment: b.environment,
+    }
+    .checked()?;
+    who.may_change(&environment)?;
+    let actor = who.0;
+    let key = flags
+        .create_key(&actor, &app, &environment, &b.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(key)))
+}
+
+async fn revoke_key(
+    State(flags): State<Flags>,
+    Path((app, id)): Path<(String, String)>,
+    who: Who,
+) -> ApiResult<impl IntoResponse> {
+    let actor = who.0;
+    check_app(&app)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{id:?} is not an API key id (a number)")))?;
+    Ok(Json(flags.revoke_key(&actor, &app, id).await?))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    app: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(flags): State<Flags>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    if let Some(app) = &q.app {
+        check_app(app)?;
+    }
+    let limit = Limit { limit: q.limit }.get();
+    Ok(Json(flags.audit(q.app.as_deref(), limit).await?))
+}
+
+/// Checks the `flags.toml` a release archive carries, so a release whose
+/// flags cannot be applied is refused before it is recorded.
+pub(crate) fn check_release_flags(archive: &[u8], release: &str) -> ApiResult<()> {
+    let name = baton_manifest::flags::FILE_NAME;
+    let text = baton_package::read_text(archive, name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(text) = text {
+        let label = format!("{name} (release {})", baton_package::short_id(release));
+        FlagsFile::parse(&text, &label).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(())
+}

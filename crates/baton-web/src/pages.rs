@@ -1,0 +1,1051 @@
+//! The pages and forms.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use baton_auth::{cookie_value, same_secret, Principal, COOKIE, SESSION_LIFETIME};
+use baton_orchestrator::{DeployRequest, EnvironmentStatus};
+use baton_store::{now_ms, AuditEntry, Deployment, DeploymentState, TargetState};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{User, Web};
+
+const LOGIN_COOKIE: &str = "baton_login";
+
+/// What the layout shows on every page.
+pub struct Page {
+    pub user: Option<Principal>,
+    pub csrf: Option<String>,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Page {
+    fn of(user: &Principal) -> Page {
+        Page {
+            user: Some(user.clone()),
+            csrf: user.csrf().map(str::to_string),
+            notice: None,
+            error: None,
+        }
+    }
+}
+
+fn render(template: impl Template, status: StatusCode) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a dashboard page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    page: Page,
+    title: String,
+}
+
+/// A page that only says what went wrong.
+fn refuse(user: Option<&Principal>, status: StatusCode, message: String) -> Response {
+    let mut page = match user {
+        Some(user) => Page::of(user),
+        None => Page {
+            user: None,
+            csrf: None,
+            notice: None,
+            error: None,
+        },
+    };
+    page.error = Some(message);
+    let title = match status {
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::CONFLICT => "Not now",
+        StatusCode::BAD_REQUEST => "Cannot do that",
+        _ => "Something went wrong",
+    };
+    render(
+        MessagePage {
+            page,
+            title: title.into(),
+        },
+        status,
+    )
+}
+
+fn store_error(user: &Principal, e: impl std::fmt::Display) -> Response {
+    refuse(Some(user), StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Refuses a form that lacks the session's CSRF token or comes from another
+/// site.
+fn check_form(
+    web: &Web,
+    user: &Principal,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(), Response> {
+    if !same_origin(headers) {
+        return Err(refuse(
+            Some(user),
+            StatusCode::FORBIDDEN,
+            "this form was sent from another site; nothing was done".into(),
+        ));
+    }
+    if !web.auth.csrf_matches(user, csrf) {
+        return Err(refuse(
+            Some(user),
+            StatusCode::FORBIDDEN,
+            "this form has no valid CSRF token (it may be from an older page); reload the page and try again — nothing was done".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An `Origin` header, when present, must name this very host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority == host)
+}
+
+async fn record(
+    web: &Web,
+    user: &Principal,
+    peer: SocketAddr,
+    action: &str,
+    subject: String,
+    app: &str,
+    environment: Option<&str>,
+    detail: serde_json::Value,
+) {
+    let entry = AuditEntry {
+        id: 0,
+        at: now_ms(),
+        actor: user.actor(),
+        action: action.into(),
+        subject,
+        app: Some(app.into()),
+        environment: environment.map(str::to_string),
+        detail,
+        remote_address: Some(peer.ip().to_string()),
+    };
+    if let Err(e) = web.orchestrator.store().record_audit(&entry).await {
+        tracing::error!(error = %e, action, "cannot write the audit log");
+    }
+}
+
+fn ago(ms: i64) -> String {
+    let secs = ((now_ms() - ms).max(0) / 1000) as u64;
+    match secs {
+        0..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+fn short(id: &str) -> String {
+    baton_package::short_id(id).to_string()
+}
+
+// ---- login ----
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    page: Page,
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    #[serde(default)]
+    out: bool,
+}
+
+pub async fn login_form(State(web): State<Arc<Web>>, Query(q): Query<LoginQuery>) -> Response {
+    let token = web.auth.login_token();
+    let page = Page {
+        user: None,
+        csrf: None,
+        notice: q.out.then(|| "You are logged out.".to_string()),
+        error: None,
+    };
+    let mut response = render(
+        LoginPage {
+            page,
+            csrf: token.clone(),
+        },
+        StatusCode::OK,
+    );
+    set_cookie(
+        &mut response,
+        &format!("{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"),
+    );
+    response
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+    csrf: String,
+}
+
+pub async fn login(
+    State(web): State<Arc<Web>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let expected = cookie_value(cookies, LOGIN_COOKIE).unwrap_or("");
+    let again = |status, message: &str| {
+        let token = web.auth.login_token();
+        let page = Page {
+            user: None,
+            csrf: None,
+            notice: None,
+            error: Some(message.to_string()),
+        };
+        let mut response = render(
+            LoginPage {
+                page,
+                csrf: token.clone(),
+            },
+            status,
+        );
+        set_cookie(
+            &mut response,
+            &format!(
+                "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"
+            ),
+        );
+        response
+    };
+    if !same_origin(&headers) || expected.is_empty() || !same_secret(expected, &form.csrf) {
+        return again(
+            StatusCode::FORBIDDEN,
+            "The login form expired or came from another site; try again.",
+        );
+    }
+    match web
+        .auth
+        .login(form.user.trim(), &form.password, peer.ip())
+        .await
+    {
+        Ok((cookie, _)) => {
+            let mut response = Redirect::to("/").into_response();
+            set_cookie(
+                &mut response,
+                &format!(
+                    "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                    SESSION_LIFETIME.as_secs()
+                ),
+            );
+            response
+        }
+        Err(baton_auth::AuthError::WrongCredentials) => {
+            again(StatusCode::UNAUTHORIZED, "Wrong user name or password.")
+        }
+        Err(e) => again(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn set_cookie(response: &mut Response, value: &str) {
+    if let Ok(value) = value.parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+        return refused;
+    }
+    let cookies = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(cookie) = cookie_value(cookies, COOKIE) {
+        let _ = web.auth.logout(cookie).await;
+    }
+    let mut response = Redirect::to("/login?out=true").into_response();
+    set_cookie(
+        &mut response,
+        &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+// ---- overview and app ----
+
+pub struct EnvRow {
+    pub name: String,
+    pub release: Option<String>,
+    pub since: String,
+    pub by: Option<String>,
+    pub healthy: bool,
+    pub health: String,
+    pub may_change: bool,
+}
+
+pub struct AppRow {
+    pub name: String,
+    pub environments: Vec<EnvRow>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    page: Page,
+    apps: Vec<AppRow>,
+}
+
+/// The deployment that put the live release live, for "since" and "by".
+fn live_since(status: &EnvironmentStatus, deployments: &[Deployment]) -> (String, Option<String>) {
+    let Some(live) = &status.live else {
+        return (String::new(), None);
+    };
+    deployments
+        .iter()
+        .find(|d| {
+            d.environment == status.environment
+                && d.state == DeploymentState::Succeeded
+                && d.release_id == live.record.release_id
+        })
+        .map(|d| (ago(d.finished_at.unwrap_or(d.created_at)), d.actor.clone()))
+        .unwrap_or_default()
+}
+
+async fn env_rows(
+    web: &Web,
+    user: &Principal,
+    app: &str,
+    statuses: &[EnvironmentStatus],
+) -> Vec<EnvRow> {
+    let deployments = web
+        .orchestrator
+        .store()
+        .deployments(app, 200)
+        .await
+        .unwrap_or_default();
+    statuses
+        .iter()
+        .filter(|s| s.app == app)
+        .map(|s| {
+            let (since, by) = live_since(s, &deployments);
+            let (healthy, health) = match &s.live {
+                None => (false, "nothing live".to_string()),
+                Some(t) if t.running && t.record.state == TargetState::Live => {
+                    (true, "healthy".into())
+                }
+                Some(t) if !t.running => (false, "down (restarting)".into()),
+                Some(t) => (false, t.record.state.as_str().to_string()),
+            };
+            EnvRow {
+                name: s.environment.clone(),
+                release: s.live.as_ref().map(|t| short(&t.record.release_id)),
+                since,
+                by,
+                healthy,
+                health,
+                may_change: user.may_change(&s.environment),
+            }
+        })
+        .collect()
+}
+
+pub async fn overview(State(web): State<Arc<Web>>, User(user): User) -> Response {
+    let statuses = match web.orchestrator.status().await {
+        Ok(s) => s,
+        Err(e) => return store_error(&user, e),
+    };
+    let names: BTreeSet<String> = statuses.iter().map(|s| s.app.clone()).collect();
+    let mut apps = Vec::new();
+    for name in names {
+        let environments = env_rows(&web, &user, &name, &statuses).await;
+        apps.push(AppRow { name, environments });
+    }
+    render(
+        OverviewPage {
+            page: Page::of(&user),
+            apps,
+        },
+        StatusCode::OK,
+    )
+}
+
+pub struct ReleaseRow {
+    pub id: String,
+    pub short: String,
+    pub created: String,
+    pub size: String,
+    pub live_in: String,
+}
+
+pub struct DeploymentRow {
+    pub id: i64,
+    pub kind: String,
+    pub environment: String,
+    pub release: String,
+    pub state: String,
+    pub by: String,
+    pub when: String,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+struct AppPage {
+    page: Page,
+    app: String,
+    csrf: String,
+    environments: Vec<EnvRow>,
+    releases: Vec<ReleaseRow>,
+    deployable: Vec<String>,
+    deployments: Vec<DeploymentRow>,
+}
+
+async fn app_page(
+    web: &Web,
+    user: &Principal,
+    app: &str,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let store = web.orchestrator.store();
+    let releases = match store.releases(app).await {
+        Ok(r) => r,
+        Err(e) => return store_error(user, e),
+    };
+    if releases.is_empty() {
+        return refuse(
+            Some(user),
+            StatusCode::NOT_FOUND,
+            format!("no app named {app}"),
+        );
+    }
+    let statuses = web.orchestrator.status().await.unwrap_or_default();
+    let environments = env_rows(web, user, app, &statuses).await;
+    // Environments the newest release's manifest declares, and those live.
+    let mut known: BTreeSet<String> = environments.iter().map(|e| e.name.clone()).collect();
+    known.insert(baton_manifest::DEFAULT_ENVIRONMENT.to_string());
+    if let Some(manifest) = releases
+        .first()
+        .and_then(|r| baton_manifest::Manifest::parse(&r.manifest, "baton.toml").ok())
+    {
+        known.extend(manifest.environments.keys().cloned());
+    }
+    let deployable: Vec<String> = known.into_iter().filter(|e| user.may_change(e)).collect();
+    let release_rows = releases
+        .iter()
+        .map(|r| ReleaseRow {
+            id: r.id.clone(),
+            short: short(&r.id),
+            created: ago(r.created_at),
+            size: format!("{:.1} KiB, {} files", r.size as f64 / 1024.0, r.files),
+            live_in: statuses
+                .iter()
+                .filter(|s| {
+                    s.app == app && s.live.as_ref().is_some_and(|t| t.record.release_id == r.id)
+                })
+                .map(|s| s.environment.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect();
+    let deployments = store
+        .deployments(app, 20)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| DeploymentRow {
+            id: d.id,
+            kind: d.kind.as_str().into(),
+            environment: d.environment.clone(),
+            release: short(&d.release_id),
+            state: d.state.as_str().into(),
+            by: d.actor.clone().unwrap_or_default(),
+            when: ago(d.created_at),
+        })
+        .collect();
+    let mut page = Page::of(user);
+    page.error = error;
+    let csrf = page.csrf.clone().unwrap_or_default();
+    render(
+        AppPage {
+            page,
+            app: app.to_string(),
+            csrf,
+            environments,
+            releases: release_rows,
+            deployable,
+            deployments,
+        },
+        status,
+    )
+}
+
+pub async fn app(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    Path(app): Path<String>,
+) -> Response {
+    app_page(&web, &user, &app, None, StatusCode::OK).await
+}
+
+// ---- actions ----
+
+#[derive(Deserialize)]
+pub struct DeployForm {
+    csrf: String,
+    release: String,
+    environment: String,
+}
+
+pub async fn deploy(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(form): Form<DeployForm>,
+) -> Response {
+    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+        return refused;
+    }
+    if !user.may_change(&form.environment) {
+        return refuse(
+            Some(&user),
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} ({}) may not deploy to {}",
+                user.name, user.role, form.environment
+            ),
+        );
+    }
+    let request = DeployRequest {
+        app: app.clone(),
+        environment: form.environment.clone(),
+        release: form.release.clone(),
+        preview: false,
+        actor: Some(user.actor()),
+    };
+    match web.orchestrator.deploy(request).await {
+        Ok(d) => {
+            record(
+                &web,
+                &user,
+                peer,
+                "deployment.create",
+                format!("deployment {}", d.id),
+                &app,
+                Some(&d.environment),
+                json!({"release": d.release_id, "kind": "deploy", "via": "dashboard"}),
+            )
+            .await;
+            Redirect::to(&format!("/deployments/{}", d.id)).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                baton_orchestrator::Error::Conflict(_) => StatusCode::CONFLICT,
+                baton_orchestrator::Error::NotFound(_) => StatusCode::NOT_FOUND,
+                baton_orchestrator::Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            app_page(
+                &web,
+                &user,
+                &app,
+                Some(format!("Nothing was deployed: {e}")),
+                status,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RollbackForm {
+    csrf: String,
+    environment: String,
+}
+
+pub async fn rollback(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(app): Path<String>,
+    Form(form): Form<RollbackForm>,
+) -> Response {
+    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+        return refused;
+    }
+    if !user.may_change(&form.environment) {
+        return refuse(
+            Some(&user),
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} ({}) may not roll back {}",
+                user.name, user.role, form.environment
+            ),
+        );
+    }
+    match web
+        .orchestrator
+        .rollback(&app, &form.environment, None, Some(&user.actor()))
+        .await
+    {
+        Ok(d) => {
+            record(
+                &web,
+                &user,
+                peer,
+                "deployment.rollback",
+                format!("deployment {}", d.id),
+                &app,
+                Some(&d.environment),
+                json!({"release": d.release_id, "from": d.previous_release, "via": "dashboard"}),
+            )
+            .await;
+            Redirect::to(&format!("/deployments/{}", d.id)).into_response()
+        }
+        Err(e) => {
+            app_page(
+                &web,
+                &user,
+                &app,
+                Some(format!("Nothing was rolled back: {e}")),
+                StatusCode::CONFLICT,
+            )
+            .await
+        }
+    }
+}
+
+// ---- a deployment, live ----
+
+pub struct StepRow {
+    pub seq: i64,
+    pub step: String,
+    pub state: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "deployment.html")]
+struct DeploymentPage {
+    page: Page,
+    id: i64,
+    kind: String,
+    app: String,
+    environment: String,
+    release: String,
+    by: String,
+    when: String,
+    state: String,
+    error: Option<String>,
+    finished: bool,
+    steps: Vec<StepRow>,
+}
+
+pub async fn deployment(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    Path(id): Path<i64>,
+) -> Response {
+    let d = match web.orchestrator.store().deployment(id).await {
+        Ok(d) => d,
+        Err(e) => return refuse(Some(&user), StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let mut page = Page::of(&user);
+    if !d.is_finished() {
+        page.notice = Some(format!(
+            "{} of release {} to {} started{}; its steps appear below as they happen.",
+            if d.kind.as_str() == "rollback" {
+                "Rollback"
+            } else {
+                "Deployment"
+            },
+            short(&d.release_id),
+            d.environment,
+            d.actor
+                .as_ref()
+                .map(|a| format!(" by {a}"))
+                .unwrap_or_default(),
+        ));
+    }
+    render(
+        DeploymentPage {
+            page,
+            id: d.id,
+            kind: d.kind.as_str().into(),
+            app: d.app.clone(),
+            environment: d.environment.clone(),
+            release: short(&d.release_id),
+            by: d.actor.clone().unwrap_or_else(|| "someone".into()),
+            when: ago(d.created_at),
+            state: d.state.as_str().into(),
+            error: d.error.clone(),
+            finished: d.is_finished(),
+            steps: d
+                .steps
+                .iter()
+                .map(|s| StepRow {
+                    seq: s.seq,
+                    step: s.step.as_str().into(),
+                    state: s.state.as_str().into(),
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+        },
+        StatusCode::OK,
+    )
+}
+
+/// Server-sent events: each step when it appears or changes, then `end`.
+pub async fn stream(
+    State(web): State<Arc<Web>>,
+    User(_user): User,
+    Path(id): Path<i64>,
+) -> Response {
+    let stream = futures_util::stream::unfold(
+        (web, Vec::<(i64, String)>::new(), false),
+        move |(web, mut sent, done)| async move {
+            if done {
+                return None;
+            }
+            let mut first = true;
+            loop {
+                if !first {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                first = false;
+                let Ok(d) = web.orchestrator.store().deployment(id).await else {
+                    let event = Event::default()
+                        .event("end")
+                        .data(json!({"state": "unknown"}).to_string());
+                    return Some((vec![Ok::<_, Infallible>(event)], (web, sent, true)));
+                };
+                let mut events = Vec::new();
+                for step in &d.steps {
+                    let key = (step.seq, step.state.as_str().to_string());
+                    if !sent.contains(&key) {
+                        sent.push(key);
+                        events.push(Ok(Event::default().event("step").data(
+                            json!({"seq": step.seq, "step": step.step.as_str(), "state": step.state.as_str(), "detail": step.detail})
+                                .to_string(),
+                        )));
+                    }
+                }
+                let finished = d.is_finished();
+                if finished {
+                    events.push(Ok(Event::default().event("end").data(
+                        json!({"state": d.state.as_str(), "error": d.error}).to_string(),
+                    )));
+                }
+                if !events.is_empty() {
+                    return Some((events, (web, sent, finished)));
+                }
+            }
+        },
+    );
+    let flat = futures_util::StreamExt::flat_map(stream, futures_util::stream::iter);
+    Sse::new(flat)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+// ---- logs and audit ----
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct LogsPage {
+    page: Page,
+    app: String,
+    environment: String,
+    lines: Vec<String>,
+}
+
+#[derive(Deserialize)]
+pub struct EnvQuery {
+    environment: Option<String>,
+}
+
+pub async fn logs(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Response {
+    let environment = q
+        .environment
+        .unwrap_or_else(|| baton_manifest::DEFAULT_ENVIRONMENT.to_string());
+    let live = match web.orchestrator.live_target(&app, &environment).await {
+        Ok(live) => live,
+        Err(e) => return store_error(&user, e),
+    };
+    let lines = live
+        .map(|t| web.orchestrator.logs().tail(t.id, 200))
+        .unwrap_or_default();
+    render(
+        LogsPage {
+            page: Page::of(&user),
+            app,
+            environment,
+            lines,
+        },
+        StatusCode::OK,
+    )
+}
+
+pub struct AuditRow {
+    pub when: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub from: String,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    page: Page,
+    entries: Vec<AuditRow>,
+}
+
+pub async fn audit_page(State(web): State<Arc<Web>>, User(user): User) -> Response {
+    let entries = match web.orchestrator.store().audit_log(None, 200).await {
+        Ok(e) => e,
+        Err(e) => return store_error(&user, e),
+    };
+    render(
+        AuditPage {
+            page: Page::of(&user),
+            entries: entries
+                .into_iter()
+                .map(|e| AuditRow {
+                    when: ago(e.at),
+                    actor: e.actor,
+                    action: e.action,
+                    subject: e.subject,
+                    from: e.remote_address.unwrap_or_default(),
+                    detail: e.detail.to_string(),
+                })
+                .collect(),
+        },
+        StatusCode::OK,
+    )
+}
+
+// ---- flags ----
+
+pub struct FlagRow {
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub audience: String,
+}
+
+pub struct FlagGroup {
+    pub app: String,
+    pub environment: String,
+    pub may_change: bool,
+    pub flags: Vec<FlagRow>,
+}
+
+#[derive(Template)]
+#[template(path = "flags.html")]
+struct FlagsPage {
+    page: Page,
+    csrf: String,
+    groups: Vec<FlagGroup>,
+}
+
+fn audience(spec: &baton_flags::FlagSpec) -> String {
+    let mut parts = Vec::new();
+    if !spec.users.is_empty() {
+        parts.push(format!("users {}", spec.users.join(", ")));
+    }
+    if !spec.groups.is_empty() {
+        parts.push(format!("groups {}", spec.groups.join(", ")));
+    }
+    if let Some(rollout) = spec.rollout {
+        parts.push(format!("{rollout} % of users"));
+    }
+    if parts.is_empty() {
+        "everyone".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+async fn flags_page(
+    web: &Web,
+    user: &Principal,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let statuses = web.orchestrator.status().await.unwrap_or_default();
+    let mut keys: BTreeSet<(String, String)> = statuses
+        .iter()
+        .map(|s| (s.app.clone(), s.environment.clone()))
+        .collect();
+    for (app, _) in keys.clone() {
+        keys.insert((app, baton_manifest::DEFAULT_ENVIRONMENT.to_string()));
+    }
+    let mut groups = Vec::new();
+    for (app, environment) in keys {
+        let flags = match web.flags.list(&app, &environment).await {
+            Ok(flags) => flags,
+            Err(e) => return store_error(user, e),
+        };
+        if flags.is_empty() {
+            continue;
+        }
+        groups.push(FlagGroup {
+            may_change: user.may_change(&environment),
+            flags: flags
+                .into_iter()
+                .map(|f| FlagRow {
+                    audience: audience(&f.spec),
+                    enabled: f.spec.enabled,
+                    description: f.spec.description.clone(),
+                    name: f.name,
+                })
+                .collect(),
+            app,
+            environment,
+        });
+    }
+    let mut page = Page::of(user);
+    page.notice = notice;
+    page.error = error;
+    let csrf = page.csrf.clone().unwrap_or_default();
+    render(FlagsPage { page, csrf, groups }, status)
+}
+
+pub async fn flags(State(web): State<Arc<Web>>, User(user): User) -> Response {
+    flags_page(&web, &user, None, None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+pub struct ToggleForm {
+    csrf: String,
+    app: String,
+    environment: String,
+    flag: String,
+    enabled: bool,
+}
+
+pub async fn toggle_flag(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<ToggleForm>,
+) -> Response {
+    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+        return refused;
+    }
+    if !user.may_change(&form.environment) {
+        return refuse(
+            Some(&user),
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} ({}) may not change flags in {}",
+                user.name, user.role, form.environment
+            ),
+        );
+    }
+    let actor = baton_flag_service::Actor {
+        name: user.actor(),
+        remote_address: Some(peer.ip().to_string()),
+    };
+    let action = if form.enabled {
+        "flag.enable"
+    } else {
+        "flag.disable"
+    };
+    let enabled = form.enabled;
+    let changed = web
+        .flags
+        .update(
+            &actor,
+            &form.app,
+            &form.environment,
+            &form.flag,
+            action,
+            |mut spec| {
+                spec.enabled = enabled;
+                Ok(spec)
+            },
+        )
+        .await;
+    let word = if enabled { "on" } else { "off" };
+    match changed {
+        Ok(_) => {
+            flags_page(
+                &web,
+                &user,
+                Some(format!(
+                    "{} is now {word} for {} in {}.",
+                    form.flag, form.app, form.environment
+                )),
+                None,
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(e) => {
+            flags_page(
+                &web,
+                &user,
+                None,
+                Some(format!("{} was not changed: {e}", form.flag)),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+    }
+}

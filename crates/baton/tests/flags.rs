@@ -1,0 +1,547 @@
+//! Flags through the real server and CLI: changes audited with who made
+//! them, flags.toml applied on deploy and by `baton flags apply`, drift
+//! shown by `baton flags diff`, and every kind of bad input answered with
+//! the status and body its protocol specifies (OFREP, Unleash) or a message
+//! naming the file and field.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn baton_as(server: &Server, actor: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("BATON_API", server.api_url())
+        .env("BATON_ACTOR", actor)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn cli_changes_are_audited_with_actor_and_address() {
+    let server = Server::start();
+    let out = baton_as(
+        &server,
+        "alice",
+        &[
+            "flags",
+            "create",
+            "shop",
+            "checkout",
+            "--rollout",
+            "30",
+            "--users",
+            "bob,carol",
+            "-e",
+            "staging",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("shop/staging/checkout: off"), "{text}");
+    assert!(text.contains("users bob,carol; 30 % by userId"), "{text}");
+
+    assert!(baton_as(
+        &server,
+        "dave",
+        &["flags", "enable", "shop", "checkout", "-e", "staging"]
+    )
+    .status
+    .success());
+    let out = baton_as(
+        &server,
+        "dave",
+        &[
+            "flags",
+            "set",
+            "shop",
+            "checkout",
+            "-e",
+            "staging",
+            "--constraint",
+            "country IN FR,BE",
+            "--no-rollout",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let flag = server.json(&["flags", "get", "shop", "checkout", "-e", "staging"]);
+    assert_eq!(flag["enabled"], true);
+    assert_eq!(flag["users"], json!(["bob", "carol"]));
+    assert_eq!(flag["rollout"], Value::Null);
+    assert_eq!(
+        flag["constraints"],
+        json!([{"field": "country", "operator": "IN", "values": ["FR", "BE"]}])
+    );
+    let list = server.json(&["flags", "list", "shop", "-e", "staging"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.json(&["flags", "list", "shop"]),
+        json!([]),
+        "production is separate"
+    );
+
+    // Refusals name what is wrong and change nothing.
+    let out = server.baton(&["flags", "create", "shop", "checkout", "-e", "staging"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already has flag \"checkout\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.baton(&[
+        "flags",
+        "set",
+        "shop",
+        "checkout",
+        "-e",
+        "staging",
+        "--constraint",
+        "version SEMVER_GT",
+    ]);
+    assert!(
+        stderr(&out).contains("FIELD OPERATOR VALUE"),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.baton(&[
+        "flags",
+        "set",
+        "shop",
+        "checkout",
+        "-e",
+        "staging",
+        "--constraint",
+        "age LIKE 3",
+    ]);
+    assert!(
+        stderr(&out).contains("unknown operator \"LIKE\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.baton(&["flags", "enable", "shop", "nope"]);
+    assert!(
+        stderr(&out).contains("no flag \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+
+    assert!(baton_as(
+        &server,
+        "erin",
+        &["flags", "delete", "shop", "checkout", "-e", "staging"]
+    )
+    .status
+    .success());
+    let log = server.json(&["flags", "audit", "shop"]);
+    let entries: Vec<(&str, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("erin", "flag.delete"),
+            ("dave", "flag.update"),
+            ("dave", "flag.enable"),
+            ("alice", "flag.create")
+        ]
+    );
+    assert_eq!(log[0]["remote_address"], "127.0.0.1");
+    assert_eq!(log[0]["subject"], "flag shop/staging/checkout");
+    assert_eq!(log[1]["detail"]["before"]["rollout"], 30);
+    assert_eq!(log[1]["detail"]["after"]["rollout"], Value::Null);
+}
+
+fn app_with_flags(flags: &str) -> AppCopy {
+    let app = AppCopy::new("flags");
+    std::fs::write(app.path().join("flags.toml"), flags).unwrap();
+    app
+}
+
+const FLAGS: &str = r#"
+[flags.new-checkout]
+description = "One-page checkout"
+enabled = true
+users = ["alice"]
+rollout = 10
+
+[flags.new-checkout.environments.production]
+rollout = 5
+
+[flags.dark-mode]
+enabled = false
+"#;
+
+#[test]
+fn flags_toml_is_applied_on_deploy_and_by_apply_and_diff_shows_drift() {
+    let server = Server::start();
+    let app = app_with_flags(FLAGS);
+    let deployed = server.deploy(app.path());
+    assert_eq!(deployed["state"], "succeeded");
+    let flag = server.json(&["flags", "get", "hello", "new-checkout"]);
+    assert_eq!(flag["rollout"], 5, "production's override");
+    assert_eq!(flag["users"], json!(["alice"]));
+    let events = server.json(&["events", "hello"]);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "flags_applied"
+                && e["message"].as_str().unwrap().contains("2 created")),
+        "{events}"
+    );
+    let log = server.json(&["flags", "audit", "hello"]);
+    assert_eq!(log[0]["actor"], "baton deploy");
+
+    let dir = app.path().to_str().unwrap();
+    let out = server.baton(&["flags", "diff", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Drift: a change by hand, and a flag only on the server.
+    server.baton_ok(&["flags", "set", "hello", "new-checkout", "--rollout", "50"]);
+    server.baton_ok(&["flags", "create", "hello", "by-hand"]);
+    let out = server.baton(&["flags", "diff", dir]);
+    assert_eq!(out.status.code(), Some(1), "drift makes diff exit 1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("~ new-checkout: rollout 50 → 5"), "{text}");
+    assert!(text.contains("? by-hand: only on the server"), "{text}");
+
+    server.baton_ok(&["flags", "apply", dir]);
+    assert_eq!(
+        server.json(&["flags", "get", "hello", "new-checkout"])["rollout"],
+        5
+    );
+    assert_eq!(server.baton(&["flags", "diff", dir]).status.code(), Some(0));
+    server.baton_ok(&["flags", "apply", dir, "--prune"]);
+    let names: Vec<Value> = server
+        .json(&["flags", "list", "hello"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("dark-mode"), json!("new-checkout")]);
+
+    // Staging gets the shared settings.
+    server.baton_ok(&["flags", "apply", dir, "-e", "staging"]);
+    assert_eq!(
+        server.json(&["flags", "get", "hello", "new-checkout", "-e", "staging"])["rollout"],
+        10
+    );
+}
+
+#[test]
+fn an_invalid_flags_toml_is_refused_naming_file_line_and_field() {
+    let server = Server::start();
+    let app = app_with_flags("[flags.a]\nenabled = true\nrollout = 130\n");
+    let dir = app.path().to_str().unwrap();
+    let out = server.baton(&["flags", "apply", dir]);
+    assert!(!out.status.success());
+    let file = app.path().join("flags.toml");
+    let expected = format!("{}:3:11: field `flags.a.rollout`", file.display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 to 100"), "{}", stderr(&out));
+
+    // A release carrying it is refused before it is recorded or deployed.
+    let out = server.baton(&["deploy", dir]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(message.contains("flags.toml (release "), "{message}");
+    assert!(
+        message.contains(":3:11: field `flags.a.rollout`"),
+        "{message}"
+    );
+    assert_eq!(server.json(&["releases", "hello"]), json!([]));
+}
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new(server: &Server) -> Http {
+        Http {
+            base: server.api_url(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body.to_string());
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_status_and_body_the_protocol_specifies() {
+    let server = Server::start();
+    server.baton_ok(&[
+        "flags",
+        "create",
+        "shop",
+        "beta",
+        "--enabled",
+        "true",
+        "--users",
+        "alice",
+    ]);
+    let key = server.json(&["flags", "keys", "create", "shop", "web"]);
+    let key = key["key"].as_str().unwrap().to_string();
+    let other = server.json(&["flags", "keys", "create", "shop", "old"]);
+    let http = Http::new(&server);
+    let single = "/ofrep/v1/evaluate/flags/beta";
+    let bulk = "/ofrep/v1/evaluate/flags";
+
+    let (status, body, _) = http
+        .post(
+            single,
+            Some(&key),
+            r#"{"context": {"targetingKey": "alice"}}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["value"], &body["reason"]),
+        (200, &json!(true), &json!("TARGETING_MATCH"))
+    );
+
+    let (status, body, _) = http
+        .post(
+            "/ofrep/v1/evaluate/flags/nope",
+            Some(&key),
+            r#"{"context": {"targetingKey": "a"}}"#,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["key"], "nope");
+    assert_eq!(body["errorCode"], "FLAG_NOT_FOUND");
+    assert!(body["errorDetails"].as_str().unwrap().contains("nope"));
+
+    let (status, body, _) = http
+        .post(single, Some(&key), r#"{"context": {"country": "FR"}}"#)
+        .await;
+    assert_eq!(
+        (status, &body["errorCode"], &body["key"]),
+        (400, &json!("TARGETING_KEY_MISSING"), &json!("beta"))
+    );
+
+    let (status, body, _) = http.post(single, Some(&key), r#"{"context": {"#).await;
+    assert_eq!((status, &body["errorCode"]), (400, &json!("PARSE_ERROR")));
+    let (status, body, _) = http.post(bulk, Some(&key), "not json").await;
+    assert_eq!((status, &body["errorCode"]), (400, &json!("PARSE_ERROR")));
+    assert_eq!(body.get("key"), None, "bulk failures carry no key");
+
+    let (status, body, _) = http
+        .post(
+            single,
+            Some(&key),
+            r#"{"context": {"targetingKey": "a", "roles": ["x"]}}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (400, &json!("INVALID_CONTEXT"))
+    );
+    assert!(body["errorDetails"].as_str().unwrap().contains("`roles`"));
+
+    let (status, body, _) = http.post(single, None, "{}").await;
+    assert_eq!(status, 401);
+    assert!(body["errorDetails"]
+        .as_str()
+        .unwrap()
+        .contains("no API key"));
+    let (status, _, _) = http.post(single, Some("baton_wrong"), "{}").await;
+    assert_eq!(status, 401);
+    server.baton_ok(&["flags", "keys", "revoke", "shop", &other["id"].to_string()]);
+    let (status, body, _) = http
+        .post(single, Some(other["key"].as_str().unwrap()), "{}")
+        .await;
+    assert_eq!(status, 403);
+    assert!(body["errorDetails"].as_str().unwrap().contains("revoked"));
+
+    // Bulk: per-flag errors inside a 200, then 304 while nothing changes.
+    let (status, body, headers) = http.post(bulk, Some(&key), r#"{"context": {}}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["flags"][0]["errorCode"], "TARGETING_KEY_MISSING");
+    let context = r#"{"context": {"targetingKey": "alice"}}"#;
+    let (_, body, headers_alice) = http.post(bulk, Some(&key), context).await;
+    assert_eq!(body["flags"][0]["value"], true);
+    assert_eq!(body["eventStreams"][0]["type"], "sse");
+    let etag = headers_alice["etag"].to_str().unwrap().to_string();
+    assert_ne!(headers["etag"], etag, "the tag covers the context");
+    let conditional = |tag: String| {
+        http.client
+            .post(format!("{}{bulk}", http.base))
+            .header("Authorization", format!("Bearer {key}"))
+            .header("If-None-Match", tag)
+            .body(context)
+            .send()
+    };
+    assert_eq!(
+        conditional(etag.clone()).await.unwrap().status().as_u16(),
+        304
+    );
+    server.baton_ok(&["flags", "disable", "shop", "beta"]);
+    let response = conditional(etag).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "a change makes a new tag");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&body["flags"][0]["value"], &body["flags"][0]["reason"]),
+        (&json!(false), &json!("DISABLED"))
+    );
+
+    // Unleash's client API.
+    let features = format!("{}/api/client/features", http.base);
+    let response = http.client.get(&features).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let response = http
+        .client
+        .get(&features)
+        .header("Authorization", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let tag = response.headers()["etag"].clone();
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["features"][0]["name"], "beta");
+    let response = http
+        .client
+        .get(&features)
+        .header("Authorization", &key)
+        .header("If-None-Match", tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 304);
+    let metrics = format!("{}/api/client/metrics", http.base);
+    let response = http
+        .client
+        .post(&metrics)
+        .header("Authorization", &key)
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("not valid JSON"));
+    let response = http
+        .client
+        .post(format!("{}/api/client/register", http.base))
+        .header("Authorization", &key)
+        .json(&json!({"appName": "x", "instanceId": "y", "strategies": ["default"], "started": "2026-01-01T00:00:00Z", "interval": 15000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+
+    // The admin API answers its own error shape.
+    let response = http
+        .client
+        .post(format!("{}/api/v1/apps/shop/flags", http.base))
+        .body(r#"{"name": "x", "rollout": "lots"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("field `rollout`"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_stream_announces_each_change() {
+    let server = Server::start();
+    server.baton_ok(&["flags", "create", "shop", "beta"]);
+    let key = server.json(&["flags", "keys", "create", "shop", "web"]);
+    let key = key["key"].as_str().unwrap().to_string();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut stream = client
+        .get(format!("{}/ofrep/v1/events", server.api_url()))
+        .header("Authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let mut seen = String::new();
+    let first = next_event(&mut stream, &mut seen).await;
+    assert_eq!(first["type"], "refetchEvaluation", "one on connecting");
+    server.baton_ok(&["flags", "enable", "shop", "beta"]);
+    let second = next_event(&mut stream, &mut seen).await;
+    assert_eq!(second["type"], "refetchEvaluation");
+    assert_ne!(first["etag"], second["etag"]);
+
+    // An open stream does not hold up a graceful stop.
+    let mut server = server;
+    let mut child = server.child.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not stop within 10 s of SIGTERM");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), stream.chunk()).await;
+    assert!(
+        matches!(ended, Ok(Ok(None)) | Ok(Err(_))),
+        "the stream ended"
+    );
+}
+
+/// The data of the next server-sent event, as JSON.
+async fn next_event(stream: &mut reqwest::Response, seen: &mut String) -> Value {
+    loop {
+        if let Some(end) = seen.find("\n\n") {
+            let event: String = seen.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
+                return serde_json::from_str(data.trim()).unwrap();
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
