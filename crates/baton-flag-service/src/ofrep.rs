@@ -191,9 +191,7 @@ fn resolve(flags: &EnvironmentFlags, name: &str, spec: &FlagSpec, context: &Cont
         "DEFAULT"
     } else if listed(spec, context) {
         "TARGETING_MATCH"
-    } else if spec.variants.len() > 1 {
-        "SPLIT"
-    } else if spec.rollout.is_some_and(|r| r < 100) {
+    } else if spec.variants.len() > 1 || spec.rollout.is_some_and(|r| r < 100) {
         "SPLIT"
     } else if spec.is_targeted() {
         "TARGETING_MATCH"
