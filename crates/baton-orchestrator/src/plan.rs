@@ -143,6 +143,7 @@ mod tests {
             target_id: Some(target),
             created_at: 0,
             finished_at: None,
+            actor: None,
             steps: recorded
                 .iter()
                 .enumerate()
