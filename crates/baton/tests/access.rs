@@ -27,6 +27,7 @@ fn cli(
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env("NO_COLOR", "1")
+        .env("BATON_ACTOR", "ops")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -82,10 +83,20 @@ async fn login(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_tokens_and_logins_are_enforced_by_the_server() {
     let server = Server::start();
-    // No account yet: the host itself acts as admin, so the quick start works.
-    let first = server.deploy(&example_dir());
+    // No account yet: the host itself acts as admin, so the quick start
+    // works; the CLI names its user.
+    let home = tempfile::tempdir().unwrap();
+    let out = cli(
+        &server,
+        home.path(),
+        None,
+        &["deploy", example_dir().to_str().unwrap(), "--json"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(first["state"], "succeeded");
-    assert_eq!(first["actor"], "local");
+    assert_eq!(first["actor"], "ops");
 
     add_user(&server, "ada", &["--admin"], "ada's long password");
     add_user(&server, "vic", &["--role", "viewer"], "vic's long password");
