@@ -97,6 +97,16 @@ pub async fn require(
             .into_response();
         }
     }
+    let mut principal = principal;
+    if matches!(principal.via, baton_auth::Via::Local { .. }) {
+        // No accounts yet: the CLI names its user (`$BATON_ACTOR`, `$USER`).
+        if let Some(name) = text(axum::http::HeaderName::from_static("x-baton-actor"))
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && n.len() <= 200)
+        {
+            principal.name = name.to_string();
+        }
+    }
     request.extensions_mut().insert(principal);
     request.extensions_mut().insert(Peer(peer));
     next.run(request).await

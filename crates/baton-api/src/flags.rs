@@ -79,8 +79,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
             .map(str::trim)
             .filter(|v| !v.is_empty());
         let name = match &principal {
-            Some(p) if !matches!(p.via, baton_auth::Via::Local { .. }) => p.actor(),
-            _ => header.unwrap_or("anonymous").to_string(),
+            Some(p) => p.actor(),
+            None => header.unwrap_or("anonymous").to_string(),
         };
         if name.len() > 200 {
             return Err(ApiError::bad_request(

@@ -419,6 +419,13 @@ mod tests {
         ("post", "/api/v1/apps/{app}/keys"),
         ("delete", "/api/v1/apps/{app}/keys/{id}"),
         ("get", "/api/v1/audit"),
+        ("get", "/api/v1/whoami"),
+        ("post", "/api/v1/login"),
+        ("get", "/api/v1/tokens"),
+        ("post", "/api/v1/tokens"),
+        ("delete", "/api/v1/tokens/{id}"),
+        ("get", "/api/v1/users"),
+        ("post", "/api/v1/users"),
         // pipeline.rs
         ("post", "/api/v1/webhooks/git"),
         ("get", "/api/v1/builds"),

@@ -191,9 +191,7 @@ fn resolve(flags: &EnvironmentFlags, name: &str, spec: &FlagSpec, context: &Cont
         "DEFAULT"
     } else if listed(spec, context) {
         "TARGETING_MATCH"
-    } else if spec.variants.len() > 1 {
-        "SPLIT"
-    } else if spec.rollout.is_some_and(|r| r < 100) {
+    } else if spec.variants.len() > 1 || spec.rollout.is_some_and(|r| r < 100) {
         "SPLIT"
     } else if spec.is_targeted() {
         "TARGETING_MATCH"
@@ -399,6 +397,90 @@ fn change_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn environment(flags: &[(&str, Value)]) -> Arc<EnvironmentFlags> {
+        let records = flags
+            .iter()
+            .map(|(name, spec)| baton_store::FlagRecord {
+                app: "shop".into(),
+                environment: "production".into(),
+                name: name.to_string(),
+                spec: spec.clone(),
+                created_at: 0,
+                updated_at: 0,
+            })
+            .collect();
+        let snapshot = crate::Snapshot::build(records, vec![]);
+        Arc::clone(snapshot.environment("shop", "production").unwrap())
+    }
+
+    fn evaluate(flags: &EnvironmentFlags, name: &str, user: &str) -> Value {
+        let context = Context {
+            user_id: Some(user.into()),
+            ..Context::default()
+        };
+        resolve(flags, name, &flags.specs[name], &context)
+    }
+
+    #[test]
+    fn values_variants_and_reasons_follow_the_flag() {
+        let flags = environment(&[
+            ("off", json!({"users": ["a"]})),
+            ("all", json!({"enabled": true})),
+            (
+                "listed",
+                json!({"enabled": true, "users": ["a"], "rollout": 50}),
+            ),
+            (
+                "json",
+                json!({"enabled": true, "variants": [
+                {"name": "cfg", "payload": {"type": "json", "value": "{\"max\": 3}"}}]}),
+            ),
+            (
+                "number",
+                json!({"enabled": true, "variants": [
+                {"name": "n", "payload": {"type": "number", "value": "2.5"}}]}),
+            ),
+            (
+                "named",
+                json!({"enabled": true, "users": ["a"], "variants": [{"name": "blue"}]}),
+            ),
+        ]);
+        let off = evaluate(&flags, "off", "a");
+        assert_eq!(
+            (&off["value"], &off["variant"], &off["reason"]),
+            (&json!(false), &json!("off"), &json!("DISABLED"))
+        );
+        let all = evaluate(&flags, "all", "z");
+        assert_eq!(
+            (&all["value"], &all["reason"]),
+            (&json!(true), &json!("STATIC"))
+        );
+        assert_eq!(evaluate(&flags, "listed", "a")["reason"], "TARGETING_MATCH");
+        let split: Vec<Value> = (0..50)
+            .map(|i| evaluate(&flags, "listed", &format!("u{i}")))
+            .collect();
+        assert!(split
+            .iter()
+            .any(|v| v["value"] == true && v["reason"] == "SPLIT"));
+        assert!(split
+            .iter()
+            .any(|v| v["value"] == false && v["reason"] == "DEFAULT"));
+        assert_eq!(evaluate(&flags, "json", "z")["value"], json!({"max": 3}));
+        assert_eq!(evaluate(&flags, "number", "z")["value"], json!(2.5));
+        let named = evaluate(&flags, "named", "a");
+        assert_eq!(
+            (&named["value"], &named["variant"]),
+            (&json!("blue"), &json!("blue"))
+        );
+        // Off for this context: no value, so the caller's default applies.
+        let default = evaluate(&flags, "named", "b");
+        assert_eq!(default.get("value"), None);
+        assert_eq!(
+            (&default["variant"], &default["reason"]),
+            (&json!("disabled"), &json!("DEFAULT"))
+        );
+    }
 
     #[test]
     fn keys_are_read_from_bearer_plain_and_x_api_key_headers() {

@@ -333,6 +333,9 @@ pub struct EnvironmentSection {
     /// Added to (and overriding) the top-level `env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Host names reaching a release in preview in this environment;
+    /// `[deploy] preview_hosts` are production's.
+    pub preview_hosts: Option<Vec<String>>,
 }
 
 /// What a manifest means for one environment, with defaults and overrides
@@ -342,6 +345,10 @@ pub struct EnvironmentConfig {
     pub environment: String,
     pub hosts: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// `[environments.X] preview_hosts`, else for the default environment
+    /// `[deploy] preview_hosts`, else none: preview host names are unique
+    /// to one environment.
+    pub preview_hosts: Vec<String>,
 }
 
 mod defaults {
@@ -577,6 +584,10 @@ impl Manifest {
                 check_host(host)
                     .map_err(|r| invalid(&format!("environments.{name}.hosts[{i}]"), r))?;
             }
+            for (i, host) in section.preview_hosts.iter().flatten().enumerate() {
+                check_host(host)
+                    .map_err(|r| invalid(&format!("environments.{name}.preview_hosts[{i}]"), r))?;
+            }
             for key in section.env.keys() {
                 check_env_key(key)
                     .map_err(|r| invalid(&format!("environments.{name}.env.{key}"), r))?;
@@ -609,10 +620,16 @@ impl Manifest {
         if let Some(section) = section {
             env.extend(section.env.clone());
         }
+        let preview_hosts = match section.and_then(|s| s.preview_hosts.clone()) {
+            Some(hosts) => hosts,
+            None if environment == DEFAULT_ENVIRONMENT => self.deploy.preview_hosts.clone(),
+            None => Vec::new(),
+        };
         EnvironmentConfig {
             environment: environment.to_string(),
             hosts,
             env,
+            preview_hosts,
         }
     }
 }
@@ -938,5 +955,23 @@ env = { LEVEL = "debug" }
         .unwrap_err()
         .to_string();
         assert!(err.contains("pipeline.test[1]"), "{err}");
+    }
+
+    #[test]
+    fn preview_hosts_belong_to_one_environment() {
+        let manifest = Manifest::parse(
+            "name = \"a\"\nhosts = [\"a.localhost\"]\n[web]\ncommand = \"x\"\n[deploy]\npreview_hosts = [\"next.a.localhost\"]\n[environments.staging]\nhosts = [\"s.a.localhost\"]\n[environments.qa]\npreview_hosts = [\"next.qa.a.localhost\"]\n",
+            "baton.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            manifest.environment("production").preview_hosts,
+            ["next.a.localhost"]
+        );
+        assert!(manifest.environment("staging").preview_hosts.is_empty());
+        assert_eq!(
+            manifest.environment("qa").preview_hosts,
+            ["next.qa.a.localhost"]
+        );
     }
 }

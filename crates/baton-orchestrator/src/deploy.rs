@@ -54,7 +54,7 @@ impl Orchestrator {
         }
         let key = RouteKey::new(&release.app, environment);
         let table = self.proxy.table();
-        for host in config.hosts.iter().chain(&manifest.deploy.preview_hosts) {
+        for host in config.hosts.iter().chain(&config.preview_hosts) {
             if let Some(owner) = table.owner(host).filter(|owner| *owner != key) {
                 return Err(Error::Conflict(format!(
                     "host {host:?} is already served by {owner}; give {} in {environment} other hosts",
@@ -393,7 +393,7 @@ impl Orchestrator {
         RouteSpec {
             key: job.key.clone(),
             hosts: job.config.hosts.clone(),
-            preview_hosts: job.manifest.deploy.preview_hosts.clone(),
+            preview_hosts: job.config.preview_hosts.clone(),
             live: live.map(|m| Arc::clone(&m.proxy_target)),
             preview: preview.map(|m| Arc::clone(&m.proxy_target)),
             hold_timeout: job.manifest.deploy.hold_timeout,
@@ -405,7 +405,7 @@ impl Orchestrator {
             app: job.key.app.clone(),
             environment: job.key.environment.clone(),
             hosts: job.config.hosts.clone(),
-            preview_hosts: job.manifest.deploy.preview_hosts.clone(),
+            preview_hosts: job.config.preview_hosts.clone(),
             hold_timeout_ms: job.manifest.deploy.hold_timeout.as_millis() as i64,
             live_target: live,
             preview_target: preview,

@@ -97,7 +97,8 @@ pub enum FlagsCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Show how the server's flags differ from flags.toml; exits 1 if they do.
+    /// Show how the server's flags differ from flags.toml; exits 1 if
+    /// `apply` (with the same --prune) would change anything.
     Diff {
         #[arg(default_value = ".")]
         dir: PathBuf,
