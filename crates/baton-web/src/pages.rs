@@ -419,6 +419,10 @@ pub struct ReleaseRow {
     pub created: String,
     pub size: String,
     pub live_in: String,
+    /// The commit a pipeline build made it from.
+    pub commit: Option<String>,
+    /// Release notes of an announced release.
+    pub notes: Option<String>,
 }
 
 pub struct DeploymentRow {
@@ -474,9 +478,21 @@ async fn app_page(
         known.extend(manifest.environments.keys().cloned());
     }
     let deployable: Vec<String> = known.into_iter().filter(|e| user.may_change(e)).collect();
+    let builds = store.builds(Some(app), 500).await.unwrap_or_default();
+    let mut notes = std::collections::HashMap::new();
+    for r in releases.iter().take(50) {
+        if let Ok(Some(announcement)) = store.announcement(&r.id).await {
+            notes.insert(r.id.clone(), announcement.notes);
+        }
+    }
     let release_rows = releases
         .iter()
         .map(|r| ReleaseRow {
+            commit: builds
+                .iter()
+                .find(|b| b.release_id.as_deref() == Some(r.id.as_str()))
+                .map(|b| b.commit_sha.chars().take(10).collect()),
+            notes: notes.get(&r.id).cloned(),
             id: r.id.clone(),
             short: short(&r.id),
             created: ago(r.created_at),

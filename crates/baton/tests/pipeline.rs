@@ -534,6 +534,22 @@ events = ["build_failed"]
         (code, release_of(&answer_body)),
         (200, Some(short(&release)))
     );
+    // The dashboard's release history names the commit.
+    let page = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/apps/shop", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("commit <code>{}</code>", &sha[..10])),
+        "{page}"
+    );
 
     // A replayed delivery changes nothing.
     let builds_before = server.json(&["builds", "list"]).as_array().unwrap().len();
@@ -1043,6 +1059,19 @@ events = []
         .unwrap();
     assert_eq!(record["announcement"]["override_by"], "local", "{record}");
     assert_eq!(record["announcement"]["override_reason"], "security fix");
+    let page = api
+        .get(format!("{}/apps/shop", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<summary>Release notes</summary>")
+            && page.contains("What #6 changes, for the support team."),
+        "{page}"
+    );
     assert!(record["production_waits_for"].is_null());
     let _ = std::io::stdout().flush();
 }
