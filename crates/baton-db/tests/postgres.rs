@@ -837,3 +837,33 @@ async fn a_history_applied_by_sqlx_is_imported_and_migration_goes_on_from_it() {
         .to_string();
     assert!(err.contains("already holds rows"), "{err}");
 }
+
+#[tokio::test]
+async fn the_runner_reaches_a_server_over_tls_when_the_url_asks_for_it() {
+    let url = server().database();
+    let folder = Folder::new();
+    // The migration records whether its own connection is encrypted.
+    folder.write(
+        "V1__ssl.sql",
+        "CREATE TABLE seen AS SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid();\n",
+    );
+    let mut db = connect(&format!("{url}?sslmode=require")).await;
+    baton_db::migrate(
+        &mut db,
+        &folder.migrations(),
+        &Options::default(),
+        Phases::All,
+    )
+    .await
+    .unwrap();
+    assert_eq!(psql_url(&url, "SELECT ssl FROM seen"), "t");
+    // Verifying the certificate against the system's roots refuses a
+    // self-signed one, and says so.
+    let err = Database::connect(&format!("{url}?sslmode=verify-full"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("cannot connect to"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

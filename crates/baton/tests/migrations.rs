@@ -287,6 +287,10 @@ async fn a_column_renamed_by_expand_and_contract_under_writes_with_a_rollback_in
         writers.wait_for(20).await;
 
         let (ok, failures) = writers.stop().await;
+        eprintln!(
+            "{ok} write-and-read-back round trips, {} failed",
+            failures.len()
+        );
         assert!(
             failures.is_empty(),
             "{} failed of {}: {:?}",

@@ -158,16 +158,54 @@ fn start() -> Postgres {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // TLS on, with a self-signed certificate: clients may ask for it.
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if nix_is_root() {
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&cert)
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown of the test certificate failed");
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let script = format!(
-        "'{}' -D '{}' -p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 >'{}' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf '{}'",
+        "'{}' -D '{}' -p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}' >'{}' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf '{}'",
         bin.join("postgres").display(),
         data.display(),
         dir.path().display(),
+        cert.display(),
+        key.display(),
         dir.path().join("server.log").display(),
         dir.path().display(),
     );
