@@ -123,6 +123,7 @@ pub struct Orchestrator {
     pub(crate) managed: Mutex<HashMap<i64, Arc<Managed>>>,
     previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
     flags: std::sync::OnceLock<Arc<dyn ApplyFlags>>,
+    gate: std::sync::OnceLock<Arc<dyn ProductionGate>>,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -144,6 +145,15 @@ pub trait ApplyFlags: Send + Sync {
                 + 'a,
         >,
     >;
+}
+
+/// What may hold a release back from production (the pipeline's
+/// announcement gate): `Some(reason)` while it must wait.
+pub trait ProductionGate: Send + Sync {
+    fn waits_for<'a>(
+        &'a self,
+        release: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>>;
 }
 
 /// The runtimes targets can run on.
@@ -213,12 +223,18 @@ impl Orchestrator {
             managed: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
             flags: std::sync::OnceLock::new(),
+            gate: std::sync::OnceLock::new(),
         })
     }
 
     /// Sets what applies a release's flags when a deploy puts it live (once).
     pub fn apply_flags_with(&self, flags: Arc<dyn ApplyFlags>) {
         let _ = self.flags.set(flags);
+    }
+
+    /// Sets what may hold releases back from production (once).
+    pub fn gate_production_with(&self, gate: Arc<dyn ProductionGate>) {
+        let _ = self.gate.set(gate);
     }
 
     pub fn store(&self) -> &Store {
@@ -450,6 +466,20 @@ impl Orchestrator {
             .store
             .find_release(&request.app, &request.release)
             .await?;
+        // Whichever way a deploy comes (CLI, API, dashboard, pipeline), a
+        // release held by its announcement does not reach production.
+        if request.environment == baton_manifest::DEFAULT_ENVIRONMENT {
+            if let Some(gate) = self.gate.get() {
+                if let Some(reason) = gate.waits_for(&release.id).await {
+                    return Err(Error::Conflict(format!(
+                        "release {} waits before production: {reason}; an authorised person can override it with `baton promote {} {} --to production --override-announcement REASON`",
+                        baton_package::short_id(&release.id),
+                        request.app,
+                        baton_package::short_id(&release.id),
+                    )));
+                }
+            }
+        }
         self.start_deployment(
             DeploymentKind::Deploy,
             &request.environment,

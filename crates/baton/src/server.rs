@@ -118,6 +118,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         baton_pipeline::Pipeline::start(Arc::clone(&orchestrator), pipeline_config, &data)
             .await
             .with_context(|| format!("cannot start the pipeline in {}", data.display()))?;
+    orchestrator.gate_production_with(Arc::new(AnnouncementGate(Arc::clone(&pipeline))));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets());
@@ -250,5 +251,22 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+/// The pipeline's announcement gate, applied to every deploy to production.
+struct AnnouncementGate(Arc<baton_pipeline::Pipeline>);
+
+impl baton_orchestrator::ProductionGate for AnnouncementGate {
+    fn waits_for<'a>(
+        &'a self,
+        release: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.0.production_waits_for(release).await {
+                Ok(reason) => reason,
+                Err(e) => Some(format!("its announcement cannot be checked ({e})")),
+            }
+        })
     }
 }

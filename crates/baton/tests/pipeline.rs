@@ -1029,6 +1029,25 @@ events = []
         Some(release.as_str()),
         "held"
     );
+    // No other way into production either: a plain deploy is refused too.
+    let refused = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/api/v1/apps/shop/deployments", server.api_url()))
+        .json(&serde_json::json!({"release": next, "environment": "production"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("waits before production"),
+        "{body}"
+    );
     // While no account exists, the server's own host is its administrator, "local".
     let promotion = server.json(&[
         "promote",
