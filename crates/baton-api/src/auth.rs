@@ -139,30 +139,25 @@ pub(crate) fn admin(principal: &Principal) -> ApiResult<()> {
     }
 }
 
-/// Appends to the audit log; a failure to write is logged, not fatal.
-pub(crate) async fn record(
-    store: &Store,
+/// An audit entry for a change by `principal` from `peer`.
+pub(crate) fn entry(
     principal: &Principal,
     peer: &Peer,
     action: &str,
     subject: String,
-    app: Option<&str>,
-    environment: Option<&str>,
-    detail: serde_json::Value,
-) {
-    let entry = AuditEntry {
-        id: 0,
-        at: baton_store::now_ms(),
-        actor: principal.actor(),
-        action: action.into(),
+) -> AuditEntry {
+    AuditEntry::new(
+        principal.actor(),
+        Some(peer.0.ip().to_string()),
+        action,
         subject,
-        app: app.map(str::to_string),
-        environment: environment.map(str::to_string),
-        detail,
-        remote_address: Some(peer.0.ip().to_string()),
-    };
+    )
+}
+
+/// Appends to the audit log; a failure to write is logged, not fatal.
+pub(crate) async fn record(store: &Store, entry: AuditEntry) {
     if let Err(e) = store.record_audit(&entry).await {
-        tracing::error!(error = %e, action, "cannot write the audit log");
+        tracing::error!(error = %e, action = entry.action, "cannot write the audit log");
     }
 }
 
@@ -211,13 +206,14 @@ pub async fn login(
         .map_err(auth_error)?;
     record(
         o.store(),
-        &principal,
-        &Peer(peer),
-        "token.create",
-        format!("token {} ({})", token.id, token.name),
-        None,
-        None,
-        json!({"role": token.role, "via": "login"}),
+        entry(
+            &principal,
+            &Peer(peer),
+            "token.create",
+            format!("token {} ({})", token.id, token.name),
+        )
+        .about(None, None)
+        .with(json!({"role": token.role, "via": "login"})),
     )
     .await;
     Ok((
@@ -262,13 +258,14 @@ pub async fn create_token(
         .map_err(auth_error)?;
     record(
         o.store(),
-        &principal,
-        &peer,
-        "token.create",
-        format!("token {} ({}) of {user}", token.id, token.name),
-        None,
-        None,
-        json!({"role": token.role}),
+        entry(
+            &principal,
+            &peer,
+            "token.create",
+            format!("token {} ({}) of {user}", token.id, token.name),
+        )
+        .about(None, None)
+        .with(json!({"role": token.role})),
     )
     .await;
     Ok((
@@ -299,13 +296,14 @@ pub async fn revoke_token(
     let token = store.revoke_token(id).await?;
     record(
         o.store(),
-        &principal,
-        &peer,
-        "token.revoke",
-        format!("token {} ({}) of {}", token.id, token.name, token.user),
-        None,
-        None,
-        json!({}),
+        entry(
+            &principal,
+            &peer,
+            "token.revoke",
+            format!("token {} ({}) of {}", token.id, token.name, token.user),
+        )
+        .about(None, None)
+        .with(json!({})),
     )
     .await;
     Ok(Json(token))
@@ -334,13 +332,9 @@ pub async fn create_user(
         .map_err(auth_error)?;
     record(
         o.store(),
-        &principal,
-        &peer,
-        "user.create",
-        format!("user {}", b.name),
-        None,
-        None,
-        json!({"role": b.role, "environments": b.environments}),
+        entry(&principal, &peer, "user.create", format!("user {}", b.name))
+            .about(None, None)
+            .with(json!({"role": b.role, "environments": b.environments})),
     )
     .await;
     let user = o.store().user(&b.name).await?;

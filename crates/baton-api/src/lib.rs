@@ -264,13 +264,14 @@ async fn deploy(
         .await?;
     auth::record(
         o.store(),
-        &principal,
-        &peer,
-        "deployment.create",
-        format!("deployment {}", deployment.id),
-        Some(&app),
-        Some(&deployment.environment),
-        json!({"release": deployment.release_id, "preview": b.preview}),
+        auth::entry(
+            &principal,
+            &peer,
+            "deployment.create",
+            format!("deployment {}", deployment.id),
+        )
+        .about(Some(&app), Some(&deployment.environment))
+        .with(json!({"release": deployment.release_id, "preview": b.preview})),
     )
     .await;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
@@ -304,13 +305,14 @@ async fn rollback(
         .await?;
     auth::record(
         o.store(),
-        &principal,
-        &peer,
-        "deployment.rollback",
-        format!("deployment {}", deployment.id),
-        Some(&app),
-        Some(&deployment.environment),
-        json!({"release": deployment.release_id, "from": deployment.previous_release}),
+        auth::entry(
+            &principal,
+            &peer,
+            "deployment.rollback",
+            format!("deployment {}", deployment.id),
+        )
+        .about(Some(&app), Some(&deployment.environment))
+        .with(json!({"release": deployment.release_id, "from": deployment.previous_release})),
     )
     .await;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
@@ -361,17 +363,18 @@ async fn answer_preview(
     let answer = if go_on { "continued" } else { "aborted" };
     auth::record(
         o.store(),
-        principal,
-        peer,
-        if go_on {
-            "deployment.continue"
-        } else {
-            "deployment.abort"
-        },
-        format!("deployment {id}"),
-        Some(&deployment.app),
-        Some(&deployment.environment),
-        json!({}),
+        auth::entry(
+            principal,
+            peer,
+            if go_on {
+                "deployment.continue"
+            } else {
+                "deployment.abort"
+            },
+            format!("deployment {id}"),
+        )
+        .about(Some(&deployment.app), Some(&deployment.environment))
+        .with(json!({})),
     )
     .await;
     Ok((

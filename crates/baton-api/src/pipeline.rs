@@ -298,15 +298,11 @@ async fn promote(
         })
         .await?;
     auth::record(
-        p.store(),
-        &principal,
-        &peer,
-        "promotion.create",
-        format!("promotion {}", promotion.id),
-        Some(&app),
-        Some(&promotion.environment),
-        json!({"release": promotion.release_id, "state": promotion.state, "override_announcement": b.override_announcement}),
-    )
+p.store(),
+auth::entry(&principal, &peer, "promotion.create", format!("promotion {}", promotion.id))
+.about(Some(&app), Some(&promotion.environment))
+.with(json!({"release": promotion.release_id, "state": promotion.state, "override_announcement": b.override_announcement})),
+)
     .await;
     Ok((StatusCode::ACCEPTED, Json(promotion)))
 }

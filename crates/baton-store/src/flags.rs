@@ -123,6 +123,42 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// An entry for `action` on `subject` by `actor` from `remote_address`;
+    /// the store sets the time when it writes it.
+    pub fn new(
+        actor: String,
+        remote_address: Option<String>,
+        action: &str,
+        subject: String,
+    ) -> Self {
+        AuditEntry {
+            id: 0,
+            at: 0,
+            actor,
+            action: action.into(),
+            subject,
+            app: None,
+            environment: None,
+            detail: serde_json::Value::Object(Default::default()),
+            remote_address,
+        }
+    }
+
+    /// The app and environment it concerns.
+    pub fn about(mut self, app: Option<&str>, environment: Option<&str>) -> Self {
+        self.app = app.map(str::to_string);
+        self.environment = environment.map(str::to_string);
+        self
+    }
+
+    /// What changed, as JSON.
+    pub fn with(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+impl AuditEntry {
     fn from_row(r: &SqliteRow) -> AuditEntry {
         AuditEntry {
             id: r.get("id"),

@@ -133,29 +133,15 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|(_, authority)| authority == host)
 }
 
-async fn record(
-    web: &Web,
-    user: &Principal,
-    peer: SocketAddr,
-    action: &str,
-    subject: String,
-    app: &str,
-    environment: Option<&str>,
-    detail: serde_json::Value,
-) {
-    let entry = AuditEntry {
-        id: 0,
-        at: now_ms(),
-        actor: user.actor(),
-        action: action.into(),
-        subject,
-        app: Some(app.into()),
-        environment: environment.map(str::to_string),
-        detail,
-        remote_address: Some(peer.ip().to_string()),
-    };
+/// An audit entry for a change made from the dashboard.
+fn entry(user: &Principal, peer: SocketAddr, action: &str, subject: String) -> AuditEntry {
+    AuditEntry::new(user.actor(), Some(peer.ip().to_string()), action, subject)
+}
+
+/// Appends to the audit log; a failure to write is logged, not fatal.
+async fn record(web: &Web, entry: AuditEntry) {
     if let Err(e) = web.orchestrator.store().record_audit(&entry).await {
-        tracing::error!(error = %e, action, "cannot write the audit log");
+        tracing::error!(error = %e, action = entry.action, "cannot write the audit log");
     }
 }
 
@@ -588,13 +574,14 @@ pub async fn deploy(
         Ok(d) => {
             record(
                 &web,
-                &user,
-                peer,
-                "deployment.create",
-                format!("deployment {}", d.id),
-                &app,
-                Some(&d.environment),
-                json!({"release": d.release_id, "kind": "deploy", "via": "dashboard"}),
+                entry(
+                    &user,
+                    peer,
+                    "deployment.create",
+                    format!("deployment {}", d.id),
+                )
+                .about(Some(&app), Some(&d.environment))
+                .with(json!({"release": d.release_id, "kind": "deploy", "via": "dashboard"})),
             )
             .await;
             Redirect::to(&format!("/deployments/{}", d.id)).into_response()
@@ -652,15 +639,11 @@ pub async fn rollback(
     {
         Ok(d) => {
             record(
-                &web,
-                &user,
-                peer,
-                "deployment.rollback",
-                format!("deployment {}", d.id),
-                &app,
-                Some(&d.environment),
-                json!({"release": d.release_id, "from": d.previous_release, "via": "dashboard"}),
-            )
+&web,
+entry(&user, peer, "deployment.rollback", format!("deployment {}", d.id))
+.about(Some(&app), Some(&d.environment))
+.with(json!({"release": d.release_id, "from": d.previous_release, "via": "dashboard"})),
+)
             .await;
             Redirect::to(&format!("/deployments/{}", d.id)).into_response()
         }
