@@ -87,6 +87,16 @@ pub async fn require(
             )
             .into_response();
         }
+        // The local admin of a server without accounts has no cookie to
+        // protect: refuse a change a web page of another site sends.
+        if matches!(principal.via, baton_auth::Via::Local { .. }) {
+            let origin = text(header::ORIGIN);
+            let host = text(header::HOST).unwrap_or("");
+            if origin.is_some_and(|o| o.split_once("://").map(|(_, a)| a) != Some(host)) {
+                return forbidden("a change sent by a web page of another site is refused")
+                    .into_response();
+            }
+        }
         // Tokens manage themselves; everything else that changes needs a deployer.
         let own_tokens = path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/");
         if !own_tokens && !principal.has(Role::Deployer) {

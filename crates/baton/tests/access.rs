@@ -98,6 +98,18 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
     assert_eq!(first["state"], "succeeded");
     assert_eq!(first["actor"], "ops");
 
+    // …but a web page of another site cannot use that.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let forged = http
+        .post(format!("{}/apps/hello/rollback", api(&server)))
+        .header("origin", "http://evil.example")
+        .header("content-type", "text/plain")
+        .body(r#"{"environment":"production"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
     add_user(&server, "ada", &["--admin"], "ada's long password");
     add_user(&server, "vic", &["--role", "viewer"], "vic's long password");
     add_user(
@@ -112,7 +124,6 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
     let out = cli(&server, home.path(), None, &["status"], "");
     assert!(!out.status.success());
     assert!(text(&out).contains("log in first"), "{}", text(&out));
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let anonymous = http
         .get(format!("{}/status", api(&server)))
         .send()
