@@ -119,6 +119,30 @@ fn check_form(
     Ok(())
 }
 
+/// A form that changes `environment`: a genuine form (see [`check_form`])
+/// from someone granted that environment; `doing` names the change.
+fn check_change(
+    web: &Web,
+    user: &Principal,
+    headers: &HeaderMap,
+    csrf: &str,
+    environment: &str,
+    doing: &str,
+) -> Result<(), Response> {
+    check_form(web, user, headers, csrf)?;
+    if !user.may_change(environment) {
+        return Err(refuse(
+            Some(user),
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} ({}) may not {doing} {environment}",
+                user.name, user.role
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An `Origin` header, when present, must name this very host.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -550,18 +574,15 @@ pub async fn deploy(
     Path(app): Path<String>,
     Form(form): Form<DeployForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+    if let Err(refused) = check_change(
+        &web,
+        &user,
+        &headers,
+        &form.csrf,
+        &form.environment,
+        "deploy to",
+    ) {
         return refused;
-    }
-    if !user.may_change(&form.environment) {
-        return refuse(
-            Some(&user),
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} ({}) may not deploy to {}",
-                user.name, user.role, form.environment
-            ),
-        );
     }
     let request = DeployRequest {
         app: app.clone(),
@@ -619,18 +640,15 @@ pub async fn rollback(
     Path(app): Path<String>,
     Form(form): Form<RollbackForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+    if let Err(refused) = check_change(
+        &web,
+        &user,
+        &headers,
+        &form.csrf,
+        &form.environment,
+        "roll back",
+    ) {
         return refused;
-    }
-    if !user.may_change(&form.environment) {
-        return refuse(
-            Some(&user),
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} ({}) may not roll back {}",
-                user.name, user.role, form.environment
-            ),
-        );
     }
     match web
         .orchestrator
@@ -984,18 +1002,15 @@ pub async fn toggle_flag(
     headers: HeaderMap,
     Form(form): Form<ToggleForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&web, &user, &headers, &form.csrf) {
+    if let Err(refused) = check_change(
+        &web,
+        &user,
+        &headers,
+        &form.csrf,
+        &form.environment,
+        "change flags in",
+    ) {
         return refused;
-    }
-    if !user.may_change(&form.environment) {
-        return refuse(
-            Some(&user),
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} ({}) may not change flags in {}",
-                user.name, user.role, form.environment
-            ),
-        );
     }
     let actor = baton_flag_service::Actor {
         name: user.actor(),
