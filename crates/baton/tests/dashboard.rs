@@ -96,7 +96,7 @@ fn a_person_deploys_watches_flips_a_flag_and_rolls_back_in_the_browser() {
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(
         &manifest,
-        format!("{text}env = {{ STARTUP_DELAY_MS = \"1500\" }}\n"),
+        format!("{text}env = {{ STARTUP_DELAY_MS = \"3000\" }}\n"),
     )
     .unwrap();
     let first = server.deploy(v1.path());
