@@ -639,12 +639,12 @@ async fn the_lock_timeout_stops_a_migration_waiting_behind_a_busy_table() {
         lock_timeout: Duration::from_millis(300),
         ..Options::default()
     };
-    let started = std::time::Instant::now();
+    // PostgreSQL's own "canceling statement due to lock timeout": the
+    // runner's timeout, not a wait until the holder lets go.
     let err = baton_db::migrate(&mut db, &folder.migrations(), &options, Phases::All)
         .await
         .unwrap_err()
         .to_string();
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
         err.contains("V1__alter_busy.sql:1") && err.contains("lock timeout"),
         "{err}"
