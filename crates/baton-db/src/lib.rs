@@ -26,10 +26,7 @@ use std::time::Duration;
 
 pub use conn::{redact, Database, Dialect, HISTORY_TABLE};
 pub use import::{flyway_name, import_sqlx, SqlxRow};
-pub use run::{
-    baseline, contract_scripts, info, migrate, repair, validate, Applied, MigrateReport, Options,
-    Phases,
-};
+pub use run::{baseline, info, migrate, repair, validate, Applied, MigrateReport, Options, Phases};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -1,13 +1,13 @@
 //! The commands: migrate, info, validate, repair, baseline, each carrying out
 //! what `baton-migrate` planned from the files and the history it read.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use baton_migrate::plan::{Info, RepairPlan, Step};
 use baton_migrate::{
     lint_migration, plan_baseline, plan_migrate, plan_repair, split, Finding, LintOptions,
-    Migration, NewHistoryRow, Phase, Settings, ValidationError, Version,
+    LintReport, Migration, NewHistoryRow, Phase, Settings, ValidationError, Version,
 };
 use serde::Serialize;
 
@@ -73,19 +73,21 @@ impl Options {
     }
 
     fn settings_for(&self, files: &[Migration]) -> Settings {
+        let lint = self.lint();
+        let reports: Vec<LintReport> = files.iter().map(|m| lint_migration(m, &lint)).collect();
+        self.settings_with(&reports)
+    }
+
+    /// The settings, with contract migrations allowed out of order.
+    fn settings_with<'a>(&self, reports: impl IntoIterator<Item = &'a LintReport>) -> Settings {
         let mut settings = self.settings.clone();
-        settings.deferred = contract_scripts(files, &self.lint());
+        settings.deferred = reports
+            .into_iter()
+            .filter(|r| r.phase == Phase::Contract)
+            .map(|r| r.script.clone())
+            .collect();
         settings
     }
-}
-
-/// The scripts the linter calls contract.
-pub fn contract_scripts(files: &[Migration], options: &LintOptions) -> BTreeSet<String> {
-    files
-        .iter()
-        .filter(|m| lint_migration(m, options).phase == Phase::Contract)
-        .map(|m| m.script.clone())
-        .collect()
 }
 
 /// One migration applied by `migrate`.
@@ -135,8 +137,13 @@ async fn migrate_locked(
         Some(user) => user.clone(),
         None => db.current_user().await?,
     };
+    // Each file is linted once per run, however often the plan is remade.
     let lint = options.lint();
-    let mut settings = options.settings_for(files);
+    let reports: HashMap<&str, LintReport> = files
+        .iter()
+        .map(|m| (m.script.as_str(), lint_migration(m, &lint)))
+        .collect();
+    let mut settings = options.settings_with(reports.values());
     if settings.baseline_on_migrate.is_some()
         && !(db.history().await?.is_empty() && db.schema_has_tables().await?)
     {
@@ -156,10 +163,11 @@ async fn migrate_locked(
         let step = async {
             let history = db.history().await?;
             let plan = plan_migrate(files, &history, &settings, &user)?;
-            let reports: Vec<_> = plan
+            // Plan steps are the files' own migrations, named by script.
+            let reports: Vec<&LintReport> = plan
                 .steps
                 .iter()
-                .map(|step| lint_migration(&step.migration, &lint))
+                .map(|step| &reports[step.migration.script.as_str()])
                 .collect();
             if !checked {
                 checked = true;

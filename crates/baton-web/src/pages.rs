@@ -591,18 +591,42 @@ pub async fn deploy(
         preview: false,
         actor: Some(user.actor()),
     };
-    match web.orchestrator.deploy(request).await {
+    let started = web.orchestrator.deploy(request).await;
+    after_start(
+        &web,
+        &user,
+        peer,
+        &app,
+        started,
+        "deployment.create",
+        "Nothing was deployed",
+    )
+    .await
+}
+
+/// After a form asked for a deployment: audits it and opens its page, or
+/// shows the app's page saying why nothing happened.
+async fn after_start(
+    web: &Web,
+    user: &Principal,
+    peer: SocketAddr,
+    app: &str,
+    started: baton_orchestrator::Result<Deployment>,
+    action: &str,
+    nothing: &str,
+) -> Response {
+    match started {
         Ok(d) => {
+            let detail = json!({
+                "release": d.release_id,
+                "from": d.previous_release,
+                "via": "dashboard",
+            });
             record(
-                &web,
-                entry(
-                    &user,
-                    peer,
-                    "deployment.create",
-                    format!("deployment {}", d.id),
-                )
-                .about(Some(&app), Some(&d.environment))
-                .with(json!({"release": d.release_id, "kind": "deploy", "via": "dashboard"})),
+                web,
+                entry(user, peer, action, format!("deployment {}", d.id))
+                    .about(Some(app), Some(&d.environment))
+                    .with(detail),
             )
             .await;
             Redirect::to(&format!("/deployments/{}", d.id)).into_response()
@@ -614,14 +638,7 @@ pub async fn deploy(
                 baton_orchestrator::Error::BadRequest(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            app_page(
-                &web,
-                &user,
-                &app,
-                Some(format!("Nothing was deployed: {e}")),
-                status,
-            )
-            .await
+            app_page(web, user, app, Some(format!("{nothing}: {e}")), status).await
         }
     }
 }
@@ -650,32 +667,20 @@ pub async fn rollback(
     ) {
         return refused;
     }
-    match web
+    let started = web
         .orchestrator
         .rollback(&app, &form.environment, None, Some(&user.actor()))
-        .await
-    {
-        Ok(d) => {
-            record(
-&web,
-entry(&user, peer, "deployment.rollback", format!("deployment {}", d.id))
-.about(Some(&app), Some(&d.environment))
-.with(json!({"release": d.release_id, "from": d.previous_release, "via": "dashboard"})),
-)
-            .await;
-            Redirect::to(&format!("/deployments/{}", d.id)).into_response()
-        }
-        Err(e) => {
-            app_page(
-                &web,
-                &user,
-                &app,
-                Some(format!("Nothing was rolled back: {e}")),
-                StatusCode::CONFLICT,
-            )
-            .await
-        }
-    }
+        .await;
+    after_start(
+        &web,
+        &user,
+        peer,
+        &app,
+        started,
+        "deployment.rollback",
+        "Nothing was rolled back",
+    )
+    .await
 }
 
 // ---- a deployment, live ----
