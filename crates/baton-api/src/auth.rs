@@ -1,9 +1,10 @@
 //! Who may call what. Every `/api/v1` request but the health check and the
 //! OpenAPI document passes through [`require`]: it finds the principal (a
-//! bearer token, a dashboard session cookie, or — while no account exists —
-//! a local administrator on the server's host), refuses anonymous callers
+//! bearer token — an API token or the data folder's `admin.token` — or a
+//! dashboard session cookie; never an address), refuses anonymous callers
 //! with 401, and requires the `viewer` role to read and `deployer` to
-//! change; handlers then check the environment and admin-only actions.
+//! change; handlers then check the app, the environment and admin-only
+//! actions. The actor the audit log names is always the principal.
 //! A cookie-authenticated change must carry the session's CSRF token in
 //! `X-CSRF-Token`, so another site cannot make a browser act.
 //! Also: users, tokens, login for the CLI, and the audit log.
@@ -63,9 +64,7 @@ pub async fn require(
             .and_then(|v: &header::HeaderValue| v.to_str().ok())
     };
     let authorization = text(header::AUTHORIZATION);
-    let found = auth
-        .authenticate(authorization, text(header::COOKIE), peer.ip())
-        .await;
+    let found = auth.authenticate(authorization, text(header::COOKIE)).await;
     let principal = match found {
         Ok(Some(principal)) => principal,
         Ok(None) if authorization.is_some() => {
@@ -87,16 +86,6 @@ pub async fn require(
             )
             .into_response();
         }
-        // The local admin of a server without accounts has no cookie to
-        // protect: refuse a change a web page of another site sends.
-        if matches!(principal.via, baton_auth::Via::Local { .. }) {
-            let origin = text(header::ORIGIN);
-            let host = text(header::HOST).unwrap_or("");
-            if origin.is_some_and(|o| o.split_once("://").map(|(_, a)| a) != Some(host)) {
-                return forbidden("a change sent by a web page of another site is refused")
-                    .into_response();
-            }
-        }
         // Tokens manage themselves; everything else that changes needs a deployer.
         let own_tokens = path == "/api/v1/tokens" || path.starts_with("/api/v1/tokens/");
         if !own_tokens && !principal.has(Role::Deployer) {
@@ -105,16 +94,6 @@ pub async fn require(
                 principal.name, principal.role
             ))
             .into_response();
-        }
-    }
-    let mut principal = principal;
-    if matches!(principal.via, baton_auth::Via::Local { .. }) {
-        // No accounts yet: the CLI names its user (`$BATON_ACTOR`, `$USER`).
-        if let Some(name) = text(axum::http::HeaderName::from_static("x-baton-actor"))
-            .map(str::trim)
-            .filter(|n| !n.is_empty() && n.len() <= 200)
-        {
-            principal.name = name.to_string();
         }
     }
     request.extensions_mut().insert(principal);
@@ -126,13 +105,13 @@ pub async fn require(
 #[derive(Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// Refuses a change in an environment the principal was not granted.
-pub(crate) fn may_change(principal: &Principal, environment: &str) -> ApiResult<()> {
-    if principal.may_change(environment) {
+/// Refuses a change to an app or environment the principal was not granted.
+pub(crate) fn may_change(principal: &Principal, app: &str, environment: &str) -> ApiResult<()> {
+    if principal.may_change(app, environment) {
         Ok(())
     } else {
         Err(forbidden(format!(
-            "{} ({}) may not change {environment}",
+            "{} ({}) may not change {app} in {environment}; an admin can grant it (`baton users add NAME --role deployer --app {app} --env {environment}`)",
             principal.name, principal.role
         )))
     }
@@ -174,6 +153,7 @@ pub(crate) async fn record(store: &Store, entry: AuditEntry) {
 fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::WrongCredentials => ApiError(StatusCode::UNAUTHORIZED, e.to_string()),
+        AuthError::Busy => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         AuthError::Invalid(m) => ApiError::bad_request(m),
         AuthError::Store(e) => e.into(),
         e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -256,9 +236,9 @@ pub async fn create_token(
         }
         _ => principal.name.clone(),
     };
-    if matches!(principal.via, baton_auth::Via::Local { .. }) && user == principal.name {
+    if matches!(principal.via, baton_auth::Via::AdminToken) && user == principal.name {
         return Err(ApiError::bad_request(
-            "no account exists yet: create one with `baton users add NAME --admin` on the server's host, then make tokens for it",
+            "admin.token belongs to no account: create one with `baton users add NAME --admin` on the server's host, then make tokens for it",
         ));
     }
     let role = b.role.unwrap_or(principal.role).min(principal.role);
@@ -326,6 +306,7 @@ struct UserBody {
     password: String,
     role: Role,
     environments: Option<Vec<String>>,
+    apps: Option<Vec<String>>,
 }
 
 pub async fn create_user(
@@ -337,14 +318,20 @@ pub async fn create_user(
 ) -> ApiResult<impl IntoResponse> {
     admin(&principal)?;
     let b: UserBody = body(&raw)?;
-    auth.add_user(&b.name, &b.password, b.role, b.environments.clone())
-        .await
-        .map_err(auth_error)?;
+    auth.add_user(
+        &b.name,
+        &b.password,
+        b.role,
+        b.environments.clone(),
+        b.apps.clone(),
+    )
+    .await
+    .map_err(auth_error)?;
     record(
         o.store(),
         entry(&principal, &peer, "user.create", format!("user {}", b.name))
             .about(None, None)
-            .with(json!({"role": b.role, "environments": b.environments})),
+            .with(json!({"role": b.role, "environments": b.environments, "apps": b.apps})),
     )
     .await;
     let user = o.store().user(&b.name).await?;

@@ -51,19 +51,14 @@ impl From<FlagError> for ApiError {
     }
 }
 
-/// The actor of a change and the client's address. Behind the API's
-/// authentication the actor is the principal (user, token); on a server
-/// with no account yet, local callers are named by `X-Baton-Actor` (the CLI
-/// fills it from `$BATON_ACTOR` or `$USER`).
-pub(crate) struct Who(Actor, Option<Principal>);
+/// The actor of a change (always the authenticated principal) and the
+/// client's address.
+pub(crate) struct Who(Actor, Principal);
 
 impl Who {
-    /// Refuses a change in an environment the caller was not granted.
-    fn may_change(&self, environment: &str) -> ApiResult<()> {
-        match &self.1 {
-            Some(principal) => crate::auth::may_change(principal, environment),
-            None => Ok(()),
-        }
+    /// Refuses a change to an app or environment the caller was not granted.
+    fn may_change(&self, app: &str, environment: &str) -> ApiResult<()> {
+        crate::auth::may_change(&self.1, app, environment)
     }
 }
 
@@ -71,22 +66,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Who, ApiError> {
-        let principal = parts.extensions.get::<Principal>().cloned();
-        let header = parts
-            .headers
-            .get("x-baton-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty());
-        let name = match &principal {
-            Some(p) => p.actor(),
-            None => header.unwrap_or("anonymous").to_string(),
-        };
-        if name.len() > 200 {
-            return Err(ApiError::bad_request(
-                "header X-Baton-Actor: longer than 200 characters",
-            ));
-        }
+        // `auth::require` put it there; without it nothing may change.
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "log in first: `baton login`")
+            })?;
+        let name = principal.actor();
         let remote_address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -154,7 +142,7 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let environment = env.checked()?;
-    who.may_change(&environment)?;
+    who.may_change(&app, &environment)?;
     let actor = who.0;
     let mut value: Value = body(&raw)?;
     let name = value
@@ -180,7 +168,7 @@ async fn update(
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let environment = env.checked()?;
-    who.may_change(&environment)?;
+    who.may_change(&app, &environment)?;
     let actor = who.0;
     let patch: Value = body(&raw)?;
     let Value::Object(patch) = patch else {
@@ -219,7 +207,7 @@ async fn remove(
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let environment = env.checked()?;
-    who.may_change(&environment)?;
+    who.may_change(&app, &environment)?;
     let actor = who.0;
     flags.delete(&actor, &app, &environment, &flag).await?;
     Ok(Json(
@@ -261,7 +249,7 @@ async fn file(
         environment: b.environment,
     }
     .checked()?;
-    who.may_change(&environment)?;
+    who.may_change(&app, &environment)?;
     let actor = who.0;
     let file =
         FlagsFile::parse(&b.text, &b.path).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -302,7 +290,7 @@ async fn create_key(
         environment: b.environment,
     }
     .checked()?;
-    who.may_change(&environment)?;
+    who.may_change(&app, &environment)?;
     let actor = who.0;
     let key = flags
         .create_key(&actor, &app, &environment, &b.name)

@@ -5,9 +5,11 @@
 //! `{"error": {"code", "message"}}` whose message names what was wrong.
 
 mod auth;
+pub mod edge;
 mod flags;
 mod logs;
 mod pipeline;
+mod upload;
 
 use std::sync::Arc;
 
@@ -28,10 +30,19 @@ use serde_json::json;
 /// The OpenAPI document, kept by hand beside the routes it describes.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// Largest release archive accepted.
-const MAX_ARCHIVE: usize = 512 * 1024 * 1024;
+/// Largest release archive accepted unless the server says otherwise.
+pub const DEFAULT_MAX_UPLOAD: u64 = 512 * 1024 * 1024;
 
 pub type AppState = Arc<Orchestrator>;
+
+/// How the API takes uploads.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    /// Largest release archive accepted (413 beyond).
+    pub max_bytes: u64,
+    /// Where an upload is written while it arrives (private to the server).
+    pub dir: std::path::PathBuf,
+}
 
 /// The API, with the flag endpoints of `/api/v1` served by `flags`. The
 /// OFREP and Unleash client endpoints are [`FlagService::client_router`]'s.
@@ -43,6 +54,7 @@ pub fn router(
     flags: Arc<FlagService>,
     auth: Arc<Auth>,
     pipeline: Arc<baton_pipeline::Pipeline>,
+    uploads: Uploads,
 ) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
@@ -53,7 +65,8 @@ pub fn router(
             "/api/v1/apps/{app}/releases",
             get(releases)
                 .post(create_release)
-                .layer(DefaultBodyLimit::max(MAX_ARCHIVE)),
+                // Bounded by `Uploads::max_bytes` as it streams to disk.
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/v1/apps/{app}/deployments",
@@ -79,6 +92,7 @@ pub fn router(
             auth::require,
         ))
         .layer(Extension(auth))
+        .layer(Extension(Arc::new(uploads)))
 }
 
 /// An API error: an HTTP status and a message for a person.
@@ -124,6 +138,8 @@ impl IntoResponse for ApiError {
             StatusCode::FORBIDDEN => "forbidden",
             StatusCode::UNAUTHORIZED => "unauthorized",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::TOO_MANY_REQUESTS => "busy",
+            StatusCode::MISDIRECTED_REQUEST => "unknown_host",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
@@ -131,11 +147,17 @@ impl IntoResponse for ApiError {
         if self.0.is_server_error() {
             tracing::error!(message = self.1, "API request failed");
         }
-        (
+        let mut response = (
             self.0,
             Json(json!({"error": {"code": code, "message": self.1}})),
         )
-            .into_response()
+            .into_response();
+        if self.0 == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -178,25 +200,58 @@ async fn apps(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
 
 async fn releases(
     State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(app): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
-    Ok(Json(o.store().releases(&app).await?))
+    let releases = o.store().releases(&app).await?;
+    Ok(Json(
+        releases
+            .into_iter()
+            .map(|r| shown_to(&principal, r))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// A release as `principal` may see it: the manifest's variables (database
+/// URLs, keys) are an admin's to read.
+fn shown_to(principal: &Principal, mut release: baton_store::Release) -> baton_store::Release {
+    if !principal.may_read_secrets() {
+        release.manifest = baton_manifest::Manifest::redact_env(&release.manifest);
+    }
+    release
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// The environment the release is uploaded for (a deployer must be
+    /// granted it).
+    #[serde(default = "production")]
+    environment: String,
 }
 
 async fn create_release(
     State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(uploads): Extension<Arc<Uploads>>,
     Path(app): Path<String>,
-    archive: Bytes,
+    Query(q): Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
+    baton_manifest::check_name("environment", &q.environment).map_err(ApiError::bad_request)?;
+    auth::may_change(&principal, &app, &q.environment)?;
+    let upload = upload::receive(&uploads, &headers, body).await?;
+    let archive = upload.read().await?;
     if archive.is_empty() {
         return Err(ApiError::bad_request(
             "the request body must be the release archive (a tar file)",
         ));
     }
-    flags::check_release_flags(&archive, &baton_package::release_id(&archive))?;
-    let (release, created) = o.create_release(&app, archive.to_vec()).await?;
+    flags::check_release_flags(&archive, &upload.id)?;
+    let (release, created) = o.create_release(&app, archive).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -204,7 +259,7 @@ async fn create_release(
     };
     Ok((
         status,
-        Json(json!({"release": release, "created": created})),
+        Json(json!({"release": shown_to(&principal, release), "created": created})),
     ))
 }
 
@@ -252,7 +307,7 @@ async fn deploy(
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: DeployBody = body(&raw)?;
-    auth::may_change(&principal, &b.environment)?;
+    auth::may_change(&principal, &app, &b.environment)?;
     let deployment = o
         .deploy(DeployRequest {
             app: app.clone(),
@@ -294,7 +349,7 @@ async fn rollback(
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
     let b: RollbackBody = body(&raw)?;
-    auth::may_change(&principal, &b.environment)?;
+    auth::may_change(&principal, &app, &b.environment)?;
     let deployment = o
         .rollback(
             &app,
@@ -358,7 +413,7 @@ async fn answer_preview(
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(id)?;
     let deployment = o.store().deployment(id).await?;
-    auth::may_change(principal, &deployment.environment)?;
+    auth::may_change(principal, &deployment.app, &deployment.environment)?;
     o.answer_preview(id, go_on)?;
     let answer = if go_on { "continued" } else { "aborted" };
     auth::record(

@@ -279,7 +279,7 @@ async fn promote(
     check_app(&app)?;
     let b: PromoteBody = body(&raw)?;
     baton_manifest::check_name("environment", &b.to).map_err(ApiError::bad_request)?;
-    auth::may_change(&principal, &b.to)?;
+    auth::may_change(&principal, &app, &b.to)?;
     if b.override_announcement
         .as_deref()
         .is_some_and(|r| r.trim().is_empty())

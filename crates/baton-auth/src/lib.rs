@@ -18,9 +18,16 @@
 //! - After [`FREE_FAILURES`] failed logins for one user name or from one
 //!   address within [`FAILURE_WINDOW`], each further attempt waits, doubling
 //!   from 100 ms up to 6.4 s, before it is answered.
-//! - While no account exists (a fresh server), requests from the server's
-//!   own host act as a local administrator, so the quick start needs no
-//!   set-up; the first `baton users add --admin` ends that.
+//! - Nobody is trusted by address. The quick start needs no set-up because
+//!   the server keeps an administrator token in `admin.token` in its data
+//!   folder (mode 0600, in a folder of mode 0700): whoever can read that
+//!   file can already read the store and the session key, so the file's
+//!   permissions are the boundary, as a Unix socket's are for Docker. The
+//!   CLI on the server's host uses it when it can read it.
+//! - Password hashing (Argon2, 19 MiB a hash) runs at most
+//!   [`HASHING_AT_ONCE`] at a time; a login beyond that is told to retry
+//!   ([`AuthError::Busy`]) rather than queued, so a flood of logins cannot
+//!   exhaust memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -46,6 +53,13 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub const COOKIE: &str = "baton_session";
 /// Shortest password accepted.
 pub const MIN_PASSWORD: usize = 10;
+/// The file in the data folder holding the administrator token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The name the audit log gives whoever uses the administrator token; no
+/// account may take it.
+pub const ADMIN_TOKEN_USER: &str = "local-admin";
+/// Password hashes computed at once (each takes 19 MiB and a core).
+pub const HASHING_AT_ONCE: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,11 +109,8 @@ pub enum Via {
         id: i64,
         name: String,
     },
-    /// A request from the server's host while no account exists.
-    Local {
-        #[serde(skip)]
-        csrf: String,
-    },
+    /// The administrator token of the data folder (`admin.token`).
+    AdminToken,
 }
 
 /// Someone (or something) making a request, and what they may do.
@@ -109,6 +120,8 @@ pub struct Principal {
     pub role: Role,
     /// For deployers: the environments they may change; `None` is all.
     pub environments: Option<Vec<String>>,
+    /// For deployers: the apps they may change; `None` is all.
+    pub apps: Option<Vec<String>>,
     pub via: Via,
 }
 
@@ -117,24 +130,32 @@ impl Principal {
         self.role >= role
     }
 
-    /// Whether this principal may deploy, promote, roll back or flip flags
-    /// in `environment`.
-    pub fn may_change(&self, environment: &str) -> bool {
+    /// Whether this principal may upload releases of `app`, deploy,
+    /// promote, roll back or flip flags in `environment`: the one rule for
+    /// every change to an app.
+    pub fn may_change(&self, app: &str, environment: &str) -> bool {
+        let granted = |list: &Option<Vec<String>>, x: &str| {
+            list.as_ref().is_none_or(|l| l.iter().any(|e| e == x))
+        };
         match self.role {
             Role::Admin => true,
-            Role::Deployer => self
-                .environments
-                .as_ref()
-                .is_none_or(|granted| granted.iter().any(|e| e == environment)),
+            Role::Deployer => granted(&self.environments, environment) && granted(&self.apps, app),
             Role::Viewer => false,
         }
+    }
+
+    /// Whether this principal may read the secrets of `environment` (its
+    /// variables in the manifest): admins only, since a viewer or a
+    /// deployer limited to staging must not learn production's.
+    pub fn may_read_secrets(&self) -> bool {
+        self.role == Role::Admin
     }
 
     /// The CSRF token a form or a cookie-authenticated request must carry.
     pub fn csrf(&self) -> Option<&str> {
         match &self.via {
-            Via::Session { csrf } | Via::Local { csrf } => Some(csrf),
-            Via::Token { .. } => None,
+            Via::Session { csrf } => Some(csrf),
+            Via::Token { .. } | Via::AdminToken => None,
         }
     }
 
@@ -142,7 +163,7 @@ impl Principal {
     pub fn actor(&self) -> String {
         match &self.via {
             Via::Token { name, .. } => format!("{} (token {name})", self.name),
-            Via::Local { .. } => self.name.clone(),
+            Via::AdminToken => format!("{} ({ADMIN_TOKEN_FILE})", self.name),
             Via::Session { .. } => self.name.clone(),
         }
     }
@@ -154,9 +175,11 @@ pub enum AuthError {
     WrongCredentials,
     #[error("{0}")]
     Invalid(String),
+    #[error("too many logins at once; try again in a second")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot read or write the session key {path}: {source}")]
+    #[error("cannot read or write {path}: {source}")]
     Key {
         path: String,
         source: std::io::Error,
@@ -167,20 +190,20 @@ pub enum AuthError {
 pub struct Auth {
     store: Store,
     key: [u8; 32],
+    /// SHA-256 of the administrator token.
+    admin_token: [u8; 32],
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     dummy_hash: String,
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Auth {
-    /// Loads the session key from `data/session.key`, creating it (readable
-    /// by its owner only) on first start.
+    /// Loads the session key (`data/session.key`) and the administrator
+    /// token (`data/admin.token`), creating each (readable by its owner
+    /// only) on first start.
     pub fn open(store: Store, data: &Path) -> Result<Auth, AuthError> {
-        let path = data.join("session.key");
-        let failed = |source| AuthError::Key {
-            path: path.display().to_string(),
-            source,
-        };
-        let key = match std::fs::read(&path) {
+        let key_path = data.join("session.key");
+        let key = match std::fs::read(&key_path) {
             Ok(bytes) if bytes.len() == 32 => {
                 let mut key = [0; 32];
                 key.copy_from_slice(&bytes);
@@ -189,15 +212,27 @@ impl Auth {
             Ok(_) | Err(_) => {
                 let mut key = [0; 32];
                 OsRng.fill_bytes(&mut key);
-                write_private(&path, &key).map_err(failed)?;
+                write_private(&key_path, &key).map_err(key_error(&key_path))?;
                 key
+            }
+        };
+        let token_path = data.join(ADMIN_TOKEN_FILE);
+        let token = match std::fs::read_to_string(&token_path) {
+            Ok(text) if text.trim().starts_with("baton_") => text.trim().to_string(),
+            Ok(_) | Err(_) => {
+                let token = format!("baton_{}", random_hex(32));
+                write_private(&token_path, format!("{token}\n").as_bytes())
+                    .map_err(key_error(&token_path))?;
+                token
             }
         };
         Ok(Auth {
             store,
             key,
+            admin_token: Sha256::digest(token.as_bytes()).into(),
             failures: Mutex::new(HashMap::new()),
             dummy_hash: hash_password("not a password of anyone's")?,
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
         })
     }
 
@@ -206,7 +241,7 @@ impl Auth {
     }
 
     /// True until the first account exists.
-    pub async fn open_to_local(&self) -> Result<bool, AuthError> {
+    pub async fn no_account_yet(&self) -> Result<bool, AuthError> {
         Ok(self.store.count_users().await? == 0)
     }
 
@@ -216,15 +251,24 @@ impl Auth {
         password: &str,
         role: Role,
         environments: Option<Vec<String>>,
+        apps: Option<Vec<String>>,
     ) -> Result<(), AuthError> {
         check_user_name(name)?;
         check_password(password)?;
+        let password_hash = {
+            let _permit = self.hashing.acquire().await.map_err(|_| AuthError::Busy)?;
+            let password = password.to_string();
+            tokio::task::spawn_blocking(move || hash_password(&password))
+                .await
+                .map_err(|e| AuthError::Invalid(format!("cannot hash the password: {e}")))??
+        };
         self.store
             .create_user(&UserRecord {
                 name: name.to_string(),
-                password_hash: hash_password(password)?,
+                password_hash,
                 role: role.as_str().to_string(),
                 environments,
+                apps,
                 created_at: baton_store::now_ms(),
             })
             .await?;
@@ -246,6 +290,8 @@ impl Auth {
             tracing::warn!(user = name, from = %from, delay_ms = delay.as_millis() as u64, "repeated failed logins; slowing down");
             tokio::time::sleep(delay).await;
         }
+        // Refused, not queued: a queue of hashes is what exhausts memory.
+        let _permit = self.hashing.try_acquire().map_err(|_| AuthError::Busy)?;
         let user = self.store.user(name).await?;
         let hash = user
             .as_ref()
@@ -255,6 +301,7 @@ impl Auth {
         let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
             .await
             .unwrap_or(false);
+        drop(_permit);
         let (Some(user), true) = (user, matches) else {
             self.fail(&keys);
             tracing::warn!(user = name, from = %from, "failed login");
@@ -361,37 +408,44 @@ impl Auth {
         Ok((secret, record))
     }
 
-    /// Who a request is: a bearer token (`Authorization: Bearer …`), else a
-    /// session cookie, else — while no account exists — a local
-    /// administrator when the request comes from this host.
+    /// Who a request is: a bearer token (`Authorization: Bearer …`: an API
+    /// token or the administrator token), else a session cookie. Where the
+    /// request comes from never matters.
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         cookies: Option<&str>,
-        peer: IpAddr,
     ) -> Result<Option<Principal>, AuthError> {
         if let Some(value) = authorization {
-            return match value.strip_prefix("Bearer ") {
-                Some(secret) => self.token(secret.trim()).await,
-                None => Ok(None),
+            let Some(secret) = value.strip_prefix("Bearer ").map(str::trim) else {
+                return Ok(None);
             };
+            if self.is_admin_token(secret) {
+                return Ok(Some(Principal {
+                    name: ADMIN_TOKEN_USER.into(),
+                    role: Role::Admin,
+                    environments: None,
+                    apps: None,
+                    via: Via::AdminToken,
+                }));
+            }
+            return self.token(secret).await;
         }
         if let Some(cookie) = cookies.and_then(|c| cookie_value(c, COOKIE)) {
-            if let Some(principal) = self.session(cookie).await? {
-                return Ok(Some(principal));
-            }
-        }
-        if peer.is_loopback() && self.open_to_local().await? {
-            return Ok(Some(Principal {
-                name: "local".into(),
-                role: Role::Admin,
-                environments: None,
-                via: Via::Local {
-                    csrf: self.sign("local administrator"),
-                },
-            }));
+            return self.session(cookie).await;
         }
         Ok(None)
+    }
+
+    fn is_admin_token(&self, secret: &str) -> bool {
+        // Comparing digests through an HMAC keeps it constant-time.
+        let digest = Sha256::digest(secret.as_bytes());
+        let mut mac = self.mac();
+        mac.update(&self.admin_token);
+        let expected = mac.finalize().into_bytes();
+        let mut mac = self.mac();
+        mac.update(&digest);
+        mac.verify_slice(&expected).is_ok()
     }
 
     /// A fresh random token for the login form's double-submitted cookie.
@@ -486,6 +540,7 @@ fn principal_of(user: &UserRecord, via: Via) -> Principal {
         name: user.name.clone(),
         role: Role::parse(&user.role).unwrap_or(Role::Viewer),
         environments: user.environments.clone(),
+        apps: user.apps.clone(),
         via,
     }
 }
@@ -510,6 +565,11 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 }
 
 pub fn check_user_name(name: &str) -> Result<(), AuthError> {
+    if name == ADMIN_TOKEN_USER {
+        return Err(AuthError::Invalid(format!(
+            "{name:?} names the holder of {ADMIN_TOKEN_FILE} in the audit log; choose another name"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -557,6 +617,13 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+fn key_error(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {
+    move |source| AuthError::Key {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -586,21 +653,24 @@ mod tests {
     #[tokio::test]
     async fn a_session_cookie_works_until_logout_and_a_forged_one_never() {
         let (_dir, auth) = auth().await;
-        assert!(auth.open_to_local().await.unwrap());
+        assert!(auth.no_account_yet().await.unwrap());
         auth.add_user(
             "ada",
             "correct horse battery",
             Role::Deployer,
             Some(vec!["staging".into()]),
+            Some(vec!["shop".into()]),
         )
         .await
         .unwrap();
-        assert!(!auth.open_to_local().await.unwrap());
+        assert!(!auth.no_account_yet().await.unwrap());
         let (cookie, principal) = auth
             .login("ada", "correct horse battery", HOME)
             .await
             .unwrap();
-        assert!(principal.may_change("staging") && !principal.may_change("production"));
+        assert!(principal.may_change("shop", "staging"));
+        assert!(!principal.may_change("shop", "production"));
+        assert!(!principal.may_change("blog", "staging"));
         let again = auth.session(&cookie).await.unwrap().expect("live session");
         assert_eq!(again.name, "ada");
         assert!(auth.csrf_matches(&again, again.csrf().unwrap()));
@@ -618,7 +688,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_user_and_wrong_password_look_the_same_and_repeats_slow_down() {
         let (_dir, auth) = auth().await;
-        auth.add_user("ada", "correct horse battery", Role::Admin, None)
+        auth.add_user("ada", "correct horse battery", Role::Admin, None, None)
             .await
             .unwrap();
         let unknown = auth.login("bob", "whatever12345", HOME).await.unwrap_err();
@@ -636,7 +706,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_act_with_their_role_and_stop_when_revoked() {
         let (_dir, auth) = auth().await;
-        auth.add_user("ci", "a long enough password", Role::Deployer, None)
+        auth.add_user("ci", "a long enough password", Role::Deployer, None, None)
             .await
             .unwrap();
         let err = auth
@@ -657,6 +727,64 @@ mod tests {
         auth.store().revoke_token(record.id).await.unwrap();
         assert!(auth.token(&secret).await.unwrap().is_none());
         assert!(auth.token("baton_nonsense").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_admin_token_file_is_private_and_the_only_way_in_without_an_account() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, auth) = auth().await;
+        let path = dir.path().join(ADMIN_TOKEN_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let secret = std::fs::read_to_string(&path).unwrap();
+        let bearer = format!("Bearer {}", secret.trim());
+        let admin = auth
+            .authenticate(Some(&bearer), None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(admin.role, Role::Admin);
+        assert_eq!(admin.actor(), "local-admin (admin.token)");
+        // Nothing else gets in: no credential, a wrong one, a prefix.
+        assert!(auth.authenticate(None, None).await.unwrap().is_none());
+        let wrong = format!("Bearer {}", &secret.trim()[..20]);
+        assert!(auth
+            .authenticate(Some(&wrong), None)
+            .await
+            .unwrap()
+            .is_none());
+        // The same file is read again after a restart.
+        let again = Auth::open(auth.store().clone(), dir.path()).unwrap();
+        assert!(again
+            .authenticate(Some(&bearer), None)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(check_user_name(ADMIN_TOKEN_USER).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logins_beyond_the_hashing_limit_are_told_to_retry() {
+        let (_dir, auth) = auth().await;
+        let auth = std::sync::Arc::new(auth);
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let auth = std::sync::Arc::clone(&auth);
+            // Distinct addresses and names: no slowing down, only the limit.
+            let from = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, i));
+            tasks.push(tokio::spawn(async move {
+                auth.login(&format!("u{i}"), "wrong password!", from).await
+            }));
+        }
+        let mut busy = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Err(AuthError::Busy) => busy += 1,
+                Err(AuthError::WrongCredentials) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(busy > 0, "16 logins at once all hashed");
     }
 
     #[test]

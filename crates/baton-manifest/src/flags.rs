@@ -141,18 +141,22 @@ impl FileFlag {
     }
 }
 
+/// The largest `flags.toml` read.
+pub const MAX_FILE: u64 = 1024 * 1024;
+
 impl FlagsFile {
-    /// Reads `flags.toml` from an app folder; `None` when there is none.
+    /// Reads `flags.toml` from an app or release folder; `None` when there
+    /// is none. The server reads it from releases anyone with upload rights
+    /// made, so only a regular file of at most [`MAX_FILE`] bytes is read:
+    /// never through a symbolic link, never a FIFO or device (which could
+    /// block the reader forever). It blocks: call it off the async runtime.
     pub fn load(dir: &Path) -> Result<Option<FlagsFile>, ManifestError> {
         let path = dir.join(FILE_NAME);
         let file = path.display().to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => FlagsFile::parse(&text, &file).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ManifestError::Unreadable {
-                file,
-                reason: e.to_string(),
-            }),
+        match crate::read_regular_file(&path, MAX_FILE) {
+            Ok(Some(text)) => FlagsFile::parse(&text, &file).map(Some),
+            Ok(None) => Ok(None),
+            Err(reason) => Err(ManifestError::Unreadable { file, reason }),
         }
     }
 
@@ -207,6 +211,34 @@ impl FlagsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flags_file_that_is_a_link_a_fifo_or_huge_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        assert!(FlagsFile::load(dir.path()).unwrap().is_none());
+        // A FIFO: opening it for reading would wait for a writer forever.
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = FlagsFile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        // A link, even to a good file.
+        let real = dir.path().join("real.toml");
+        std::fs::write(&real, FILE).unwrap();
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        let err = FlagsFile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, vec![b'#'; MAX_FILE as usize + 1]).unwrap();
+        let err = FlagsFile::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
+        std::fs::write(&path, FILE).unwrap();
+        assert!(FlagsFile::load(dir.path()).unwrap().is_some());
+    }
 
     const FILE: &str = r##"
 [flags.new-checkout]

@@ -16,6 +16,9 @@ pub mod flags;
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
 
+/// What replaces a variable's value for people who may not read secrets.
+pub const REDACTED: &str = "(redacted)";
+
 /// The environment used when none is named.
 pub const DEFAULT_ENVIRONMENT: &str = "production";
 
@@ -593,7 +596,69 @@ impl Manifest {
                     .map_err(|r| invalid(&format!("environments.{name}.env.{key}"), r))?;
             }
         }
+        self.check_preview_hosts_are_not_live()
+            .map_err(|(field, reason)| invalid(&field, reason))
+    }
+
+    /// A preview host serves a release nobody approved yet: it may never
+    /// also be a host that serves the live release, in any environment.
+    fn check_preview_hosts_are_not_live(&self) -> Result<(), (String, String)> {
+        let mut live: Vec<(&str, String)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.as_str(), "hosts".to_string()))
+            .collect();
+        for (name, section) in &self.environments {
+            for host in section.hosts.iter().flatten() {
+                live.push((host, format!("environments.{name}.hosts")));
+            }
+        }
+        let mut preview: Vec<(&str, String)> = self
+            .deploy
+            .preview_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.as_str(), format!("deploy.preview_hosts[{i}]")))
+            .collect();
+        for (name, section) in &self.environments {
+            for (i, host) in section.preview_hosts.iter().flatten().enumerate() {
+                preview.push((host, format!("environments.{name}.preview_hosts[{i}]")));
+            }
+        }
+        for (host, field) in preview {
+            if let Some((_, live_field)) = live.iter().find(|(h, _)| *h == host) {
+                return Err((
+                    field,
+                    format!("{host:?} is also listed in `{live_field}`: a preview host would send live traffic to a release nobody approved; give previews a host of their own"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The manifest's text with every variable's value (`[env]` and
+    /// `[environments.X.env]`) replaced by `(redacted)`, for people who may
+    /// not read secrets. A manifest that does not parse is withheld whole.
+    pub fn redact_env(text: &str) -> String {
+        let Ok(mut doc) = text.parse::<toml::Table>() else {
+            return "# (withheld: the manifest could not be read to hide its variables)\n".into();
+        };
+        fn hide(table: Option<&mut toml::Value>) {
+            if let Some(toml::Value::Table(env)) = table {
+                for (_, value) in env.iter_mut() {
+                    *value = toml::Value::String(REDACTED.into());
+                }
+            }
+        }
+        hide(doc.get_mut("env"));
+        if let Some(toml::Value::Table(environments)) = doc.get_mut("environments") {
+            for (_, section) in environments.iter_mut() {
+                if let toml::Value::Table(section) = section {
+                    hide(section.get_mut("env"));
+                }
+            }
+        }
+        toml::to_string(&doc).unwrap_or_default()
     }
 
     /// The Docker settings, with defaults when the section is absent.
@@ -632,6 +697,45 @@ impl Manifest {
             preview_hosts,
         }
     }
+}
+
+/// Reads a small text file that someone else may have made: `None` when it
+/// does not exist; an error (saying why and what to do) when it is a
+/// symbolic link, not a regular file, larger than `max` bytes, or not
+/// UTF-8. Opening never follows a link and never waits on a FIFO.
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Option<String>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("is a symbolic link; Baton reads it only as a regular file: replace the link with the file".into())
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(
+            "is not a regular file (a FIFO, device or folder); replace it with a regular file"
+                .into(),
+        );
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "is {} bytes, more than the {max} read at most; make it smaller",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot be read as UTF-8 text: {e}"))?;
+    Ok(Some(text))
 }
 
 /// Checks an app or environment name (`what`), saying what is wrong.
@@ -821,6 +925,22 @@ env = { LEVEL = "debug" }
     }
 
     #[test]
+    fn redacted_manifests_keep_the_names_and_hide_every_value() {
+        let text = "name = \"shop\"\n[web]\ncommand = \"x\"\n[env]\nWORKERS = \"4\"\n[environments.production.env]\nDATABASE_URL = \"postgres://u:hunter2@db/shop\"\n";
+        let shown = Manifest::redact_env(text);
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("\"4\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("DATABASE_URL") && shown.contains(REDACTED),
+            "{shown}"
+        );
+        assert!(shown.contains("command = \"x\""), "{shown}");
+        assert!(!Manifest::redact_env("name = [").contains('['));
+    }
+
+    #[test]
     fn invalid_values_are_rejected_with_field_and_reason() {
         let cases = [
             ("name = \"Hello\"\n[web]\ncommand = \"x\"\n", "name"),
@@ -848,6 +968,14 @@ env = { LEVEL = "debug" }
             (
                 "name = \"a\"\n[web]\ncommand = \"x\"\n[environments.Prod]\n",
                 "environments.Prod",
+            ),
+            (
+                "name = \"a\"\nhosts = [\"a.example\"]\n[web]\ncommand = \"x\"\n[deploy]\npreview_hosts = [\"a.example\"]\n",
+                "deploy.preview_hosts[0]",
+            ),
+            (
+                "name = \"a\"\n[web]\ncommand = \"x\"\n[environments.production]\nhosts = [\"a.example\"]\n[environments.staging]\npreview_hosts = [\"a.example\"]\n",
+                "environments.staging.preview_hosts[0]",
             ),
         ];
         for (text, expected_field) in cases {

@@ -48,6 +48,8 @@ pub struct UserRecord {
     pub role: String,
     /// For deployers: the environments they may change; `None` is all.
     pub environments: Option<Vec<String>>,
+    /// For deployers: the apps they may change; `None` is all.
+    pub apps: Option<Vec<String>>,
     pub created_at: i64,
 }
 
@@ -59,6 +61,9 @@ impl UserRecord {
             role: r.get("role"),
             environments: r
                 .get::<Option<&str>, _>("environments")
+                .and_then(|text| serde_json::from_str(text).ok()),
+            apps: r
+                .get::<Option<&str>, _>("apps")
                 .and_then(|text| serde_json::from_str(text).ok()),
             created_at: r.get("created_at"),
         }
@@ -109,17 +114,18 @@ impl Store {
 
     /// Creates a user; a taken name is a conflict.
     pub async fn create_user(&self, user: &UserRecord) -> Result<()> {
-        let environments = user
-            .environments
-            .as_ref()
-            .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()));
+        let list = |l: &Option<Vec<String>>| {
+            l.as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()))
+        };
         let done = sqlx::query(
-            "INSERT INTO users (name, password_hash, role, environments, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO users (name, password_hash, role, environments, apps, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
         .bind(&user.role)
-        .bind(environments)
+        .bind(list(&user.environments))
+        .bind(list(&user.apps))
         .bind(user.created_at)
         .execute(&self.pool)
         .await?;

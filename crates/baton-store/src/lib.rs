@@ -141,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deployments ADD COLUMN actor TEXT",
     flags::FLAGS_SCHEMA,
     pipeline::PIPELINE_SCHEMA,
+    "ALTER TABLE users ADD COLUMN apps TEXT",
 ];
 
 #[derive(Clone)]

@@ -10,10 +10,9 @@
 
 mod pages;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -89,11 +88,6 @@ impl FromRequestParts<Arc<Web>> for User {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, web: &Arc<Web>) -> Result<User, Response> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let header = |name| {
             parts
                 .headers
@@ -102,7 +96,7 @@ impl FromRequestParts<Arc<Web>> for User {
         };
         let found = web
             .auth
-            .authenticate(header(header::AUTHORIZATION), header(header::COOKIE), peer)
+            .authenticate(header(header::AUTHORIZATION), header(header::COOKIE))
             .await;
         match found {
             Ok(Some(principal)) => Ok(User(principal)),

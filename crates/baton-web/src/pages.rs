@@ -126,16 +126,17 @@ fn check_change(
     user: &Principal,
     headers: &HeaderMap,
     csrf: &str,
+    app: &str,
     environment: &str,
     doing: &str,
 ) -> Result<(), Response> {
     check_form(web, user, headers, csrf)?;
-    if !user.may_change(environment) {
+    if !user.may_change(app, environment) {
         return Err(refuse(
             Some(user),
             StatusCode::FORBIDDEN,
             format!(
-                "{} ({}) may not {doing} {environment}",
+                "{} ({}) may not {doing} {environment} of {app}",
                 user.name, user.role
             ),
         ));
@@ -397,7 +398,7 @@ async fn env_rows(
                 by,
                 healthy,
                 health,
-                may_change: user.may_change(&s.environment),
+                may_change: user.may_change(app, &s.environment),
             }
         })
         .collect()
@@ -487,7 +488,10 @@ async fn app_page(
     {
         known.extend(manifest.environments.keys().cloned());
     }
-    let deployable: Vec<String> = known.into_iter().filter(|e| user.may_change(e)).collect();
+    let deployable: Vec<String> = known
+        .into_iter()
+        .filter(|e| user.may_change(app, e))
+        .collect();
     let builds = store.builds(Some(app), 500).await.unwrap_or_default();
     let mut notes = std::collections::HashMap::new();
     for r in releases.iter().take(50) {
@@ -579,6 +583,7 @@ pub async fn deploy(
         &user,
         &headers,
         &form.csrf,
+        &app,
         &form.environment,
         "deploy to",
     ) {
@@ -662,6 +667,7 @@ pub async fn rollback(
         &user,
         &headers,
         &form.csrf,
+        &app,
         &form.environment,
         "roll back",
     ) {
@@ -966,7 +972,7 @@ async fn flags_page(
             continue;
         }
         groups.push(FlagGroup {
-            may_change: user.may_change(&environment),
+            may_change: user.may_change(&app, &environment),
             flags: flags
                 .into_iter()
                 .map(|f| FlagRow {
@@ -1012,6 +1018,7 @@ pub async fn toggle_flag(
         &user,
         &headers,
         &form.csrf,
+        &form.app,
         &form.environment,
         "change flags in",
     ) {

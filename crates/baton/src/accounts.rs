@@ -35,6 +35,10 @@ pub enum UsersCommand {
         /// all when none is given.
         #[arg(long = "env")]
         environments: Vec<String>,
+        /// For a deployer: an app they may upload releases of and change
+        /// (repeat it); all when none is given.
+        #[arg(long = "app")]
+        apps: Vec<String>,
         #[arg(long)]
         password_stdin: bool,
         /// The server's data folder.
@@ -101,6 +105,7 @@ pub async fn users(command: UsersCommand) -> Result<ExitCode> {
             admin,
             role,
             environments,
+            apps,
             password_stdin,
             data,
         } => {
@@ -122,7 +127,8 @@ pub async fn users(command: UsersCommand) -> Result<ExitCode> {
             let store = baton_store::Store::open(&store_path).await?;
             let auth = Auth::open(store, &data).map_err(|e| anyhow!("{e}"))?;
             let environments = (!environments.is_empty()).then_some(environments);
-            auth.add_user(&name, &password, role, environments)
+            let apps = (!apps.is_empty()).then_some(apps);
+            auth.add_user(&name, &password, role, environments, apps)
                 .await
                 .map_err(|e| anyhow!("{e}"))?;
             println!("{} {name} can now log in as {role}", green("✓"));
@@ -168,6 +174,28 @@ fn tokens_file() -> Option<PathBuf> {
 }
 
 /// The token `baton login` saved for this server address, if any.
+/// The data folder's `admin.token`, when the server at `api` is on this
+/// host (never sent anywhere else) and this user may read the file: the
+/// file's permissions decide, as a Unix socket's do.
+pub fn admin_token(api: &str) -> Option<String> {
+    let url = reqwest::Url::parse(api).ok()?;
+    let host = url.host_str()?;
+    let local = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !local {
+        return None;
+    }
+    let data = std::env::var_os("BATON_DATA")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::server::default_data_dir);
+    let text = std::fs::read_to_string(data.join(baton_auth::ADMIN_TOKEN_FILE)).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
+}
+
 pub fn saved_token(api: &str) -> Option<String> {
     let text = std::fs::read_to_string(tokens_file()?).ok()?;
     let tokens: BTreeMap<String, String> = serde_json::from_str(&text).ok()?;

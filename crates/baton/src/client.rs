@@ -16,7 +16,6 @@ impl Api {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .no_proxy()
-                .default_headers(actor_header())
                 .build()
                 .unwrap_or_default(),
         }
@@ -77,11 +76,13 @@ impl Api {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        // BATON_TOKEN, else the token `baton login` kept for this server.
+        // BATON_TOKEN, else the token `baton login` kept for this server,
+        // else — for a server on this host — its admin.token if readable.
         let token = std::env::var("BATON_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty())
-            .or_else(|| crate::accounts::saved_token(&self.base));
+            .or_else(|| crate::accounts::saved_token(&self.base))
+            .or_else(|| crate::accounts::admin_token(&self.base));
         let request = match token {
             Some(token) => request.bearer_auth(token.trim()),
             None => request,
@@ -104,20 +105,6 @@ impl Api {
             .unwrap_or_else(|| format!("the server answered {status}: {}", text.trim()));
         Err(anyhow!(message))
     }
-}
-
-/// Who the server records as making changes: `$BATON_ACTOR`, else `$USER`.
-fn actor_header() -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let actor = std::env::var("BATON_ACTOR")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_default();
-    if let Ok(value) = reqwest::header::HeaderValue::from_str(actor.trim()) {
-        if !actor.trim().is_empty() {
-            headers.insert("x-baton-actor", value);
-        }
-    }
-    headers
 }
 
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {

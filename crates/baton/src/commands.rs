@@ -48,7 +48,7 @@ pub async fn deploy(
     }
     let created: serde_json::Value = api
         .post_bytes(
-            &format!("/apps/{}/releases", manifest.name),
+            &format!("/apps/{}/releases?environment={environment}", manifest.name),
             package.archive,
             "application/x-tar",
         )

@@ -5,6 +5,7 @@
 mod accounts;
 mod client;
 mod commands;
+mod data_folder;
 mod db;
 mod flags;
 mod output;

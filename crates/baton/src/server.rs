@@ -36,6 +36,52 @@ pub struct ServerArgs {
     /// review apps, announcements); without it, webhooks are refused.
     #[arg(long, env = "BATON_PIPELINE")]
     pipeline: Option<PathBuf>,
+    /// A host name the API and dashboard answer to (repeat it, or separate
+    /// with commas); IP addresses and localhost always work. Requests for
+    /// any other name are refused, so a web page cannot reach the API
+    /// through a name of its own (DNS rebinding).
+    #[arg(
+        long = "api-host",
+        env = "BATON_API_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    api_hosts: Vec<String>,
+    /// A reverse proxy (address or CIDR, repeatable or comma-separated)
+    /// whose X-Forwarded-For names the real client, for the audit log and
+    /// the login throttle. Nobody else's is believed.
+    #[arg(
+        long = "trusted-proxy",
+        env = "BATON_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest release archive accepted, e.g. 100M or 1G.
+    #[arg(long, env = "BATON_MAX_UPLOAD", default_value = "512M", value_parser = parse_size)]
+    max_upload: u64,
+}
+
+/// `512`, `100K`, `100M`, `1G` (powers of 1024) → bytes.
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("{text:?}: write a size such as 100M or 1G")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: write a size such as 100M or 1G"))
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -57,9 +103,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Whatever the server creates (store, logs, uploads) is its own.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let data = args.data.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("cannot create the data folder {}", data.display()))?;
+    for change in crate::data_folder::secure(&data, None)? {
+        tracing::warn!("the data folder was readable by others: {change}");
+    }
     let _lock = lock(&data)?;
     let pipeline_config = match &args.pipeline {
         Some(path) => baton_pipeline::Config::load(path).map_err(|e| anyhow!(e))?,
@@ -137,14 +186,31 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         flags: Arc::clone(&flags),
     });
     // The dashboard is served beside the API, on the same port.
+    let uploads = baton_api::Uploads {
+        max_bytes: args.max_upload,
+        dir: data.join("uploads"),
+    };
+    let edge = baton_api::edge::Edge {
+        hosts: args
+            .api_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+        trusted_proxies: args.trusted_proxies.clone(),
+    };
     let app = baton_api::router(
         Arc::clone(&orchestrator),
         Arc::clone(&flags),
         auth,
         pipeline,
+        uploads,
     )
     .merge(baton_web::router(web))
-    .merge(flags.client_router());
+    .merge(flags.client_router())
+    .layer(axum::middleware::from_fn_with_state(
+        Arc::new(edge),
+        baton_api::edge::guard,
+    ));
     let api = axum::serve(
         api_listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -188,8 +254,12 @@ impl ApplyFlags for ReleaseFlags {
         >,
     > {
         Box::pin(async move {
+            let dir = release_dir.to_path_buf();
             let file =
-                baton_manifest::flags::FlagsFile::load(release_dir).map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || baton_manifest::flags::FlagsFile::load(&dir))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
             let Some(file) = file else { return Ok(None) };
             let actor = Actor {
                 name: "baton deploy".into(),

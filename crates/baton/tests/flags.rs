@@ -11,11 +11,18 @@ use std::process::Command;
 use common::*;
 use serde_json::{json, Value};
 
+/// The CLI as `actor`, an account (made on first use) with its own token.
 fn baton_as(server: &Server, actor: &str, args: &[&str]) -> std::process::Output {
+    let tokens = server.dir.path().join(format!("token-{actor}"));
+    let token = std::fs::read_to_string(&tokens).unwrap_or_else(|_| {
+        let token = server.user_token(actor, &["--role", "deployer"]);
+        std::fs::write(&tokens, &token).unwrap();
+        token
+    });
     Command::new(BIN)
         .args(args)
         .env("BATON_API", server.api_url())
-        .env("BATON_ACTOR", actor)
+        .env("BATON_TOKEN", token)
         .env("NO_COLOR", "1")
         .output()
         .unwrap()
@@ -151,10 +158,10 @@ fn cli_changes_are_audited_with_actor_and_address() {
     assert_eq!(
         entries,
         [
-            ("erin", "flag.delete"),
-            ("dave", "flag.update"),
-            ("dave", "flag.enable"),
-            ("alice", "flag.create")
+            ("erin (token cli)", "flag.delete"),
+            ("dave (token cli)", "flag.update"),
+            ("dave (token cli)", "flag.enable"),
+            ("alice (token cli)", "flag.create")
         ]
     );
     assert_eq!(log[0]["remote_address"], "127.0.0.1");

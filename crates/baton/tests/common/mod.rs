@@ -97,10 +97,62 @@ impl Server {
         self.child = Some(child);
     }
 
-    /// Runs the CLI against this server.
+    /// The data folder's admin token: what the CLI on the server's host
+    /// uses when it can read it.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Makes an account on the server's host (`baton users add`) with the
+    /// given extra arguments (`--admin`, `--role deployer --env staging`, …)
+    /// and returns an API token of it named `cli`.
+    pub fn user_token(&self, name: &str, extra: &[&str]) -> String {
+        let password = format!("{name}'s long password");
+        let mut args = vec!["users", "add", name, "--password-stdin"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("BATON_DATA", self.data())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "users add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer = login(&self.api_url(), name, &password);
+        answer["token"].as_str().unwrap().to_string()
+    }
+
+    /// An HTTP client that acts with the admin token.
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin_token()).parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
+    /// Runs the CLI against this server, on the server's host (it reads
+    /// the data folder's admin token).
     pub fn baton(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
+            .env("BATON_DATA", self.data())
             .env("BATON_API", self.api_url())
             .env("NO_COLOR", "1")
             .output()
@@ -190,6 +242,37 @@ fn spawn(dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) 
     let proxy = words[6].trim_start_matches("http://").parse().unwrap();
     std::thread::spawn(move || for _ in lines {});
     (child, api, proxy)
+}
+
+/// Logs in through the API from test code, sync or async alike (on a
+/// thread of its own, so it never blocks a test's runtime).
+pub fn login(api: &str, user: &str, password: &str) -> Value {
+    let (url, user, password) = (
+        format!("{api}/api/v1/login"),
+        user.to_string(),
+        password.to_string(),
+    );
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let answer = reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .unwrap()
+                    .post(url)
+                    .json(&serde_json::json!({"user": user, "password": password}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 201, "login of {user}");
+                answer.json::<Value>().await.unwrap()
+            })
+    })
+    .join()
+    .unwrap()
 }
 
 /// Kills every process whose working folder is under `root`: the targets a
