@@ -389,8 +389,9 @@ impl Orchestrator {
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
         let files = tokio::task::spawn_blocking(move || {
-            baton_package::unpack(&archive, &releases_dir, &id_for_unpack)
-                .map(|_| count_files(&archive))
+            let limits = baton_package::Limits::default();
+            baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
+                .map(|unpacked| unpacked.files)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
@@ -725,16 +726,4 @@ fn manifest_in(archive: &[u8]) -> Result<String> {
     Err(Error::BadRequest(
         "the release has no baton.toml at its root; run `baton deploy` on the app's folder".into(),
     ))
-}
-
-fn count_files(archive: &[u8]) -> usize {
-    tar::Archive::new(archive)
-        .entries()
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.header().entry_type().is_file())
-                .count()
-        })
-        .unwrap_or(0)
 }
