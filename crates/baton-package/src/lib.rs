@@ -41,6 +41,8 @@ pub enum PackageError {
     HardLink { entry: String, target: String },
     #[error("{name}: is {size} bytes, over the limit of {limit} bytes for a settings file at the release root; make it smaller")]
     TextTooLarge { name: String, size: u64, limit: u64 },
+    #[error("{name} is not a regular file in the release (a link or something else); Baton reads it only as a regular file: replace it with the file itself")]
+    NotAFile { name: String },
 }
 
 /// How far one archive may go when unpacked. Archives come from any API
@@ -500,6 +502,11 @@ pub fn read_text(archive: impl Read, name: &str) -> Result<Option<String>, Packa
         let entry = entry.map_err(damaged)?;
         let path = entry.path().map_err(damaged)?;
         if path == Path::new(name) || path == Path::new(".").join(name) {
+            if !entry.header().entry_type().is_file() {
+                return Err(PackageError::NotAFile {
+                    name: name.to_string(),
+                });
+            }
             let size = entry.size();
             if size > MAX_TEXT {
                 return Err(PackageError::TextTooLarge {
