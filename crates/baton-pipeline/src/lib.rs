@@ -1,6 +1,7 @@
 //! The pipeline: from a signed Git webhook to production. It owns the
 //! webhook's checks (signature, replay, size, JSON, skip rules), builds
-//! (checkout of the exact commit, build and test steps, their logs), the
+//! (checkout of the exact commit, build and test steps, their logs; all run
+//! as the unprivileged app user, never as the server), the
 //! promotion of the one release a passing build made — `staging`, then
 //! `production` — review apps for pull requests, notifications and the
 //! announcement gate. It never deploys by itself: it asks the orchestrator,
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use baton_manifest::{Manifest, Promote};
 use baton_orchestrator::{DeployRequest, Orchestrator};
+use baton_runtime::AppUser;
 use baton_store::{
     Build, DeploymentState, NewBuild, NewNotification, Promotion, Store, StoreError,
 };
@@ -46,6 +48,9 @@ pub struct Pipeline {
     orchestrator: Arc<Orchestrator>,
     config: Config,
     builds_dir: PathBuf,
+    /// Who checkouts and build steps run as; `None` only when the server
+    /// is not root.
+    app_user: Option<AppUser>,
     http: reqwest::Client,
     jobs: mpsc::UnboundedSender<Job>,
     /// Woken when a notification is delivered (an announcement may open a gate).
@@ -96,11 +101,13 @@ pub struct PromoteRequest {
 
 impl Pipeline {
     /// Starts the build worker, the notifier and the sweep; `data` is the
-    /// server's data folder (builds go to `data/builds`).
+    /// server's data folder (builds go to `data/builds`). Builds run as
+    /// `app_user` (see [`AppUser::for_server`]).
     pub async fn start(
         orchestrator: Arc<Orchestrator>,
         config: Config,
         data: &std::path::Path,
+        app_user: Option<AppUser>,
     ) -> std::io::Result<Arc<Pipeline>> {
         let builds_dir = data.join("builds");
         std::fs::create_dir_all(&builds_dir)?;
@@ -109,6 +116,7 @@ impl Pipeline {
             orchestrator,
             config,
             builds_dir,
+            app_user,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(10))
@@ -292,8 +300,14 @@ impl Pipeline {
             )
             .await
             .map_err(db)?;
-        let checked =
-            build::checkout(ws, &build.clone_url, &build.commit_sha, checkout_deadline).await;
+        let checked = build::checkout(
+            ws,
+            &build.clone_url,
+            &build.commit_sha,
+            self.app_user.as_ref(),
+            checkout_deadline,
+        )
+        .await;
         store
             .end_build_step(
                 build.id,
@@ -353,8 +367,16 @@ impl Pipeline {
                 .await
                 .map_err(db)?;
             note(&ws.log, &format!("{name}: {command}"));
-            let outcome =
-                build::run("sh", &["-c", command], &ws.src, &env, &ws.log, deadline).await;
+            let outcome = build::run(
+                "sh",
+                &["-c", command],
+                &ws.src,
+                &env,
+                self.app_user.as_ref(),
+                &ws.log,
+                deadline,
+            )
+            .await;
             let (ok, code, detail) = match &outcome {
                 Ok(Outcome::Exited(0)) => (true, Some(0), None),
                 Ok(Outcome::Exited(code)) => (false, Some(*code), Some(format!("{name} step `{command}` exited with {code}"))),

@@ -1,6 +1,7 @@
 //! The Docker runtime: a target is a container of the release's image,
 //! started through the Docker Engine API (bollard, over the Unix socket),
-//! its port published on loopback for the proxy, labelled so that a
+//! its port published on loopback for the proxy, run as the image's own
+//! user, never privileged and with `no-new-privileges`, labelled so that a
 //! restarted Baton finds it again, on Baton's own network. Its output is
 //! copied into the target's log file so that readers need not know the
 //! runtime. Images are built here from a release's packed folder, once per
@@ -24,7 +25,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::OnceCell;
 
-use crate::{Exit, LogFiles, Runtime, RuntimeError, TargetHandle, TargetSpec};
+use crate::{ContainerSpec, Exit, LogFiles, Runtime, RuntimeError, TargetHandle, TargetSpec};
 
 /// The Docker network Baton's containers join.
 pub const NETWORK: &str = "baton";
@@ -75,6 +76,63 @@ async fn oldest_network(docker: &Docker) -> Result<Option<String>, RuntimeError>
         .collect();
     ours.sort();
     Ok(ours.into_iter().next().map(|(_, id)| id))
+}
+
+/// What the engine is asked to create for a target: the image's own user,
+/// never privileged, `no-new-privileges`, port published on loopback only.
+fn create_body(spec: &TargetSpec, c: &ContainerSpec, network: String) -> ContainerCreateBody {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend([
+        format!("PORT={}", c.port),
+        format!("BATON_APP={}", spec.app),
+        format!("BATON_ENVIRONMENT={}", spec.environment),
+        format!("BATON_RELEASE={}", spec.release),
+        format!("BATON_TARGET={}", spec.target_id),
+    ]);
+    let port = format!("{}/tcp", c.port);
+    let restart = match c.restart.as_str() {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::NO,
+    };
+    ContainerCreateBody {
+        image: Some(c.image.clone()),
+        env: Some(env),
+        labels: Some(HashMap::from([
+            (LABEL_APP.to_string(), spec.app.clone()),
+            (LABEL_ENVIRONMENT.to_string(), spec.environment.clone()),
+            (LABEL_RELEASE.to_string(), spec.release.clone()),
+            (LABEL_TARGET.to_string(), spec.target_id.to_string()),
+        ])),
+        exposed_ports: Some(vec![port.clone()]),
+        host_config: Some(HostConfig {
+            port_bindings: Some(HashMap::from([(
+                port,
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(spec.port.to_string()),
+                }]),
+            )])),
+            memory: c.memory_bytes,
+            nano_cpus: c.nano_cpus,
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            network_mode: Some(network),
+            // A small init as PID 1 passes SIGTERM on and reaps
+            // zombies, so apps need no signal handling of their own.
+            init: Some(true),
+            // The image's own user (no `user` override), and nothing it runs
+            // may gain privileges: no privileged mode, and setuid binaries
+            // gain nothing.
+            privileged: Some(false),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -306,53 +364,7 @@ impl Runtime for DockerRuntime {
             let _ = docker
                 .remove_container(&name, Some(RemoveContainerOptions { force: true, ..Default::default() }))
                 .await;
-            let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            env.extend([
-                format!("PORT={}", c.port),
-                format!("BATON_APP={}", spec.app),
-                format!("BATON_ENVIRONMENT={}", spec.environment),
-                format!("BATON_RELEASE={}", spec.release),
-                format!("BATON_TARGET={}", spec.target_id),
-            ]);
-            let port = format!("{}/tcp", c.port);
-            let restart = match c.restart.as_str() {
-                "always" => RestartPolicyNameEnum::ALWAYS,
-                "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
-                "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
-                _ => RestartPolicyNameEnum::NO,
-            };
-            let body = ContainerCreateBody {
-                image: Some(c.image.clone()),
-                env: Some(env),
-                labels: Some(HashMap::from([
-                    (LABEL_APP.to_string(), spec.app.clone()),
-                    (LABEL_ENVIRONMENT.to_string(), spec.environment.clone()),
-                    (LABEL_RELEASE.to_string(), spec.release.clone()),
-                    (LABEL_TARGET.to_string(), spec.target_id.to_string()),
-                ])),
-                exposed_ports: Some(vec![port.clone()]),
-                host_config: Some(HostConfig {
-                    port_bindings: Some(HashMap::from([(
-                        port,
-                        Some(vec![PortBinding {
-                            host_ip: Some("127.0.0.1".into()),
-                            host_port: Some(spec.port.to_string()),
-                        }]),
-                    )])),
-                    memory: c.memory_bytes,
-                    nano_cpus: c.nano_cpus,
-                    restart_policy: Some(RestartPolicy {
-                        name: Some(restart),
-                        maximum_retry_count: None,
-                    }),
-                    network_mode: Some(network),
-                    // A small init as PID 1 passes SIGTERM on and reaps
-                    // zombies, so apps need no signal handling of their own.
-                    init: Some(true),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let body = create_body(spec, c, network);
             let options = CreateContainerOptions {
                 name: Some(name.clone()),
                 ..Default::default()
@@ -475,5 +487,43 @@ impl Runtime for DockerRuntime {
                 .await;
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_container_runs_as_the_images_user_never_privileged() {
+        let spec = TargetSpec {
+            target_id: 1,
+            app: "shop".into(),
+            environment: "production".into(),
+            release: "0123456789abcdef".into(),
+            dir: "/nonexistent".into(),
+            command: String::new(),
+            env: BTreeMap::new(),
+            port: 4321,
+            container: None,
+        };
+        let c = ContainerSpec {
+            image: "sha256:0".into(),
+            port: 8000,
+            memory_bytes: None,
+            nano_cpus: None,
+            restart: "no".into(),
+        };
+        let body = create_body(&spec, &c, "net".into());
+        assert_eq!(body.user, None, "the image's own user");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.userns_mode, None);
+        assert_eq!(host.cap_add, None);
     }
 }

@@ -3,10 +3,13 @@
 //! the orchestrator decides what to start and when. Targets outlive the
 //! Baton server that started them: a runtime can find a target again from
 //! its [`TargetHandle`] after a restart and adopt it without restarting it.
+//! An app's code never runs as root: [`user`] picks the unprivileged user
+//! and the fixed environment that targets and build steps get.
 
 mod docker;
 mod logs;
 mod process;
+pub mod user;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use futures_util::future::BoxFuture;
 pub use docker::DockerRuntime;
 pub use logs::LogFiles;
 pub use process::ProcessRuntime;
+pub use user::{app_command, base_env, AppUser};
 
 /// Everything needed to start one target.
 #[derive(Debug, Clone)]
@@ -95,6 +99,70 @@ pub enum RuntimeError {
     Signal { target: String, reason: String },
     #[error("{0}")]
     Docker(String),
+    #[error(
+        "cannot start `{command}` in {dir} as {user}: permission denied; {user} must be able to \
+         enter {dir}, so every folder above it needs o+x: keep Baton's data folder out of a \
+         private home (for example --data /var/lib/baton)"
+    )]
+    AppUserDenied {
+        command: String,
+        dir: String,
+        user: String,
+    },
+    #[error(
+        "apps never run as root: user {name} has uid 0 or group 0; choose an unprivileged user \
+         with --app-user (by default a root server uses baton-app)"
+    )]
+    RootAppUser { name: String },
+    #[error(
+        "there is no user {name} on this machine (--app-user): create it \
+         (useradd --system --user-group {name}) or name another"
+    )]
+    UnknownAppUser { name: String },
+    #[error("cannot read the user database for {name}: {reason}")]
+    UserLookup { name: String, reason: String },
+    #[error(
+        "cannot run apps as {configured}: the server runs as {server}, not root, and only root \
+         can switch users; start the server as {configured}, or as root, or drop --app-user"
+    )]
+    CannotSwitchUser { configured: String, server: String },
+    #[error(
+        "the server runs as root but has no user to run apps as ({reason}); create an \
+         unprivileged user and pass it with --app-user"
+    )]
+    NoAppUser { reason: String },
+    #[error(
+        "refusing to run an app's command as root: a server running as root needs an app user \
+         (AppUser::for_server)"
+    )]
+    WouldRunAsRoot,
+}
+
+impl RuntimeError {
+    /// A command of an app that could not start; when it was to run as
+    /// `user`, a refused permission is nearly always a folder the user
+    /// cannot enter, which is worth saying.
+    pub fn spawn(
+        command: &str,
+        dir: &std::path::Path,
+        user: Option<&AppUser>,
+        source: std::io::Error,
+    ) -> RuntimeError {
+        match user {
+            Some(user) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                RuntimeError::AppUserDenied {
+                    command: command.to_string(),
+                    dir: dir.display().to_string(),
+                    user: user.name.clone(),
+                }
+            }
+            _ => RuntimeError::Spawn {
+                command: command.to_string(),
+                dir: dir.display().to_string(),
+                source,
+            },
+        }
+    }
 }
 
 pub trait Runtime: Send + Sync + 'static {

@@ -2,6 +2,9 @@
 //! in the release's folder, its output appended to a log file. Processes are
 //! put in their own process group so that stopping Baton (even with kill -9)
 //! never stops them, and stopping a target stops everything it started.
+//! A target runs as the app user with the fixed environment of
+//! [`crate::user`] plus its own variables; the server (root, or that same
+//! user) can still signal it, so stopping and adopting need nothing more.
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,19 +20,25 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::user::{app_command, AppUser};
 use crate::{Exit, LogFiles, Runtime, RuntimeError, TargetHandle, TargetSpec};
 
 pub struct ProcessRuntime {
     logs: LogFiles,
+    /// Who targets run as; `None` only when the server is not root.
+    user: Option<AppUser>,
     /// Exit watchers for the processes this server started itself.
     children: Arc<Mutex<HashMap<u32, watch::Receiver<Option<Exit>>>>>,
 }
 
 impl ProcessRuntime {
-    /// Target output goes to the target's file in `logs`.
-    pub fn new(logs: LogFiles) -> ProcessRuntime {
+    /// Target output goes to the target's file in `logs`; targets run as
+    /// `user` (see [`AppUser::for_server`]), or as the server's own user
+    /// when `None`, which a root server refuses at start.
+    pub fn new(logs: LogFiles, user: Option<AppUser>) -> ProcessRuntime {
         ProcessRuntime {
             logs,
+            user,
             children: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -102,7 +111,7 @@ impl Runtime for ProcessRuntime {
                 spec.command
             );
             let stderr = log.try_clone().map_err(log_error)?;
-            let mut command = tokio::process::Command::new("sh");
+            let mut command = app_command("sh", self.user.as_ref())?;
             command
                 .arg("-c")
                 .arg(&spec.command)
@@ -113,15 +122,11 @@ impl Runtime for ProcessRuntime {
                 .env("BATON_ENVIRONMENT", &spec.environment)
                 .env("BATON_RELEASE", &spec.release)
                 .env("BATON_TARGET", spec.target_id.to_string())
-                .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(stderr))
-                .process_group(0)
                 .kill_on_drop(false);
-            let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
-                command: spec.command.clone(),
-                dir: spec.dir.display().to_string(),
-                source,
+            let mut child = command.spawn().map_err(|source| {
+                RuntimeError::spawn(&spec.command, &spec.dir, self.user.as_ref(), source)
             })?;
             let pid = child.id().unwrap_or(0);
             let start = proc_start(pid).map(|(start, _)| start).unwrap_or(0);
@@ -222,7 +227,22 @@ impl Runtime for ProcessRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use nix::unistd::geteuid;
+
+    /// A folder for a target, and the user targets run as: `nobody` when
+    /// the tests run as root (as on CI), who then owns the folder so the
+    /// tests' targets can write there; else the tests' own user.
+    fn workdir() -> (tempfile::TempDir, Option<AppUser>) {
+        let dir = tempfile::tempdir().unwrap();
+        if !geteuid().is_root() {
+            return (dir, None);
+        }
+        let user = AppUser::resolve("nobody").unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
+        (dir, Some(user))
+    }
 
     fn spec(dir: &std::path::Path, id: i64, command: &str) -> TargetSpec {
         TargetSpec {
@@ -240,8 +260,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_gets_its_port_and_variables_and_its_output_is_logged() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
+        let (dir, user) = workdir();
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), user);
         let h = rt
             .start(&spec(
                 dir.path(),
@@ -258,8 +278,8 @@ mod tests {
 
     #[tokio::test]
     async fn stop_terminates_the_whole_process_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
+        let (dir, user) = workdir();
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), user);
         // The shell starts a grandchild that would outlive a plain kill.
         let h = rt
             .start(&spec(
@@ -293,8 +313,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_ignoring_sigterm_is_killed_after_the_grace_period() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
+        let (dir, user) = workdir();
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), user);
         let h = rt
             .start(&spec(
                 dir.path(),
@@ -314,14 +334,14 @@ mod tests {
 
     #[tokio::test]
     async fn another_runtime_instance_adopts_a_running_target() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
+        let (dir, user) = workdir();
+        let first = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), user.clone());
         let h = first
             .start(&spec(dir.path(), 4, "sleep 300"))
             .await
             .unwrap();
         // A new server process has a new runtime with no children of its own.
-        let second = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")));
+        let second = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), user);
         assert!(second.alive(&h).await);
         let forged = TargetHandle {
             target_id: 4,
@@ -334,5 +354,132 @@ mod tests {
         second.stop(&h, Duration::from_secs(5)).await.unwrap();
         assert!(!second.alive(&h).await);
         assert_eq!(first.wait(&h).await, Exit::Signal(15));
+    }
+
+    #[tokio::test]
+    async fn a_target_runs_unprivileged_with_only_the_documented_environment() {
+        if !geteuid().is_root() {
+            eprintln!("note: not root, so targets cannot switch users; skipped");
+            return;
+        }
+        let (dir, user) = workdir();
+        let nobody = user.clone().unwrap();
+        // The server's own environment must not reach the target.
+        std::env::set_var("BATON_TEST_SERVER_ONLY_5E1D", "leaked");
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), user);
+        let h = rt
+            .start(&spec(
+                dir.path(),
+                5,
+                "id -u; id -G; echo \"$PATH\"; env; echo ready; exec sleep 300",
+            ))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rt.logs.tail(5, 1) != vec!["ready".to_string()] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the target never got ready"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = h.reference.split('@').next().unwrap();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        rt.stop(&h, Duration::from_secs(5)).await.unwrap();
+        let field = |name: &str| -> Vec<String> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}:")))
+                .unwrap_or_else(|| panic!("no {name} in {status}"));
+            line[name.len() + 1..]
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(
+            field("Uid").iter().all(|u| *u == nobody.uid.to_string()),
+            "{status}"
+        );
+        assert!(
+            field("Gid").iter().all(|g| *g == nobody.gid.to_string()),
+            "{status}"
+        );
+        assert!(
+            field("Groups").is_empty(),
+            "supplementary groups kept: {status}"
+        );
+
+        let log = fs::read_to_string(rt.logs.path(5)).unwrap();
+        let lines: Vec<&str> = log.lines().skip(1).collect();
+        assert_eq!(lines[0], nobody.uid.to_string(), "{log}");
+        assert!(lines[1].split_whitespace().all(|g| g != "0"), "{log}");
+        assert_eq!(lines[2], crate::user::PATH, "{log}");
+        let names: BTreeSet<&str> = lines[3..lines.len() - 1]
+            .iter()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        assert!(!names.contains("BATON_TEST_SERVER_ONLY_5E1D"), "{log}");
+        // What the module header documents, plus what the shell sets itself.
+        let documented = [
+            "PATH",
+            "HOME",
+            "USER",
+            "LOGNAME",
+            "LANG",
+            "GREETING",
+            "PORT",
+            "BATON_APP",
+            "BATON_ENVIRONMENT",
+            "BATON_RELEASE",
+            "BATON_TARGET",
+        ];
+        let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
+        let extra: Vec<&&str> = names
+            .iter()
+            .filter(|n| !documented.contains(n) && !shell.contains(n))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "undocumented variables {extra:?} in {log}"
+        );
+        assert!(log.contains("USER=nobody\n"), "{log}");
+        assert!(log.contains("LANG=C.UTF-8\n"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn a_root_server_without_an_app_user_starts_nothing() {
+        if !geteuid().is_root() {
+            eprintln!("note: not root; skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), None);
+        let err = rt
+            .start(&spec(dir.path(), 6, "touch ran"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RuntimeError::WouldRunAsRoot), "{err}");
+        assert!(!dir.path().join("ran").exists());
+    }
+
+    #[tokio::test]
+    async fn a_folder_the_app_user_cannot_enter_is_named_with_a_way_out() {
+        if !geteuid().is_root() {
+            eprintln!("note: not root; skipped");
+            return;
+        }
+        // A private folder of root's, as a data folder under /root would be.
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let user = AppUser::resolve("nobody").unwrap();
+        let rt = ProcessRuntime::new(LogFiles::new(dir.path().join("logs")), Some(user));
+        let err = rt.start(&spec(dir.path(), 7, "true")).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, RuntimeError::AppUserDenied { .. }),
+            "{message}"
+        );
+        assert!(message.contains("--data"), "{message}");
     }
 }

@@ -118,8 +118,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let store = Store::open(&data.join("baton.db")).await?;
     let proxy = Proxy::new();
     let logs = LogFiles::new(data.join("logs"));
+    let app_user = baton_runtime::AppUser::for_server(None)?;
     let runtimes = Runtimes {
-        process: Arc::new(ProcessRuntime::new(logs.clone())),
+        process: Arc::new(ProcessRuntime::new(logs.clone(), app_user.clone())),
         docker: Arc::new(DockerRuntime::new(logs.clone())),
     };
     let orchestrator = Orchestrator::new(
@@ -163,10 +164,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let proxy_addr = proxy_listener.local_addr();
     let api_addr = api_listener.local_addr()?;
 
-    let pipeline =
-        baton_pipeline::Pipeline::start(Arc::clone(&orchestrator), pipeline_config, &data)
-            .await
-            .with_context(|| format!("cannot start the pipeline in {}", data.display()))?;
+    let pipeline = baton_pipeline::Pipeline::start(
+        Arc::clone(&orchestrator),
+        pipeline_config,
+        &data,
+        app_user,
+    )
+    .await
+    .with_context(|| format!("cannot start the pipeline in {}", data.display()))?;
     orchestrator.gate_production_with(Arc::new(AnnouncementGate(Arc::clone(&pipeline))));
 
     let (stop_tx, stop_rx) = watch::channel(false);
