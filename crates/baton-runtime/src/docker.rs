@@ -57,8 +57,9 @@ fn explain(e: DockerError) -> RuntimeError {
     })
 }
 
-/// The oldest network named exactly [`NETWORK`], by creation time then id.
-async fn oldest_network(docker: &Docker) -> Result<Option<String>, RuntimeError> {
+/// The networks named exactly [`NETWORK`], oldest first (by creation time,
+/// then id).
+async fn networks(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
     let options = ListNetworksOptions {
         filters: Some(HashMap::from([(
             "name".to_string(),
@@ -75,7 +76,7 @@ async fn oldest_network(docker: &Docker) -> Result<Option<String>, RuntimeError>
         .filter_map(|n| Some((n.created.unwrap_or_default(), n.id?)))
         .collect();
     ours.sort();
-    Ok(ours.into_iter().next().map(|(_, id)| id))
+    Ok(ours.into_iter().map(|(_, id)| id).collect())
 }
 
 /// What the engine is asked to create for a target: the image's own user,
@@ -164,14 +165,22 @@ impl DockerRuntime {
 
     /// The id of Baton's network, created if there is none. Servers that
     /// start their first container at once can each create one (the engine
-    /// allows several networks of one name): all then pick the oldest, and
-    /// containers join it by id, so a duplicate name never fails a start.
+    /// allows several networks of one name), and the engine then refuses to
+    /// start a container on either ("network baton is ambiguous"), even by
+    /// id. So all pick the oldest and remove the others; the engine refuses
+    /// to remove one a container still uses, which is then left alone.
     async fn ensure_network(&self) -> Result<String, RuntimeError> {
         self.network
             .get_or_try_init(|| async {
                 let docker = self.client().await?;
-                if let Some(id) = oldest_network(docker).await? {
-                    return Ok(id);
+                let found = networks(docker).await?;
+                if let Some((oldest, others)) = found.split_first() {
+                    for other in others {
+                        if let Err(e) = docker.remove_network(other).await {
+                            tracing::debug!(network = other, error = %e, "duplicate network kept");
+                        }
+                    }
+                    return Ok(oldest.clone());
                 }
                 let request = NetworkCreateRequest {
                     name: NETWORK.to_string(),
@@ -187,11 +196,18 @@ impl DockerRuntime {
                     }) => {}
                     Err(e) => return Err(explain(e)),
                 }
-                oldest_network(docker).await?.ok_or_else(|| {
-                    RuntimeError::Docker(format!(
+                let found = networks(docker).await?;
+                let Some((oldest, others)) = found.split_first() else {
+                    return Err(RuntimeError::Docker(format!(
                         "the network {NETWORK} was created but the engine does not list it"
-                    ))
-                })
+                    )));
+                };
+                for other in others {
+                    if let Err(e) = docker.remove_network(other).await {
+                        tracing::debug!(network = other, error = %e, "duplicate network kept");
+                    }
+                }
+                Ok(oldest.clone())
             })
             .await
             .cloned()

@@ -19,8 +19,9 @@ use tokio::sync::watch;
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Where Baton keeps its store, releases and target logs
-    /// [default: $XDG_DATA_HOME/baton or ~/.local/share/baton]
+    /// Where Baton keeps its store, releases and target logs [default:
+    /// /var/lib/baton as root, else $XDG_DATA_HOME/baton or
+    /// ~/.local/share/baton]
     #[arg(long, env = "BATON_DATA")]
     data: Option<PathBuf>,
     /// Address the proxy serves app traffic on.
@@ -57,6 +58,10 @@ pub struct ServerArgs {
         value_name = "CIDR"
     )]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// The user apps and build steps run as when the server runs as root
+    /// [default: baton-app, created if missing, else nobody]. Never root.
+    #[arg(long, env = "BATON_APP_USER")]
+    app_user: Option<String>,
     /// Largest release archive accepted, e.g. 100M or 1G.
     #[arg(long, env = "BATON_MAX_UPLOAD", default_value = "512M", value_parser = parse_size)]
     max_upload: u64,
@@ -85,6 +90,12 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 }
 
 pub fn default_data_dir() -> PathBuf {
+    // A server run as root is a system service: its data is the system's,
+    // and apps (another user) must be able to reach their releases, which
+    // they cannot inside root's private home.
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/baton");
+    }
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("baton");
     }
@@ -106,8 +117,19 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     // Whatever the server creates (store, logs, uploads) is its own.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let data = args.data.unwrap_or_else(default_data_dir);
-    for change in crate::data_folder::secure(&data, None)? {
+    let app_user = baton_runtime::AppUser::for_server(args.app_user.as_deref())?;
+    if let Some(user) = &app_user {
+        tracing::info!(
+            user = user.name,
+            uid = user.uid,
+            "apps and build steps run as this user"
+        );
+    }
+    for change in crate::data_folder::secure(&data, app_user.as_ref().map(|u| u.gid))? {
         tracing::warn!("the data folder was readable by others: {change}");
+    }
+    if let Some(user) = &app_user {
+        crate::data_folder::reachable_by(&data, user)?;
     }
     let _lock = lock(&data)?;
     let pipeline_config = match &args.pipeline {
@@ -118,7 +140,6 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let store = Store::open(&data.join("baton.db")).await?;
     let proxy = Proxy::new();
     let logs = LogFiles::new(data.join("logs"));
-    let app_user = baton_runtime::AppUser::for_server(None)?;
     let runtimes = Runtimes {
         process: Arc::new(ProcessRuntime::new(logs.clone(), app_user.clone())),
         docker: Arc::new(DockerRuntime::new(logs.clone())),

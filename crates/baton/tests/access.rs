@@ -27,7 +27,8 @@ fn cli(
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
         .env("NO_COLOR", "1")
-        .env("BATON_ACTOR", "ops")
+        // Not the server's data folder: this CLI has no admin token.
+        .env("BATON_DATA", home.join("not-the-data-folder"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -83,8 +84,9 @@ async fn login(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_tokens_and_logins_are_enforced_by_the_server() {
     let server = Server::start();
-    // No account yet: the host itself acts as admin, so the quick start
-    // works; the CLI names its user.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // No account yet, and still nobody is trusted by address: a caller
+    // without a credential is refused, even from this host…
     let home = tempfile::tempdir().unwrap();
     let out = cli(
         &server,
@@ -93,22 +95,32 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
         &["deploy", example_dir().to_str().unwrap(), "--json"],
         "",
     );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("log in first"), "{}", text(&out));
+    // …while the CLI that can read the data folder's admin.token (the
+    // server's own user) works with no set-up, and is named for it whatever
+    // it claims to be.
+    let mut deploy = Command::new(BIN);
+    deploy
+        .args(["deploy", example_dir().to_str().unwrap(), "--json"])
+        .env("BATON_API", server.api_url())
+        .env("BATON_DATA", server.data())
+        .env("HOME", home.path())
+        .env_remove("BATON_TOKEN");
+    let out = deploy.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let first: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(first["state"], "succeeded");
-    assert_eq!(first["actor"], "ops");
-
-    // …but a web page of another site cannot use that.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let forged = http
+    assert_eq!(first["actor"], "local-admin (admin.token)");
+    let claimed = http
         .post(format!("{}/apps/hello/rollback", api(&server)))
-        .header("origin", "http://evil.example")
-        .header("content-type", "text/plain")
-        .body(r#"{"environment":"production"}"#)
+        .bearer_auth(server.admin_token())
+        .header("x-baton-actor", "mallory")
+        .json(&json!({"environment": "production", "to": first["release_id"]}))
         .send()
         .await
         .unwrap();
-    assert_eq!(forged.status(), 403);
+    assert_eq!(claimed.status(), 202, "{}", claimed.text().await.unwrap());
 
     add_user(&server, "ada", &["--admin"], "ada's long password");
     add_user(&server, "vic", &["--role", "viewer"], "vic's long password");
@@ -118,9 +130,7 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
         &["--role", "deployer", "--env", "staging"],
         "dee's long password",
     );
-    let home = tempfile::tempdir().unwrap();
-
-    // Accounts exist: anonymous callers are refused, even from this host.
+    // Accounts exist: anonymous callers are still refused.
     let out = cli(&server, home.path(), None, &["status"], "");
     assert!(!out.status.success());
     assert!(text(&out).contains("log in first"), "{}", text(&out));
@@ -259,6 +269,14 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
         .await
         .unwrap();
     let entries = audit.as_array().unwrap();
+    // X-Baton-Actor names nobody: the actor is the principal.
+    assert!(entries.iter().all(|e| e["actor"] != "mallory"), "{audit}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "deployment.rollback"
+                && e["actor"] == "local-admin (admin.token)")
+    );
     assert!(entries.iter().any(|e| e["action"] == "deployment.create"
         && e["actor"] == "dee (token cli)"
         && e["environment"] == "staging"

@@ -478,6 +478,7 @@ async fn bad_input_gets_the_status_and_body_the_protocol_specifies() {
     let response = http
         .client
         .post(format!("{}/api/v1/apps/shop/flags", http.base))
+        .bearer_auth(server.admin_token())
         .body(r#"{"name": "x", "rollout": "lots"}"#)
         .send()
         .await

@@ -362,7 +362,7 @@ async fn a_broken_manifest_is_refused_naming_file_line_and_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_api_requests_get_json_errors_that_name_the_problem() {
     let server = Server::start();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = server.http();
     let api = server.api_url();
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
@@ -464,6 +464,7 @@ async fn logs_follow_moves_on_to_the_next_live_target() {
     let mut follower = std::process::Command::new(BIN)
         .args(["logs", "hello", "-f"])
         .env("BATON_API", server.api_url())
+        .env("BATON_DATA", server.data())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

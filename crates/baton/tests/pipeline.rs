@@ -535,10 +535,8 @@ events = ["build_failed"]
         (200, Some(short(&release)))
     );
     // The dashboard's release history names the commit.
-    let page = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let page = server
+        .http()
         .get(format!("{}/apps/shop", server.api_url()))
         .send()
         .await
@@ -1030,10 +1028,8 @@ events = []
         "held"
     );
     // No other way into production either: a plain deploy is refused too.
-    let refused = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let refused = server
+        .http()
         .post(format!("{}/api/v1/apps/shop/deployments", server.api_url()))
         .json(&serde_json::json!({"release": next, "environment": "production"}))
         .send()
@@ -1048,7 +1044,7 @@ events = []
             .contains("waits before production"),
         "{body}"
     );
-    // While no account exists, the server's own host is its administrator, "local".
+    // The CLI on the server's host acts with the data folder's admin token.
     let promotion = server.json(&[
         "promote",
         "shop",
@@ -1058,13 +1054,16 @@ events = []
         "--override-announcement",
         "security fix",
     ]);
-    assert_eq!(promotion["actor"], "local", "{promotion}");
+    assert_eq!(
+        promotion["actor"], "local-admin (admin.token)",
+        "{promotion}"
+    );
     let live = eventually(Duration::from_secs(30), "the overridden promotion", || {
         live_release(&server, "production").filter(|r| *r == next)
     })
     .await;
     assert_eq!(live, next);
-    let api = reqwest::Client::builder().no_proxy().build().unwrap();
+    let api = server.http();
     let record: Value = api
         .get(format!(
             "{}/api/v1/apps/shop/announcements/{next}",
@@ -1237,10 +1236,8 @@ events = ["deployment_failed", "rolled_back"]
         live_release(&server, "production").as_deref(),
         Some(first.as_str())
     );
-    let promotions: Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let promotions: Value = server
+        .http()
         .get(format!("{}/api/v1/apps/shop/promotions", server.api_url()))
         .send()
         .await
