@@ -135,6 +135,18 @@ pub(crate) async fn checkout(
     // nothing of the app user's can stand in the file's place.
     std::fs::write(ws.home.join(".gitconfig"), "[safe]\n\tdirectory = *\n")
         .map_err(|e| format!("cannot create the workspace: {e}"))?;
+    // The server's umask (0077) made these private to it. The build's own
+    // folder stays the server's, and the app user passes through it (never
+    // lists it) to the two folders that are its own; it reads .gitconfig.
+    if let Some(build_dir) = ws.src.parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let open = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot open the workspace to the app user: {e}"))
+        };
+        open(build_dir, 0o711)?;
+        open(&ws.home.join(".gitconfig"), 0o644)?;
+    }
     for dir in [&ws.src, &ws.home] {
         // Empty folders, given away before git writes anything: no
         // recursive chown over content a repository controls.

@@ -113,14 +113,14 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
     assert_eq!(first["state"], "succeeded");
     assert_eq!(first["actor"], "local-admin (admin.token)");
     let claimed = http
-        .post(format!("{}/apps/hello/rollback", api(&server)))
+        .post(format!("{}/apps/hello/flags", api(&server)))
         .bearer_auth(server.admin_token())
         .header("x-baton-actor", "mallory")
-        .json(&json!({"environment": "production", "to": first["release_id"]}))
+        .json(&json!({"name": "claimed"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(claimed.status(), 202, "{}", claimed.text().await.unwrap());
+    assert_eq!(claimed.status(), 201, "{}", claimed.text().await.unwrap());
 
     add_user(&server, "ada", &["--admin"], "ada's long password");
     add_user(&server, "vic", &["--role", "viewer"], "vic's long password");
@@ -274,8 +274,8 @@ async fn roles_tokens_and_logins_are_enforced_by_the_server() {
     assert!(
         entries
             .iter()
-            .any(|e| e["action"] == "deployment.rollback"
-                && e["actor"] == "local-admin (admin.token)")
+            .any(|e| e["action"] == "flag.create" && e["actor"] == "local-admin (admin.token)"),
+        "{audit}"
     );
     assert!(entries.iter().any(|e| e["action"] == "deployment.create"
         && e["actor"] == "dee (token cli)"

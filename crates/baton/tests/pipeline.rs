@@ -1075,7 +1075,10 @@ events = []
         .json()
         .await
         .unwrap();
-    assert_eq!(record["announcement"]["override_by"], "local", "{record}");
+    assert_eq!(
+        record["announcement"]["override_by"], "local-admin (admin.token)",
+        "{record}"
+    );
     assert_eq!(record["announcement"]["override_reason"], "security fix");
     let page = api
         .get(format!("{}/apps/shop", server.api_url()))
