@@ -1,8 +1,8 @@
 //! The flag endpoints of `/api/v1`: flags per app and environment (the
 //! environment is the `environment` query parameter, `production` by
 //! default), `flags.toml` diff and apply, API keys, and the audit log. Each
-//! change names its actor (the `X-Baton-Actor` header, which the CLI fills
-//! from `$USER`) and is recorded with the client's address.
+//! change names its actor (the authenticated principal) and is recorded
+//! with the client's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

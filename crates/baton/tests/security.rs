@@ -615,3 +615,65 @@ fn a_host_both_live_and_preview_is_refused_at_deploy() {
     assert!(message.contains("deploy.preview_hosts[0]"), "{message}");
     assert!(message.contains("also listed in `hosts`"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_others_failures_do_not_slow_down_a_good_login() {
+    let server = Server::start_with(&[("BATON_TRUSTED_PROXIES", "127.0.0.1/32")]);
+    server.user_token("ada", &["--admin"]);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let login_from = |client: &'static str, user: &'static str, password: &'static str| {
+        http.post(format!("{}/api/v1/login", server.api_url()))
+            .header("x-forwarded-for", client)
+            .json(&json!({"user": user, "password": password}))
+            .send()
+    };
+    // Someone else, behind the same proxy, fails eight times (one after
+    // the other, so each is counted).
+    for i in 0..8 {
+        let user = ["eve", "mallory"][i % 2];
+        let answer = login_from("203.0.113.66", user, "not the password")
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
+    }
+    let started = Instant::now();
+    let answer = login_from("203.0.113.7", "ada", "ada's long password")
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "ada waited {:?} for others' failures",
+        started.elapsed()
+    );
+    // The attacker's own address is slowed down.
+    let started = Instant::now();
+    let answer = login_from("203.0.113.66", "trudy", "not the password")
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // The audit log names the real client, not the proxy.
+    let audit: Value = server
+        .http()
+        .get(format!("{}/api/v1/audit", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"].as_str().unwrap().starts_with("ada")
+                && e["remote_address"] == "203.0.113.7"),
+        "{audit}"
+    );
+}
