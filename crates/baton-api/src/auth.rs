@@ -44,7 +44,7 @@ fn unauthorized(message: &str) -> Response {
 }
 
 pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, message.into())
+    ApiError::new(StatusCode::FORBIDDEN, message.into())
 }
 
 pub async fn require(
@@ -73,7 +73,7 @@ pub async fn require(
         Ok(None) => {
             return unauthorized("log in first: `baton login` (or set BATON_TOKEN to an API token)")
         }
-        Err(e) => return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
     let reading = matches!(*request.method(), Method::GET | Method::HEAD);
     if !reading {
@@ -152,11 +152,11 @@ pub(crate) async fn record(store: &Store, entry: AuditEntry) {
 
 fn auth_error(e: AuthError) -> ApiError {
     match e {
-        AuthError::WrongCredentials => ApiError(StatusCode::UNAUTHORIZED, e.to_string()),
-        AuthError::Busy => ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        AuthError::WrongCredentials => ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()),
+        AuthError::Busy => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         AuthError::Invalid(m) => ApiError::bad_request(m),
         AuthError::Store(e) => e.into(),
-        e => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

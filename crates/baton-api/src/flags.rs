@@ -47,7 +47,7 @@ impl From<FlagError> for ApiError {
             FlagError::Conflict(_) => StatusCode::CONFLICT,
             FlagError::Store(_) | FlagError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 

@@ -95,19 +95,25 @@ pub fn router(
         .layer(Extension(Arc::new(uploads)))
 }
 
-/// An API error: an HTTP status and a message for a person.
+/// An API error: an HTTP status, a machine-readable code (by default the
+/// status's) and a message for a person.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<&'static str>);
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError(status, message.into())
+        ApiError(status, message.into(), None)
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, message.into())
+        ApiError::new(StatusCode::BAD_REQUEST, message)
     }
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::NOT_FOUND, message.into())
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    /// A code more precise than the status's, for clients to act on.
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.2 = Some(code);
+        self
     }
 }
 
@@ -117,9 +123,12 @@ impl From<Error> for ApiError {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::AlreadyLive { .. } => {
+                return ApiError::new(StatusCode::CONFLICT, e.to_string()).with_code("already_live")
+            }
             Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(status, e.to_string())
+        ApiError::new(status, e.to_string())
     }
 }
 
@@ -131,7 +140,7 @@ impl From<baton_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let code = match self.0 {
+        let code = self.2.unwrap_or(match self.0 {
             StatusCode::BAD_REQUEST => "bad_request",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::CONFLICT => "conflict",
@@ -143,7 +152,7 @@ impl IntoResponse for ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             _ => "internal",
-        };
+        });
         if self.0.is_server_error() {
             tracing::error!(message = self.1, "API request failed");
         }

@@ -84,8 +84,9 @@ pub struct Manifest {
     pub health: Health,
     #[serde(default)]
     pub deploy: DeployPolicy,
-    /// Variables given to every target, in every environment.
-    #[serde(default)]
+    /// Variables given to every target, in every environment. Numbers and
+    /// booleans are taken as their text (`WORKERS = 4` is `"4"`).
+    #[serde(default, deserialize_with = "env_values::deserialize")]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentSection>,
@@ -334,7 +335,7 @@ pub struct EnvironmentSection {
     /// Replaces the top-level `hosts` in this environment.
     pub hosts: Option<Vec<String>>,
     /// Added to (and overriding) the top-level `env`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "env_values::deserialize")]
     pub env: BTreeMap<String, String>,
     /// Host names reaching a release in preview in this environment;
     /// `[deploy] preview_hosts` are production's.
@@ -409,17 +410,69 @@ mod defaults {
     }
 }
 
+/// `[env]` values: strings, or numbers and booleans taken as their text, as
+/// a shell or a `.env` file would have them.
+mod env_values {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let raw = BTreeMap::<String, toml::Value>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(n) => n.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    toml::Value::Datetime(t) => t.to_string(),
+                    toml::Value::Array(_) | toml::Value::Table(_) => {
+                        return Err(serde::de::Error::custom(format!(
+                            "{key}: a variable is a string, a number or a boolean, not a list or a table"
+                        )))
+                    }
+                };
+                Ok((key, text))
+            })
+            .collect()
+    }
+}
+
 /// Durations are written the way people say them: `"500ms"`, `"30s"`, `"10m"`.
 mod duration {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?} ({e}); write it like \"500ms\", \"30s\" or \"10m\""
-            ))
-        })
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"30s\" or \"10m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+                humantime::parse_duration(text).map_err(|e| {
+                    E::custom(format!(
+                        "invalid duration {text:?} ({e}); write it like \"500ms\", \"30s\" or \"10m\""
+                    ))
+                })
+            }
+            // `stop_timeout = 5`: a number has no unit; say how to write it.
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{n} has no unit: write it as a string with one, e.g. \"{n}s\" or \"{n}ms\""
+                )))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+                self.visit_i64(n as i64)
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "{n} has no unit: write it as a string with one, e.g. \"{n}s\""
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 
     pub fn serialize<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -434,7 +487,14 @@ impl Manifest {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| ManifestError::Unreadable {
             file: file.clone(),
-            reason: e.to_string(),
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{} has no {FILE_NAME}: is it the app's folder? An app needs at least `name`, `hosts` and `[web] command` (see examples/hello/{FILE_NAME})",
+                    dir.display()
+                )
+            } else {
+                e.to_string()
+            },
         })?;
         Manifest::parse(&text, &file)
     }
@@ -444,13 +504,17 @@ impl Manifest {
         let deserializer = toml::Deserializer::new(text);
         let manifest: Manifest = serde_path_to_error::deserialize(deserializer)
             .map_err(|e| syntax_error(text, file, e))?;
-        manifest.validate(file)?;
+        manifest.validate(file, text)?;
         Ok(manifest)
     }
 
-    fn validate(&self, file: &str) -> Result<(), ManifestError> {
+    fn validate(&self, file: &str, text: &str) -> Result<(), ManifestError> {
+        // The file's name with the line and column of the field, when found.
         let invalid = |field: &str, reason: String| ManifestError::Invalid {
-            file: file.to_string(),
+            file: match locate(text, field) {
+                Some((line, column)) => format!("{file}:{line}:{column}"),
+                None => file.to_string(),
+            },
             field: field.to_string(),
             reason,
         };
@@ -807,21 +871,92 @@ pub(crate) fn syntax_error(
 ) -> ManifestError {
     let field = e.path().to_string();
     let inner = e.into_inner();
-    let (line, column) = inner
+    let (mut line, mut column) = inner
         .span()
         .map(|span| line_column(text, span.start))
         .unwrap_or((1, 1));
+    let mut reason = inner.message().trim().replace('\n', "; ");
+    // The parser notices an unclosed array where the next line starts; the
+    // mistake is on the line that opened it.
+    if reason.contains("expected `]`") {
+        if let Some(open) = unclosed_bracket_before(text, line) {
+            (line, column) = open;
+            reason = "this array is not closed: add `]` at the end of its last value".into();
+        }
+    }
     ManifestError::Syntax {
         file: file.to_string(),
         line,
         column,
         field: if field == "." {
-            "(top level)".into()
+            "(syntax)".into()
         } else {
             field
         },
-        reason: inner.message().trim().to_string(),
+        reason,
     }
+}
+
+/// The line and column of the last `[` before `line` that no `]` closes,
+/// outside strings and comments.
+fn unclosed_bracket_before(text: &str, line: usize) -> Option<(usize, usize)> {
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    for (n, content) in text.lines().enumerate().take(line.saturating_sub(1)) {
+        let mut in_string = false;
+        for (i, c) in content.char_indices() {
+            match c {
+                '"' => in_string = !in_string,
+                '#' if !in_string => break,
+                '[' if !in_string => open.push((n + 1, i + 1)),
+                ']' if !in_string => {
+                    open.pop();
+                }
+                _ => {}
+            }
+        }
+    }
+    open.pop()
+}
+
+/// The line and column where `field` (as validation names it: `name`,
+/// `deploy.preview_hosts[0]`, `environments.qa.env.X`) is written, if it
+/// can be found: its key, or its table's header.
+fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
+    let path: Vec<&str> = field
+        .split('.')
+        .map(|part| part.split('[').next().unwrap_or(part))
+        .collect();
+    let (key, tables) = path.split_last()?;
+    let mut table: Vec<String> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        let indent = raw.len() - line.len();
+        if let Some(header) = line.strip_prefix('[') {
+            let header = header.trim_start_matches('[');
+            let name = header.split(']').next().unwrap_or("").trim();
+            table = name
+                .split('.')
+                .map(|p| p.trim().trim_matches('"').to_string())
+                .collect();
+            if table.iter().map(String::as_str).eq(path.iter().copied()) {
+                return Some((n + 1, indent + 1));
+            }
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim().trim_matches('"');
+        // `a.b = …` inside `[t]` is the key `t.a.b`.
+        let mut full: Vec<&str> = table.iter().map(String::as_str).collect();
+        full.extend(name.split('.').map(|p| p.trim().trim_matches('"')));
+        let mut wanted: Vec<&str> = tables.to_vec();
+        wanted.push(key);
+        if full == wanted {
+            return Some((n + 1, indent + 1));
+        }
+    }
+    None
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -922,6 +1057,74 @@ env = { LEVEL = "debug" }
         assert!(err.to_string().contains("command"), "{err}");
         let m = Manifest::parse("name = \"hello\"\nruntime = \"docker\"\n", "baton.toml").unwrap();
         assert_eq!(m.docker().port, 8080);
+    }
+
+    fn message(text: &str) -> String {
+        Manifest::parse(text, "baton.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_says_how_to_write_one() {
+        let err = message(
+            "name = \"a\"\nhosts = [\"a.localhost\"]\n[web]\ncommand = \"x\"\nstop_timeout = 5\n",
+        );
+        assert!(err.starts_with("baton.toml:5:"), "{err}");
+        assert!(err.contains("field `web.stop_timeout`"), "{err}");
+        assert!(
+            err.contains("write it as a string with one, e.g. \"5s\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn numbers_and_booleans_in_env_are_taken_as_text() {
+        let m = Manifest::parse(
+            "name = \"a\"\nhosts = [\"a.localhost\"]\n[web]\ncommand = \"x\"\n[env]\nWORKERS = 4\nDEBUG = false\nRATIO = 0.5\n[environments.staging.env]\nWORKERS = 2\n",
+            "baton.toml",
+        )
+        .unwrap();
+        assert_eq!(m.env["WORKERS"], "4");
+        assert_eq!(m.env["DEBUG"], "false");
+        assert_eq!(m.env["RATIO"], "0.5");
+        assert_eq!(m.environment("staging").env["WORKERS"], "2");
+        let err = message("name = \"a\"\n[web]\ncommand = \"x\"\n[env]\nLIST = [1]\n");
+        assert!(
+            err.contains("LIST: a variable is a string, a number or a boolean"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_array_is_reported_where_it_opens() {
+        let err =
+            message("name = \"hello\"\nhosts = [\"hello.localhost\"\n\n[web]\ncommand = \"x\"\n");
+        assert!(err.starts_with("baton.toml:2:9:"), "{err}");
+        assert!(err.contains("not closed: add `]`"), "{err}");
+        assert!(!err.contains("(top level)"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_value_is_reported_with_its_line() {
+        let err = message("# an app\nname = \"Hello\"\n[web]\ncommand = \"x\"\n");
+        assert!(err.starts_with("baton.toml:2:1: field `name`"), "{err}");
+        let err = message(
+            "name = \"a\"\n[web]\ncommand = \"x\"\n[environments.staging]\nhosts = [\"Bad Host\"]\n",
+        );
+        assert!(
+            err.starts_with("baton.toml:5:1: field `environments.staging.hosts[0]`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_folder_without_a_manifest_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Manifest::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("has no baton.toml: is it the app's folder?"),
+            "{err}"
+        );
+        assert!(!err.contains("os error"), "{err}");
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Orchestrator {
         for host in config.hosts.iter().chain(&config.preview_hosts) {
             if let Some(owner) = table.owner(host).filter(|owner| *owner != key) {
                 return Err(Error::Conflict(format!(
-                    "host {host:?} is already served by {owner}; give {} in {environment} other hosts",
+                    "host {host:?} is already served by {owner}; give {} in {environment} hosts of its own in its baton.toml: [environments.{environment}] hosts = [\"{environment}.{host}\"]",
                     release.app
                 )));
             }
@@ -93,6 +93,12 @@ impl Orchestrator {
         let (app, environment) = (job.key.app.clone(), job.key.environment.clone());
         let short = baton_package::short_id(&job.release.id).to_string();
         let kind = job.deployment.kind;
+        let by = job
+            .deployment
+            .actor
+            .as_deref()
+            .map(|actor| format!(" (by {actor})"))
+            .unwrap_or_default();
         let outcome = self.execute(&job).await;
         if let Ok(contracts) = &outcome {
             self.record_contracts(&job, contracts).await;
@@ -107,13 +113,13 @@ impl Orchestrator {
                 } else {
                     "deployed"
                 },
-                format!("deployment {id}: release {short} is live"),
+                format!("deployment {id}: release {short} is live{by}"),
             ),
             Err(e) => (
                 DeploymentState::Failed,
                 Some(e.as_str()),
                 "deployment_failed",
-                format!("deployment {id} of release {short} failed: {e}"),
+                format!("deployment {id} of release {short}{by} failed: {e}"),
             ),
         };
         // Before the deployment is recorded as ended, so that whoever waits

@@ -41,6 +41,13 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The release asked for is the one live already: no deployment starts.
+    #[error("release {release} is already live for {app} in {environment}; nothing to do")]
+    AlreadyLive {
+        app: String,
+        environment: String,
+        release: String,
+    },
     #[error(transparent)]
     Store(StoreError),
     #[error("{0}")]
@@ -481,6 +488,8 @@ impl Orchestrator {
                 }
             }
         }
+        self.refuse_if_live(&request.app, &request.environment, &release.id)
+            .await?;
         self.start_deployment(
             DeploymentKind::Deploy,
             &request.environment,
@@ -490,6 +499,26 @@ impl Orchestrator {
             request.actor.as_deref(),
         )
         .await
+    }
+
+    /// The one rule for deploys, promotions and rollbacks alike: asking for
+    /// the release that is live already starts nothing.
+    async fn refuse_if_live(&self, app: &str, environment: &str, release: &str) -> Result<()> {
+        let live = match self.store.route(app, environment).await? {
+            Some(route) => match route.live_target {
+                Some(id) => Some(self.store.target(id).await?.release_id),
+                None => None,
+            },
+            None => None,
+        };
+        if live.as_deref() == Some(release) {
+            return Err(Error::AlreadyLive {
+                app: app.to_string(),
+                environment: environment.to_string(),
+                release: baton_package::short_id(release).to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Goes back to `to` (a release id or prefix), or to the release that was
@@ -510,7 +539,23 @@ impl Orchestrator {
         };
         let targets = self.store.targets_of(app, environment).await?;
         let release = match to {
-            Some(prefix) => self.store.find_release(app, prefix).await?,
+            Some(prefix) => {
+                let release = self.store.find_release(app, prefix).await?;
+                // A rollback goes back to a release that was live here
+                // before; anything else is a deploy, and is recorded as one.
+                let was_live = self.store.deployments(app, 1000).await?.iter().any(|d| {
+                    d.environment == environment
+                        && d.release_id == release.id
+                        && d.state == baton_store::DeploymentState::Succeeded
+                });
+                if !was_live {
+                    return Err(Error::BadRequest(format!(
+                        "release {short} was never live for {app} in {environment}, so going to it is a deploy, not a rollback: `baton promote {app} {short} --to {environment}` (or deploy its folder)",
+                        short = baton_package::short_id(&release.id)
+                    )));
+                }
+                release
+            }
             None => {
                 let warm = targets.iter().rev().find(|t| t.state == TargetState::Warm);
                 let previous = match warm {
@@ -528,12 +573,7 @@ impl Orchestrator {
                 self.store.release(&previous).await?
             }
         };
-        if live.as_ref().map(|t| t.release_id.as_str()) == Some(release.id.as_str()) {
-            return Err(Error::BadRequest(format!(
-                "release {} is already live for {app} in {environment}",
-                baton_package::short_id(&release.id)
-            )));
-        }
+        self.refuse_if_live(app, environment, &release.id).await?;
         let warm = targets
             .iter()
             .rev()

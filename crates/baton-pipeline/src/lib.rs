@@ -75,6 +75,7 @@ impl From<baton_orchestrator::Error> for Error {
             baton_orchestrator::Error::BadRequest(m) => Error::BadRequest(m),
             baton_orchestrator::Error::NotFound(m) => Error::NotFound(m),
             baton_orchestrator::Error::Conflict(m) => Error::Conflict(m),
+            e @ baton_orchestrator::Error::AlreadyLive { .. } => Error::Conflict(e.to_string()),
             other => Error::Internal(other.to_string()),
         }
     }
@@ -506,7 +507,7 @@ impl Pipeline {
         release: &str,
         actor: &str,
     ) -> std::result::Result<i64, String> {
-        let deployment = self
+        let started = self
             .orchestrator
             .deploy(DeployRequest {
                 app: app.to_string(),
@@ -515,8 +516,29 @@ impl Pipeline {
                 preview: false,
                 actor: Some(actor.to_string()),
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        let deployment = match started {
+            Ok(deployment) => deployment,
+            // A build whose content is the live release's (a change the
+            // package ignores): it is there already; the deployment that put
+            // it live stands for this one.
+            Err(baton_orchestrator::Error::AlreadyLive { .. }) => {
+                return self
+                    .store()
+                    .deployments(app, 200)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|d| {
+                        d.environment == environment
+                            && d.release_id == release
+                            && d.state == DeploymentState::Succeeded
+                    })
+                    .map(|d| d.id)
+                    .ok_or_else(|| format!("release {release} is live in {environment} but no deployment put it there"));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         self.wait_deployment(deployment.id).await
     }
 

@@ -292,17 +292,25 @@ impl Store {
         // another connection wrote, fails at once with SQLITE_BUSY instead
         // of waiting out the busy timeout.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let running: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM deployments WHERE app = ? AND environment = ? AND state IN ('running', 'previewing') LIMIT 1",
+        let running: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, state FROM deployments WHERE app = ? AND environment = ? AND state IN ('running', 'previewing') LIMIT 1",
         )
         .bind(app)
         .bind(environment)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(id) = running {
-            return Err(StoreError::Conflict(format!(
-                "deployment {id} of {app} to {environment} is still running; wait for it or follow it with `baton deployments {app}`"
-            )));
+        match running {
+            Some((id, state)) if state == "previewing" => {
+                return Err(StoreError::Conflict(format!(
+                    "deployment {id} of {app} to {environment} is paused in preview; first `baton continue {id}` to switch to it, or `baton abort {id}` to drop it"
+                )))
+            }
+            Some((id, _)) => {
+                return Err(StoreError::Conflict(format!(
+                    "deployment {id} of {app} to {environment} is still running; wait for it or follow it with `baton deployments {app}`"
+                )))
+            }
+            None => {}
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at, actor)

@@ -638,7 +638,8 @@ async fn after_start(
         }
         Err(e) => {
             let status = match &e {
-                baton_orchestrator::Error::Conflict(_) => StatusCode::CONFLICT,
+                baton_orchestrator::Error::Conflict(_)
+                | baton_orchestrator::Error::AlreadyLive { .. } => StatusCode::CONFLICT,
                 baton_orchestrator::Error::NotFound(_) => StatusCode::NOT_FOUND,
                 baton_orchestrator::Error::BadRequest(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -24,6 +24,7 @@ pub enum UsersCommand {
     /// Create an account (run on the server's host). Reads the password from
     /// the terminal, or from stdin with --password-stdin.
     Add {
+        /// The account's name (letters, digits, . _ - @).
         name: String,
         /// Make it an admin (the same as --role admin).
         #[arg(long)]
@@ -39,6 +40,8 @@ pub enum UsersCommand {
         /// (repeat it); all when none is given.
         #[arg(long = "app")]
         apps: Vec<String>,
+        /// Read the password from standard input (for scripts) instead of
+        /// asking on the terminal.
         #[arg(long)]
         password_stdin: bool,
         /// The server's data folder.
@@ -56,6 +59,7 @@ pub enum UsersCommand {
 pub enum TokensCommand {
     /// Make an API token for yourself (shown once).
     Create {
+        /// What uses the token, e.g. `ci` or the machine's name.
         name: String,
         /// At most your own role.
         #[arg(long)]
@@ -70,6 +74,7 @@ pub enum TokensCommand {
     },
     /// Revoke a token; it stops working with its next request.
     Revoke {
+        /// The token's number (see `baton tokens list`).
         id: i64,
         #[command(flatten)]
         common: Common,

@@ -99,12 +99,39 @@ impl Api {
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("the server answered {status}: {}", text.trim()));
-        Err(anyhow!(message))
+        let body = serde_json::from_str::<serde_json::Value>(&text).ok();
+        let field = |name: &str| {
+            body.as_ref()
+                .and_then(|v| v["error"][name].as_str().map(str::to_string))
+        };
+        Err(ApiFailure {
+            code: field("code").unwrap_or_default(),
+            message: field("message")
+                .unwrap_or_else(|| format!("the server answered {status}: {}", text.trim())),
+        }
+        .into())
     }
+}
+
+/// An error answer of the API, kept typed so a command can act on its code
+/// (`already_live`, `unauthorized`, …); shown as its message.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// The API error's code, if `error` is one.
+pub fn failure_code(error: &anyhow::Error) -> Option<&str> {
+    error.downcast_ref::<ApiFailure>().map(|f| f.code.as_str())
 }
 
 async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T> {

@@ -61,13 +61,47 @@ pub async fn deploy(
             package.id
         ));
     }
-    let deployment: Deployment = api
+    let started: Result<Deployment> = api
         .post_json(
             &format!("/apps/{}/deployments", manifest.name),
             &json!({"release": release.id, "environment": environment, "preview": preview}),
         )
-        .await?;
-    finish(&api, common, deployment, no_wait).await
+        .await;
+    match started {
+        Ok(deployment) => finish(&api, common, deployment, no_wait).await,
+        // Nothing to do is not a failure: the folder is what runs.
+        Err(e) if crate::client::failure_code(&e) == Some("already_live") => {
+            already_live(common, &manifest.name, environment, &release.id)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Says that what was asked for runs already (exit 0).
+pub fn already_live(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    release: &str,
+) -> Result<ExitCode> {
+    if common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "app": app,
+                "environment": environment,
+                "release_id": release,
+                "already_live": true,
+            }))?
+        );
+    } else {
+        println!(
+            "{} {app} {} is already live in {environment}; nothing to do",
+            green("Done:"),
+            baton_package::short_id(release)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn rollback(
@@ -93,8 +127,25 @@ pub async fn answer_preview(common: &Common, deployment: i64, verb: &str) -> Res
         .post_json(&format!("/deployments/{deployment}/{verb}"), &json!({}))
         .await?;
     let current: Deployment = api.get(&format!("/deployments/{deployment}")).await?;
+    if verb == "abort" {
+        // Aborting ends the deployment as failed on purpose: success here.
+        let done = follow(&api, common, current.id, false).await?;
+        if common.json {
+            println!("{}", serde_json::to_string_pretty(&done)?);
+        } else {
+            println!(
+                "{} deployment {} of {} {}: the live release in {} is unchanged",
+                green("Aborted:"),
+                done.id,
+                done.app,
+                baton_package::short_id(&done.release_id),
+                done.environment
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // Answered: the preview is over even if the record still says so.
-    finish_after(&api, common, current, false, false).await
+    finish_after(&api, common, current, false, false, false).await
 }
 
 async fn finish(
@@ -103,7 +154,20 @@ async fn finish(
     deployment: Deployment,
     no_wait: bool,
 ) -> Result<ExitCode> {
-    finish_after(api, common, deployment, no_wait, true).await
+    finish_after(api, common, deployment, no_wait, true, false).await
+}
+
+/// Follows a deployment another command started (a promotion's) like
+/// `baton deploy` does; `silent` prints nothing (the caller prints its own
+/// record as JSON).
+pub async fn follow_started(
+    api: &Api,
+    common: &Common,
+    deployment: Deployment,
+    no_wait: bool,
+    silent: bool,
+) -> Result<ExitCode> {
+    finish_after(api, common, deployment, no_wait, true, silent).await
 }
 
 async fn finish_after(
@@ -112,8 +176,9 @@ async fn finish_after(
     deployment: Deployment,
     no_wait: bool,
     stop_at_preview: bool,
+    silent: bool,
 ) -> Result<ExitCode> {
-    if !common.json {
+    if !common.json && !silent {
         println!(
             "{} {} {} to {} {}",
             bold(
@@ -130,18 +195,18 @@ async fn finish_after(
         );
     }
     if no_wait {
-        if common.json {
+        if common.json && !silent {
             println!("{}", serde_json::to_string_pretty(&deployment)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
     let done = follow(api, common, deployment.id, stop_at_preview).await?;
-    if common.json {
+    if common.json && !silent {
         println!("{}", serde_json::to_string_pretty(&done)?);
     }
     match done.state {
         DeploymentState::Succeeded => {
-            if !common.json {
+            if !common.json && !silent {
                 let took = done.finished_at.unwrap_or(done.created_at) - done.created_at;
                 println!(
                     "{} {} {} is live in {} ({})",
@@ -155,7 +220,7 @@ async fn finish_after(
             Ok(ExitCode::SUCCESS)
         }
         DeploymentState::Previewing => {
-            if !common.json {
+            if !common.json && !silent {
                 println!(
                     "In preview: requests with the header `X-Baton-Preview: 1` (or to the preview hosts) reach the new release.\nNext: `baton continue {}` to switch, or `baton abort {}` to drop it.",
                     done.id, done.id
@@ -301,11 +366,16 @@ pub async fn releases(common: &Common, app: &str) -> Result<ExitCode> {
         println!("{app} has no releases yet. Make one with `baton deploy DIR`.");
         return Ok(ExitCode::SUCCESS);
     }
+    let status: Vec<EnvironmentStatus> = api.get("/status").await?;
+    let deployments: Vec<Deployment> = api
+        .get(&format!("/apps/{app}/deployments?limit=1000"))
+        .await?;
     let mut rows = vec![vec![
         "RELEASE".into(),
         "CREATED".into(),
         "FILES".into(),
         "SIZE".into(),
+        "STATE".into(),
     ]];
     for r in &releases {
         rows.push(vec![
@@ -313,10 +383,51 @@ pub async fn releases(common: &Common, app: &str) -> Result<ExitCode> {
             ago(r.created_at),
             r.files.to_string(),
             size(r.size),
+            release_state(app, &r.id, &status, &deployments),
         ]);
     }
     table(&rows);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a release stands: live (and where), warm, was live, failed, or
+/// never deployed.
+fn release_state(
+    app: &str,
+    release: &str,
+    status: &[EnvironmentStatus],
+    deployments: &[Deployment],
+) -> String {
+    let ours = status.iter().filter(|e| e.app == app);
+    let live: Vec<&str> = ours
+        .clone()
+        .filter(|e| e.live.as_ref().is_some_and(|t| t.record.release_id == release))
+        .map(|e| e.environment.as_str())
+        .collect();
+    if !live.is_empty() {
+        return green(&format!("live in {}", live.join(", ")));
+    }
+    let warm: Vec<&str> = ours
+        .filter(|e| {
+            e.targets.iter().any(|t| {
+                t.record.release_id == release && t.record.state == baton_store::TargetState::Warm
+            })
+        })
+        .map(|e| e.environment.as_str())
+        .collect();
+    if !warm.is_empty() {
+        return format!("warm in {}", warm.join(", "));
+    }
+    let mine = deployments.iter().filter(|d| d.release_id == release);
+    if mine.clone().any(|d| d.state == DeploymentState::Succeeded) {
+        "was live".into()
+    } else if mine.clone().any(|d| d.state == DeploymentState::Failed) {
+        red("failed")
+    } else if mine.clone().next().is_some() {
+        "deploying".into()
+    } else {
+        dim("never deployed")
+    }
 }
 
 pub async fn deployments(common: &Common, app: &str, limit: i64) -> Result<ExitCode> {
@@ -416,7 +527,8 @@ pub async fn events(common: &Common, app: &str, limit: i64) -> Result<ExitCode> 
         println!("{}", serde_json::to_string_pretty(&events)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for e in events.iter().rev() {
+    // Newest first, as every other list.
+    for e in &events {
         println!(
             "{} {} {} {}",
             dim(&ago(e.at)),

@@ -25,11 +25,52 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Where the client looks for the server when BATON_API is not set.
 pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
 
+/// The commands by what people do with them (clap lists subcommands in one
+/// block; a test checks that this names every one).
+const COMMANDS: &str = "\
+Deploy:
+  deploy         Pack an app folder into a release and deploy it
+  rollback       Go back to the previous release (or --to one)
+  continue       Let a deployment paused in preview go on to the switch
+  abort          Abandon a deployment paused in preview
+  promote        Promote a release that passed staging to another environment
+
+Inspect:
+  status         Every app and environment: live release, targets, hosts
+  releases       An app's releases, newest first, with where each is live
+  deployments    An app's deployments, newest first
+  logs           Output of an app's live target
+  events         What happened to an app's targets and deployments
+
+Flags:
+  flags          Feature flags: per app and environment, flags.toml, API keys, audit
+
+Database:
+  db             Database migrations: lint, plan, migrate, info, validate, repair, …
+
+Pipeline:
+  builds         Pipeline builds and their output
+  review-apps    Running review apps (one per open pull request)
+  notifications  Notifications sent, and how their delivery went
+
+Access:
+  login          Trade your password for an API token that the CLI keeps
+  whoami         Who the server takes you for, and your role
+  tokens         API tokens for automation
+  users          Accounts (`users add` runs on the server's host)
+
+Server:
+  server         Run the control plane (HTTP API) and the proxy
+  help           Print this message or the help of the given command
+";
+
 #[derive(Parser)]
 #[command(
     name = "baton",
     version,
-    about = "Zero-downtime deploys, instant rollbacks, one binary."
+    about = "Zero-downtime deploys, instant rollbacks, one binary.",
+    help_template = "{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}Options:\n{options}\n\nEvery command takes --help; client commands take --json for scripts.\n",
+    before_help = COMMANDS,
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,12 +100,15 @@ enum Command {
     },
     /// Go back to the previous release (or the one named with --to).
     Rollback {
+        /// The app's name (as in its baton.toml).
         app: String,
-        /// Release id or unambiguous prefix.
+        /// The release to go back to (an id or unambiguous prefix) that was
+        /// live in this environment before [default: the previous one].
         #[arg(long)]
         to: Option<String>,
         #[command(flatten)]
         env: EnvArg,
+        /// Return once the rollback has started instead of following it.
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -72,12 +116,14 @@ enum Command {
     },
     /// Let a deployment paused in preview go on to the switch.
     Continue {
+        /// The deployment's number (shown by `baton deploy --preview`).
         deployment: i64,
         #[command(flatten)]
         common: Common,
     },
     /// Abandon a deployment paused in preview.
     Abort {
+        /// The deployment's number (shown by `baton deploy --preview`).
         deployment: i64,
         #[command(flatten)]
         common: Common,
@@ -87,28 +133,35 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// An app's releases, newest first.
+    /// An app's releases, newest first, with where each is live.
     Releases {
+        /// The app's name (as in its baton.toml).
         app: String,
         #[command(flatten)]
         common: Common,
     },
     /// An app's deployments, newest first.
     Deployments {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// How many to list.
         #[arg(long, default_value_t = 20)]
         limit: i64,
         #[command(flatten)]
         common: Common,
     },
-    /// Output of an app's live target.
+    /// Output of an app's live target, each line with the time Baton
+    /// received it. With --json: one JSON object per line (JSON Lines), not
+    /// an array, so that -f can stream.
     Logs {
+        /// The app's name (as in its baton.toml).
         app: String,
         #[command(flatten)]
         env: EnvArg,
         /// Keep following new output (and the next live target after a switch).
         #[arg(short, long)]
         follow: bool,
+        /// How many of the last lines to show first.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
         #[command(flatten)]
@@ -128,6 +181,8 @@ enum Command {
     Login {
         /// Your user name.
         user: String,
+        /// Read the password from standard input (for scripts) instead of
+        /// asking on the terminal.
         #[arg(long)]
         password_stdin: bool,
         #[command(flatten)]
@@ -155,15 +210,20 @@ enum Command {
     },
     /// Promote a release that passed staging to another environment.
     Promote {
+        /// The app's name (as in its baton.toml).
         app: String,
         /// Release id or unambiguous prefix.
         release: String,
+        /// The environment to promote to.
         #[arg(long, default_value = baton_manifest::DEFAULT_ENVIRONMENT)]
         to: String,
         /// Promote without waiting for the release's announcement; the
         /// reason and who gave it are recorded.
         #[arg(long, value_name = "REASON")]
         override_announcement: Option<String>,
+        /// Return once the promotion has started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -174,14 +234,17 @@ enum Command {
     },
     /// Notifications sent, and how their delivery went.
     Notifications {
+        /// How many to list.
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[command(flatten)]
         common: Common,
     },
-    /// What happened to an app's targets and deployments.
+    /// What happened to an app's targets and deployments, newest first.
     Events {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// How many to list.
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[command(flatten)]
@@ -287,6 +350,19 @@ pub struct Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Server(_)) {
+        // A client command piped into `head` ends quietly when the reader
+        // goes, as `cat` and `grep` do, instead of panicking on a failed
+        // print. Rust ignores SIGPIPE by default; sockets are unaffected
+        // (they are written with MSG_NOSIGNAL). The server keeps ignoring it.
+        // SAFETY: set before any thread starts, with no handler of ours.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -348,6 +424,7 @@ fn main() -> ExitCode {
                 release,
                 to,
                 override_announcement,
+                no_wait,
                 common,
             } => {
                 pipeline::promote(
@@ -356,6 +433,7 @@ fn main() -> ExitCode {
                     &release,
                     &to,
                     override_announcement.as_deref(),
+                    no_wait,
                 )
                 .await
             }
@@ -390,5 +468,41 @@ fn main() -> ExitCode {
             output::error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command is in the grouped list, and every argument of every
+    /// command says what it is.
+    #[test]
+    fn help_lists_every_command_and_describes_every_argument() {
+        let cli = super::Cli::command();
+        for command in cli.get_subcommands() {
+            let name = command.get_name();
+            assert!(
+                super::COMMANDS.contains(&format!("\n  {name} ")),
+                "`baton {name}` is missing from the grouped command list"
+            );
+        }
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&cli, "baton", &mut missing);
+        assert!(missing.is_empty(), "arguments without a description: {missing:#?}");
     }
 }

@@ -20,20 +20,24 @@ pub enum BuildsCommand {
         /// Only this app's.
         #[arg(long)]
         app: Option<String>,
+        /// How many to list.
         #[arg(long, default_value_t = 20)]
         limit: i64,
         #[command(flatten)]
         common: Common,
     },
-    /// One build and its steps.
+    /// One build and its steps; exits 1 if it failed.
     Show {
+        /// The build's number (see `baton builds list`).
         id: i64,
         #[command(flatten)]
         common: Common,
     },
-    /// A build's output; -f follows it until the build ends.
+    /// A build's output; exits 1 if the build failed.
     Logs {
+        /// The build's number (see `baton builds list`).
         id: i64,
+        /// Keep following the output until the build ends.
         #[arg(short, long)]
         follow: bool,
         #[command(flatten)]
@@ -122,7 +126,13 @@ pub async fn builds(command: BuildsCommand) -> Result<ExitCode> {
                 stdout.write_all(&chunk)?;
                 stdout.flush()?;
             }
-            Ok(ExitCode::SUCCESS)
+            // The output ended: its exit code is the build's, as `builds show`.
+            let build: Build = api.get(&format!("/builds/{id}")).await?;
+            Ok(if build.state == "failed" {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -141,6 +151,7 @@ pub async fn promote(
     release: &str,
     to: &str,
     override_announcement: Option<&str>,
+    no_wait: bool,
 ) -> Result<ExitCode> {
     let api = Api::new(&common.api);
     let promotion: Promotion = api
@@ -149,24 +160,36 @@ pub async fn promote(
             &json!({"release": release, "to": to, "override_announcement": override_announcement}),
         )
         .await?;
+    if promotion.state == "waiting" {
+        if common.json {
+            println!("{}", serde_json::to_string_pretty(&promotion)?);
+        } else {
+            println!(
+                "Promotion {} of {} {} to {to} is waiting: {}",
+                promotion.id,
+                app,
+                baton_package::short_id(&promotion.release_id),
+                promotion.detail.unwrap_or_default()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(deployment) = promotion.deployment_id else {
+        if common.json {
+            println!("{}", serde_json::to_string_pretty(&promotion)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Followed like `baton deploy`; --json prints the promotion once its
+    // deployment is done.
+    let deployment: baton_store::Deployment =
+        api.get(&format!("/deployments/{deployment}")).await?;
+    let outcome =
+        crate::commands::follow_started(&api, common, deployment, no_wait, common.json).await;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&promotion)?);
-    } else if promotion.state == "waiting" {
-        println!(
-            "Promotion {} of {} {} to {to} is waiting: {}",
-            promotion.id,
-            app,
-            baton_package::short_id(&promotion.release_id),
-            promotion.detail.unwrap_or_default()
-        );
-    } else {
-        println!(
-            "Promoting {app} {} to {to}: {} (follow it with `baton deployments {app}`)",
-            baton_package::short_id(&promotion.release_id),
-            promotion.detail.unwrap_or_default()
-        );
     }
-    Ok(ExitCode::SUCCESS)
+    outcome
 }
 
 pub async fn review_apps(common: &Common) -> Result<ExitCode> {

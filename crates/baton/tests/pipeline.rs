@@ -999,6 +999,22 @@ events = []
         production["created_at"].as_i64().unwrap() >= delivered_at + 1000,
         "the notice period was not kept"
     );
+    // The route switched; the deployment still drains and keeps the old
+    // release warm before it is done, and one runs at a time.
+    eventually(
+        Duration::from_secs(30),
+        "production's deployment to finish",
+        || {
+            let deployments = server.json(&["deployments", "shop"]);
+            let running = deployments
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["state"] == "running");
+            (!running).then_some(())
+        },
+    )
+    .await;
 
     // An override lets the next one through without its announcement, on the record.
     receiver
