@@ -401,7 +401,11 @@ fn release_state(
     let ours = status.iter().filter(|e| e.app == app);
     let live: Vec<&str> = ours
         .clone()
-        .filter(|e| e.live.as_ref().is_some_and(|t| t.record.release_id == release))
+        .filter(|e| {
+            e.live
+                .as_ref()
+                .is_some_and(|t| t.record.release_id == release)
+        })
         .map(|e| e.environment.as_str())
         .collect();
     if !live.is_empty() {

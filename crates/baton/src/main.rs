@@ -503,6 +503,9 @@ mod tests {
         }
         let mut missing = Vec::new();
         walk(&cli, "baton", &mut missing);
-        assert!(missing.is_empty(), "arguments without a description: {missing:#?}");
+        assert!(
+            missing.is_empty(),
+            "arguments without a description: {missing:#?}"
+        );
     }
 }

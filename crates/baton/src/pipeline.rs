@@ -199,14 +199,22 @@ pub async fn review_apps(common: &Common) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&apps)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = vec![["app", "environment", "pull request", "head", "since"]
+    // Where each one answers: its route's hosts.
+    let status: Vec<baton_orchestrator::EnvironmentStatus> = api.get("/status").await?;
+    let mut rows = vec![["app", "environment", "pull request", "host", "head", "since"]
         .map(String::from)
         .to_vec()];
     for r in apps {
+        let hosts = status
+            .iter()
+            .find(|e| e.app == r.app && e.environment == r.environment)
+            .map(|e| e.hosts.join(", "))
+            .unwrap_or_else(|| "(not deployed)".into());
         rows.push(vec![
             r.app,
             r.environment,
             format!("{}#{}", r.repository, r.number),
+            hosts,
             r.head_sha.chars().take(12).collect(),
             ago(r.created_at),
         ]);

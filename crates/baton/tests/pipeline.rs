@@ -204,8 +204,12 @@ fn finish_build(server: &Server, answer: &Value) -> (String, Value) {
         .as_i64()
         .unwrap_or_else(|| panic!("no build in {answer}"))
         .to_string();
-    let log = server.baton_ok(&["builds", "logs", &id, "-f"]);
+    let followed = server.baton(&["builds", "logs", &id, "-f"]);
+    let log = String::from_utf8_lossy(&followed.stdout).into_owned();
     let build = server.json(&["builds", "show", &id]);
+    // Its exit code is the build's outcome.
+    let failed = build["state"] == "failed";
+    assert_eq!(followed.status.success(), !failed, "{log}");
     (log, build)
 }
 
@@ -780,6 +784,9 @@ async fn a_pull_request_gets_a_review_app_and_closing_it_removes_app_route_and_f
     let host = "shop-pr-7.review.localhost";
     let (code, body) = get_fresh(server.proxy, host, "/").await.unwrap();
     assert_eq!((code, release_of(&body)), (200, Some(short(&first))));
+    // Where it answers is said where review apps are listed.
+    let listed = server.baton_ok(&["review-apps"]);
+    assert!(listed.contains(host), "{listed}");
 
     // Gitea says `synchronized`, signs with bare hex, names its own headers.
     repo.write("feature.txt", "two");
