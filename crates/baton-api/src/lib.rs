@@ -74,6 +74,10 @@ pub fn router(
         )
         .route("/api/v1/apps/{app}/rollback", post(rollback))
         .route("/api/v1/apps/{app}/logs", get(logs::logs))
+        .route(
+            "/api/v1/apps/{app}/releases/{release}/image-log",
+            get(logs::image_log),
+        )
         .route("/api/v1/apps/{app}/events", get(events))
         .route("/api/v1/deployments/{id}", get(deployment))
         .route("/api/v1/deployments/{id}/continue", post(continue_preview))
@@ -472,6 +476,7 @@ mod tests {
         ("post", "/api/v1/apps/{app}/deployments"),
         ("post", "/api/v1/apps/{app}/rollback"),
         ("get", "/api/v1/apps/{app}/logs"),
+        ("get", "/api/v1/apps/{app}/releases/{release}/image-log"),
         ("get", "/api/v1/apps/{app}/events"),
         ("get", "/api/v1/deployments/{id}"),
         ("post", "/api/v1/deployments/{id}/continue"),

@@ -88,3 +88,55 @@ pub(crate) async fn logs(
     });
     Ok((content_type, Body::from_stream(stream)).into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImageLogQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
+/// `GET /api/v1/apps/{app}/releases/{release}/image-log?offset=N`: the
+/// output of a release's image build from byte `offset` on, while it runs
+/// (the CLI shows it during `baton deploy`) and after (it is kept).
+pub(crate) async fn image_log(
+    State(o): State<AppState>,
+    Path((app, release)): Path<(String, String)>,
+    Query(q): Query<ImageLogQuery>,
+) -> ApiResult<Response> {
+    use std::io::{Read, Seek, SeekFrom};
+    check_app(&app)?;
+    // A release id is 64 hex digits: nothing else may name a file.
+    if release.len() != 64 || !release.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(format!(
+            "{release:?} is not a release id (64 hex digits)"
+        )));
+    }
+    let path = o.image_log(&release);
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(q.offset))?;
+        let mut bytes = Vec::new();
+        // At most 1 MiB an answer; the client asks again from where it is.
+        file.take(1024 * 1024).read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    })
+    .await
+    .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match text {
+        Some(bytes) => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            Bytes::from(bytes),
+        )
+            .into_response()),
+        None => Err(ApiError::not_found(format!(
+            "release {} of {app} has no image build output (not built yet, or a process app)",
+            &release[..12]
+        ))),
+    }
+}

@@ -379,14 +379,32 @@ impl Orchestrator {
                 let built = match &settings.image {
                     Some(reference) => docker.image_id(reference).await,
                     None => {
+                        let log = self.image_log(&id);
+                        let _ = std::fs::create_dir_all(self.logs.dir());
+                        let _ = std::fs::remove_file(&log);
                         docker
-                            .build_image(app, &id, archive.clone(), &settings.dockerfile)
+                            .build_image(app, &id, archive.clone(), &settings.dockerfile, &log)
                             .await
                     }
                 };
-                Some(built.map_err(|e| {
-                    Error::BadRequest(format!("release {}: {e}", baton_package::short_id(&id)))
-                })?)
+                match built {
+                    Ok(image) => Some(image),
+                    Err(e) => {
+                        // The failure stays in the app's history.
+                        let message = format!(
+                            "the image of release {} failed to build: {e}",
+                            baton_package::short_id(&id)
+                        );
+                        let _ = self
+                            .store
+                            .record_event(app, "-", "image_build_failed", &message)
+                            .await;
+                        return Err(Error::BadRequest(format!(
+                            "release {}: {e}",
+                            baton_package::short_id(&id)
+                        )));
+                    }
+                }
             }
         };
         if let (Some(existing), Some(image)) = (&existing, &image) {
@@ -464,6 +482,11 @@ impl Orchestrator {
 
     pub(crate) fn release_dir(&self, id: &str) -> PathBuf {
         self.releases_dir.join(id)
+    }
+
+    /// Where the output of a release's image build is kept.
+    pub fn image_log(&self, release: &str) -> PathBuf {
+        self.logs.dir().join(format!("image-{release}.log"))
     }
 
     /// Starts a deployment and returns its record at once; the deployment

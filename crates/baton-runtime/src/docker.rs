@@ -215,13 +215,26 @@ impl DockerRuntime {
 
     /// Builds the image of a release from its packed folder (the build
     /// context) and returns its id. `dockerfile` is the path inside it.
+    /// Builds a release's image; the engine's output is appended to `log`
+    /// as it comes (the CLI shows it while it waits, and it is kept with
+    /// the release).
     pub async fn build_image(
         &self,
         app: &str,
         release: &str,
         archive: Vec<u8>,
         dockerfile: &str,
+        log: &std::path::Path,
     ) -> Result<String, RuntimeError> {
+        use std::io::Write;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| RuntimeError::Log {
+                path: log.display().to_string(),
+                source,
+            })?;
         let tag = format!("baton/{app}:{}", short(release));
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_string(),
@@ -242,19 +255,23 @@ impl DockerRuntime {
             match item {
                 Ok(info) => {
                     if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                        let _ = writeln!(out, "[baton] the image build failed: {error}");
                         return Err(RuntimeError::Docker(format!(
                             "building the image failed: {error}\nlast build output:\n{}",
                             output[output.len().saturating_sub(10)..].join("")
                         )));
                     }
                     if let Some(line) = info.stream {
+                        // Lost output costs a view, never the build.
+                        let _ = out.write_all(line.as_bytes());
                         output.push(line);
                     }
                 }
                 Err(DockerError::DockerStreamError { error }) => {
+                    let _ = writeln!(out, "[baton] the image build failed: {error}");
                     return Err(RuntimeError::Docker(format!(
                         "building the image failed: {error}"
-                    )))
+                    )));
                 }
                 Err(e) => return Err(explain(e)),
             }

@@ -70,6 +70,12 @@ impl Api {
         decode(response).await
     }
 
+    /// A body as bytes (plain-text endpoints).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let response = self.send(self.http.get(self.url(path))).await?;
+        Ok(response.bytes().await?.to_vec())
+    }
+
     /// A response whose body the caller reads as it arrives.
     pub async fn stream(&self, path: &str) -> Result<reqwest::Response> {
         self.send(self.http.get(self.url(path))).await

@@ -46,13 +46,26 @@ pub async fn deploy(
             );
         }
     }
-    let created: serde_json::Value = api
-        .post_bytes(
-            &format!("/apps/{}/releases?environment={environment}", manifest.name),
-            package.archive,
-            "application/x-tar",
-        )
-        .await?;
+    let started = std::time::Instant::now();
+    let docker = manifest.runtime == baton_manifest::RuntimeKind::Docker && !common.json;
+    let upload_path = format!("/apps/{}/releases?environment={environment}", manifest.name);
+    let upload =
+        api.post_bytes::<serde_json::Value>(&upload_path, package.archive, "application/x-tar");
+    // A Docker release's image is built while the upload waits: show the
+    // engine's output as it comes (the release id is known here already).
+    let created = if docker {
+        let path = format!("/apps/{}/releases/{}/image-log", manifest.name, package.id);
+        follow_image_build(&api, &path, upload).await?
+    } else {
+        upload.await?
+    };
+    if docker {
+        println!(
+            "{} in {}",
+            dim("Release recorded, image built"),
+            millis(started.elapsed().as_millis() as i64)
+        );
+    }
     let release: Release = serde_json::from_value(created["release"].clone())?;
     if release.id != package.id {
         return Err(anyhow!(
@@ -74,6 +87,41 @@ pub async fn deploy(
             already_live(common, &manifest.name, environment, &release.id)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Runs `upload` while printing the image build's output as it grows.
+async fn follow_image_build(
+    api: &Api,
+    path: &str,
+    upload: impl std::future::Future<Output = Result<serde_json::Value>>,
+) -> Result<serde_json::Value> {
+    tokio::pin!(upload);
+    let mut offset = 0usize;
+    let show = |bytes: &[u8]| {
+        for line in String::from_utf8_lossy(bytes).lines() {
+            println!("  {} {}", dim("│"), line);
+        }
+    };
+    loop {
+        tokio::select! {
+            answer = &mut upload => {
+                // What arrived after the last look.
+                if let Ok(rest) = api.get_bytes(&format!("{path}?offset={offset}")).await {
+                    show(&rest);
+                }
+                return answer;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                // Nothing yet (404) is normal before the build starts.
+                if let Ok(more) = api.get_bytes(&format!("{path}?offset={offset}")).await {
+                    // Whole lines only; the rest waits for its end.
+                    let upto = more.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+                    show(&more[..upto]);
+                    offset += upto;
+                }
+            }
+        }
     }
 }
 

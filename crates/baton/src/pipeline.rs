@@ -201,9 +201,16 @@ pub async fn review_apps(common: &Common) -> Result<ExitCode> {
     }
     // Where each one answers: its route's hosts.
     let status: Vec<baton_orchestrator::EnvironmentStatus> = api.get("/status").await?;
-    let mut rows = vec![["app", "environment", "pull request", "host", "head", "since"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "app",
+        "environment",
+        "pull request",
+        "host",
+        "head",
+        "since",
+    ]
+    .map(String::from)
+    .to_vec()];
     for r in apps {
         let hosts = status
             .iter()

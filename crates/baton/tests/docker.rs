@@ -255,3 +255,56 @@ async fn a_restart_without_the_engine_leaves_container_records_alone() {
     assert_eq!(status, 200);
     assert_eq!(app.containers().len(), 2, "both containers were adopted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_build_is_shown_while_it_runs_and_kept_with_the_release_even_when_it_fails() {
+    let app = DockerApp::new("buildlog", "v1");
+    let server = Server::start();
+    let out = server.baton(&["deploy", app.path().to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The engine's own output, streamed while the upload waited.
+    assert!(shown.contains("│ Step 1/"), "{shown}");
+    assert!(
+        shown.contains("Release recorded, image built in"),
+        "{shown}"
+    );
+    let release = server.json(&["releases", app.name])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = server
+        .http()
+        .get(format!(
+            "{}/api/v1/apps/{}/releases/{release}/image-log",
+            server.api_url(),
+            app.name
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        kept.contains("Step 1/") && kept.contains("FROM scratch"),
+        "{kept}"
+    );
+
+    // A build that fails is in the app's history, with why.
+    let broken = DockerApp::named(app.name, "broken");
+    let dockerfile = broken.path().join("Dockerfile");
+    let text = std::fs::read_to_string(&dockerfile).unwrap();
+    std::fs::write(&dockerfile, format!("{text}COPY no-such-file /x\n")).unwrap();
+    let out = server.baton(&["deploy", broken.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let events = server.baton_ok(&["events", app.name]);
+    assert!(
+        events.contains("image_build_failed") && events.contains("no-such-file"),
+        "{events}"
+    );
+}
