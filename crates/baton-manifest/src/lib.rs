@@ -84,6 +84,9 @@ pub struct Manifest {
     pub health: Health,
     #[serde(default)]
     pub deploy: DeployPolicy,
+    /// How the proxy treats this app's requests.
+    #[serde(default)]
+    pub proxy: ProxySection,
     /// Variables given to every target, in every environment. Numbers and
     /// booleans are taken as their text (`WORKERS = 4` is `"4"`).
     #[serde(default, deserialize_with = "env_values::deserialize")]
@@ -233,15 +236,17 @@ impl DockerSection {
     }
 }
 
-/// "512k", "256m", "1g" or a plain number of bytes.
-fn parse_size(text: &str) -> Option<i64> {
+/// "512k", "256m", "1g" or a plain number of bytes (powers of 1024; a
+/// trailing `b` or `ib` is allowed): the one size syntax of manifests and
+/// server flags.
+pub fn parse_size(text: &str) -> Option<i64> {
     let text = text.trim().to_ascii_lowercase();
     let (number, unit) = match text.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => text.split_at(i),
         None => (text.as_str(), ""),
     };
     let number: f64 = number.trim().parse().ok()?;
-    let factor = match unit.trim_end_matches('b') {
+    let factor = match unit.trim_end_matches('b').trim_end_matches('i') {
         "" => 1.0,
         "k" => 1024.0,
         "m" => 1024.0 * 1024.0,
@@ -294,6 +299,42 @@ impl Default for Health {
             timeout: defaults::health_timeout(),
             status: defaults::health_status(),
         }
+    }
+}
+
+/// `[proxy]`: how long the proxy waits on the app, and how much it takes
+/// from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// To open a connection to a target; 502 after.
+    #[serde(default = "defaults::connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    /// From a request sent to the response's head; 504 after.
+    #[serde(default = "defaults::response_timeout", with = "duration")]
+    pub response_timeout: Duration,
+    /// Largest request body, e.g. "10M"; 413 beyond. None by default.
+    #[serde(default)]
+    pub max_body: Option<String>,
+}
+
+impl Default for ProxySection {
+    fn default() -> ProxySection {
+        ProxySection {
+            connect_timeout: defaults::connect_timeout(),
+            response_timeout: defaults::response_timeout(),
+            max_body: None,
+        }
+    }
+}
+
+impl ProxySection {
+    /// `max_body` in bytes (validated when the manifest is read).
+    pub fn max_body_bytes(&self) -> Option<u64> {
+        self.max_body
+            .as_deref()
+            .and_then(parse_size)
+            .map(|n| n as u64)
     }
 }
 
@@ -404,6 +445,12 @@ mod defaults {
     }
     pub fn pipeline_branch() -> String {
         "main".into()
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn response_timeout() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn pipeline_timeout() -> Duration {
         Duration::from_secs(600)
@@ -519,6 +566,22 @@ impl Manifest {
             reason,
         };
         check_name("app", &self.name).map_err(|reason| invalid("name", reason))?;
+        if let Some(text) = &self.proxy.max_body {
+            if parse_size(text).is_none() {
+                return Err(invalid(
+                    "proxy.max_body",
+                    format!("{text:?} is not a size: write it like \"512k\", \"10M\" or \"1G\""),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("proxy.connect_timeout", self.proxy.connect_timeout),
+            ("proxy.response_timeout", self.proxy.response_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be longer than zero".into()));
+            }
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
         }

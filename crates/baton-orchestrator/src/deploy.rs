@@ -403,6 +403,7 @@ impl Orchestrator {
             live: live.map(|m| Arc::clone(&m.proxy_target)),
             preview: preview.map(|m| Arc::clone(&m.proxy_target)),
             hold_timeout: job.manifest.deploy.hold_timeout,
+            limits: route_limits(&job.manifest),
         }
     }
 
@@ -586,5 +587,14 @@ impl Orchestrator {
             .set_target_state(managed.record_id, TargetState::Failed, None)
             .await;
         managed.set_state(TargetState::Failed);
+    }
+}
+
+/// The proxy's limits for an app, from its manifest's `[proxy]` section.
+pub(crate) fn route_limits(manifest: &Manifest) -> baton_proxy::RouteLimits {
+    baton_proxy::RouteLimits {
+        connect_timeout: manifest.proxy.connect_timeout,
+        response_timeout: manifest.proxy.response_timeout,
+        max_body: manifest.proxy.max_body_bytes(),
     }
 }

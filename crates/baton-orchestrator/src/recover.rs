@@ -34,6 +34,18 @@ impl Orchestrator {
         for route in self.store.routes().await? {
             let key = RouteKey::new(&route.app, &route.environment);
             let live = route.live_target.and_then(|id| self.managed(id));
+            // The live release's manifest says how the proxy treats the app.
+            let limits = match &live {
+                Some(m) => self
+                    .store
+                    .release(&m.release)
+                    .await
+                    .ok()
+                    .and_then(|r| Manifest::parse(&r.manifest, "baton.toml").ok())
+                    .map(|manifest| crate::deploy::route_limits(&manifest))
+                    .unwrap_or_default(),
+                None => Default::default(),
+            };
             let spec = RouteSpec {
                 key,
                 hosts: route.hosts.clone(),
@@ -41,6 +53,7 @@ impl Orchestrator {
                 live: live.map(|m| Arc::clone(&m.proxy_target)),
                 preview: None,
                 hold_timeout: std::time::Duration::from_millis(route.hold_timeout_ms.max(0) as u64),
+                limits,
             };
             if let Err(e) = self.proxy.set_route(spec) {
                 tracing::error!(app = route.app, environment = route.environment, error = %e, "cannot restore route");

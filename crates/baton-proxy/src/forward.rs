@@ -1,19 +1,30 @@
-//! Forwarding one request: find the route, wait out a hold, pick the target,
-//! send the request upstream and stream the response back while counting it
-//! as in flight on that target.
+//! Serving one request, as steps each in its own module: the edge checks it
+//! and says who the client is (`edge`), the route and target are looked up
+//! (`lookup`), a switch is waited out (`hold`), the request goes upstream
+//! with its body bounded (`inbound`) and its answer awaited at most the
+//! route's response timeout, the response streams back while counted as in
+//! flight on its target, and whatever went wrong is answered in one place
+//! (`rescue`). Every request ends as one access-log line.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access_log::AccessRecord;
+use crate::edge::{self, Client, X_REQUEST_ID};
 use crate::hold::Waited;
+use crate::inbound::{self, Inbound, InboundError};
+use crate::lookup::Picked;
 use crate::pool::{connect, ConnectError, Sender};
-use crate::route::normalise_host;
+use crate::rescue::{self, Refusal};
+use crate::route::{normalise_host, RouteKey, RouteLimits};
 use crate::server::Proxy;
 use crate::target::{InFlight, Target};
 use crate::PREVIEW_HEADER;
@@ -64,18 +75,63 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const PREVIEW: HeaderName = HeaderName::from_static(PREVIEW_HEADER);
 
 impl Proxy {
-    /// Forwards one request from the client at `client_ip`.
-    pub(crate) async fn forward(
+    /// Serves one request from `client`: checked at the edge, routed,
+    /// held during a switch, forwarded, or answered by the proxy itself.
+    pub(crate) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        client_ip: HeaderValue,
+        client: Arc<Client>,
     ) -> Response<DownBody> {
+        let started = Instant::now();
+        let request_id = edge::request_id(req.headers());
+        let mut entry = Entry {
+            started,
+            host: String::new(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            request_id: request_id.clone(),
+            client: Arc::clone(&client),
+            route: None,
+            target: None,
+        };
+        let accept = req.headers().get(header::ACCEPT).cloned();
+        match self
+            .route_and_forward(req, &client, &request_id, &mut entry)
+            .await
+        {
+            Ok(response) => response,
+            Err(refusal) => {
+                if let Some(target) = &entry.target {
+                    if matches!(
+                        refusal,
+                        Refusal::GatewayTimeout { .. } | Refusal::BadGateway { .. }
+                    ) {
+                        target.record_failure(matches!(refusal, Refusal::GatewayTimeout { .. }));
+                    }
+                }
+                let mut asked = HeaderMap::new();
+                if let Some(accept) = accept {
+                    asked.insert(header::ACCEPT, accept);
+                }
+                let response = rescue::respond(&refusal, &asked, &request_id);
+                self.log(&entry, response.status().as_u16(), 0, Some(refusal.code()));
+                response
+            }
+        }
+    }
+
+    async fn route_and_forward(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: &Client,
+        request_id: &HeaderValue,
+        entry: &mut Entry,
+    ) -> Result<Response<DownBody>, Refusal> {
+        edge::check(req.version(), req.headers())
+            .map_err(|m| Refusal::Malformed { reason: m.reason() })?;
         // Held apart from the request, whose headers move on upstream.
         let host_header = req.headers().get(header::HOST).cloned();
         let uri_host = host_header
@@ -87,32 +143,43 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .or(uri_host.as_deref())
             .map(normalise_host)
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_owned();
+        entry.host.clone_from(&host);
         let wants_preview = req.headers().contains_key(PREVIEW);
 
         // One table lookup on the common path; a second only after a hold,
         // since the route has switched meanwhile.
-        let held = match self.pick(&host, wants_preview, true) {
-            Ok(Picked::Target(target)) => Ok(target),
-            Ok(Picked::Held(gate, hold_timeout)) => Err((gate, hold_timeout)),
-            Err(miss) => return miss.response(&host),
-        };
-        let target = match held {
-            Ok(target) => target,
-            Err((gate, hold_timeout)) => {
+        let (target, limits) = match self.pick(&host, wants_preview, true)? {
+            Picked::Target(target, limits) => (target, limits),
+            Picked::Held(gate, hold_timeout) => {
                 let waited = gate.wait(hold_timeout).await;
                 if waited != Waited::Released {
                     tracing::warn!(host = %host, ?waited, "request went on without waiting for the switch");
                 }
-                match self.pick_now(&host, wants_preview) {
-                    Ok(target) => target,
-                    Err(miss) => return miss.response(&host),
-                }
+                self.pick_now(&host, wants_preview)?
             }
         };
+        entry.target = Some(Arc::clone(&target));
+        entry.route = self
+            .current()
+            .resolve(&host)
+            .map(|(r, _)| r.spec.key.clone());
+        // A declared length over the limit is refused before anything is read.
+        if let Some(max) = limits.max_body {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(Refusal::BodyTooLarge { limit: max });
+            }
+        }
         let (parts, body) = req.into_parts();
-        let upstream = upstream_request(parts, body, client_ip, host_header.clone());
-        let mut outcome = send(target.begin(), upstream).await;
+        let body = Inbound::new(body, limits.max_body, self.edge().body_timeout);
+        let upstream = upstream_request(parts, body, client, host_header.as_ref(), request_id);
+        let mut outcome = send(target.begin(), upstream, &limits).await;
         // A request that never left can go to the new target, if the route
         // switched while the old one refused the connection.
         if let Err(Failure {
@@ -121,7 +188,7 @@ impl Proxy {
             ..
         }) = &outcome
         {
-            if let Ok(next) = self.pick_now(&host, wants_preview) {
+            if let Ok((next, next_limits)) = self.pick_now(&host, wants_preview) {
                 if next.id != target.id {
                     tracing::info!(host = %host, from = target.id, to = next.id, "retrying on the new target");
                     if let Err(Failure {
@@ -129,91 +196,103 @@ impl Proxy {
                         ..
                     }) = outcome
                     {
-                        outcome = send(next.begin(), request).await;
+                        entry.target = Some(Arc::clone(&next));
+                        outcome = send(next.begin(), request, &next_limits).await;
                     }
                 }
             }
         }
         match outcome {
             Ok((response, sender, in_flight)) => {
+                in_flight.target().record_answer();
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                parts
+                    .headers
+                    .entry(X_REQUEST_ID)
+                    .or_insert_with(|| request_id.clone());
+                let status = parts.status.as_u16();
                 let body = Tracked {
                     inner: body,
                     sender: Some(sender),
                     in_flight,
+                    sent: 0,
+                    log: Some((Arc::clone(self), entry.clone(), status)),
                 };
-                Response::from_parts(parts, DownBody::Upstream(body))
+                Ok(Response::from_parts(parts, DownBody::Upstream(body)))
             }
             Err(Failure {
                 error, in_flight, ..
             }) => {
                 let target = in_flight.target();
-                target.record_failure();
+                let name = format!(
+                    "target {} (release {}) at {}",
+                    target.id,
+                    short(&target.release),
+                    target.addr
+                );
                 tracing::warn!(host = %host, target = target.id, addr = %target.addr, error = %error, "upstream request failed");
-                plain(
-                    StatusCode::BAD_GATEWAY,
-                    format!(
-                        "baton: target {} (release {}) at {} did not answer: {error}\n",
-                        target.id, target.release, target.addr
-                    ),
-                )
+                Err(match error {
+                    UpstreamError::Timeout(after) => Refusal::GatewayTimeout {
+                        target: name,
+                        after,
+                    },
+                    UpstreamError::Http(e) => match inbound::cause(&e) {
+                        Some(InboundError::TooLarge(limit)) => {
+                            Refusal::BodyTooLarge { limit: *limit }
+                        }
+                        Some(InboundError::Stalled(_)) => Refusal::BodyStalled,
+                        _ => Refusal::BadGateway {
+                            target: name,
+                            why: e.to_string(),
+                        },
+                    },
+                    e => Refusal::BadGateway {
+                        target: name,
+                        why: e.to_string(),
+                    },
+                })
             }
         }
     }
 
-    /// The target for a request, or, if `wait_for_hold` and the route is
-    /// held, the hold to wait out first.
-    fn pick(&self, host: &str, wants_preview: bool, wait_for_hold: bool) -> Result<Picked, Miss> {
-        let table = self.current();
-        let Some((route, preview_host)) = table.resolve(host) else {
-            return Err(Miss::UnknownHost);
-        };
-        if wait_for_hold && route.gate.is_held() {
-            return Ok(Picked::Held(
-                Arc::clone(&route.gate),
-                route.spec.hold_timeout,
-            ));
-        }
-        match route.pick(wants_preview || preview_host) {
-            Some(target) => Ok(Picked::Target(Arc::clone(target))),
-            None => Err(Miss::NoLiveTarget(route.spec.key.to_string())),
-        }
-    }
-
-    /// The target for a request, held or not: after a hold, or for a retry.
-    fn pick_now(&self, host: &str, wants_preview: bool) -> Result<Arc<Target>, Miss> {
-        match self.pick(host, wants_preview, false)? {
-            Picked::Target(target) => Ok(target),
-            Picked::Held(..) => unreachable!("a hold is only reported when asked for"),
-        }
+    /// Writes the request's access-log line, if the proxy keeps one.
+    fn log(&self, entry: &Entry, status: u16, bytes: u64, error: Option<&str>) {
+        let Some(log) = self.access_log() else { return };
+        log.record(AccessRecord {
+            time: crate::access_log::now_rfc3339(),
+            app: entry.route.as_ref().map(|k| k.app.clone()),
+            environment: entry.route.as_ref().map(|k| k.environment.clone()),
+            host: entry.host.clone(),
+            method: entry.method.clone(),
+            path: entry.path.clone(),
+            status,
+            bytes,
+            duration_ms: (entry.started.elapsed().as_micros() as f64) / 1000.0,
+            release: entry.target.as_ref().map(|t| t.release.clone()),
+            target: entry.target.as_ref().map(|t| t.id),
+            request_id: entry.request_id.to_str().unwrap_or("-").to_string(),
+            client: entry.client.ip.to_string(),
+            error: error.map(str::to_string),
+        });
     }
 }
 
-enum Picked {
-    Target(Arc<Target>),
-    Held(Arc<crate::hold::Gate>, std::time::Duration),
+fn short(release: &str) -> &str {
+    &release[..release.len().min(12)]
 }
 
-/// Why no target could be picked for a request.
-enum Miss {
-    UnknownHost,
-    NoLiveTarget(String),
-}
-
-impl Miss {
-    fn response(&self, host: &str) -> Response<DownBody> {
-        match self {
-            Miss::UnknownHost => plain(
-                StatusCode::NOT_FOUND,
-                format!("baton: no app answers for host {host:?}\n"),
-            ),
-            Miss::NoLiveTarget(route) => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("baton: {route} has no live release yet\n"),
-            ),
-        }
-    }
+/// What the access log needs to know of a request while it is served.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    started: Instant,
+    host: String,
+    method: String,
+    path: String,
+    request_id: HeaderValue,
+    client: Arc<Client>,
+    route: Option<RouteKey>,
+    target: Option<Arc<Target>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,67 +301,82 @@ enum UpstreamError {
     Connect(#[from] ConnectError),
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    #[error("no response within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 struct Failure {
     error: UpstreamError,
     in_flight: InFlight,
     /// The request, when it never left this proxy and can go elsewhere.
-    unsent: Option<Request<Incoming>>,
+    unsent: Option<Request<Inbound>>,
 }
 
 type Sent = (Response<Incoming>, Sender, InFlight);
 
 /// Sends a request to the target `in_flight` counts it on: on a pooled
-/// connection if one is idle, else on a new one.
-async fn send(in_flight: InFlight, request: Request<Incoming>) -> Result<Sent, Failure> {
+/// connection if one is idle, else on a new one; waits for the response's
+/// head at most the route's response timeout.
+async fn send(
+    in_flight: InFlight,
+    request: Request<Inbound>,
+    limits: &RouteLimits,
+) -> Result<Sent, Failure> {
     let target = Arc::clone(in_flight.target());
-    let mut request = request;
-    if let Some(mut sender) = target.pool().take().await {
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, sender, in_flight)),
-            Err(mut e) => match e.take_message() {
-                // The target closed this idle connection as we picked it,
-                // before the request went out: use a new connection.
-                Some(unsent) => request = unsent,
-                None => {
-                    return Err(Failure {
-                        error: e.into_error().into(),
-                        in_flight,
-                        unsent: None,
-                    })
-                }
-            },
-        }
-    }
-    let mut sender = match connect(target.addr).await {
-        Ok(sender) => sender,
-        Err(e) => {
-            return Err(Failure {
-                error: e.into(),
-                in_flight,
-                unsent: Some(request),
-            })
-        }
-    };
-    match sender.send_request(request).await {
-        Ok(response) => Ok((response, sender, in_flight)),
-        Err(e) => Err(Failure {
-            error: e.into(),
+    let timeout = limits.response_timeout;
+    match tokio::time::timeout(timeout, send_now(&target, request, limits)).await {
+        Ok(Ok((response, sender))) => Ok((response, sender, in_flight)),
+        Ok(Err((error, unsent))) => Err(Failure {
+            error,
+            in_flight,
+            unsent,
+        }),
+        Err(_) => Err(Failure {
+            error: UpstreamError::Timeout(timeout),
             in_flight,
             unsent: None,
         }),
     }
 }
 
+type Unsent = (UpstreamError, Option<Request<Inbound>>);
+
+async fn send_now(
+    target: &Target,
+    request: Request<Inbound>,
+    limits: &RouteLimits,
+) -> Result<(Response<Incoming>, Sender), Unsent> {
+    let mut request = request;
+    if let Some(mut sender) = target.pool().take().await {
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, sender)),
+            Err(mut e) => match e.take_message() {
+                // The target closed this idle connection as we picked it,
+                // before the request went out: use a new connection.
+                Some(unsent) => request = unsent,
+                None => return Err((e.into_error().into(), None)),
+            },
+        }
+    }
+    let mut sender = match connect(target.addr, limits.connect_timeout).await {
+        Ok(sender) => sender,
+        Err(e) => return Err((e.into(), Some(request))),
+    };
+    match sender.send_request(request).await {
+        Ok(response) => Ok((response, sender)),
+        Err(e) => Err((e.into(), None)),
+    }
+}
+
 /// The request as sent upstream: origin-form URI, hop-by-hop headers
-/// removed, X-Forwarded-* added.
+/// removed, the forwarded headers and the request id set (see `edge`).
 fn upstream_request(
     parts: http::request::Parts,
-    body: Incoming,
-    client_ip: HeaderValue,
-    host_header: Option<HeaderValue>,
-) -> Request<Incoming> {
+    body: Inbound,
+    client: &Client,
+    host_header: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) -> Request<Inbound> {
     let uri = match parts.uri.path_and_query() {
         Some(path) => Uri::from(path.clone()),
         None => Uri::from_static("/"),
@@ -293,21 +387,7 @@ fn upstream_request(
     *req.headers_mut() = parts.headers;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => client_ip
-            .to_str()
-            .ok()
-            .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok())
-            .unwrap_or(client_ip),
-        None => client_ip,
-    };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers
-        .entry(X_FORWARDED_PROTO)
-        .or_insert(HeaderValue::from_static("http"));
-    if let Some(host) = host_header {
-        headers.entry(X_FORWARDED_HOST).or_insert(host);
-    }
+    edge::forwarded_headers(headers, client, host_header, request_id);
     req
 }
 
@@ -333,16 +413,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(crate) fn plain(status: StatusCode, message: String) -> Response<DownBody> {
-    let mut response = Response::new(DownBody::Message(Some(Bytes::from(message))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// A response body that keeps its request counted as in flight on the
 /// target until the last byte has gone (or the client went away), and gives
 /// the upstream connection back to the pool once the body was read whole.
@@ -350,6 +420,11 @@ pub(crate) struct Tracked {
     inner: Incoming,
     sender: Option<Sender>,
     in_flight: InFlight,
+    /// Body bytes passed on so far, for the access log.
+    sent: u64,
+    /// Written when the body ends (or the client goes): the proxy, the
+    /// request and its status.
+    log: Option<(Arc<Proxy>, Entry, u16)>,
 }
 
 impl Tracked {
@@ -366,6 +441,9 @@ impl Drop for Tracked {
         if self.inner.is_end_stream() {
             self.recycle();
         }
+        if let Some((proxy, entry, status)) = self.log.take() {
+            proxy.log(&entry, status, self.sent, None);
+        }
     }
 }
 
@@ -378,8 +456,12 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.recycle();
+        match &polled {
+            Poll::Ready(None) => self.recycle(),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.sent += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+            }
+            _ => {}
         }
         polled
     }

@@ -6,15 +6,22 @@
 //! the orchestrator tells it. If the control plane stops answering, the proxy
 //! goes on serving the last table it was given.
 
+mod access_log;
+mod edge;
 mod forward;
 mod hold;
+mod inbound;
+mod lookup;
 mod pool;
+mod rescue;
 mod route;
 mod server;
 mod target;
 
+pub use access_log::{AccessLog, AccessRecord};
+pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
-pub use route::{RouteKey, RouteSpec, RouteTable};
+pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable};
 pub use server::{Listeners, Proxy, ProxyError};
 pub use target::{Target, TargetStats};
 

@@ -7,7 +7,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
@@ -18,9 +17,7 @@ const MAX_IDLE: usize = 1024;
 /// 5 s); reusing one just as the app closes it would fail a request that had
 /// already been sent. Staying well under those timeouts avoids the race.
 const MAX_IDLE_TIME: Duration = Duration::from_secs(1);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub(crate) type Sender = SendRequest<Incoming>;
+pub(crate) type Sender = SendRequest<crate::inbound::Inbound>;
 
 #[derive(Default)]
 pub(crate) struct Pool {
@@ -88,11 +85,14 @@ impl Pool {
     }
 }
 
-/// Opens a new connection to `addr`.
-pub(crate) async fn connect(addr: std::net::SocketAddr) -> Result<Sender, ConnectError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+/// Opens a new connection to `addr`, waiting at most `timeout`.
+pub(crate) async fn connect(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<Sender, ConnectError> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
         .await
-        .map_err(|_| ConnectError::Timeout(CONNECT_TIMEOUT))??;
+        .map_err(|_| ConnectError::Timeout(timeout))??;
     stream.set_nodelay(true)?;
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))

@@ -45,6 +45,30 @@ pub struct RouteSpec {
     pub preview: Option<Arc<Target>>,
     /// How long a request may wait while the route is held.
     pub hold_timeout: Duration,
+    /// Timeouts and sizes for this app's requests.
+    pub limits: RouteLimits,
+}
+
+/// How long the proxy waits on an app and how much it takes from a client,
+/// per route (the app's `[proxy]` section in baton.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLimits {
+    /// To open a connection to a target (502 after).
+    pub connect_timeout: Duration,
+    /// From the request sent to the response's head (504 after).
+    pub response_timeout: Duration,
+    /// Largest request body (413 beyond); none by default.
+    pub max_body: Option<u64>,
+}
+
+impl Default for RouteLimits {
+    fn default() -> RouteLimits {
+        RouteLimits {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            max_body: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -162,6 +186,7 @@ mod tests {
             live,
             preview: None,
             hold_timeout: Duration::from_secs(1),
+            limits: RouteLimits::default(),
         }
     }
 

@@ -13,8 +13,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::ToSocketAddrs;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
+use crate::access_log::AccessLog;
+use crate::edge::{Client, EdgeConfig};
 use crate::hold::{Gate, HoldGuard};
 use crate::route::{RouteKey, RouteSpec, RouteTable};
 
@@ -37,15 +39,35 @@ pub struct Proxy {
     gates: Mutex<HashMap<RouteKey, Arc<Gate>>>,
     /// Serialises table updates so two concurrent changes cannot lose one.
     update: Mutex<()>,
+    edge: EdgeConfig,
+    access_log: Option<AccessLog>,
+    /// Client connections open at once, across every worker.
+    connections: Arc<Semaphore>,
 }
 
 impl Proxy {
+    /// A proxy with the default edge and no access log.
     pub fn new() -> Arc<Proxy> {
+        Proxy::with(EdgeConfig::default(), None)
+    }
+
+    pub fn with(edge: EdgeConfig, access_log: Option<AccessLog>) -> Arc<Proxy> {
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             gates: Mutex::new(HashMap::new()),
             update: Mutex::new(()),
+            connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
+            edge,
+            access_log,
         })
+    }
+
+    pub(crate) fn edge(&self) -> &EdgeConfig {
+        &self.edge
+    }
+
+    pub(crate) fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
     }
 
     fn gate(&self, key: &RouteKey) -> Arc<Gate> {
@@ -166,7 +188,16 @@ impl Proxy {
         };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            let (stream, peer) = tokio::select! {
+            // A connection over the cap waits in the kernel's queue, not
+            // in our memory, until another closes.
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            let (mut stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -181,25 +212,43 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
-            // Formatted once per connection, not per request.
-            let client_ip = http::HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
-            let service = service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                let client_ip = client_ip.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.forward(req, client_ip).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                // Responses through a proxy are mostly small: one flat
-                // buffer costs fewer instructions than gathering iovecs.
-                .writev(false)
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
+            let edge = self.edge.clone();
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                let _permit = permit;
+                // A load balancer speaking the PROXY protocol names the client.
+                let mut ip = peer.ip();
+                if edge.speaks_proxy_protocol(ip) {
+                    match tokio::time::timeout(
+                        edge.header_timeout,
+                        crate::edge::read_proxy_header(&mut stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(Some(client))) => ip = client,
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(peer = %peer, error = %e, "bad PROXY protocol header; connection closed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                let client = Arc::new(Client::new(ip, edge.trusts(peer.ip()), "http"));
+                let service = service_fn(move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    let client = Arc::clone(&client);
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
+                });
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    // Responses through a proxy are mostly small: one flat
+                    // buffer costs fewer instructions than gathering iovecs.
+                    .writev(false)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(edge.header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }
             });

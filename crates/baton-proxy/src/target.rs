@@ -19,6 +19,11 @@ pub struct Target {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
+    timeouts: AtomicU64,
+    /// Set when a request timed out, cleared by the next answer: a target
+    /// that accepts connections but answers nothing (hung, stopped) shows
+    /// as not responding.
+    unresponsive: std::sync::atomic::AtomicBool,
     idle: Notify,
     /// Idle upstream connections, one pool per proxy worker thread so a
     /// connection is only ever used from the thread that drives it.
@@ -34,6 +39,10 @@ pub struct TargetStats {
     pub in_flight: usize,
     pub requests: u64,
     pub failures: u64,
+    /// Requests it did not answer within the route's response timeout.
+    pub timeouts: u64,
+    /// Its last request timed out and none was answered since.
+    pub unresponsive: bool,
 }
 
 impl Target {
@@ -45,6 +54,8 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            unresponsive: std::sync::atomic::AtomicBool::new(false),
             idle: Notify::new(),
             pools: (0..POOLS).map(|_| Pool::default()).collect(),
         })
@@ -60,6 +71,8 @@ impl Target {
             in_flight: self.in_flight.load(Ordering::Acquire),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            unresponsive: self.unresponsive.load(Ordering::Relaxed),
         }
     }
 
@@ -71,8 +84,19 @@ impl Target {
         }
     }
 
-    pub(crate) fn record_failure(&self) {
+    pub(crate) fn record_failure(&self, timed_out: bool) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        if timed_out {
+            self.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.unresponsive.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_answer(&self) {
+        // Read first: the common case writes nothing shared.
+        if self.unresponsive.load(Ordering::Relaxed) {
+            self.unresponsive.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Waits until no request is in flight on this target, or `timeout`

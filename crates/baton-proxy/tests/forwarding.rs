@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_proxy::{Proxy, RouteKey, RouteSpec, Target};
+use baton_proxy::{AccessLog, EdgeConfig, Proxy, RouteKey, RouteLimits, RouteSpec, Target};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -80,7 +80,11 @@ struct Running {
 }
 
 async fn proxy() -> Running {
-    let proxy = Proxy::new();
+    proxy_with(EdgeConfig::default(), None).await
+}
+
+async fn proxy_with(edge: EdgeConfig, log: Option<AccessLog>) -> Running {
+    let proxy = Proxy::with(edge, log);
     let listeners = Proxy::bind("127.0.0.1:0", 2).unwrap();
     let addr = listeners.local_addr();
     let (stop, stopped) = watch::channel(false);
@@ -100,6 +104,7 @@ fn route(live: Option<Arc<Target>>) -> RouteSpec {
         live,
         preview: None,
         hold_timeout: Duration::from_secs(10),
+        limits: Default::default(),
     }
 }
 
@@ -274,4 +279,237 @@ async fn an_upstream_that_closes_every_connection_loses_no_request() {
         200,
         "closed connections were reused"
     );
+}
+
+/// An upstream that accepts connections and never answers: a hung app.
+async fn hung_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+fn limited(live: Arc<Target>, limits: RouteLimits) -> RouteSpec {
+    RouteSpec {
+        limits,
+        ..route(Some(live))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_target_gets_504_at_its_timeout_and_shows_unresponsive() {
+    let p = proxy().await;
+    let target = Target::new(4, hung_upstream().await, "hung");
+    p.proxy
+        .set_route(limited(
+            Arc::clone(&target),
+            RouteLimits {
+                response_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = request(p.addr, &get("/", HOST)).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("did not answer within 300ms"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stats = target.stats();
+    assert!(stats.unresponsive && stats.timeouts == 1, "{stats:?}");
+    assert_eq!(
+        stats.in_flight, 0,
+        "the timed-out request is not left in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_cut_at_the_body_timeout() {
+    let (up, _) = upstream("a", false).await;
+    let edge = EdgeConfig {
+        body_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let p = proxy_with(edge, None).await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let started = std::time::Instant::now();
+    // One byte of ten, then nothing.
+    let (status, _) = request(
+        p.addr,
+        &format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nx"),
+    )
+    .await;
+    assert_eq!(status, 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_gets_413_declared_or_streamed() {
+    let (up, connections) = upstream("a", false).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(limited(
+            Target::new(1, up, "r1"),
+            RouteLimits {
+                max_body: Some(100),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let big = "x".repeat(1000);
+    let declared = format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1000\r\n\r\n{big}");
+    let (status, _) = request(p.addr, &declared).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        0,
+        "refused before the app"
+    );
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{big}\r\n0\r\n\r\n"
+    );
+    let (status, _) = request(p.addr, &chunked).await;
+    assert_eq!(status, 413);
+    let small = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    );
+    let (status, body) = request(p.addr, &small).await;
+    assert_eq!((status, body.contains("body=hello")), (200, true), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_get_400_and_a_body_framed_two_ways_reaches_the_app_framed_once() {
+    let (up, connections) = upstream("a", false).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let two_hosts = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nHost: evil.test\r\n\r\n");
+    let (status, body) = request(p.addr, &two_hosts).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("more than one Host"), "{body}");
+    let (status, _) = request(p.addr, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 400, "HTTP/1.1 without Host");
+    assert_eq!(
+        connections.load(Ordering::Relaxed),
+        0,
+        "neither reached the app"
+    );
+    // Content-Length and chunked at once, the smuggling shape: the chunks
+    // win, the length is dropped, and the connection closes after the
+    // answer, so a second request hidden in the body is never read.
+    let smuggled = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    stream.write_all(smuggled.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 1, "{out}");
+    assert!(out.contains("body=hello\n"), "{out}");
+    assert!(!out.contains("uri=/admin"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_believed_only_from_trusted_proxies_and_proxy_protocol() {
+    let (up, _) = upstream("a", false).await;
+    let forged = format!(
+        "GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.test\r\nConnection: close\r\n\r\n"
+    );
+    // Nobody trusted: the client's claims are replaced.
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let (_, body) = request(p.addr, &forged).await;
+    assert!(body.contains("xff=127.0.0.1\n"), "{body}");
+    assert!(
+        body.contains("proto=http\n") && body.contains(&format!("xhost={HOST}\n")),
+        "{body}"
+    );
+    // Loopback is a trusted proxy: its hops are kept and appended to.
+    let trusting = EdgeConfig {
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Default::default()
+    };
+    let p = proxy_with(trusting, None).await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let (_, body) = request(p.addr, &forged).await;
+    assert!(body.contains("xff=6.6.6.6, 127.0.0.1\n"), "{body}");
+    assert!(
+        body.contains("proto=https\n") && body.contains("xhost=bank.test\n"),
+        "{body}"
+    );
+    // A load balancer speaking the PROXY protocol names the real client.
+    let behind_lb = EdgeConfig {
+        proxy_protocol: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Default::default()
+    };
+    let p = proxy_with(behind_lb, None).await;
+    p.proxy
+        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .unwrap();
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[
+        0x21, 0x11, 0x00, 0x0c, 203, 0, 113, 9, 127, 0, 0, 1, 0x30, 0x39, 0x1f, 0x90,
+    ]);
+    let mut stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    stream.write_all(&header).await.unwrap();
+    stream.write_all(get("/", HOST).as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    assert!(out.contains("xff=203.0.113.9\n"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_one_access_log_line_with_its_request_id() {
+    let (up, _) = upstream("a", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = AccessLog::open(path.clone(), 1 << 20, 2).unwrap();
+    let p = proxy_with(EdgeConfig::default(), Some(log)).await;
+    p.proxy
+        .set_route(route(Some(Target::new(7, up, "r7"))))
+        .unwrap();
+    let raw = format!("GET /orders?x=1 HTTP/1.1\r\nHost: {HOST}\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n");
+    let (status, _) = request(p.addr, &raw).await;
+    assert_eq!(status, 200);
+    let (status, _) = request(p.addr, &get("/", "nobody.test")).await;
+    assert_eq!(status, 404);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.lines().count() >= 2 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ok = records
+        .iter()
+        .find(|r| r["request_id"] == "trace-42")
+        .expect("the forwarded request");
+    assert_eq!(ok["app"], "app");
+    assert_eq!(ok["environment"], "production");
+    assert_eq!(ok["path"], "/orders");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["target"], 7);
+    assert!(ok["bytes"].as_u64().unwrap() > 0);
+    let refused = records
+        .iter()
+        .find(|r| r["status"] == 404)
+        .expect("the unknown host");
+    assert_eq!(refused["error"], "unknown_host");
+    assert_eq!(refused["host"], "nobody.test");
 }

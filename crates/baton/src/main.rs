@@ -3,6 +3,7 @@
 //! through `BATON_API`. Nothing here decides anything about deployments.
 
 mod accounts;
+mod api_listener;
 mod client;
 mod commands;
 mod data_folder;

@@ -49,8 +49,9 @@ pub struct ServerArgs {
     )]
     api_hosts: Vec<String>,
     /// A reverse proxy (address or CIDR, repeatable or comma-separated)
-    /// whose X-Forwarded-For names the real client, for the audit log and
-    /// the login throttle. Nobody else's is believed.
+    /// whose X-Forwarded-* headers are believed: by the API (the real
+    /// client in the audit log and the login throttle) and by the proxy
+    /// (kept and appended to for the apps). Nobody else's are.
     #[arg(
         long = "trusted-proxy",
         env = "BATON_TRUSTED_PROXIES",
@@ -62,30 +63,25 @@ pub struct ServerArgs {
     /// [default: baton-app, created if missing, else nobody]. Never root.
     #[arg(long, env = "BATON_APP_USER")]
     app_user: Option<String>,
+    /// A load balancer (address or CIDR, repeatable or comma-separated)
+    /// that opens each proxy connection with a PROXY protocol v2 header
+    /// naming the client; nobody else may send one.
+    #[arg(
+        long = "proxy-protocol-from",
+        env = "BATON_PROXY_PROTOCOL_FROM",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    proxy_protocol: Vec<ipnet::IpNet>,
     /// Largest release archive accepted, e.g. 100M or 1G.
     #[arg(long, env = "BATON_MAX_UPLOAD", default_value = "512M", value_parser = parse_size)]
     max_upload: u64,
 }
 
-/// `512`, `100K`, `100M`, `1G` (powers of 1024) → bytes.
+/// A size as manifests write it (`100M`, `1G`, bytes).
 fn parse_size(text: &str) -> std::result::Result<u64, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, ""),
-    };
-    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        _ => return Err(format!("{text:?}: write a size such as 100M or 1G")),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .filter(|n| *n > 0)
+    baton_manifest::parse_size(text)
+        .map(|n| n as u64)
         .ok_or_else(|| format!("{text:?}: write a size such as 100M or 1G"))
 }
 
@@ -137,8 +133,20 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         None => baton_pipeline::Config::default(),
     };
 
+    crate::api_listener::raise_open_files_limit();
     let store = Store::open(&data.join("baton.db")).await?;
-    let proxy = Proxy::new();
+    let access_log = baton_proxy::AccessLog::open(data.join("logs/access.log"), 64 << 20, 3)
+        .with_context(|| format!("cannot write the access log in {}", data.display()))?;
+    let proxy = Proxy::with(
+        baton_proxy::EdgeConfig {
+            trusted_proxies: args.trusted_proxies.clone(),
+            proxy_protocol: args.proxy_protocol.clone(),
+            // The proxy takes most of the open files; the API a quarter.
+            max_connections: (crate::api_listener::open_files_limit() * 3 / 4).max(256) as usize,
+            ..Default::default()
+        },
+        Some(access_log),
+    );
     let logs = LogFiles::new(data.join("logs"));
     let runtimes = Runtimes {
         process: Arc::new(ProcessRuntime::new(logs.clone(), app_user.clone())),
@@ -237,12 +245,19 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         Arc::new(edge),
         baton_api::edge::guard,
     ));
-    let api = axum::serve(
+    // The API takes a share of the open files, never all: the proxy in
+    // the same process keeps serving when the API is flooded.
+    let api_limits = crate::api_listener::Limits {
+        header_timeout: Duration::from_secs(30),
+        max_connections: (crate::api_listener::open_files_limit() / 4).clamp(64, 4096) as usize,
+        grace: Duration::from_secs(5),
+    };
+    let api_task = tokio::spawn(crate::api_listener::serve(
         api_listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api_task = tokio::spawn(async move { api.await });
+        app,
+        api_limits,
+        stop_rx.clone(),
+    ));
 
     tracing::info!(api = %api_addr, proxy = %proxy_addr, data = %data.display(), "baton server ready");
     // One line on stdout for scripts that wait for readiness.
@@ -329,10 +344,6 @@ fn lock(data: &std::path::Path) -> Result<Flock<std::fs::File>> {
     lock.set_len(0)?;
     write!(lock, "{}", std::process::id())?;
     Ok(lock)
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,62 @@
+//! Which target a request goes to: its host's route in the current table,
+//! its preview target when asked for (header or preview host), or the hold
+//! to wait out first while the route switches. Pure over the table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::hold::Gate;
+use crate::rescue::Refusal;
+use crate::route::RouteLimits;
+use crate::server::Proxy;
+use crate::target::Target;
+
+pub(crate) enum Picked {
+    /// Go to this target, with the route's limits.
+    Target(Arc<Target>, RouteLimits),
+    /// The route is switching: wait at this gate (at most this long), then
+    /// look again.
+    Held(Arc<Gate>, Duration),
+}
+
+impl Proxy {
+    /// The target for a request to `host`, or, if `wait_for_hold` and the
+    /// route is held, the hold to wait out first.
+    pub(crate) fn pick(
+        &self,
+        host: &str,
+        wants_preview: bool,
+        wait_for_hold: bool,
+    ) -> Result<Picked, Refusal> {
+        let table = self.current();
+        let Some((route, preview_host)) = table.resolve(host) else {
+            return Err(Refusal::UnknownHost {
+                host: host.to_string(),
+            });
+        };
+        if wait_for_hold && route.gate.is_held() {
+            return Ok(Picked::Held(
+                Arc::clone(&route.gate),
+                route.spec.hold_timeout,
+            ));
+        }
+        match route.pick(wants_preview || preview_host) {
+            Some(target) => Ok(Picked::Target(Arc::clone(target), route.spec.limits)),
+            None => Err(Refusal::NoLiveTarget {
+                route: route.spec.key.to_string(),
+            }),
+        }
+    }
+
+    /// The target for a request, held or not: after a hold, or for a retry.
+    pub(crate) fn pick_now(
+        &self,
+        host: &str,
+        wants_preview: bool,
+    ) -> Result<(Arc<Target>, RouteLimits), Refusal> {
+        match self.pick(host, wants_preview, false)? {
+            Picked::Target(target, limits) => Ok((target, limits)),
+            Picked::Held(..) => unreachable!("a hold is only reported when asked for"),
+        }
+    }
+}
