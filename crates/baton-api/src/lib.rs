@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Extension, Json, Router};
 use baton_auth::{Auth, Principal};
 use baton_flag_service::FlagService;
@@ -89,7 +89,9 @@ pub fn router(
         .route("/api/v1/users", get(auth::users).post(auth::create_user))
         .merge(flags::router(flags))
         .merge(pipeline::router(pipeline))
-        .fallback(not_found)
+        // Only API paths answer JSON; every other unknown path is the
+        // dashboard's, which answers a page.
+        .route("/api/{*rest}", any(not_found))
         .with_state(orchestrator)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&auth),

@@ -489,6 +489,13 @@ impl Orchestrator {
         self.logs.dir().join(format!("image-{release}.log"))
     }
 
+    /// Whether a release's files are on disk. Closing a review app removes
+    /// the folders nothing else runs; such a release cannot start until its
+    /// folder is sent again (`baton deploy DIR` unpacks it anew).
+    pub fn release_files_present(&self, id: &str) -> bool {
+        self.release_dir(id).is_dir()
+    }
+
     /// Starts a deployment and returns its record at once; the deployment
     /// goes on in the background. Follow it with [`Store::deployment`].
     pub async fn deploy(self: &Arc<Self>, request: DeployRequest) -> Result<Deployment> {

@@ -159,7 +159,7 @@ impl AuditEntry {
 }
 
 impl AuditEntry {
-    fn from_row(r: &SqliteRow) -> AuditEntry {
+    pub(crate) fn from_row(r: &SqliteRow) -> AuditEntry {
         AuditEntry {
             id: r.get("id"),
             at: r.get("at"),

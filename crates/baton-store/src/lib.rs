@@ -6,6 +6,7 @@
 //! record either as it was or as it was meant to be.
 
 mod accounts;
+mod audit;
 mod flags;
 mod pipeline;
 mod records;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
+pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use flags::{ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,

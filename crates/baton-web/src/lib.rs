@@ -7,7 +7,10 @@
 //! reads or changes anything; a form also carries the session's CSRF token,
 //! and a cross-site `Origin` is refused. Actions call the orchestrator, are
 //! written to the audit log, and the next page says plainly what happened.
+//! Every path the API does not claim (`/api/…`) is the dashboard's, so an
+//! unknown one answers a page, never JSON.
 
+mod describe;
 mod pages;
 
 use std::sync::Arc;
@@ -40,11 +43,15 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/apps/{app}/logs", get(pages::logs))
         .route("/deployments/{id}", get(pages::deployment))
         .route("/deployments/{id}/stream", get(pages::stream))
+        .route("/deployments/{id}/continue", post(pages::continue_preview))
+        .route("/deployments/{id}/abort", post(pages::abort_preview))
         .route("/audit", get(pages::audit_page))
         .route("/flags", get(pages::flags))
         .route("/flags/toggle", post(pages::toggle_flag))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
+        // Any other path, API paths aside (the API answers those in JSON).
+        .fallback(pages::not_found)
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
 }

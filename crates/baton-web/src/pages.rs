@@ -8,16 +8,19 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use baton_auth::{cookie_value, same_secret, Principal, COOKIE, SESSION_LIFETIME};
 use baton_orchestrator::{DeployRequest, EnvironmentStatus};
-use baton_store::{now_ms, AuditEntry, Deployment, DeploymentState, TargetState};
+use baton_store::{
+    now_ms, AuditCursor, AuditEntry, AuditFilter, Deployment, DeploymentState, Release, TargetState,
+};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::describe::{self, RuleLine};
 use crate::{User, Web};
 
 const LOGIN_COOKIE: &str = "baton_login";
@@ -88,6 +91,24 @@ fn refuse(user: Option<&Principal>, status: StatusCode, message: String) -> Resp
         },
         status,
     )
+}
+
+/// Any path the dashboard and the API do not know: a page saying so, with
+/// the way back, for anyone (it reveals nothing but the path asked for).
+pub async fn not_found(State(web): State<Arc<Web>>, uri: Uri, headers: HeaderMap) -> Response {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let user = web
+        .auth
+        .authenticate(text(header::AUTHORIZATION), text(header::COOKIE))
+        .await
+        .ok()
+        .flatten();
+    let message = format!("There is no page at {}.", uri.path());
+    refuse(user.as_ref(), StatusCode::NOT_FOUND, message)
 }
 
 fn store_error(user: &Principal, e: impl std::fmt::Display) -> Response {
@@ -434,6 +455,9 @@ pub struct ReleaseRow {
     pub commit: Option<String>,
     /// Release notes of an announced release.
     pub notes: Option<String>,
+    /// Why it is no longer offered for a deploy (files removed, never
+    /// went live), when it is not.
+    pub mark: Option<String>,
 }
 
 pub struct DeploymentRow {
@@ -499,9 +523,11 @@ async fn app_page(
             notes.insert(r.id.clone(), announcement.notes);
         }
     }
+    let history = store.deployments(app, HISTORY).await.unwrap_or_default();
     let release_rows = releases
         .iter()
         .map(|r| ReleaseRow {
+            mark: standing(web, r, &history).mark(),
             commit: builds
                 .iter()
                 .find(|b| b.release_id.as_deref() == Some(r.id.as_str()))
@@ -521,11 +547,9 @@ async fn app_page(
                 .join(", "),
         })
         .collect();
-    let deployments = store
-        .deployments(app, 20)
-        .await
-        .unwrap_or_default()
+    let deployments = history
         .into_iter()
+        .take(20)
         .map(|d| DeploymentRow {
             id: d.id,
             kind: d.kind.as_str().into(),
@@ -550,6 +574,17 @@ async fn app_page(
             deployments,
         },
         status,
+    )
+}
+
+/// How many of an app's deployments are read to judge its releases.
+const HISTORY: i64 = 500;
+
+fn standing(web: &Web, release: &Release, history: &[Deployment]) -> describe::Standing {
+    describe::standing(
+        &release.id,
+        web.orchestrator.release_files_present(&release.id),
+        history,
     )
 }
 
@@ -589,10 +624,33 @@ pub async fn deploy(
     ) {
         return refused;
     }
+    // The form offers only releases that can go live; a form sent anyway
+    // (an older page, a crafted request) is refused here, whatever it says.
+    let store = web.orchestrator.store();
+    let release = match store.find_release(&app, &form.release).await {
+        Ok(release) => release,
+        Err(e) => {
+            let status = match e {
+                baton_store::StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+                baton_store::StoreError::Conflict(_) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let message = format!("Nothing was deployed: {e}");
+            return app_page(&web, &user, &app, Some(message), status).await;
+        }
+    };
+    let history = match store.deployments(&app, HISTORY).await {
+        Ok(history) => history,
+        Err(e) => return store_error(&user, e),
+    };
+    if let Some(why) = standing(&web, &release, &history).refusal(&app, &short(&release.id)) {
+        let message = format!("Nothing was deployed: {why}");
+        return app_page(&web, &user, &app, Some(message), StatusCode::CONFLICT).await;
+    }
     let request = DeployRequest {
         app: app.clone(),
         environment: form.environment.clone(),
-        release: form.release.clone(),
+        release: release.id.clone(),
         preview: false,
         actor: Some(user.actor()),
     };
@@ -703,58 +761,72 @@ pub struct StepRow {
 #[template(path = "deployment.html")]
 struct DeploymentPage {
     page: Page,
+    csrf: String,
     id: i64,
     kind: String,
     app: String,
     environment: String,
     release: String,
+    /// The deployment record's actor: who started it, never who looks.
     by: String,
     when: String,
     state: String,
     error: Option<String>,
     finished: bool,
+    /// Paused in preview, and the viewer may answer it.
+    answerable: bool,
     steps: Vec<StepRow>,
+}
+
+/// A deployment id from a path; anything else is a page that does not exist.
+fn deployment_id(user: &Principal, id: &str) -> Result<i64, Response> {
+    id.parse().map_err(|_| {
+        refuse(
+            Some(user),
+            StatusCode::NOT_FOUND,
+            format!("{id:?} is not a deployment id (a number)"),
+        )
+    })
 }
 
 pub async fn deployment(
     State(web): State<Arc<Web>>,
     User(user): User,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Response {
+    let id = match deployment_id(&user, &id) {
+        Ok(id) => id,
+        Err(refused) => return refused,
+    };
+    deployment_page(&web, &user, id).await
+}
+
+async fn deployment_page(web: &Web, user: &Principal, id: i64) -> Response {
     let d = match web.orchestrator.store().deployment(id).await {
         Ok(d) => d,
-        Err(e) => return refuse(Some(&user), StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => return refuse(Some(user), StatusCode::NOT_FOUND, e.to_string()),
     };
-    let mut page = Page::of(&user);
-    if !d.is_finished() {
-        page.notice = Some(format!(
-            "{} of release {} to {} started{}; its steps appear below as they happen.",
-            if d.kind.as_str() == "rollback" {
-                "Rollback"
-            } else {
-                "Deployment"
-            },
-            short(&d.release_id),
-            d.environment,
-            d.actor
-                .as_ref()
-                .map(|a| format!(" by {a}"))
-                .unwrap_or_default(),
-        ));
-    }
+    let page = Page::of(user);
+    let csrf = page.csrf.clone().unwrap_or_default();
+    let error = d.error.clone();
     render(
         DeploymentPage {
             page,
+            csrf,
             id: d.id,
             kind: d.kind.as_str().into(),
             app: d.app.clone(),
             environment: d.environment.clone(),
             release: short(&d.release_id),
-            by: d.actor.clone().unwrap_or_else(|| "someone".into()),
+            by: d
+                .actor
+                .clone()
+                .unwrap_or_else(|| "someone not recorded".into()),
             when: ago(d.created_at),
             state: d.state.as_str().into(),
-            error: d.error.clone(),
             finished: d.is_finished(),
+            answerable: d.state == DeploymentState::Previewing
+                && user.may_change(&d.app, &d.environment),
             steps: d
                 .steps
                 .iter()
@@ -762,15 +834,95 @@ pub async fn deployment(
                     seq: s.seq,
                     step: s.step.as_str().into(),
                     state: s.state.as_str().into(),
-                    detail: s.detail.clone(),
+                    // The deployment's error is shown once, above.
+                    detail: s
+                        .detail
+                        .clone()
+                        .filter(|detail| Some(detail) != error.as_ref()),
                 })
                 .collect(),
+            error,
         },
         StatusCode::OK,
     )
 }
 
-/// Server-sent events: each step when it appears or changes, then `end`.
+/// Continue: the previewed release goes live.
+pub async fn continue_preview(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    answer_preview(&web, &user, peer, &headers, &id, &form.csrf, true).await
+}
+
+/// Abort: the previewed release is dropped; the live one stays.
+pub async fn abort_preview(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    answer_preview(&web, &user, peer, &headers, &id, &form.csrf, false).await
+}
+
+/// Answers a paused preview as the API does (`deployment.continue` or
+/// `deployment.abort` in the audit log), then shows the deployment.
+async fn answer_preview(
+    web: &Web,
+    user: &Principal,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    id: &str,
+    csrf: &str,
+    go_on: bool,
+) -> Response {
+    let id = match deployment_id(user, id) {
+        Ok(id) => id,
+        Err(refused) => return refused,
+    };
+    let d = match web.orchestrator.store().deployment(id).await {
+        Ok(d) => d,
+        Err(e) => return refuse(Some(user), StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let doing = if go_on {
+        "continue a preview in"
+    } else {
+        "abort a preview in"
+    };
+    if let Err(refused) = check_change(web, user, headers, csrf, &d.app, &d.environment, doing) {
+        return refused;
+    }
+    if let Err(e) = web.orchestrator.answer_preview(id, go_on) {
+        return refuse(
+            Some(user),
+            StatusCode::CONFLICT,
+            format!("Nothing was done: {e}"),
+        );
+    }
+    let action = if go_on {
+        "deployment.continue"
+    } else {
+        "deployment.abort"
+    };
+    record(
+        web,
+        entry(user, peer, action, format!("deployment {id}"))
+            .about(Some(&d.app), Some(&d.environment))
+            .with(json!({"via": "dashboard"})),
+    )
+    .await;
+    // After a POST, a GET of the page: reloading it sends nothing again.
+    Redirect::to(&format!("/deployments/{id}")).into_response()
+}
+
+/// Server-sent events: each step when it appears or changes, the
+/// deployment's state when it changes (`state`), then `end`.
 pub async fn stream(
     State(web): State<Arc<Web>>,
     User(_user): User,
@@ -804,6 +956,15 @@ pub async fn stream(
                                 .to_string(),
                         )));
                     }
+                }
+                // The deployment's own state, keyed as step -1: a page
+                // opened while running learns of a pause in preview.
+                let key = (-1, d.state.as_str().to_string());
+                if !d.is_finished() && !sent.contains(&key) {
+                    sent.push(key);
+                    events.push(Ok(Event::default()
+                        .event("state")
+                        .data(json!({"state": d.state.as_str()}).to_string())));
                 }
                 let finished = d.is_finished();
                 if finished {
@@ -871,34 +1032,216 @@ pub struct AuditRow {
     pub actor: String,
     pub action: String,
     pub subject: String,
+    pub place: String,
     pub from: String,
-    pub detail: String,
+    pub detail: Vec<RuleLine>,
+}
+
+/// A filter's select: its name, label, the values to choose from, and the
+/// one chosen.
+pub struct Choice {
+    pub name: &'static str,
+    pub label: &'static str,
+    /// Each value, and how the select shows it.
+    pub values: Vec<(String, String)>,
+    pub chosen: String,
 }
 
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
     page: Page,
+    choices: Vec<Choice>,
     entries: Vec<AuditRow>,
+    filtered: bool,
+    /// The newest page, when this is another.
+    newest: Option<String>,
+    newer: Option<String>,
+    older: Option<String>,
 }
 
-pub async fn audit_page(State(web): State<Arc<Web>>, User(user): User) -> Response {
-    let entries = match web.orchestrator.store().audit_log(None, 200).await {
-        Ok(e) => e,
+/// Entries on one page of the audit log.
+const AUDIT_PAGE: usize = 50;
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    app: Option<String>,
+    environment: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    /// Older than this entry id.
+    before: Option<String>,
+    /// Newer than this entry id.
+    after: Option<String>,
+}
+
+impl AuditQuery {
+    fn filter(&self) -> AuditFilter {
+        // An empty select ("any") filters nothing.
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        AuditFilter {
+            app: given(&self.app),
+            environment: given(&self.environment),
+            actor: given(&self.actor),
+            action: given(&self.action),
+        }
+    }
+
+    fn cursor(&self) -> Result<AuditCursor, String> {
+        let id = |name: &str, v: &str| {
+            v.parse::<i64>().map_err(|_| {
+                format!("{name}={v:?} is not an audit entry id (a number); the newest entries are at /audit")
+            })
+        };
+        match (self.before.as_deref(), self.after.as_deref()) {
+            (Some(before), _) if !before.is_empty() => {
+                Ok(AuditCursor::Before(id("before", before)?))
+            }
+            (_, Some(after)) if !after.is_empty() => Ok(AuditCursor::After(id("after", after)?)),
+            _ => Ok(AuditCursor::Newest),
+        }
+    }
+}
+
+/// A link to another page of the audit log with the same filter.
+fn audit_link(filter: &AuditFilter, cursor: Option<(&str, i64)>) -> String {
+    let mut query: Vec<String> = cursor
+        .map(|(name, id)| format!("{name}={id}"))
+        .into_iter()
+        .collect();
+    for (name, value) in [
+        ("app", &filter.app),
+        ("environment", &filter.environment),
+        ("actor", &filter.actor),
+        ("action", &filter.action),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{name}={}", url_encode(value)));
+        }
+    }
+    if query.is_empty() {
+        "/audit".into()
+    } else {
+        format!("/audit?{}", query.join("&"))
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn audit_page(
+    State(web): State<Arc<Web>>,
+    User(user): User,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let store = web.orchestrator.store();
+    let filter = q.filter();
+    let cursor = match q.cursor() {
+        Ok(cursor) => cursor,
+        Err(message) => return refuse(Some(&user), StatusCode::BAD_REQUEST, message),
+    };
+    // One more than a page, to know whether there is another beyond it.
+    let read = |cursor| store.audit_entries(&filter, cursor, AUDIT_PAGE as i64 + 1);
+    let mut entries = match read(cursor).await {
+        Ok(entries) => entries,
         Err(e) => return store_error(&user, e),
     };
+    let (newer, mut older) = match cursor {
+        AuditCursor::Newest => (false, entries.len() > AUDIT_PAGE),
+        AuditCursor::Before(_) => (true, entries.len() > AUDIT_PAGE),
+        AuditCursor::After(_) => (entries.len() > AUDIT_PAGE, true),
+    };
+    if matches!(cursor, AuditCursor::After(_)) && !newer {
+        // Back at the top: the newest page, full.
+        entries = match read(AuditCursor::Newest).await {
+            Ok(entries) => entries,
+            Err(e) => return store_error(&user, e),
+        };
+        older = entries.len() > AUDIT_PAGE;
+    } else if matches!(cursor, AuditCursor::After(_)) {
+        // Newest first: the extra one is the newest, beyond this page.
+        entries.remove(0);
+    }
+    entries.truncate(AUDIT_PAGE);
+    let values = match store.audit_values().await {
+        Ok(values) => values,
+        Err(e) => return store_error(&user, e),
+    };
+    let choice = |name, label, values: Vec<String>, chosen: &Option<String>| Choice {
+        name,
+        label,
+        values: values.into_iter().map(|v| (v.clone(), v)).collect(),
+        chosen: chosen.clone().unwrap_or_default(),
+    };
+    // Each family of actions (`flag` for `flag.enable`, …) first, then each action.
+    let mut families: Vec<String> = values
+        .actions
+        .iter()
+        .filter_map(|a| a.split_once('.').map(|(family, _)| family.to_string()))
+        .collect();
+    families.dedup();
+    let mut actions = choice("action", "Action", values.actions, &filter.action);
+    let families: Vec<(String, String)> = families
+        .into_iter()
+        .map(|f| (f.clone(), format!("{f}.* (all)")))
+        .collect();
+    actions.values.splice(0..0, families);
+    let choices = vec![
+        choice("app", "App", values.apps, &filter.app),
+        choice(
+            "environment",
+            "Environment",
+            values.environments,
+            &filter.environment,
+        ),
+        choice("actor", "Who", values.actors, &filter.actor),
+        actions,
+    ];
+    let newer = newer
+        .then(|| {
+            entries
+                .first()
+                .map(|e| audit_link(&filter, Some(("after", e.id))))
+        })
+        .flatten();
+    let older = older
+        .then(|| {
+            entries
+                .last()
+                .map(|e| audit_link(&filter, Some(("before", e.id))))
+        })
+        .flatten();
     render(
         AuditPage {
             page: Page::of(&user),
+            filtered: filter != AuditFilter::default(),
+            newest: (cursor != AuditCursor::Newest).then(|| audit_link(&filter, None)),
+            choices,
+            newer,
+            older,
             entries: entries
                 .into_iter()
                 .map(|e| AuditRow {
                     when: ago(e.at),
+                    detail: describe::detail(&e.detail),
+                    place: match (&e.app, &e.environment) {
+                        (Some(app), Some(env)) => format!("{app} in {env}"),
+                        (Some(app), None) => app.clone(),
+                        (None, Some(env)) => env.clone(),
+                        (None, None) => String::new(),
+                    },
                     actor: e.actor,
                     action: e.action,
                     subject: e.subject,
                     from: e.remote_address.unwrap_or_default(),
-                    detail: e.detail.to_string(),
                 })
                 .collect(),
         },
@@ -912,7 +1255,9 @@ pub struct FlagRow {
     pub name: String,
     pub description: String,
     pub enabled: bool,
-    pub audience: String,
+    /// Who gets it when on: the whole rule.
+    pub rule: Vec<RuleLine>,
+    pub variants: Vec<RuleLine>,
 }
 
 pub struct FlagGroup {
@@ -928,24 +1273,6 @@ struct FlagsPage {
     page: Page,
     csrf: String,
     groups: Vec<FlagGroup>,
-}
-
-fn audience(spec: &baton_flags::FlagSpec) -> String {
-    let mut parts = Vec::new();
-    if !spec.users.is_empty() {
-        parts.push(format!("users {}", spec.users.join(", ")));
-    }
-    if !spec.groups.is_empty() {
-        parts.push(format!("groups {}", spec.groups.join(", ")));
-    }
-    if let Some(rollout) = spec.rollout {
-        parts.push(format!("{rollout} % of users"));
-    }
-    if parts.is_empty() {
-        "everyone".into()
-    } else {
-        parts.join("; ")
-    }
 }
 
 async fn flags_page(
@@ -977,7 +1304,8 @@ async fn flags_page(
             flags: flags
                 .into_iter()
                 .map(|f| FlagRow {
-                    audience: audience(&f.spec),
+                    rule: describe::rule(&f.spec),
+                    variants: describe::variants(&f.spec),
                     enabled: f.spec.enabled,
                     description: f.spec.description.clone(),
                     name: f.name,

@@ -1,9 +1,10 @@
 //! The dashboard in a real browser: headless Chromium driven through
 //! chromedriver by Python's selenium (installed from PyPI into a venv under
 //! the target folder). The browser script (`dashboard/browser.py`) logs in,
-//! deploys and watches, flips a flag, rolls back, reads the audit log, and
-//! checks a viewer and a forged form; this test then checks the server's
-//! side of it. Screenshots land in `docs/screenshots/`.
+//! deploys and watches, watches a bad release fail, continues a paused
+//! preview, flips a flag, rolls back, filters the audit log, and checks a
+//! viewer and a forged form; this test then checks the server's side of it.
+//! Screenshots land in `docs/screenshots/`.
 
 mod common;
 
@@ -111,6 +112,42 @@ fn a_person_deploys_watches_flips_a_flag_and_rolls_back_in_the_browser() {
         "--description",
         "The new checkout",
     ]);
+    // A whole rule, for the flags page to show whole (and the audit log
+    // to show as a change).
+    let http = server.http();
+    let api = server.api_url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async {
+        http.patch(format!("{api}/api/v1/apps/hello/flags/new-checkout"))
+            .json(&json!({
+                "users": ["alice", "bob"],
+                "constraints": [{"field": "country", "operator": "IN", "values": ["de", "fr"]}],
+                "rollout": 30,
+                "variants": [{"name": "blue", "weight": 1}, {"name": "green", "weight": 3}],
+            }))
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(answer.status(), 200);
+    // A release that fails its health check, uploaded but never deployed:
+    // the browser deploys it and watches it fail.
+    let bad = AppCopy::new("Hello, broken version!");
+    bad.set_env("FAIL_HEALTH", "1");
+    bad.set_deploy("timeout", "2s");
+    let package = baton_package::pack(bad.path()).unwrap();
+    let answer = runtime.block_on(async {
+        http.post(format!("{api}/api/v1/apps/hello/releases"))
+            .header("content-type", "application/x-tar")
+            .body(package.archive)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(answer.status(), 201);
 
     add_user(&server, "ada", "admin", "ada's long password");
     add_user(&server, "vic", "viewer", "vic's long password");
@@ -122,6 +159,8 @@ fn a_person_deploys_watches_flips_a_flag_and_rolls_back_in_the_browser() {
         "ada": "ada's long password",
         "vic": "vic's long password",
         "v1": short(first["release_id"].as_str().unwrap()),
+        "v2": short(second["release_id"].as_str().unwrap()),
+        "bad": short(&package.id),
         "screenshots": shots,
     });
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard/browser.py");
@@ -194,8 +233,8 @@ fn a_person_deploys_watches_flips_a_flag_and_rolls_back_in_the_browser() {
     );
     assert_eq!(
         live("staging"),
-        first["release_id"],
-        "v1 was deployed to staging"
+        second["release_id"],
+        "v1 was deployed to staging, then v2 after its preview"
     );
     let deployments = as_ada(&["deployments", "hello"]);
     let by_ada: Vec<&Value> = deployments
@@ -204,7 +243,18 @@ fn a_person_deploys_watches_flips_a_flag_and_rolls_back_in_the_browser() {
         .iter()
         .filter(|d| d["actor"] == "ada")
         .collect();
-    assert_eq!(by_ada.len(), 2, "{deployments}");
+    assert_eq!(
+        by_ada.len(),
+        4,
+        "v1, the bad release and v2 to staging, the rollback: {deployments}"
+    );
+    let failed = deployments
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["release_id"] == package.id.as_str())
+        .unwrap();
+    assert_eq!(failed["state"], "failed", "{failed}");
     let flag = as_ada(&["flags", "get", "hello", "new-checkout"]);
     assert_eq!(flag["enabled"], true);
     for name in [
