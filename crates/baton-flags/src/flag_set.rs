@@ -66,7 +66,7 @@ pub struct Evaluation<'a> {
 
 impl Evaluation<'_> {
     /// Whether the flag is on for the context.
-    pub fn enabled(&self) -> bool {
+    pub fn is_on(&self) -> bool {
         self.variant.feature_enabled
     }
 }
@@ -396,12 +396,12 @@ mod tests {
         );
         let staff = Context::default().with_property("group", "staff");
         let evaluation = set.evaluate("f", &staff);
-        assert!(evaluation.enabled(), "a listed group needs no user id");
+        assert!(evaluation.is_on(), "a listed group needs no user id");
         assert_eq!(evaluation.missing_sticky_field, None);
 
         let french = Context::default().with_property("country", "FR");
         let evaluation = set.evaluate("f", &french);
-        assert!(!evaluation.enabled());
+        assert!(!evaluation.is_on());
         assert_eq!(evaluation.missing_sticky_field, Some("userId"));
 
         let german = Context::default().with_property("country", "DE");

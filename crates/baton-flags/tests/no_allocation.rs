@@ -107,7 +107,7 @@ fn evaluating_allocates_nothing() {
                 on += usize::from(flags.is_enabled(name, context));
                 on += usize::from(flags.get_variant(name, context).enabled);
                 let evaluation = flags.evaluate(name, context);
-                on += usize::from(evaluation.enabled());
+                on += usize::from(evaluation.is_on());
                 on += usize::from(evaluation.missing_sticky_field.is_some());
             }
         }
