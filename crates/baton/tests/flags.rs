@@ -282,7 +282,9 @@ fn flags_toml_is_applied_on_deploy_and_by_apply_and_diff_shows_drift() {
     let dir = app.path().to_str().unwrap();
     let output = server.baton_ok(&["deploy", dir]);
     assert!(
-        output.contains("✓ flags                     flags.toml: 2 created, 0 updated"),
+        output.lines().any(|line| line.starts_with("  ✓ flags ")
+            && line
+                .ends_with("flags.toml: 2 created, 0 updated, 0 only on the server (left alone)")),
         "the deploy says what it did to the flags:\n{output}"
     );
     assert!(
