@@ -276,6 +276,10 @@ struct KeyBody {
     name: String,
     #[serde(default = "crate::production")]
     environment: String,
+    /// Web origins whose pages may use the key (CORS), e.g.
+    /// `https://shop.example`.
+    #[serde(default)]
+    origins: Vec<String>,
 }
 
 async fn create_key(
@@ -293,7 +297,7 @@ async fn create_key(
     who.may_change(&app, &environment)?;
     let actor = who.0;
     let key = flags
-        .create_key(&actor, &app, &environment, &b.name)
+        .create_key(&actor, &app, &environment, &b.name, &b.origins)
         .await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
@@ -315,6 +319,8 @@ async fn revoke_key(
 struct AuditQuery {
     app: Option<String>,
     limit: Option<i64>,
+    /// `flags`: only changes to the app's flags and API keys.
+    kind: Option<String>,
 }
 
 async fn audit(
@@ -325,7 +331,16 @@ async fn audit(
         check_app(app)?;
     }
     let limit = Limit { limit: q.limit }.get();
-    Ok(Json(flags.audit(q.app.as_deref(), limit).await?))
+    match (q.kind.as_deref(), q.app.as_deref()) {
+        (None, app) => Ok(Json(flags.audit(app, limit).await?)),
+        (Some("flags"), Some(app)) => Ok(Json(flags.flag_audit(app, limit).await?)),
+        (Some("flags"), None) => Err(ApiError::bad_request(
+            "`kind=flags` lists one app's flag and key changes: give `app` too",
+        )),
+        (Some(other), _) => Err(ApiError::bad_request(format!(
+            "unknown audit kind {other:?}; use `kind=flags`, or leave it out for every entry"
+        ))),
+    }
 }
 
 /// Checks the `flags.toml` a release archive carries, so a release whose

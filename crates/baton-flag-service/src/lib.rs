@@ -3,13 +3,16 @@
 //! app and environment, plus the API keys), the changes to flags and keys
 //! (each written to the store with its audit entry, then published as a new
 //! snapshot), and the client-facing endpoints: OFREP (`/ofrep/v1`) and
-//! Unleash's client API (`/api/client`).
+//! Unleash's client API (`/api/client`), with CORS for the web origins each
+//! key allows. Flags and keys belong to an app Baton knows (one with a
+//! release): a typo in an app's name is refused, not stored unseen.
 //!
 //! Invariants: evaluation never waits on the store — it loads the current
 //! snapshot (`arc-swap`) and works on it; a snapshot is immutable and swapped
 //! whole, after the store has committed the change it reflects. The store is
 //! the truth: a restarted server rebuilds the snapshot from it.
 
+mod cors;
 mod ofrep;
 mod snapshot;
 mod unleash;
@@ -28,6 +31,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Mutex};
 
+pub use cors::web_origin;
 pub use snapshot::{EnvironmentFlags, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +207,24 @@ impl FlagService {
         ))
     }
 
+    /// Refuses an app Baton has no release of: its flags would be served
+    /// to nobody and shown nowhere.
+    async fn require_app(&self, app: &str) -> Result<()> {
+        let apps = self.store.apps().await?;
+        if apps.iter().any(|a| a == app) {
+            return Ok(());
+        }
+        let known = if apps.is_empty() {
+            "no app has been deployed yet".to_string()
+        } else {
+            format!("known apps: {}", apps.join(", "))
+        };
+        Err(FlagError::NotFound(format!(
+            "no app {app:?}: flags and keys belong to an app with at least one release \
+             ({known}); deploy it first with `baton deploy DIR`"
+        )))
+    }
+
     pub async fn create(
         &self,
         actor: &Actor,
@@ -212,6 +234,7 @@ impl FlagService {
         spec: FlagSpec,
     ) -> Result<Flag> {
         check_flag(name, &spec)?;
+        self.require_app(app).await?;
         let _writing = self.writer.lock().await;
         let change = FlagChange {
             name: name.into(),
@@ -319,6 +342,7 @@ impl FlagService {
         prune: bool,
         source: &str,
     ) -> Result<Vec<FlagDiff>> {
+        self.require_app(app).await?;
         let _writing = self.writer.lock().await;
         let changes = self.diff(app, environment, file, prune).await?;
         let writes: Vec<FlagChange> = changes
@@ -345,7 +369,8 @@ impl FlagService {
         Ok(changes)
     }
 
-    /// Creates an API key for one app and environment; the key is returned
+    /// Creates an API key for one app and environment, usable from web
+    /// pages of `origins` (each read by [`web_origin`]); the key is returned
     /// once and only its SHA-256 is kept.
     pub async fn create_key(
         &self,
@@ -353,12 +378,22 @@ impl FlagService {
         app: &str,
         environment: &str,
         name: &str,
+        origins: &[String],
     ) -> Result<NewApiKey> {
         if name.trim().is_empty() || name.len() > 100 {
             return Err(FlagError::BadRequest(
                 "field `name`: give the key a name of 1 to 100 characters, e.g. the client that uses it".into(),
             ));
         }
+        let mut allowed: Vec<String> = vec![];
+        for (i, origin) in origins.iter().enumerate() {
+            let origin = web_origin(origin)
+                .map_err(|e| FlagError::BadRequest(format!("field `origins[{i}]`: {e}")))?;
+            if !allowed.contains(&origin) {
+                allowed.push(origin);
+            }
+        }
+        self.require_app(app).await?;
         let key = new_key()
             .map_err(|e| FlagError::Internal(format!("cannot read random bytes for a key: {e}")))?;
         let prefix = key[..12].to_string();
@@ -368,11 +403,19 @@ impl FlagService {
             String::new(),
             app,
             environment,
-            json!({"name": name, "prefix": prefix}),
+            json!({"name": name, "prefix": prefix, "origins": allowed}),
         );
         let record = self
             .store
-            .create_api_key(app, environment, name, &hash_key(&key), &prefix, &entry)
+            .create_api_key(
+                app,
+                environment,
+                name,
+                &hash_key(&key),
+                &prefix,
+                &allowed,
+                &entry,
+            )
             .await?;
         self.publish().await?;
         Ok(NewApiKey { record, key })
@@ -412,10 +455,21 @@ impl FlagService {
         Ok(self.store.audit_log(app, limit).await?)
     }
 
-    /// The OFREP and Unleash client endpoints, authenticated by API key.
+    /// Changes to one app's flags and API keys only, newest first, each
+    /// entry with its `before` and `after`.
+    pub async fn flag_audit(&self, app: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+        Ok(self.store.flag_audit_log(app, limit).await?)
+    }
+
+    /// The OFREP and Unleash client endpoints, authenticated by API key,
+    /// answering CORS for the origins each key allows.
     pub fn client_router<S: Clone + Send + Sync + 'static>(self: &Arc<Self>) -> axum::Router<S> {
         ofrep::router()
             .merge(unleash::router())
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(self),
+                cors::cors,
+            ))
             .with_state(Arc::clone(self))
     }
 }
@@ -532,6 +586,57 @@ mod tests {
         assert_eq!(changes(true)[2], s("extra", "delete"));
     }
 
+    async fn record_release(store: &Store, app: &str) {
+        let release = baton_store::Release {
+            id: format!("{app}-release"),
+            app: app.into(),
+            created_at: 0,
+            size: 0,
+            files: 0,
+            manifest: String::new(),
+            image: None,
+        };
+        store.put_release(&release).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn flags_and_keys_of_an_app_without_a_release_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+        let service = FlagService::load(store.clone()).await.unwrap();
+        let actor = Actor {
+            name: "alice".into(),
+            remote_address: None,
+        };
+        let refused = service
+            .create(&actor, "nosuchapp", "production", "x", on())
+            .await;
+        assert!(
+            matches!(&refused, Err(FlagError::NotFound(m)) if m.contains("no app \"nosuchapp\"")
+                && m.contains("no app has been deployed yet") && m.contains("baton deploy")),
+            "{refused:?}"
+        );
+        record_release(&store, "shop").await;
+        let refused = service
+            .create_key(&actor, "shpo", "production", "web", &[])
+            .await;
+        assert!(
+            matches!(&refused, Err(FlagError::NotFound(m)) if m.contains("known apps: shop")),
+            "{:?}",
+            refused.map(|k| k.key)
+        );
+        let file = FlagsFile::parse("[flags.a]\nenabled = true\n", "flags.toml").unwrap();
+        assert!(service
+            .apply(&actor, "shpo", "production", &file, false, "flags.toml")
+            .await
+            .is_err());
+        assert!(service.store.audit_log(None, 10).await.unwrap().is_empty());
+        service
+            .create(&actor, "shop", "production", "x", on())
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn each_change_publishes_a_new_snapshot_after_the_store_has_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -542,8 +647,9 @@ mod tests {
             remote_address: None,
         };
         let changes = service.changes();
+        record_release(&store, "shop").await;
         let key = service
-            .create_key(&actor, "shop", "production", "web")
+            .create_key(&actor, "shop", "production", "web", &[])
             .await
             .unwrap();
         let flags = Arc::clone(&service.snapshot().key(&key.key).unwrap().flags);

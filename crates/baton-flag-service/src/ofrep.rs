@@ -4,6 +4,15 @@
 //! (server-sent `refetchEvaluation` events, announced in bulk answers as
 //! `eventStreams`). This module maps protocol to snapshot and back; it must
 //! never touch the store, so an evaluation never waits on it.
+//!
+//! Answers are Unleash's: the OFREP context is read into an Unleash context
+//! (`targetingKey` is `userId`) and evaluated exactly as an Unleash SDK
+//! evaluates the `/api/client/features` document. The one addition is
+//! `TARGETING_KEY_MISSING`, given only where the answer truly depends on the
+//! missing key: a partial rollout sticky to `userId` that the context
+//! reached (it passed the rollout's rules) and that nothing else decided.
+//! A listed group, a constraint, or variants (which fall back to chance, as
+//! Unleash's do) never need it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use baton_flags::model::PayloadKind;
-use baton_flags::{Context, FlagSpec};
+use baton_flags::{Context, Evaluation, FlagSpec};
 use futures_util::Stream;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -95,6 +104,9 @@ fn refused(refusal: Refused) -> Response {
         .into_response()
 }
 
+/// The Unleash context field OFREP's `targetingKey` fills.
+const TARGETING_FIELD: &str = "userId";
+
 fn failure(status: StatusCode, key: Option<&str>, code: &str, details: String) -> Response {
     let mut body = Map::new();
     if let Some(key) = key {
@@ -105,22 +117,14 @@ fn failure(status: StatusCode, key: Option<&str>, code: &str, details: String) -
     (status, Json(Value::Object(body))).into_response()
 }
 
-/// A request's evaluation context, read from `{"context": {...}}`.
-struct RequestContext {
-    context: Context,
-    has_targeting_key: bool,
-}
-
 enum ContextError {
     Parse(String),
     Invalid(String),
 }
 
-fn read_context(body: &[u8]) -> Result<RequestContext, ContextError> {
-    let empty = RequestContext {
-        context: Context::default(),
-        has_targeting_key: false,
-    };
+/// A request's evaluation context, read from `{"context": {...}}`.
+fn read_context(body: &[u8]) -> Result<Context, ContextError> {
+    let empty = Context::default();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(empty);
     }
@@ -141,8 +145,24 @@ fn read_context(body: &[u8]) -> Result<RequestContext, ContextError> {
         }
     };
     let mut out = Context::default();
-    let mut has_targeting_key = false;
     for (name, value) in context {
+        // OpenFeature's targeting key is a string; guessing how a number or
+        // a boolean was meant would give some user another user's bucket.
+        if name == "targetingKey" {
+            match value {
+                Value::Null => {}
+                Value::String(key) => out.user_id = Some(key),
+                other => {
+                    return Err(ContextError::Invalid(format!(
+                        "`targetingKey` must be a string (the OpenFeature targeting key), not {}; \
+                         send the id as a string, e.g. \"targetingKey\": \"{}\"",
+                        json_kind(&other),
+                        other.to_string().trim_matches('"')
+                    )))
+                }
+            }
+            continue;
+        }
         let text = match value {
             Value::Null => continue,
             Value::String(s) => s,
@@ -155,10 +175,7 @@ fn read_context(body: &[u8]) -> Result<RequestContext, ContextError> {
             }
         };
         match name.as_str() {
-            "targetingKey" => {
-                has_targeting_key = !text.is_empty();
-                out.user_id = Some(text);
-            }
+            // The targeting key wins over a `userId` attribute.
             "userId" => {
                 if out.user_id.is_none() {
                     out.user_id = Some(text);
@@ -174,15 +191,42 @@ fn read_context(body: &[u8]) -> Result<RequestContext, ContextError> {
             }
         }
     }
-    Ok(RequestContext {
-        context: out,
-        has_targeting_key,
-    })
+    Ok(out)
 }
 
-/// One flag evaluated, as OFREP's `evaluationSuccess`.
-fn resolve(flags: &EnvironmentFlags, name: &str, spec: &FlagSpec, context: &Context) -> Value {
-    let on = flags.flags.is_enabled(name, context);
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One flag evaluated: OFREP's `evaluationSuccess`, or the
+/// `TARGETING_KEY_MISSING` failure (with its details) when the answer
+/// depends on the missing key.
+fn evaluate_flag(
+    flags: &EnvironmentFlags,
+    name: &str,
+    spec: &FlagSpec,
+    context: &Context,
+) -> Result<Value, String> {
+    let evaluation = flags.flags.evaluate(name, context);
+    if evaluation.missing_sticky_field == Some(TARGETING_FIELD) {
+        return Err(format!(
+            "flag `{name}` is on for a sticky share of users by `{TARGETING_FIELD}`, and this \
+             context meets its other rules: give `targetingKey` in the context"
+        ));
+    }
+    Ok(resolve(name, spec, context, &evaluation))
+}
+
+/// One flag's answer, as OFREP's `evaluationSuccess`.
+fn resolve(name: &str, spec: &FlagSpec, context: &Context, evaluation: &Evaluation) -> Value {
+    let on = evaluation.is_on();
     let mut out = Map::new();
     out.insert("key".into(), Value::from(name));
     let reason = if !spec.enabled {
@@ -202,7 +246,7 @@ fn resolve(flags: &EnvironmentFlags, name: &str, spec: &FlagSpec, context: &Cont
         out.insert("value".into(), Value::Bool(on));
         out.insert("variant".into(), Value::from(if on { "on" } else { "off" }));
     } else {
-        let variant = flags.flags.get_variant(name, context);
+        let variant = evaluation.variant;
         out.insert("variant".into(), Value::from(variant.name));
         // Off, or no variant to give: no value, so the caller's default applies.
         if variant.enabled {
@@ -247,12 +291,6 @@ fn number(text: &str) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
-fn targeting_key_missing(name: &str) -> String {
-    format!(
-        "flag `{name}` targets users or sticks to the user id: give `targetingKey` in the context"
-    )
-}
-
 async fn evaluate(
     State(service): State<Service>,
     Path(key): Path<String>,
@@ -263,8 +301,8 @@ async fn evaluate(
         Ok(flags) => flags,
         Err(refusal) => return refused(refusal),
     };
-    let request = match read_context(&body) {
-        Ok(request) => request,
+    let context = match read_context(&body) {
+        Ok(context) => context,
         Err(ContextError::Parse(details)) => {
             return failure(StatusCode::BAD_REQUEST, Some(&key), "PARSE_ERROR", details)
         }
@@ -284,15 +322,30 @@ async fn evaluate(
         );
         return failure(StatusCode::NOT_FOUND, Some(&key), "FLAG_NOT_FOUND", details);
     };
-    if spec.needs_user_id() && !request.has_targeting_key {
-        return failure(
+    match evaluate_flag(&flags, &key, spec, &context) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(details) => failure(
             StatusCode::BAD_REQUEST,
             Some(&key),
             "TARGETING_KEY_MISSING",
-            targeting_key_missing(&key),
-        );
+            details,
+        ),
     }
-    Json(resolve(&flags, &key, spec, &request.context)).into_response()
+}
+
+/// Whether `If-None-Match` holds a tag matching `etag` (weak comparison,
+/// RFC 9110 §13.1.2), or `*`. OFREP answers a matching bulk request with
+/// 304 although it is a POST (RFC 9110 would say 412 for a POST): the
+/// protocol treats the bulk evaluation as a read of the evaluated result,
+/// and a bulk answer always has a current representation, so `*` matches.
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|tags| tags.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
 async fn evaluate_all(State(service): State<Service>, headers: HeaderMap, body: Bytes) -> Response {
@@ -300,8 +353,8 @@ async fn evaluate_all(State(service): State<Service>, headers: HeaderMap, body: 
         Ok(flags) => flags,
         Err(refusal) => return refused(refusal),
     };
-    let request = match read_context(&body) {
-        Ok(request) => request,
+    let context = match read_context(&body) {
+        Ok(context) => context,
         Err(ContextError::Parse(details)) => {
             return failure(StatusCode::BAD_REQUEST, None, "PARSE_ERROR", details)
         }
@@ -309,40 +362,42 @@ async fn evaluate_all(State(service): State<Service>, headers: HeaderMap, body: 
             return failure(StatusCode::BAD_REQUEST, None, "INVALID_CONTEXT", details)
         }
     };
-    // The answer depends on the flags and on the context: the tag covers both.
-    let mut hasher = Sha256::new();
-    hasher.update(flags.etag.as_bytes());
-    hasher.update(&body);
-    let etag = format!("\"{}\"", &crate::hex(&hasher.finalize())[..32]);
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|tags| {
-            tags.split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
-        });
-    let tag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
-    if matches {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
-    }
     let results: Vec<Value> = flags
         .specs
         .iter()
-        .map(|(name, spec)| {
-            if spec.needs_user_id() && !request.has_targeting_key {
-                json!({"key": name, "errorCode": "TARGETING_KEY_MISSING",
-                       "errorDetails": targeting_key_missing(name)})
-            } else {
-                resolve(&flags, name, spec, &request.context)
-            }
-        })
+        .map(
+            |(name, spec)| match evaluate_flag(&flags, name, spec, &context) {
+                Ok(answer) => answer,
+                Err(details) => json!({"key": name, "errorCode": "TARGETING_KEY_MISSING",
+                                       "errorDetails": details}),
+            },
+        )
         .collect();
     let mut answer = json!({"flags": results});
     if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
         answer["eventStreams"] =
             json!([{"type": "sse", "url": format!("http://{host}/ofrep/v1/events")}]);
     }
-    ([(header::ETAG, tag)], Json(answer)).into_response()
+    // The tag is the answer's own: the same answer (whatever the order of
+    // the context's keys, whatever changed in the flags that does not show
+    // in it, such as a description) is the same tag.
+    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+    let etag = format!("\"{}\"", &crate::hex(&Sha256::digest(&bytes))[..32]);
+    let tag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
+    if none_match(&headers, &etag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
+    (
+        [
+            (header::ETAG, tag),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
 }
 
 /// Server-sent events: one `refetchEvaluation` event each time the key's
@@ -419,7 +474,7 @@ mod tests {
             user_id: Some(user.into()),
             ..Context::default()
         };
-        resolve(flags, name, &flags.specs[name], &context)
+        evaluate_flag(flags, name, &flags.specs[name], &context).unwrap()
     }
 
     #[test]
@@ -503,18 +558,119 @@ mod tests {
         let ok = read(r#"{"context": {"targetingKey": "u1", "country": "FR", "age": 30, "beta": true, "gone": null}}"#)
             .ok()
             .unwrap();
-        assert!(ok.has_targeting_key);
-        assert_eq!(ok.context.user_id.as_deref(), Some("u1"));
-        assert_eq!(ok.context.value("country"), Some("FR"));
-        assert_eq!(ok.context.value("age"), Some("30"));
-        assert_eq!(ok.context.value("beta"), Some("true"));
-        assert_eq!(ok.context.value("gone"), None);
-        assert!(!read("").ok().unwrap().has_targeting_key);
+        assert_eq!(ok.user_id.as_deref(), Some("u1"));
+        assert_eq!(ok.value("country"), Some("FR"));
+        assert_eq!(ok.value("age"), Some("30"));
+        assert_eq!(ok.value("beta"), Some("true"));
+        assert_eq!(ok.value("gone"), None);
+        assert_eq!(read("").ok().unwrap().user_id, None);
+        let key_wins = read(r#"{"context": {"targetingKey": "k", "userId": "u"}}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(key_wins.user_id.as_deref(), Some("k"));
+        let user_only = read(r#"{"context": {"userId": "u", "targetingKey": null}}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(user_only.user_id.as_deref(), Some("u"));
         assert!(matches!(read("{nope"), Err(ContextError::Parse(_))));
         assert!(matches!(read("[1]"), Err(ContextError::Invalid(_))));
         assert!(matches!(
             read(r#"{"context": {"tags": ["a"]}}"#),
             Err(ContextError::Invalid(m)) if m.contains("`tags`")
         ));
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_star_matches_any_answer() {
+        let mut headers = HeaderMap::new();
+        assert!(!none_match(&headers, "\"abc\""));
+        for value in ["\"abc\"", "W/\"abc\"", "\"x\", \"abc\"", "*"] {
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+            assert!(none_match(&headers, "\"abc\""), "{value}");
+        }
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"abd\", abc"),
+        );
+        assert!(!none_match(&headers, "\"abc\""));
+    }
+
+    #[test]
+    fn a_targeting_key_that_is_not_a_string_is_an_invalid_context() {
+        for (body, kind) in [
+            (r#"{"context": {"targetingKey": 42}}"#, "a number"),
+            (r#"{"context": {"targetingKey": true}}"#, "a boolean"),
+            (r#"{"context": {"targetingKey": {"id": 1}}}"#, "an object"),
+            (r#"{"context": {"targetingKey": ["a"]}}"#, "a list"),
+        ] {
+            match read_context(body.as_bytes()) {
+                Err(ContextError::Invalid(m)) => {
+                    assert!(m.contains("`targetingKey` must be a string"), "{m}");
+                    assert!(m.contains(kind), "{m}");
+                }
+                _ => panic!("{body} was accepted"),
+            }
+        }
+        let Err(ContextError::Invalid(m)) = read_context(br#"{"context": {"targetingKey": 42}}"#)
+        else {
+            panic!("accepted")
+        };
+        assert!(m.contains(r#""targetingKey": "42""#), "{m}");
+    }
+
+    #[test]
+    fn the_targeting_key_is_missing_only_where_the_answer_depends_on_it() {
+        let flags = environment(&[
+            (
+                "listed",
+                json!({"enabled": true, "users": ["alice"], "groups": ["staff"]}),
+            ),
+            (
+                "gradual",
+                json!({"enabled": true, "groups": ["staff"], "rollout": 30}),
+            ),
+            (
+                "split",
+                json!({"enabled": true, "variants": [{"name": "a"}, {"name": "b"}]}),
+            ),
+            (
+                "french",
+                json!({"enabled": true, "rollout": 30, "constraints": [
+                    {"field": "country", "operator": "IN", "values": ["FR"]}]}),
+            ),
+        ]);
+        let answer = |name: &str, context: Value| {
+            let context = read_context(json!({ "context": context }).to_string().as_bytes())
+                .ok()
+                .unwrap();
+            evaluate_flag(&flags, name, &flags.specs[name], &context)
+        };
+        let staff = answer("listed", json!({"group": "staff"})).unwrap();
+        assert_eq!(
+            (&staff["value"], &staff["reason"]),
+            (&json!(true), &json!("TARGETING_MATCH"))
+        );
+        let nobody = answer("listed", json!({"group": "guests"})).unwrap();
+        assert_eq!(nobody["value"], false, "not listed, whoever it is");
+        assert_eq!(
+            answer("gradual", json!({"group": "staff"})).unwrap()["value"],
+            true
+        );
+        let missing = answer("gradual", json!({"group": "guests"})).unwrap_err();
+        assert!(missing.contains("targetingKey"), "{missing}");
+        assert!(
+            answer("gradual", json!({"group": "guests", "userId": "u1"})).is_ok(),
+            "an Unleash userId attribute is the targeting key too"
+        );
+        let split = answer("split", json!({})).unwrap();
+        assert!(
+            ["a", "b"].contains(&split["value"].as_str().unwrap()),
+            "{split}"
+        );
+        assert_eq!(
+            answer("french", json!({"country": "DE"})).unwrap()["value"],
+            false
+        );
+        assert!(answer("french", json!({"country": "FR"})).is_err());
     }
 }

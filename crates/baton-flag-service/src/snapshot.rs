@@ -2,7 +2,7 @@
 //! never modified after. It must never be built from anything but the
 //! store's records, so a restarted server serves exactly what it served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use baton_flags::{FlagSet, FlagSpec};
@@ -25,18 +25,31 @@ pub struct EnvironmentFlags {
     pub last_modified: i64,
 }
 
-/// What an API key may read (one app in one environment), or that it was
-/// revoked.
+/// What an API key may read (one app in one environment), from which web
+/// origins, or that it was revoked.
 #[derive(Clone)]
 pub struct KeyScope {
     pub flags: Arc<EnvironmentFlags>,
     pub revoked: bool,
+    /// Web origins whose pages may use the key (CORS).
+    pub origins: Vec<String>,
+}
+
+impl KeyScope {
+    /// Whether a page from `origin` may read this key's answers.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        !self.revoked && self.origins.iter().any(|o| o == origin)
+    }
 }
 
 #[derive(Default)]
 pub struct Snapshot {
     environments: HashMap<(String, String), Arc<EnvironmentFlags>>,
     keys: HashMap<String, KeyScope>,
+    /// Every origin some active key allows: a CORS preflight carries no key,
+    /// so it is answered for these, and each real request then checks its
+    /// own key's origins.
+    origins: HashSet<String>,
 }
 
 impl Snapshot {
@@ -88,6 +101,11 @@ impl Snapshot {
                 ((app, environment), Arc::new(entry))
             })
             .collect();
+        let origins = keys
+            .iter()
+            .filter(|k| k.revoked_at.is_none())
+            .flat_map(|k| k.origins.iter().cloned())
+            .collect();
         let keys = keys
             .into_iter()
             .filter_map(|k| {
@@ -95,11 +113,21 @@ impl Snapshot {
                 let scope = KeyScope {
                     flags: Arc::clone(flags),
                     revoked: k.revoked_at.is_some(),
+                    origins: k.origins,
                 };
                 Some((k.hash, scope))
             })
             .collect();
-        Snapshot { environments, keys }
+        Snapshot {
+            environments,
+            keys,
+            origins,
+        }
+    }
+
+    /// Whether some active key allows pages from `origin`.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.origins.contains(origin)
     }
 
     /// The scope of a key, by the key itself.

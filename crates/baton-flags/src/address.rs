@@ -2,6 +2,12 @@
 //! This module owns reading `a.b.c.d`, `a.b.c.d/len` and their IPv6 forms,
 //! and the containment test. It must never resolve host names or touch the
 //! network: an entry that is not an address is simply not a range.
+//!
+//! Read exactly as Unleash's engine (yggdrasil, behind the Python, Node and
+//! other SDKs) reads them: neither a range nor the context's address is
+//! trimmed (a stray space makes it unreadable), and an IPv4 range holds only
+//! IPv4 addresses: `::ffff:10.1.2.3` is an IPv6 address, outside
+//! `10.0.0.0/8`, as in `ipnetwork`'s `IpNetwork::contains`.
 
 use std::net::IpAddr;
 
@@ -13,37 +19,28 @@ pub(crate) struct IpRange {
 }
 
 impl IpRange {
+    /// Reads `text` as it is: callers that split a list trim its entries
+    /// themselves (the `remoteAddress` strategy does, `IN_CIDR` does not).
     pub(crate) fn parse(text: &str) -> Option<IpRange> {
-        let text = text.trim();
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
         };
-        let network: IpAddr = address.trim().parse().ok()?;
+        let network: IpAddr = address.parse().ok()?;
         let max_prefix = match network {
             IpAddr::V4(_) => 32,
             IpAddr::V6(_) => 128,
         };
         let prefix = match prefix {
-            Some(prefix) => prefix
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max_prefix)?,
+            Some(prefix) => prefix.parse::<u8>().ok().filter(|p| *p <= max_prefix)?,
             None => max_prefix,
         };
         Some(IpRange { network, prefix })
     }
 
+    /// Whether `address` is in the range; an address of the other family
+    /// never is (Unleash does not map `::ffff:a.b.c.d` to IPv4).
     pub(crate) fn contains(&self, address: IpAddr) -> bool {
-        // An IPv4 client seen through an IPv6 socket arrives as ::ffff:a.b.c.d.
-        let address = match (self.network, address) {
-            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => return false,
-            },
-            _ => address,
-        };
         match (self.network, address) {
             (IpAddr::V4(network), IpAddr::V4(address)) => same_prefix(
                 u32::from(network).into(),
@@ -68,9 +65,10 @@ fn same_prefix(network: u128, address: u128, prefix: u8, width: u32) -> bool {
     (network >> host_bits) == (address >> host_bits)
 }
 
-/// Whether `address` (as the context carries it) is in any of `ranges`.
+/// Whether `address` (as the context carries it, untrimmed) is in any of
+/// `ranges`.
 pub(crate) fn in_any(ranges: &[IpRange], address: &str) -> bool {
-    match address.trim().parse::<IpAddr>() {
+    match address.parse::<IpAddr>() {
         Ok(address) => ranges.iter().any(|range| range.contains(address)),
         Err(_) => false,
     }
@@ -99,7 +97,25 @@ mod tests {
             in_any(&list, "10.200.0.1"),
             "host bits in the network are ignored"
         );
-        assert!(in_any(&list, "::ffff:160.33.1.1"), "IPv4-mapped IPv6");
+    }
+
+    // Each checked against UnleashClient 6.9.1 (yggdrasil-engine 2.0.0).
+    #[test]
+    fn addresses_and_ranges_are_read_untrimmed_and_never_mapped_between_families() {
+        let list = ranges(&["10.0.0.0/8"]);
+        assert!(in_any(&list, "10.1.2.3"));
+        assert!(!in_any(&list, " 10.1.2.3"), "a leading space");
+        assert!(!in_any(&list, "10.1.2.3 "), "a trailing space");
+        assert!(
+            !in_any(&list, "::ffff:10.1.2.3"),
+            "an IPv4-mapped IPv6 address is IPv6"
+        );
+        assert_eq!(IpRange::parse(" 10.0.0.0/8"), None);
+        assert_eq!(IpRange::parse("10.0.0.0/8 "), None);
+        assert_eq!(IpRange::parse("10.0.0.0/ 8"), None);
+        let mapped = ranges(&["::ffff:10.0.0.0/104"]);
+        assert!(in_any(&mapped, "::ffff:10.1.2.3"));
+        assert!(!in_any(&mapped, "10.1.2.3"));
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //! A context value that cannot be read (a version that is not semver, a date
 //! that is not RFC 3339) makes the operator false *before* `inverted` applies,
 //! exactly as Unleash's SDKs do.
+//!
+//! Context values are read as Unleash's engine (yggdrasil, inside
+//! UnleashClient for Python and the other SDKs) reads them: a number or a
+//! version is parsed as it is, never trimmed (`" 31"` is not a number), a
+//! number may be `inf` or `1e3` (Rust's `f64` syntax, which yggdrasil uses),
+//! and `NUM_EQ` allows a difference below `f64::EPSILON`. Configured values
+//! (the flag's own) are trimmed, as yggdrasil's rule grammar does.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -64,6 +71,17 @@ enum Comparison {
 }
 
 impl Comparison {
+    /// Whether `context <op> configured` for numbers: as yggdrasil, equal
+    /// means closer than `f64::EPSILON`, and `NaN` compares false.
+    fn holds_for_numbers(self, context: f64, configured: f64) -> bool {
+        match self {
+            Comparison::Eq => (context - configured).abs() < f64::EPSILON,
+            _ => context
+                .partial_cmp(&configured)
+                .is_some_and(|ordering| self.holds(ordering)),
+        }
+    }
+
     /// Whether `context <op> configured`, given how the two compare.
     fn holds(self, ordering: Ordering) -> bool {
         match self {
@@ -175,7 +193,7 @@ impl CompiledConstraint {
             | Operator::NumGt
             | Operator::NumGte
             | Operator::NumLt
-            | Operator::NumLte => match single.and_then(parse_number) {
+            | Operator::NumLte => match single.and_then(parse_configured_number) {
                 Some(number) => Check::Number(comparison(&constraint.operator), number),
                 None => invalid(single.unwrap_or(""), "a number".into()),
             },
@@ -189,7 +207,7 @@ impl CompiledConstraint {
             | Operator::SemverGt
             | Operator::SemverGte
             | Operator::SemverLt
-            | Operator::SemverLte => match single.and_then(parse_semver) {
+            | Operator::SemverLte => match single.and_then(|text| parse_semver(text.trim())) {
                 Some(version) => Check::Semver(comparison(&constraint.operator), version),
                 None => invalid(
                     single.unwrap_or(""),
@@ -255,8 +273,7 @@ impl CompiledConstraint {
             } => value.is_some_and(|value| text_matches(*operator, value, values, *ignore_case)),
             Check::Number(comparison, configured) => value
                 .and_then(parse_number)
-                .and_then(|number| number.partial_cmp(configured))
-                .is_some_and(|ordering| comparison.holds(ordering)),
+                .is_some_and(|number| comparison.holds_for_numbers(number, *configured)),
             Check::Date(comparison, configured) => {
                 let instant = match value {
                     Some(text) => time::parse_rfc3339(text),
@@ -325,17 +342,25 @@ fn text_matches(
     needles.iter().any(|needle| operator.test(&lowered, needle))
 }
 
-/// A finite decimal number, as Unleash's `NUM_*` operators read it.
+/// A context value as Unleash's `NUM_*` operators read it: Rust's `f64`
+/// syntax, untrimmed (yggdrasil's `context_value.parse::<f64>()`).
 fn parse_number(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok()
+}
+
+/// A flag's own number: trimmed, and finite, so that a typo such as `inf`
+/// in a rule is reported rather than compared against.
+fn parse_configured_number(text: &str) -> Option<f64> {
     text.trim()
         .parse::<f64>()
         .ok()
         .filter(|number| number.is_finite())
 }
 
-/// A strict semantic version: `v1.2.3` or `1.2` are not versions.
+/// A strict semantic version, untrimmed: `v1.2.3`, `1.2` or ` 1.2.3` are
+/// not versions (yggdrasil's `Version::parse`).
 fn parse_semver(text: &str) -> Option<Version> {
-    Version::parse(text.trim()).ok()
+    Version::parse(text).ok()
 }
 
 #[cfg(test)]
@@ -435,7 +460,7 @@ mod tests {
         let gte = with_value(constraint("age", "NUM_GTE"), "18");
         assert!(matches(&gte, Some("18")));
         assert!(matches(&gte, Some("18.5")));
-        assert!(matches(&gte, Some(" 100 ")));
+        assert!(matches(&gte, Some("1e3")));
         assert!(!matches(&gte, Some("9")));
         let eq = with_value(constraint("age", "NUM_EQ"), "12.0");
         assert!(matches(&eq, Some("12")));
@@ -445,7 +470,7 @@ mod tests {
     #[test]
     fn unreadable_numbers_are_false_and_never_panic() {
         let lt = with_value(constraint("age", "NUM_LT"), "18");
-        for junk in ["", "twelve", "NaN", "inf", "-infinity", "1,5", "0x10"] {
+        for junk in ["", "twelve", "NaN", "inf", "1,5", "0x10", "1_0"] {
             assert!(!matches(&lt, Some(junk)), "{junk:?}");
         }
         let mut inverted = lt.clone();
@@ -467,6 +492,70 @@ mod tests {
         );
         let (_, warnings) = compile(&constraint("age", "NUM_LT"));
         assert_eq!(warnings.len(), 1, "a missing value is reported");
+    }
+
+    // Each case checked against UnleashClient 6.9.1 (yggdrasil-engine 2.0.0),
+    // which differs from what a person might expect.
+    #[test]
+    fn context_numbers_and_versions_are_read_untrimmed_as_unleash_reads_them() {
+        let gt = with_value(constraint("age", "NUM_GT"), "30");
+        assert!(matches(&gt, Some("31")));
+        for padded in [" 31", "31 ", "\t31"] {
+            assert!(!matches(&gt, Some(padded)), "{padded:?} is not a number");
+        }
+        assert!(
+            matches(&gt, Some("inf")) && matches(&gt, Some("Infinity")),
+            "Rust's float syntax"
+        );
+        assert!(matches(&gt, Some("+31")) && matches(&gt, Some("3.1e1")));
+        assert!(matches(
+            &with_value(constraint("age", "NUM_LT"), "18"),
+            Some("-inf")
+        ));
+        assert!(
+            matches(&with_value(constraint("age", "NUM_GT"), " 30 "), Some("31")),
+            "the flag's own value is trimmed"
+        );
+        let zero = with_value(constraint("age", "NUM_EQ"), "0");
+        assert!(matches(&zero, Some("1e-17")), "equal within f64::EPSILON");
+        assert!(matches(&zero, Some("-0")));
+        assert!(!matches(&zero, Some("1e-15")));
+        let mut inverted = gt.clone();
+        inverted.inverted = true;
+        assert!(matches(&inverted, Some(" 31")), "unreadable, then inverted");
+
+        let semver = with_value(constraint("version", "SEMVER_GTE"), "2.0.0");
+        assert!(matches(&semver, Some("2.0.0")));
+        assert!(!matches(&semver, Some(" 2.0.0")));
+        assert!(!matches(&semver, Some("2.0.0 ")));
+        assert!(
+            matches(
+                &with_value(constraint("version", "SEMVER_GTE"), " 2.0.0"),
+                Some("2.0.0")
+            ),
+            "the flag's own version is trimmed"
+        );
+
+        let cidr = with_values(constraint("remoteAddress", "IN_CIDR"), &["10.0.0.0/8"]);
+        let from = |address: &str| {
+            let (compiled, _) = compile(&cidr);
+            compiled.matches(&Context {
+                remote_address: Some(address.into()),
+                ..Context::default()
+            })
+        };
+        assert!(from("10.1.2.3"));
+        assert!(!from(" 10.1.2.3"));
+        assert!(!from("::ffff:10.1.2.3"));
+        let (padded, warnings) = compile(&with_values(
+            constraint("remoteAddress", "IN_CIDR"),
+            &[" 10.0.0.0/8"],
+        ));
+        assert!(!padded.matches(&Context {
+            remote_address: Some("10.1.2.3".into()),
+            ..Context::default()
+        }));
+        assert_eq!(warnings.len(), 1, "an unreadable range is reported");
     }
 
     #[test]

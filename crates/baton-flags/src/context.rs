@@ -104,6 +104,19 @@ impl ContextField {
         }
     }
 
+    /// The name Unleash gives the field (`userId`, or a property's name).
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            ContextField::UserId => "userId",
+            ContextField::SessionId => "sessionId",
+            ContextField::RemoteAddress => "remoteAddress",
+            ContextField::Environment => "environment",
+            ContextField::AppName => "appName",
+            ContextField::CurrentTime => "currentTime",
+            ContextField::Property(name) => name,
+        }
+    }
+
     pub(crate) fn get<'c>(&self, context: &'c Context) -> Option<&'c str> {
         match self {
             ContextField::UserId => context.user_id.as_deref(),
@@ -134,6 +147,17 @@ mod tests {
         assert_eq!(context.value("tenant"), Some("acme"));
         assert_eq!(context.value("sessionId"), None);
         assert_eq!(context.value("missing"), None);
+        for name in [
+            "userId",
+            "sessionId",
+            "remoteAddress",
+            "environment",
+            "appName",
+            "currentTime",
+            "tenant",
+        ] {
+            assert_eq!(ContextField::from_name(name).name(), name);
+        }
     }
 
     #[test]

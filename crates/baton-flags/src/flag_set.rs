@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use crate::context::Context;
-use crate::strategy::CompiledStrategy;
+use crate::context::{Context, ContextField};
+use crate::strategy::{CompiledStrategy, Outcome};
 use crate::unleash::{ClientFeatures, Feature, Payload};
 use crate::variant::{Variant, VariantGroup, DISABLED_VARIANT};
 use crate::{DefinitionWarning, FlagsError};
@@ -33,17 +33,43 @@ struct CompiledFlag {
 }
 
 /// The outcome of the on/off decision, remembering which strategy decided
-/// so the variant can come from it.
+/// so the variant can come from it, and, when off, the sticky field whose
+/// absence was all that kept a rollout from deciding.
 #[derive(Clone, Copy)]
 struct Decision<'f> {
     enabled: bool,
     strategy: Option<&'f CompiledStrategy>,
+    missing: Option<&'f ContextField>,
 }
 
 const OFF: Decision<'static> = Decision {
     enabled: false,
     strategy: None,
+    missing: None,
 };
+
+/// A whole answer for one flag and one context: the variant (which says
+/// whether the flag is on) and why the answer may not be the one the caller
+/// wanted. Borrowed from the [`FlagSet`], so it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation<'a> {
+    /// The variant; `feature_enabled` is whether the flag is on.
+    pub variant: Variant<'a>,
+    /// When the flag is off: the context field (as Unleash names it, e.g.
+    /// `userId`) that a sticky rollout needed and did not find, after the
+    /// context passed that rollout's constraints. Unleash's SDKs answer
+    /// "off" then, as Baton does; a protocol that can say "give me that
+    /// field" (OFREP's `TARGETING_KEY_MISSING`) uses this to say so.
+    /// `None` when the flag is on, or off whatever that field held.
+    pub missing_sticky_field: Option<&'a str>,
+}
+
+impl Evaluation<'_> {
+    /// Whether the flag is on for the context.
+    pub fn is_on(&self) -> bool {
+        self.variant.feature_enabled
+    }
+}
 
 /// Every flag of a document, ready to evaluate. Cheap to share (`Send +
 /// Sync`); build a new one when the document changes.
@@ -157,14 +183,27 @@ impl FlagSet {
     /// `disabled` with `feature_enabled: false`; a flag that is on but has
     /// no variant to give gives `disabled` with `feature_enabled: true`.
     pub fn get_variant(&self, flag: &str, context: &Context) -> Variant<'_> {
+        self.evaluate(flag, context).variant
+    }
+
+    /// On or off, the variant, and what a missing sticky field did, in one
+    /// decision (so a random rollout or variant is drawn once, not once
+    /// for "on?" and again for "which variant?"). An unknown flag is off.
+    pub fn evaluate(&self, flag: &str, context: &Context) -> Evaluation<'_> {
         let Some(&index) = self.by_name.get(flag) else {
-            return Variant::disabled(false);
+            return Evaluation {
+                variant: Variant::disabled(false),
+                missing_sticky_field: None,
+            };
         };
         let decision = self.decide(index, context);
         if !decision.enabled {
-            return Variant::disabled(false);
+            return Evaluation {
+                variant: Variant::disabled(false),
+                missing_sticky_field: decision.missing.map(ContextField::name),
+            };
         }
-        match self.pick_variant(index, decision, context) {
+        let variant = match self.pick_variant(index, decision, context) {
             Some((name, payload)) => Variant {
                 name,
                 payload,
@@ -172,6 +211,10 @@ impl FlagSet {
                 feature_enabled: true,
             },
             None => Variant::disabled(true),
+        };
+        Evaluation {
+            variant,
+            missing_sticky_field: None,
         }
     }
 
@@ -217,20 +260,25 @@ impl FlagSet {
             return Decision {
                 enabled: true,
                 strategy: None,
+                missing: None,
             };
         }
         // The first strategy that is on decides, and lends its variants.
-        match flag
-            .strategies
-            .iter()
-            .find(|strategy| strategy.is_on(context))
-        {
-            Some(strategy) => Decision {
-                enabled: true,
-                strategy: Some(strategy),
-            },
-            None => OFF,
+        let mut missing = None;
+        for strategy in &flag.strategies {
+            match strategy.outcome(context) {
+                Outcome::On => {
+                    return Decision {
+                        enabled: true,
+                        strategy: Some(strategy),
+                        missing: None,
+                    }
+                }
+                Outcome::NoStickyValue(field) => missing = missing.or(Some(field)),
+                Outcome::Off => {}
+            }
         }
+        Decision { missing, ..OFF }
     }
 
     fn dependency_met(&self, dependency: &CompiledDependency, context: &Context) -> bool {
@@ -327,6 +375,52 @@ mod tests {
         }
         assert_eq!(set.warnings().len(), 3);
         assert!(set.warnings()[2].to_string().contains("ghost"));
+    }
+
+    #[test]
+    fn a_missing_sticky_field_is_named_only_when_it_alone_kept_the_flag_off() {
+        let set = flags(
+            r#"{"features": [
+                {"name": "f", "enabled": true, "strategies": [
+                    {"name": "default", "constraints": [
+                        {"contextName": "group", "operator": "IN", "values": ["staff"]}]},
+                    {"name": "flexibleRollout", "parameters":
+                        {"rollout": "30", "stickiness": "userId", "groupId": "f"},
+                     "constraints": [
+                        {"contextName": "country", "operator": "IN", "values": ["FR"]}]}
+                ]},
+                {"name": "everyone", "enabled": true, "strategies": [], "variants": [
+                    {"name": "a", "weight": 1, "stickiness": "userId"},
+                    {"name": "b", "weight": 1, "stickiness": "userId"}]}
+            ]}"#,
+        );
+        let staff = Context::default().with_property("group", "staff");
+        let evaluation = set.evaluate("f", &staff);
+        assert!(evaluation.is_on(), "a listed group needs no user id");
+        assert_eq!(evaluation.missing_sticky_field, None);
+
+        let french = Context::default().with_property("country", "FR");
+        let evaluation = set.evaluate("f", &french);
+        assert!(!evaluation.is_on());
+        assert_eq!(evaluation.missing_sticky_field, Some("userId"));
+
+        let german = Context::default().with_property("country", "DE");
+        assert_eq!(
+            set.evaluate("f", &german).missing_sticky_field,
+            None,
+            "off whatever the user id: outside the rollout's constraints"
+        );
+
+        // Variants sticky to a missing field fall back to chance, as
+        // Unleash's engine does: always a variant, never a missing field.
+        let evaluation = set.evaluate("everyone", &Context::default());
+        assert!(evaluation.variant.enabled, "{evaluation:?}");
+        assert_eq!(evaluation.missing_sticky_field, None);
+        assert_eq!(
+            set.evaluate("nope", &Context::default())
+                .missing_sticky_field,
+            None
+        );
     }
 
     #[test]

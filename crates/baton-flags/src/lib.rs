@@ -47,7 +47,7 @@ mod variant;
 
 pub use context::Context;
 pub use error::{DefinitionWarning, FlagsError};
-pub use flag_set::FlagSet;
+pub use flag_set::{Evaluation, FlagSet};
 pub use model::FlagSpec;
 pub use unleash::ClientFeatures;
 pub use variant::{Variant, DISABLED_VARIANT};

@@ -13,6 +13,11 @@
 //!   `rollout` percentage (sticky on `stickiness`, `userId` by default);
 //! - with users or groups but neither constraints nor rollout, only those
 //!   listed get it; with no limit at all, everyone does.
+//!
+//! A context without the sticky field (no `userId`, say) is outside a
+//! partial rollout, and gets a variant by chance: exactly what Unleash's
+//! SDKs answer for the compiled document (see [`crate::Evaluation`] for how
+//! a caller learns that the field was missing).
 
 use std::collections::BTreeMap;
 
@@ -213,18 +218,6 @@ impl FlagSpec {
             || !self.groups.is_empty()
             || !self.constraints.is_empty()
             || self.rollout.is_some_and(|r| r < 100)
-    }
-
-    /// Whether evaluating the flag needs a user id: it lists users, or
-    /// sticks a partial rollout or its variants to the user id.
-    pub fn needs_user_id(&self) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        let sticks_to_user = self.stickiness() == DEFAULT_STICKINESS;
-        !self.users.is_empty()
-            || (sticks_to_user && self.rollout.is_some_and(|r| r < 100))
-            || (sticks_to_user && self.variants.len() > 1)
     }
 
     /// The Unleash feature this flag compiles to.
@@ -472,7 +465,12 @@ mod tests {
             !on_for(&flags, &Context::default()),
             "no user id, nothing to stick to"
         );
-        assert!(spec.needs_user_id());
+        assert_eq!(
+            flags
+                .evaluate("f", &Context::default())
+                .missing_sticky_field,
+            Some("userId")
+        );
     }
 
     #[test]

@@ -33,6 +33,18 @@ enum Rule {
     Never,
 }
 
+/// What one strategy says of a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome<'s> {
+    On,
+    Off,
+    /// Off only because the context passed the constraints of a rollout
+    /// that sticks to this field, and has no value for it: Unleash has no
+    /// fallback for a named field (yggdrasil's `sticky on user_id` is false
+    /// without one), so the answer would depend on a value not given.
+    NoStickyValue(&'s ContextField),
+}
+
 /// A strategy ready to evaluate.
 #[derive(Debug)]
 pub(crate) struct CompiledStrategy {
@@ -139,16 +151,19 @@ impl CompiledStrategy {
                 ),
                 "remoteAddress" => {
                     let mut ranges = vec![];
+                    // Unleash trims each entry of this list (not those of
+                    // an `IN_CIDR` constraint).
                     for entry in parameter("IPs").unwrap_or("").split(',') {
+                        let entry = entry.trim();
                         match IpRange::parse(entry) {
                             Some(range) => ranges.push(range),
                             // One bad entry must not hide the good ones.
-                            None if !entry.trim().is_empty() => {
+                            None if !entry.is_empty() => {
                                 warnings.push(DefinitionWarning::InvalidParameter {
                                     flag: flag.to_owned(),
                                     strategy: strategy.name.clone(),
                                     parameter: "IPs".to_owned(),
-                                    value: Some(entry.trim().to_owned()),
+                                    value: Some(entry.to_owned()),
                                     expected: "an IP address or CIDR range",
                                     consequence: "that entry is ignored",
                                 });
@@ -179,42 +194,53 @@ impl CompiledStrategy {
     }
 
     /// Whether this strategy turns the flag on for `context`.
+    #[cfg(test)]
     pub(crate) fn is_on(&self, context: &Context) -> bool {
+        self.outcome(context) == Outcome::On
+    }
+
+    /// Whether this strategy turns the flag on for `context`, and if not,
+    /// whether only a missing sticky field kept it off.
+    pub(crate) fn outcome(&self, context: &Context) -> Outcome<'_> {
+        let on = |yes: bool| if yes { Outcome::On } else { Outcome::Off };
         if matches!(self.rule, Rule::Never) {
-            return false;
+            return Outcome::Off;
         }
         if !self
             .constraints
             .iter()
             .all(|constraint| constraint.matches(context))
         {
-            return false;
+            return Outcome::Off;
         }
         match &self.rule {
-            Rule::Always => true,
-            Rule::UserIds(ids) => context
+            Rule::Always => Outcome::On,
+            Rule::UserIds(ids) => on(context
                 .user_id
                 .as_deref()
-                .is_some_and(|id| ids.contains(id)),
+                .is_some_and(|id| ids.contains(id))),
             Rule::Rollout {
                 percentage,
                 stickiness,
                 group_id,
             } => {
-                let bucket = match stickiness.identifier(context) {
-                    Some(identifier) => hash::rollout_bucket(group_id, identifier),
+                if *percentage <= 0.0 {
+                    return Outcome::Off;
+                }
+                let bucket = match (stickiness.identifier(context), stickiness) {
+                    (Some(identifier), _) => hash::rollout_bucket(group_id, identifier),
                     // A named field that is absent keeps the context out;
                     // "default" and "random" fall back to chance.
-                    None if matches!(stickiness, Stickiness::Field(_)) => return false,
-                    None => hash::random_bucket(100),
+                    (None, Stickiness::Field(field)) => return Outcome::NoStickyValue(field),
+                    (None, _) => hash::random_bucket(100),
                 };
-                *percentage > 0.0 && f64::from(bucket) <= *percentage
+                on(f64::from(bucket) <= *percentage)
             }
-            Rule::RemoteAddress(ranges) => context
+            Rule::RemoteAddress(ranges) => on(context
                 .remote_address
                 .as_deref()
-                .is_some_and(|address| address::in_any(ranges, address)),
-            Rule::Never => false,
+                .is_some_and(|address| address::in_any(ranges, address))),
+            Rule::Never => Outcome::Off,
         }
     }
 }
@@ -272,6 +298,10 @@ mod tests {
             &[("rollout", "100"), ("stickiness", "tenant")],
         ));
         assert!(!compiled.is_on(&user("1")), "no tenant, no rollout");
+        assert!(matches!(
+            compiled.outcome(&user("1")),
+            Outcome::NoStickyValue(field) if field.name() == "tenant"
+        ));
         assert!(compiled.is_on(&Context::default().with_property("tenant", "t")));
 
         let (everyone, _) = compile(&strategy("flexibleRollout", &[("rollout", "100")]));
@@ -281,6 +311,15 @@ mod tests {
         );
         let (nobody, _) = compile(&strategy("flexibleRollout", &[("rollout", "0")]));
         assert!(!nobody.is_on(&user("1")));
+        let (nobody, _) = compile(&strategy(
+            "flexibleRollout",
+            &[("rollout", "0"), ("stickiness", "userId")],
+        ));
+        assert_eq!(
+            nobody.outcome(&Context::default()),
+            Outcome::Off,
+            "0 % is off whatever the user id"
+        );
     }
 
     #[test]

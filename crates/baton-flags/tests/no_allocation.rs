@@ -106,13 +106,16 @@ fn evaluating_allocates_nothing() {
             for name in ["parent", "everything", "users", "missing"] {
                 on += usize::from(flags.is_enabled(name, context));
                 on += usize::from(flags.get_variant(name, context).enabled);
+                let evaluation = flags.evaluate(name, context);
+                on += usize::from(evaluation.is_on());
+                on += usize::from(evaluation.missing_sticky_field.is_some());
             }
         }
         on
     };
     // The regex engine builds its per-thread cache on first use.
     let expected = evaluate_all();
-    assert_eq!(expected, 50 * 6, "every rule holds for every context");
+    assert_eq!(expected, 50 * 9, "every rule holds for every context");
 
     let boxed = allocations_during(|| drop(std::hint::black_box(Box::new(1_u64))));
     assert_eq!(boxed, 1, "the counter sees allocations");

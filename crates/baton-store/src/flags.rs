@@ -49,6 +49,11 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#;
 
+/// The web origins (`https://shop.example`) whose pages may call the flag
+/// client endpoints with a key (CORS), as a JSON list; none by default.
+pub(crate) const API_KEY_ORIGINS: &str =
+    "ALTER TABLE api_keys ADD COLUMN origins TEXT NOT NULL DEFAULT '[]'";
+
 /// A flag of an app in an environment; `spec` is Baton's flag model as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlagRecord {
@@ -86,6 +91,9 @@ pub struct ApiKeyRecord {
     pub prefix: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Web origins allowed to use the key from a browser (CORS).
+    #[serde(default)]
+    pub origins: Vec<String>,
 }
 
 impl ApiKeyRecord {
@@ -99,6 +107,7 @@ impl ApiKeyRecord {
             prefix: r.get("prefix"),
             created_at: r.get("created_at"),
             revoked_at: r.get("revoked_at"),
+            origins: serde_json::from_str(r.get::<&str, _>("origins")).unwrap_or_default(),
         }
     }
 }
@@ -303,6 +312,7 @@ impl Store {
 
     // ---- API keys ----
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_api_key(
         &self,
         app: &str,
@@ -310,12 +320,13 @@ impl Store {
         name: &str,
         hash: &str,
         prefix: &str,
+        origins: &[String],
         entry: &AuditEntry,
     ) -> Result<ApiKeyRecord> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_keys (app, environment, name, hash, prefix, created_at)
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO api_keys (app, environment, name, hash, prefix, created_at, origins)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(app)
         .bind(environment)
@@ -323,6 +334,7 @@ impl Store {
         .bind(hash)
         .bind(prefix)
         .bind(now_ms())
+        .bind(serde_json::to_string(origins).unwrap_or_else(|_| "[]".into()))
         .fetch_one(&mut *tx)
         .await?;
         let mut entry = entry.clone();
@@ -377,6 +389,21 @@ impl Store {
         audit(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The newest changes to one app's flags and API keys (`flag.*` and
+    /// `api_key.*` entries), for `baton flags audit APP`.
+    pub async fn flag_audit_log(&self, app: &str, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE app = ?
+               AND (action LIKE 'flag.%' OR action LIKE 'api!_key.%' ESCAPE '!')
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(app)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(AuditEntry::from_row).collect())
     }
 
     /// The newest entries first, of one app when `app` is given.
@@ -504,6 +531,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_apps_flag_audit_log_holds_only_its_flag_and_key_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+        for (app, action) in [
+            ("a", "flag.create"),
+            ("a", "deployment.start"),
+            ("a", "token.create"),
+            ("a", "apixkey.create"),
+            ("a", "api_key.revoke"),
+            ("b", "flag.update"),
+            ("a", "flag.update"),
+        ] {
+            let mut entry = entry(action);
+            entry.app = Some(app.into());
+            store.record_audit(&entry).await.unwrap();
+        }
+        let log = store.flag_audit_log("a", 10).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["flag.update", "api_key.revoke", "flag.create"]);
+        assert_eq!(store.flag_audit_log("a", 1).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn keys_are_revoked_once_and_stay_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
@@ -514,11 +564,13 @@ mod tests {
                 "web",
                 "h1",
                 "baton_ab",
+                &["https://shop.example".to_string()],
                 &entry("api_key.create"),
             )
             .await
             .unwrap();
         assert_eq!(key.revoked_at, None);
+        assert_eq!(key.origins, ["https://shop.example"]);
         let revoked = store
             .revoke_api_key(key.id, &entry("api_key.revoke"))
             .await

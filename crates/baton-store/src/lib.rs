@@ -144,6 +144,7 @@ const MIGRATIONS: &[&str] = &[
     flags::FLAGS_SCHEMA,
     pipeline::PIPELINE_SCHEMA,
     "ALTER TABLE users ADD COLUMN apps TEXT",
+    flags::API_KEY_ORIGINS,
 ];
 
 #[derive(Clone)]

@@ -255,6 +255,8 @@ async fn finish_after(
     match done.state {
         DeploymentState::Succeeded => {
             if !common.json && !silent {
+                // A deploy that applied the release's flags.toml says so.
+                crate::flags::print_deploy_flags(api, &done).await?;
                 let took = done.finished_at.unwrap_or(done.created_at) - done.created_at;
                 println!(
                     "{} {} {} is live in {} ({})",

@@ -97,8 +97,9 @@ pub enum FlagsCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Show how the server's flags differ from flags.toml; exits 1 if
-    /// `apply` (with the same --prune) would change anything.
+    /// Show how the server's flags differ from flags.toml, one line per
+    /// flag and field (server → file); exits 1 if `apply` (with the same
+    /// --prune) would change anything. --json prints the raw differences.
     Diff {
         #[arg(default_value = ".")]
         dir: PathBuf,
@@ -115,9 +116,10 @@ pub enum FlagsCommand {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Who changed what, newest first.
+    /// Who changed what, newest first. With APP: only changes to that
+    /// app's flags and API keys, each with what it was before and after.
     Audit {
-        /// Only this app's entries.
+        /// Only this app's flag and key changes.
         app: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -133,6 +135,10 @@ pub enum KeysCommand {
         app: String,
         /// What uses the key, e.g. "web" or "checkout-service".
         name: String,
+        /// A web origin whose pages may use the key from the browser
+        /// (CORS), e.g. https://shop.example; repeat for more.
+        #[arg(long = "origin", value_name = "ORIGIN")]
+        origins: Vec<String>,
         #[command(flatten)]
         env: EnvArg,
         #[command(flatten)]
@@ -317,8 +323,7 @@ fn rules(spec: &FlagSpec) -> String {
         parts.push(format!("groups {}", spec.groups.join(",")));
     }
     for c in &spec.constraints {
-        let value = c.value.clone().unwrap_or_else(|| c.values.join(","));
-        parts.push(format!("{} {} {value}", c.field, c.operator));
+        parts.push(constraint_text(c));
     }
     if let Some(rollout) = spec.rollout {
         parts.push(format!("{rollout} % by {}", spec.stickiness()));
@@ -533,35 +538,22 @@ async fn file(
                     "prune": prune, "dry_run": dry_run}),
         )
         .await?;
-    let changes = answer["changes"].as_array().cloned().unwrap_or_default();
-    let drift = changes.iter().any(|c| c["change"] != "only_on_server");
     if common.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else {
+    }
+    let changes: Vec<FlagDiff> = serde_json::from_value(answer["changes"].clone())
+        .context("the server's list of flag differences")?;
+    let drift = changes.iter().any(|c| c.change != "only_on_server");
+    if !common.json {
         if changes.is_empty() {
             println!("{app} in {environment} matches {}", path.display());
+        } else if dry_run {
+            println!("{app} in {environment}: the server → {}", path.display());
         }
         for change in &changes {
-            let name = change["name"].as_str().unwrap_or_default();
-            let verb = change["change"].as_str().unwrap_or_default();
-            let line = match (verb, dry_run) {
-                ("create", true) => format!("{} {name}: only in the file", green("+")),
-                ("create", false) => format!("{} {name}: created", green("+")),
-                ("update", _) => format!(
-                    "{} {name}: {}{}",
-                    bold("~"),
-                    fields_changed(&change["server"], &change["file"]),
-                    if dry_run { "" } else { " (updated)" }
-                ),
-                ("delete", true) => format!("{} {name}: only on the server", red("-")),
-                ("delete", false) => format!("{} {name}: deleted", red("-")),
-                _ => format!(
-                    "{} {name}: only on the server {}",
-                    dim("?"),
-                    dim("(kept; --prune deletes it)")
-                ),
-            };
-            println!("{line}");
+            for line in diff_lines(change, dry_run) {
+                println!("{line}");
+            }
         }
     }
     Ok(if dry_run && drift {
@@ -571,24 +563,160 @@ async fn file(
     })
 }
 
-/// "rollout 30 → 5, users [alice] → []".
-fn fields_changed(server: &Value, file: &Value) -> String {
-    let empty = Map::new();
-    let (a, b) = (
-        server.as_object().unwrap_or(&empty),
-        file.as_object().unwrap_or(&empty),
+/// One flag's difference between the server and flags.toml, as the API
+/// returns it.
+#[derive(Deserialize)]
+struct FlagDiff {
+    name: String,
+    change: String,
+    server: Option<FlagSpec>,
+    file: Option<FlagSpec>,
+}
+
+/// The lines for one flag's difference: one per field that differs, each
+/// `FLAG  FIELD: SERVER → FILE`.
+fn diff_lines(diff: &FlagDiff, dry_run: bool) -> Vec<String> {
+    let name = bold(&diff.name);
+    let whole = |spec: &Option<FlagSpec>| spec.as_ref().map(summary).unwrap_or_default();
+    match (diff.change.as_str(), dry_run) {
+        ("create", true) => vec![format!(
+            "{} {name}  only in the file: {}",
+            green("+"),
+            whole(&diff.file)
+        )],
+        ("create", false) => vec![format!(
+            "{} {name}  created: {}",
+            green("+"),
+            whole(&diff.file)
+        )],
+        ("update", _) => {
+            let empty = FlagSpec::default();
+            let (server, file) = (
+                diff.server.as_ref().unwrap_or(&empty),
+                diff.file.as_ref().unwrap_or(&empty),
+            );
+            let done = if dry_run { "" } else { " (updated)" };
+            field_changes(server, file)
+                .into_iter()
+                .map(|(field, before, after)| {
+                    format!("{} {name}  {field}: {before} → {after}{done}", bold("~"))
+                })
+                .collect()
+        }
+        ("delete", true) => vec![format!(
+            "{} {name}  only on the server: {}",
+            red("-"),
+            whole(&diff.server)
+        )],
+        ("delete", false) => vec![format!(
+            "{} {name}  deleted: {}",
+            red("-"),
+            whole(&diff.server)
+        )],
+        _ => vec![format!(
+            "{} {name}  only on the server: {} {}",
+            dim("?"),
+            whole(&diff.server),
+            dim("(kept; --prune deletes it)")
+        )],
+    }
+}
+
+/// A whole flag in a few words: "on, users alice; 30 % by userId".
+fn summary(spec: &FlagSpec) -> String {
+    let state = if spec.enabled { "on" } else { "off" };
+    format!("{state}, {}", rules(spec))
+}
+
+/// The fields that differ between two settings of a flag, each as
+/// (field, before, after) in words rather than JSON.
+fn field_changes(before: &FlagSpec, after: &FlagSpec) -> Vec<(&'static str, String, String)> {
+    let mut out = vec![];
+    let mut field = |name: &'static str, differs: bool, show: &dyn Fn(&FlagSpec) -> String| {
+        if differs {
+            out.push((name, show(before), show(after)));
+        }
+    };
+    let none = || "(none)".to_string();
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            none()
+        } else {
+            items.join(", ")
+        }
+    };
+    field("enabled", before.enabled != after.enabled, &|s| {
+        if s.enabled { "on" } else { "off" }.to_string()
+    });
+    field(
+        "description",
+        before.description != after.description,
+        &|s| {
+            if s.description.is_empty() {
+                none()
+            } else {
+                format!("{:?}", s.description)
+            }
+        },
     );
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| {
-            let show = |v: Option<&Value>| v.map_or("(none)".to_string(), Value::to_string);
-            format!("{k} {} → {}", show(a.get(k)), show(b.get(k)))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    field("users", before.users != after.users, &|s| list(&s.users));
+    field("groups", before.groups != after.groups, &|s| {
+        list(&s.groups)
+    });
+    field(
+        "constraints",
+        before.constraints != after.constraints,
+        &|s| {
+            if s.constraints.is_empty() {
+                none()
+            } else {
+                s.constraints
+                    .iter()
+                    .map(constraint_text)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        },
+    );
+    field("rollout", before.rollout != after.rollout, &|s| {
+        s.rollout.map_or_else(none, |r| format!("{r} %"))
+    });
+    field("stickiness", before.stickiness != after.stickiness, &|s| {
+        s.stickiness
+            .clone()
+            .unwrap_or_else(|| format!("(default: {})", s.stickiness()))
+    });
+    field("variants", before.variants != after.variants, &|s| {
+        if s.variants.is_empty() {
+            none()
+        } else {
+            s.variants
+                .iter()
+                .map(|v| match &v.payload {
+                    Some(p) => format!("{} {} ({} {})", v.name, v.weight, p.kind.as_str(), p.value),
+                    None => format!("{} {}", v.name, v.weight),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    });
+    out
+}
+
+/// "country IN FR,BE", "version not SEMVER_GTE 2.0.0 (any case)".
+fn constraint_text(c: &baton_flags::model::ConstraintSpec) -> String {
+    let value = c.value.clone().unwrap_or_else(|| c.values.join(","));
+    format!(
+        "{} {}{} {value}{}",
+        c.field,
+        if c.inverted { "not " } else { "" },
+        c.operator,
+        if c.case_insensitive {
+            " (any case)"
+        } else {
+            ""
+        }
+    )
 }
 
 async fn keys(command: KeysCommand) -> Result<ExitCode> {
@@ -596,6 +724,7 @@ async fn keys(command: KeysCommand) -> Result<ExitCode> {
         KeysCommand::Create {
             app,
             name,
+            origins,
             env,
             common,
         } => {
@@ -603,7 +732,7 @@ async fn keys(command: KeysCommand) -> Result<ExitCode> {
             let key: Value = api
                 .post_json(
                     &format!("/apps/{app}/keys"),
-                    &json!({"name": name, "environment": env.environment}),
+                    &json!({"name": name, "environment": env.environment, "origins": origins}),
                 )
                 .await?;
             if common.json {
@@ -613,6 +742,14 @@ async fn keys(command: KeysCommand) -> Result<ExitCode> {
                     "Created API key {} ({name}) for {app} in {}. It is shown this once:\n\n  {}\n\nOFREP: Authorization: Bearer KEY; Unleash: Authorization: KEY.",
                     key["id"], env.environment, key["key"].as_str().unwrap_or_default()
                 );
+                let allowed = strings(&key["origins"]);
+                if allowed.is_empty() {
+                    println!(
+                        "Browsers: no web origin may use it (add one with --origin https://…)."
+                    );
+                } else {
+                    println!("Browsers: pages of {} may use it.", allowed.join(", "));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -628,15 +765,22 @@ async fn keys(command: KeysCommand) -> Result<ExitCode> {
                 "NAME".into(),
                 "ENVIRONMENT".into(),
                 "KEY".into(),
+                "WEB ORIGINS".into(),
                 "CREATED".into(),
                 "STATE".into(),
             ]];
             for k in &keys {
+                let origins = strings(&k["origins"]);
                 rows.push(vec![
                     k["id"].to_string(),
                     k["name"].as_str().unwrap_or_default().into(),
                     k["environment"].as_str().unwrap_or_default().into(),
                     format!("{}…", k["prefix"].as_str().unwrap_or_default()),
+                    if origins.is_empty() {
+                        "-".into()
+                    } else {
+                        origins.join(", ")
+                    },
                     ago(k["created_at"].as_i64().unwrap_or_default()),
                     if k["revoked_at"].is_null() {
                         green("active")
@@ -661,10 +805,23 @@ async fn keys(command: KeysCommand) -> Result<ExitCode> {
     }
 }
 
+/// A JSON list of strings as a `Vec` (anything else as empty).
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 async fn audit(app: Option<&str>, limit: i64, common: &Common) -> Result<ExitCode> {
     let api = Api::new(&common.api);
     let query = match app {
-        Some(app) => format!("/audit?app={app}&limit={limit}"),
+        Some(app) => format!("/audit?app={app}&kind=flags&limit={limit}"),
         None => format!("/audit?limit={limit}"),
     };
     let entries: Vec<Value> = api.get(&query).await?;
@@ -672,7 +829,13 @@ async fn audit(app: Option<&str>, limit: i64, common: &Common) -> Result<ExitCod
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for e in entries.iter().rev() {
+    if entries.is_empty() {
+        match app {
+            Some(app) => println!("No changes to {app}'s flags or API keys yet."),
+            None => println!("The audit log is empty."),
+        }
+    }
+    for e in &entries {
         println!(
             "{} {} {} {} {}",
             dim(&ago(e["at"].as_i64().unwrap_or_default())),
@@ -684,6 +847,76 @@ async fn audit(app: Option<&str>, limit: i64, common: &Common) -> Result<ExitCod
                 e["remote_address"].as_str().unwrap_or("the server")
             ))
         );
+        for line in audit_detail(e) {
+            println!("    {line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an audit entry changed, in words: a flag's fields before → after,
+/// a key's name and origins.
+fn audit_detail(entry: &Value) -> Vec<String> {
+    let detail = &entry["detail"];
+    let spec = |v: &Value| serde_json::from_value::<FlagSpec>(v.clone()).ok();
+    let mut lines = match entry["action"].as_str().unwrap_or_default() {
+        action if action.starts_with("flag.") => {
+            match (spec(&detail["before"]), spec(&detail["after"])) {
+                (Some(before), Some(after)) => field_changes(&before, &after)
+                    .into_iter()
+                    .map(|(field, was, is)| format!("{field}: {was} → {is}"))
+                    .collect(),
+                (None, Some(after)) => vec![format!("created: {}", summary(&after))],
+                (Some(before), None) => vec![format!("was: {}", summary(&before))],
+                (None, None) => vec![],
+            }
+        }
+        action if action.starts_with("api_key.") => {
+            let mut line = format!(
+                "key {} ({}…)",
+                detail["name"].as_str().unwrap_or_default(),
+                detail["prefix"].as_str().unwrap_or_default()
+            );
+            let origins = strings(&detail["origins"]);
+            if !origins.is_empty() {
+                line.push_str(&format!(", web origins {}", origins.join(", ")));
+            }
+            vec![line]
+        }
+        _ => vec![],
+    };
+    if let Some(source) = detail["source"].as_str() {
+        lines.push(dim(&format!("from {source}")));
+    }
+    lines
+}
+
+/// After a deploy: the line saying what it did to the flags, when the
+/// release carried a flags.toml (its `flags_applied` or `flags_failed`
+/// event, recorded before the deployment ended).
+pub async fn print_deploy_flags(api: &Api, deployment: &baton_store::Deployment) -> Result<()> {
+    let events: Vec<baton_store::Event> = api
+        .get(&format!("/apps/{}/events?limit=50", deployment.app))
+        .await?;
+    let found = events.iter().find(|e| {
+        e.environment == deployment.environment
+            && e.at >= deployment.created_at
+            && (e.kind == "flags_applied" || e.kind == "flags_failed")
+    });
+    match found {
+        // Laid out like the deployment's steps above it.
+        Some(e) if e.kind == "flags_applied" => {
+            println!("  {} {:<13} {:>9}  {}", green("✓"), "flags", "", e.message)
+        }
+        Some(e) => println!(
+            "  {} {:<13} {:>9}  not applied: {} (fix flags.toml, then `baton flags apply DIR -e {}`)",
+            red("✗"),
+            "flags",
+            "",
+            e.message,
+            deployment.environment
+        ),
+        None => {}
+    }
+    Ok(())
 }
