@@ -726,7 +726,12 @@ async fn the_change_stream_announces_each_change() {
         .send()
         .await
         .unwrap();
-    assert_eq!(stream.status().as_u16(), 200);
+    let mut stream = stream;
+    if stream.status().as_u16() != 200 {
+        let status = stream.status();
+        let text = stream.text().await.unwrap();
+        panic!("{status}: {text}");
+    }
     let mut seen = String::new();
     let first = next_event(&mut stream, &mut seen).await;
     assert_eq!(first["type"], "refetchEvaluation", "one on connecting");
