@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use baton_store::{Store, StoreError, TokenRecord, UserRecord};
@@ -211,7 +211,8 @@ impl Auth {
             }
             Ok(_) | Err(_) => {
                 let mut key = [0; 32];
-                OsRng.fill_bytes(&mut key);
+                getrandom::fill(&mut key)
+                    .map_err(|e| key_error(&key_path)(std::io::Error::other(e.to_string())))?;
                 write_private(&key_path, &key).map_err(key_error(&key_path))?;
                 key
             }
@@ -474,12 +475,12 @@ impl Auth {
     fn sign(&self, id: &str) -> String {
         let mut mac = self.mac();
         mac.update(id.as_bytes());
-        hex(&mac.finalize().into_bytes())
+        hex::encode(mac.finalize().into_bytes())
     }
 
     fn verify_cookie<'a>(&self, cookie: &'a str) -> Option<&'a str> {
         let (id, signature) = cookie.split_once('.')?;
-        let signature = unhex(signature)?;
+        let signature = hex::decode(signature).ok()?;
         let mut mac = self.mac();
         mac.update(id.as_bytes());
         mac.verify_slice(&signature).ok().map(|_| id)
@@ -594,27 +595,17 @@ pub fn check_password(password: &str) -> Result<(), AuthError> {
 }
 
 pub fn sha256_hex(text: &str) -> String {
-    hex(&Sha256::digest(text.as_bytes()))
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn random_hex(bytes: usize) -> String {
+/// Random bytes as hex, from the operating system (the one source of
+/// randomness in Baton's own code; Argon2 draws its salts itself).
+pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    OsRng.fill_bytes(&mut buf);
-    hex(&buf)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    // The kernel's generator does not fail once the system has booted; a
+    // failure here means a broken system, not bad input.
+    getrandom::fill(&mut buf).expect("the operating system's random generator failed");
+    hex::encode(buf)
 }
 
 fn key_error(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {

@@ -530,19 +530,14 @@ pub fn diff(
 
 /// The SHA-256 of a key, as stored.
 pub fn hash_key(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// `baton_` and 32 random bytes in hex, from the kernel's generator.
 fn new_key() -> std::io::Result<String> {
-    use std::io::Read;
     let mut bytes = [0_u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(format!("baton_{}", hex(&bytes)))
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(format!("baton_{}", hex::encode(bytes)))
 }
 
 #[cfg(test)]

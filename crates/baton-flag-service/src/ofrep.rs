@@ -382,7 +382,7 @@ async fn evaluate_all(State(service): State<Service>, headers: HeaderMap, body: 
     // the context's keys, whatever changed in the flags that does not show
     // in it, such as a description) is the same tag.
     let bytes = serde_json::to_vec(&answer).unwrap_or_default();
-    let etag = format!("\"{}\"", &crate::hex(&Sha256::digest(&bytes))[..32]);
+    let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&bytes))[..32]);
     let tag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"\""));
     if none_match(&headers, &etag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();

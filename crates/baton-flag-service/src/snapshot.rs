@@ -88,7 +88,7 @@ impl Snapshot {
                     tracing::warn!(app, environment, %warning, "flag rule read as off");
                 }
                 let json = serde_json::to_vec(&document).unwrap_or_default();
-                let etag = format!("\"{}\"", &crate::hex(&Sha256::digest(&json))[..32]);
+                let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&json))[..32]);
                 let entry = EnvironmentFlags {
                     app: app.clone(),
                     environment: environment.clone(),
