@@ -90,7 +90,10 @@ fn a_file_starting_with_two_byte_order_marks_keeps_the_second_as_flyway_does() {
         panic!("two migrations expected");
     };
     assert_eq!(second.checksum, python_checksum(&path));
-    assert_ne!(second.checksum, first.checksum, "the second BOM is SQL text");
+    assert_ne!(
+        second.checksum, first.checksum,
+        "the second BOM is SQL text"
+    );
     // What runs keeps the second mark too: only one is dropped.
     assert!(second.sql.starts_with('\u{FEFF}'));
     assert!(!first.sql.starts_with('\u{FEFF}'));
