@@ -24,21 +24,27 @@ mod run;
 
 use std::time::Duration;
 
-pub use conn::{redact, Database, Dialect, HISTORY_TABLE};
+pub use conn::{dialect_of, redact, Database, Dialect, HISTORY_TABLE};
 pub use import::{flyway_name, import_sqlx, SqlxRow};
-pub use run::{baseline, info, migrate, repair, validate, Applied, MigrateReport, Options, Phases};
+pub use run::{
+    baseline, info, lint_pending, migrate, migrate_gated, repair, validate, Applied, ContractGate,
+    MigrateReport, Options, Phases,
+};
 
+/// What went wrong. The database's own errors are part of the message and
+/// deliberately not a `source`: a caller printing the chain would repeat
+/// them (`relation "x" does not exist: relation "x" does not exist`).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: sqlx::Error },
-    #[error("{target}: {context}: {source}")]
+    #[error("cannot connect to {target}: {}", said(.error))]
+    Connect { target: String, error: sqlx::Error },
+    #[error("{target}: {context}: {}", said(.error))]
     Query {
         target: String,
         context: String,
-        source: sqlx::Error,
+        error: sqlx::Error,
     },
     #[error("{target}: flyway_schema_history is unreadable: {reason}")]
     BadHistory { target: String, reason: String },
@@ -50,17 +56,38 @@ pub enum DbError {
     Baseline(#[from] baton_migrate::plan::BaselineError),
     #[error("{script}: {reason}")]
     Script { script: String, reason: String },
-    #[error("{script}:{line}: {source}\n{outcome}")]
+    #[error("{script}:{line}: {}\n{outcome}", said(.error))]
     Failed {
         script: String,
         line: u32,
-        source: sqlx::Error,
+        error: sqlx::Error,
         outcome: String,
+    },
+    #[error("contract migration(s) {} not applied: {reason}; nothing was applied", .scripts.join(", "))]
+    ContractRefused {
+        scripts: Vec<String>,
+        reason: String,
     },
     #[error("cannot import the sqlx history: {0}")]
     Import(String),
-    #[error("{} problem(s) in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", .0.len(), render_findings(.0))]
+    #[error("{} in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", problems(.0.len()), render_findings(.0))]
     Unsafe(Vec<baton_migrate::Finding>),
+}
+
+/// What the database said, without sqlx's "error returned from database: "
+/// wrapper: for a database error, its own message.
+fn said(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e) => e.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn problems(n: usize) -> String {
+    match n {
+        1 => "1 problem".to_string(),
+        n => format!("{n} problems"),
+    }
 }
 
 fn humantime_secs(d: Duration) -> String {

@@ -586,6 +586,12 @@ fn shown_args(args: Option<&str>) -> String {
     }
 }
 
+/// A `baton db` command line naming the database as `args` do
+/// ([`Settings::command_args`]): `baton db repair -e staging`.
+pub fn db_command(subcommand: &str, args: Option<&str>) -> String {
+    format!("baton db {subcommand}{}", shown_args(args))
+}
+
 impl ValidationError {
     /// The problem and its way out; a suggested `baton db` command names
     /// the database as `args` does (`-e staging`), `-e ENV` when `None`.
