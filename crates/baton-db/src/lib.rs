@@ -63,7 +63,7 @@ pub enum DbError {
         error: sqlx::Error,
         outcome: String,
     },
-    #[error("contract migration(s) {} not applied: {reason}; nothing was applied", .scripts.join(", "))]
+    #[error("{} {} refused: {reason}; nothing was applied", if .scripts.len() == 1 { "contract migration" } else { "contract migrations" }, .scripts.join(", "))]
     ContractRefused {
         scripts: Vec<String>,
         reason: String,

@@ -9,7 +9,7 @@
 mod deploy;
 mod health;
 mod migrate;
-pub use migrate::ContractByHand;
+pub use migrate::{database_options, ContractByHand};
 pub mod plan;
 mod recover;
 pub use recover::RecoveryReport;

@@ -27,6 +27,24 @@ pub struct ContractByHand {
     pub forced_past: Option<String>,
 }
 
+/// How the runner migrates (and the linter judges) an app's database, from
+/// its manifest's `[database]` section: the one translation the deploy and
+/// `baton db` share, so that both count the same findings.
+pub fn database_options(database: &DatabaseSection) -> std::result::Result<Options, String> {
+    let mut options = Options {
+        lock_timeout: database.lock_timeout,
+        installed_by: None,
+        ..Options::default()
+    };
+    options.settings.out_of_order = database.out_of_order;
+    if let Some(version) = &database.baseline_on_migrate {
+        options.settings.baseline_on_migrate = Some(Version::parse(version).map_err(|e| {
+            format!("baton.toml: field `database.baseline_on_migrate`: {version:?}: {e}")
+        })?);
+    }
+    Ok(options)
+}
+
 /// What a release needs to migrate its database in one environment.
 struct Target {
     files: Vec<Migration>,
@@ -70,18 +88,9 @@ impl Orchestrator {
                     var = database.url_env
                 )
             })?;
-        let mut options = Options {
-            lock_timeout: database.lock_timeout,
-            refuse_unsafe: true,
-            installed_by: None,
-            ..Options::default()
-        };
-        options.settings.out_of_order = database.out_of_order;
-        if let Some(version) = &database.baseline_on_migrate {
-            options.settings.baseline_on_migrate = Some(Version::parse(version).map_err(|e| {
-                format!("baton.toml: field `database.baseline_on_migrate`: {version:?}: {e}")
-            })?);
-        }
+        let mut options = database_options(&database)?;
+        options.refuse_unsafe = true;
+        options.settings.command_args = Some(format!("-e {environment}"));
         Ok(Some(Target {
             files,
             url,
@@ -240,8 +249,7 @@ impl Orchestrator {
             plan::contract_may_run(live.as_deref(), &missing, live.as_deref(), &running).err();
         if let (Some(wait), false) = (&wait, force) {
             return Err(Error::Conflict(format!(
-                "contract migration(s) {} must not run in {environment} yet: {wait}; Baton applies a deployment's contract half by itself once no older release is live or warm",
-                scripts.join(", ")
+                "not yet in {environment}: {wait}; Baton applies a deployment's contract half by itself once no older release is live or warm there"
             )));
         }
         let deployment = match &live {
