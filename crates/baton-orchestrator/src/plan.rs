@@ -298,7 +298,7 @@ mod tests {
             })
         );
         assert_eq!(
-            contract_may_run(Some("v2"), &[], Some("v2"), &[v2_live.clone()]),
+            contract_may_run(Some("v2"), &[], Some("v2"), std::slice::from_ref(&v2_live)),
             Ok(())
         );
         // Rolled back: v1 is live again, v2's contract must not run.
