@@ -70,7 +70,7 @@ pub enum DbError {
     },
     #[error("cannot import the sqlx history: {0}")]
     Import(String),
-    #[error("{} in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", problems(.0.len()), render_findings(.0))]
+    #[error("{} in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", count(.0.len(), "problem"), render_findings(.0))]
     Unsafe(Vec<baton_migrate::Finding>),
 }
 
@@ -83,10 +83,12 @@ fn said(error: &sqlx::Error) -> String {
     }
 }
 
-fn problems(n: usize) -> String {
-    match n {
-        1 => "1 problem".to_string(),
-        n => format!("{n} problems"),
+/// `n` and the noun, plural unless one: "1 problem", "2 statements".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

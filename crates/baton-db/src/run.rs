@@ -448,9 +448,12 @@ async fn failed_row(
         return "no statement before the failing one took effect, so flyway_schema_history is unchanged".into();
     }
     let how = if db.dialect().transactional_ddl() {
-        format!("it ran outside a transaction and the {done} statement(s) before the failing one took effect")
+        format!(
+            "it ran outside a transaction and the {} before the failing one took effect",
+            crate::count(done, "statement")
+        )
     } else {
-        format!("it was rolled back, but MySQL commits DDL by itself, so the {done} DDL statement(s) before the failing one took effect")
+        format!("it was rolled back, but MySQL commits DDL by itself, so the {} before the failing one took effect", crate::count(done, "DDL statement"))
     };
     let row: NewHistoryRow = step.history_row(user, ms, false);
     match db.insert_row(&row).await {

@@ -270,7 +270,7 @@ pub enum DiscoveryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} problem(s) with the migration files:\n{}", .0.len(), render(.0))]
+    #[error("{} with the migration files:\n{}", crate::count(.0.len(), "problem"), render(.0))]
     Invalid(Vec<FileProblem>),
 }
 

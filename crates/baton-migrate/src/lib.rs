@@ -44,3 +44,12 @@ pub use plan::{
 pub use rename::{ColumnRename, RenamePair};
 pub use sql::{split, Statement};
 pub use version::Version;
+
+/// `n` and the noun, plural unless one: "1 migration", "2 problems".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

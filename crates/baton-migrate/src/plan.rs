@@ -984,7 +984,7 @@ pub enum BaselineError {
         existing: Version,
         requested: Version,
     },
-    #[error("the history already records {applied} migration(s); baseline only applies to a database Baton has never migrated")]
+    #[error("the history already records {}; baseline only applies to a database Baton has never migrated", crate::count(*.applied, "migration"))]
     NotEmpty { applied: usize },
 }
 

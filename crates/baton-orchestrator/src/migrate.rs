@@ -297,7 +297,15 @@ impl Orchestrator {
         self.event(
             &key,
             "contract_applied",
-            &format!("contract migration(s) {}: {detail}", scripts.join(", ")),
+            &format!(
+                "{} {}: {detail}",
+                if scripts.len() == 1 {
+                    "contract migration"
+                } else {
+                    "contract migrations"
+                },
+                scripts.join(", ")
+            ),
         )
         .await;
         Ok(ContractByHand {

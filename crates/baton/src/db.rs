@@ -277,11 +277,19 @@ pub async fn migrate(
         baton_db::migrate_gated(&mut db, &loaded.migrations, &loaded.options, phases, &gate).await;
     let target = db.target().to_string();
     db.close().await;
-    let report = result?;
     let recorded = gate
         .recorded
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
+    if let (Err(_), Some(_)) = (&result, &recorded) {
+        // Recorded before it ran, as every step is: the server errs on the
+        // side of refusing rollbacks.
+        eprintln!(
+            "{}",
+            dim("note: the Baton server had recorded these contract migrations as applied by hand before the run; it keeps refusing rollbacks to releases without them")
+        );
+    }
+    let report = result?;
     if args.json {
         let mut out = serde_json::to_value(&report)?;
         out["contract_by_hand"] = recorded.unwrap_or(Value::Null);
