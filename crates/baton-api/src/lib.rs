@@ -73,6 +73,7 @@ pub fn router(
             get(deployments).post(deploy),
         )
         .route("/api/v1/apps/{app}/rollback", post(rollback))
+        .route("/api/v1/apps/{app}/contracts", post(contract_by_hand))
         .route("/api/v1/apps/{app}/logs", get(logs::logs))
         .route(
             "/api/v1/apps/{app}/releases/{release}/image-log",
@@ -388,6 +389,41 @@ async fn rollback(
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractBody {
+    environment: String,
+    scripts: Vec<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `baton db migrate` about to apply contract migrations by hand: the
+/// orchestrator checks the contract rule (409 while an older release is
+/// live or warm, unless `force`) and records them, audited, before the CLI
+/// runs them.
+async fn contract_by_hand(
+    State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: ContractBody = body(&raw)?;
+    auth::may_change(&principal, &app, &b.environment)?;
+    let audit = auth::entry(
+        &principal,
+        &peer,
+        "contract.apply_by_hand",
+        format!("contract migrations of {app} in {}", b.environment),
+    );
+    let recorded = o
+        .record_contract_by_hand(&app, &b.environment, &b.scripts, b.force, audit)
+        .await?;
+    Ok((StatusCode::CREATED, Json(recorded)))
+}
+
 async fn deployment(
     State(o): State<AppState>,
     Path(id): Path<String>,
@@ -477,6 +513,7 @@ mod tests {
         ("get", "/api/v1/apps/{app}/deployments"),
         ("post", "/api/v1/apps/{app}/deployments"),
         ("post", "/api/v1/apps/{app}/rollback"),
+        ("post", "/api/v1/apps/{app}/contracts"),
         ("get", "/api/v1/apps/{app}/logs"),
         ("get", "/api/v1/apps/{app}/releases/{release}/image-log"),
         ("get", "/api/v1/apps/{app}/events"),

@@ -15,41 +15,20 @@ use crate::DbError;
 /// The history table, as Flyway names it.
 pub const HISTORY_TABLE: &str = "flyway_schema_history";
 
-/// Which database a URL points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    Postgres,
-    Sqlite,
-    MySql,
+pub use baton_migrate::Dialect;
+
+/// The dialect of a database URL, or why Baton cannot migrate it.
+pub fn dialect_of(url: &str) -> Result<Dialect, DbError> {
+    Dialect::from_url(url).ok_or_else(|| DbError::BadUrl {
+        url: redact(url),
+        reason: "the scheme must be postgres://, sqlite:// or mysql:// (mariadb:// too)".into(),
+    })
 }
 
-impl Dialect {
-    pub fn from_url(url: &str) -> Result<Dialect, DbError> {
-        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
-        match scheme {
-            "postgres" | "postgresql" => Ok(Dialect::Postgres),
-            "sqlite" => Ok(Dialect::Sqlite),
-            "mysql" | "mariadb" => Ok(Dialect::MySql),
-            _ => Err(DbError::BadUrl {
-                url: redact(url),
-                reason: "the scheme must be postgres://, sqlite:// or mysql:// (mariadb:// too)"
-                    .into(),
-            }),
-        }
-    }
-
-    /// Whether DDL can be rolled back: PostgreSQL and SQLite yes; MySQL
-    /// commits implicitly around every DDL statement.
-    pub fn transactional_ddl(self) -> bool {
-        !matches!(self, Dialect::MySql)
-    }
-
-    fn placeholder(self, n: usize) -> String {
-        match self {
-            Dialect::Postgres => format!("${n}"),
-            Dialect::Sqlite | Dialect::MySql => "?".into(),
-        }
+fn placeholder(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Postgres => format!("${n}"),
+        Dialect::Sqlite | Dialect::MySql => "?".into(),
     }
 }
 
@@ -104,11 +83,11 @@ pub struct Database {
 
 impl Database {
     pub async fn connect(url: &str) -> Result<Database, DbError> {
-        let dialect = Dialect::from_url(url)?;
+        let dialect = dialect_of(url)?;
         let target = redact(url);
-        let failed = |source: sqlx::Error| DbError::Connect {
+        let failed = |error: sqlx::Error| DbError::Connect {
             target: target.clone(),
-            source,
+            error,
         };
         let conn = match dialect {
             Dialect::Postgres => Conn::Pg(PgConnection::connect(url).await.map_err(failed)?),
@@ -147,10 +126,10 @@ impl Database {
     fn query_error(&self, context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError {
         let target = self.target.clone();
         let context = context.into();
-        move |source| DbError::Query {
+        move |error| DbError::Query {
             target,
             context,
-            source,
+            error,
         }
     }
 
@@ -371,7 +350,7 @@ impl Database {
     }
 
     pub async fn insert_row(&mut self, row: &NewHistoryRow) -> Result<(), DbError> {
-        let p = |n| self.dialect.placeholder(n);
+        let p = |n| placeholder(self.dialect, n);
         let sql = format!(
             "INSERT INTO flyway_schema_history (installed_rank, version, description, type, script, checksum, installed_by, execution_time, success) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {})",
             p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9)
@@ -397,7 +376,7 @@ impl Database {
     pub async fn delete_row(&mut self, rank: i32) -> Result<(), DbError> {
         let sql = format!(
             "DELETE FROM flyway_schema_history WHERE installed_rank = {}",
-            self.dialect.placeholder(1)
+            placeholder(self.dialect, 1)
         );
         let error = self.query_error("removing a failed row from flyway_schema_history");
         on!(&mut self.conn, c => sqlx::query(&sql).bind(rank).execute(&mut *c).await.map(|_| ()))
@@ -411,7 +390,7 @@ impl Database {
         description: &str,
         kind: &str,
     ) -> Result<(), DbError> {
-        let p = |n| self.dialect.placeholder(n);
+        let p = |n| placeholder(self.dialect, n);
         let sql = format!(
             "UPDATE flyway_schema_history SET checksum = {}, description = {}, type = {} WHERE installed_rank = {}",
             p(1), p(2), p(3), p(4)
@@ -560,18 +539,10 @@ mod tests {
 
     #[test]
     fn dialects_come_from_the_scheme() {
-        assert_eq!(
-            Dialect::from_url("postgresql://x/y").unwrap(),
-            Dialect::Postgres
-        );
-        assert_eq!(Dialect::from_url("mariadb://x/y").unwrap(), Dialect::MySql);
-        assert_eq!(
-            Dialect::from_url("sqlite::memory:").unwrap(),
-            Dialect::Sqlite
-        );
-        let err = Dialect::from_url("oracle://a:pw@x/y")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(dialect_of("postgresql://x/y").unwrap(), Dialect::Postgres);
+        assert_eq!(dialect_of("mariadb://x/y").unwrap(), Dialect::MySql);
+        assert_eq!(dialect_of("sqlite::memory:").unwrap(), Dialect::Sqlite);
+        let err = dialect_of("oracle://a:pw@x/y").unwrap_err().to_string();
         assert!(err.contains("oracle://a:***@x/y"), "{err}");
     }
 }

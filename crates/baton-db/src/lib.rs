@@ -24,21 +24,27 @@ mod run;
 
 use std::time::Duration;
 
-pub use conn::{redact, Database, Dialect, HISTORY_TABLE};
+pub use conn::{dialect_of, redact, Database, Dialect, HISTORY_TABLE};
 pub use import::{flyway_name, import_sqlx, SqlxRow};
-pub use run::{baseline, info, migrate, repair, validate, Applied, MigrateReport, Options, Phases};
+pub use run::{
+    baseline, info, lint_pending, migrate, migrate_gated, repair, validate, Applied, ContractGate,
+    MigrateReport, Options, Phases,
+};
 
+/// What went wrong. The database's own errors are part of the message and
+/// deliberately not a `source`: a caller printing the chain would repeat
+/// them (`relation "x" does not exist: relation "x" does not exist`).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: sqlx::Error },
-    #[error("{target}: {context}: {source}")]
+    #[error("cannot connect to {target}: {}", said(.error))]
+    Connect { target: String, error: sqlx::Error },
+    #[error("{target}: {context}: {}", said(.error))]
     Query {
         target: String,
         context: String,
-        source: sqlx::Error,
+        error: sqlx::Error,
     },
     #[error("{target}: flyway_schema_history is unreadable: {reason}")]
     BadHistory { target: String, reason: String },
@@ -50,17 +56,40 @@ pub enum DbError {
     Baseline(#[from] baton_migrate::plan::BaselineError),
     #[error("{script}: {reason}")]
     Script { script: String, reason: String },
-    #[error("{script}:{line}: {source}\n{outcome}")]
+    #[error("{script}:{line}: {}\n{outcome}", said(.error))]
     Failed {
         script: String,
         line: u32,
-        source: sqlx::Error,
+        error: sqlx::Error,
         outcome: String,
+    },
+    #[error("{} {} refused: {reason}; nothing was applied", if .scripts.len() == 1 { "contract migration" } else { "contract migrations" }, .scripts.join(", "))]
+    ContractRefused {
+        scripts: Vec<String>,
+        reason: String,
     },
     #[error("cannot import the sqlx history: {0}")]
     Import(String),
-    #[error("{} problem(s) in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", .0.len(), render_findings(.0))]
+    #[error("{} in the migrations to apply would break the release still running or block a busy table; nothing was applied:\n{}", count(.0.len(), "problem"), render_findings(.0))]
     Unsafe(Vec<baton_migrate::Finding>),
+}
+
+/// What the database said, without sqlx's "error returned from database: "
+/// wrapper: for a database error, its own message.
+fn said(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e) => e.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `n` and the noun, plural unless one: "1 problem", "2 statements".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn humantime_secs(d: Duration) -> String {

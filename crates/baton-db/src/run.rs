@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use baton_migrate::plan::{Info, RepairPlan, Step};
 use baton_migrate::{
-    lint_migration, plan_baseline, plan_migrate, plan_repair, split, Finding, LintOptions,
-    LintReport, Migration, NewHistoryRow, Phase, Settings, ValidationError, Version,
+    lint_batch, lint_migration, plan_baseline, plan_migrate, plan_repair, split, Finding,
+    LintOptions, LintReport, Migration, NewHistoryRow, Phase, Settings, ValidationError, Version,
 };
 use serde::Serialize;
 
@@ -65,15 +65,20 @@ impl Default for Options {
 }
 
 impl Options {
-    fn lint(&self) -> LintOptions {
+    /// How the linter judges migrations run with these options on
+    /// `dialect`: the one set of lint options the deploy's gate,
+    /// `baton db lint` and `baton db plan` share (the runner's lock timeout
+    /// satisfies `require-lock-timeout`).
+    pub fn lint_options(&self, dialect: Dialect) -> LintOptions {
         LintOptions {
+            dialect,
             runner_lock_timeout: !self.lock_timeout.is_zero(),
             ..LintOptions::default()
         }
     }
 
-    fn settings_for(&self, files: &[Migration]) -> Settings {
-        let lint = self.lint();
+    fn settings_for(&self, files: &[Migration], dialect: Dialect) -> Settings {
+        let lint = self.lint_options(dialect);
         let reports: Vec<LintReport> = files.iter().map(|m| lint_migration(m, &lint)).collect();
         self.settings_with(&reports)
     }
@@ -88,6 +93,18 @@ impl Options {
             .collect();
         settings
     }
+}
+
+/// Asked before a run applies contract migrations, with their scripts, under
+/// the migration lock; an `Err` (saying why not, and the way out) stops the
+/// run before anything is applied. `baton db migrate` asks the Baton server
+/// through it, so that a contract applied by hand obeys the same rule as one
+/// the server applies.
+pub trait ContractGate: Send + Sync {
+    fn allow<'a>(
+        &'a self,
+        scripts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 /// One migration applied by `migrate`.
@@ -120,11 +137,50 @@ pub async fn migrate(
     options: &Options,
     phases: Phases,
 ) -> Result<MigrateReport, DbError> {
+    migrate_locking(db, files, options, phases, None).await
+}
+
+/// [`migrate`], asking `gate` first when contract migrations would be
+/// applied.
+pub async fn migrate_gated(
+    db: &mut Database,
+    files: &[Migration],
+    options: &Options,
+    phases: Phases,
+    gate: &dyn ContractGate,
+) -> Result<MigrateReport, DbError> {
+    migrate_locking(db, files, options, phases, Some(gate)).await
+}
+
+async fn migrate_locking(
+    db: &mut Database,
+    files: &[Migration],
+    options: &Options,
+    phases: Phases,
+    gate: Option<&dyn ContractGate>,
+) -> Result<MigrateReport, DbError> {
     db.set_lock_timeout(options.lock_timeout).await?;
     db.lock(options.lock_wait).await?;
-    let result = migrate_locked(db, files, options, phases).await;
+    let result = migrate_locked(db, files, options, phases, gate).await;
     db.unlock().await;
     result
+}
+
+/// The pending migrations a run would apply now, in order, each with the
+/// linter's verdict as the run's gate judges it (the batch as one, on this
+/// database's dialect, with these options).
+pub async fn lint_pending(
+    db: &mut Database,
+    files: &[Migration],
+    options: &Options,
+) -> Result<Vec<LintReport>, DbError> {
+    let history = db.history().await?;
+    let settings = options.settings_for(files, db.dialect());
+    let info = baton_migrate::info(files, &history, &settings);
+    let batch = info
+        .pending()
+        .filter_map(|entry| files.iter().find(|m| m.script == entry.script));
+    Ok(lint_batch(batch, &options.lint_options(db.dialect())))
 }
 
 async fn migrate_locked(
@@ -132,18 +188,22 @@ async fn migrate_locked(
     files: &[Migration],
     options: &Options,
     phases: Phases,
+    gate: Option<&dyn ContractGate>,
 ) -> Result<MigrateReport, DbError> {
     let user = match &options.installed_by {
         Some(user) => user.clone(),
         None => db.current_user().await?,
     };
-    // Each file is linted once per run, however often the plan is remade.
-    let lint = options.lint();
-    let reports: HashMap<&str, LintReport> = files
+    // Each file alone decides which are contract (allowed out of order);
+    // the first plan's batch is then judged as one, and that verdict holds
+    // for the whole run, however often the plan is remade.
+    let lint = options.lint_options(db.dialect());
+    let single: HashMap<&str, LintReport> = files
         .iter()
         .map(|m| (m.script.as_str(), lint_migration(m, &lint)))
         .collect();
-    let mut settings = options.settings_with(reports.values());
+    let mut judged: HashMap<String, LintReport> = HashMap::new();
+    let mut settings = options.settings_with(single.values());
     if settings.baseline_on_migrate.is_some()
         && !(db.history().await?.is_empty() && db.schema_has_tables().await?)
     {
@@ -163,12 +223,22 @@ async fn migrate_locked(
         let step = async {
             let history = db.history().await?;
             let plan = plan_migrate(files, &history, &settings, &user)?;
+            if !checked {
+                judged = lint_batch(plan.steps.iter().map(|step| &step.migration), &lint)
+                    .into_iter()
+                    .map(|report| (report.script.clone(), report))
+                    .collect();
+            }
             // Plan steps are the files' own migrations, named by script.
             let reports: Vec<&LintReport> = plan
                 .steps
                 .iter()
-                .map(|step| &reports[step.migration.script.as_str()])
+                .map(|step| {
+                    let script = step.migration.script.as_str();
+                    judged.get(script).unwrap_or(&single[script])
+                })
                 .collect();
+            let first = !checked;
             if !checked {
                 checked = true;
                 report.warnings = plan.warnings.clone();
@@ -190,6 +260,21 @@ async fn migrate_locked(
                     steps.push((step, lint.phase, lint.execute_in_transaction));
                 } else {
                     left.push(step.migration.script.clone());
+                }
+            }
+            if let (true, Some(gate)) = (first, gate) {
+                let contracts: Vec<String> = steps
+                    .iter()
+                    .filter(|(_, phase, _)| *phase == Phase::Contract)
+                    .map(|(step, _, _)| step.migration.script.clone())
+                    .collect();
+                if !contracts.is_empty() {
+                    if let Err(reason) = gate.allow(&contracts).await {
+                        return Err(DbError::ContractRefused {
+                            scripts: contracts,
+                            reason,
+                        });
+                    }
                 }
             }
             if let Some(row) = &plan.baseline {
@@ -217,7 +302,8 @@ async fn migrate_locked(
         }
         let take = if sqlite { 1 } else { steps.len() };
         for (step, phase, in_transaction) in steps.into_iter().take(take) {
-            let applied = apply(db, &step, phase, in_transaction, &user, sqlite).await?;
+            let args = settings.command_args.as_deref();
+            let applied = apply(db, &step, phase, in_transaction, &user, sqlite, args).await?;
             report.applied.push(applied);
         }
         if !sqlite {
@@ -233,10 +319,10 @@ async fn begin_waiting(db: &mut Database, wait: Duration) -> Result<(), DbError>
     loop {
         match db.begin().await {
             Ok(()) => return Ok(()),
-            Err(DbError::Query { source, .. }) if is_busy(&source) && started.elapsed() < wait => {
+            Err(DbError::Query { error, .. }) if is_busy(&error) && started.elapsed() < wait => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(DbError::Query { source, .. }) if is_busy(&source) => {
+            Err(DbError::Query { error, .. }) if is_busy(&error) => {
                 return Err(DbError::Locked {
                     target: db.target().to_string(),
                     waited: wait,
@@ -263,6 +349,7 @@ async fn apply(
     in_transaction: bool,
     user: &str,
     open: bool,
+    args: Option<&str>,
 ) -> Result<Applied, DbError> {
     let migration = &step.migration;
     let statements: Vec<(u32, String)> = if db.dialect() == Dialect::Sqlite {
@@ -290,7 +377,7 @@ async fn apply(
     // a transaction; inside one, only those the database commits by itself.
     let mut done = 0usize;
     for (line, sql) in &statements {
-        if let Err(source) = db.execute(sql).await {
+        if let Err(error) = db.execute(sql).await {
             let ms = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
             if transactional {
                 db.rollback().await;
@@ -298,12 +385,12 @@ async fn apply(
             let outcome = if done == 0 && transactional {
                 "the migration was rolled back: the schema and flyway_schema_history are as they were before it".to_string()
             } else {
-                failed_row(db, step, user, ms, done).await
+                failed_row(db, step, user, ms, done, args).await
             };
             return Err(DbError::Failed {
                 script: migration.script.clone(),
                 line: *line,
-                source,
+                error,
                 outcome,
             });
         }
@@ -349,19 +436,30 @@ fn commits_implicitly(sql: &str) -> bool {
 
 /// After a failure outside a transaction: records a failed row when some
 /// statements took effect (as Flyway does), and says what was left.
-async fn failed_row(db: &mut Database, step: &Step, user: &str, ms: i32, done: usize) -> String {
+async fn failed_row(
+    db: &mut Database,
+    step: &Step,
+    user: &str,
+    ms: i32,
+    done: usize,
+    args: Option<&str>,
+) -> String {
     if done == 0 {
         return "no statement before the failing one took effect, so flyway_schema_history is unchanged".into();
     }
     let how = if db.dialect().transactional_ddl() {
-        format!("it ran outside a transaction and the {done} statement(s) before the failing one took effect")
+        format!(
+            "it ran outside a transaction and the {} before the failing one took effect",
+            crate::count(done, "statement")
+        )
     } else {
-        format!("it was rolled back, but MySQL commits DDL by itself, so the {done} DDL statement(s) before the failing one took effect")
+        format!("it was rolled back, but MySQL commits DDL by itself, so the {} before the failing one took effect", crate::count(done, "DDL statement"))
     };
     let row: NewHistoryRow = step.history_row(user, ms, false);
     match db.insert_row(&row).await {
         Ok(()) => format!(
-            "{how}; flyway_schema_history records it as failed: undo or finish those statements by hand, then run `baton db repair` and migrate again"
+            "{how}; flyway_schema_history records it as failed: undo or finish those statements by hand, then run `{}` and migrate again",
+            baton_migrate::plan::db_command("repair", args)
         ),
         Err(e) => format!("{how}; recording it as failed also failed ({e})"),
     }
@@ -377,7 +475,7 @@ pub async fn info(
     Ok(baton_migrate::info(
         files,
         &history,
-        &options.settings_for(files),
+        &options.settings_for(files, db.dialect()),
     ))
 }
 
@@ -391,7 +489,7 @@ pub async fn validate(
     Ok(baton_migrate::validate(
         files,
         &history,
-        &options.settings_for(files),
+        &options.settings_for(files, db.dialect()),
         false,
     ))
 }
@@ -416,7 +514,8 @@ pub async fn repair(
         }
         let written = async {
             let history = db.history().await?;
-            let plan = plan_repair(files, &history, &options.settings_for(files), &user);
+            let settings = options.settings_for(files, db.dialect());
+            let plan = plan_repair(files, &history, &settings, &user);
             for row in &plan.remove_failed {
                 db.delete_row(row.installed_rank).await?;
             }

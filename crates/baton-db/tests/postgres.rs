@@ -730,6 +730,53 @@ async fn phases_split_expand_from_contract_and_unsafe_expands_are_refused() {
 }
 
 #[tokio::test]
+async fn an_index_on_a_table_created_in_the_same_pending_batch_passes_the_gate() {
+    let url = server().database();
+    let folder = Folder::new();
+    folder.write("V1__users.sql", "CREATE TABLE users (id bigint);\n");
+    let mut db = connect(&url).await;
+    let options = Options {
+        refuse_unsafe: true,
+        ..Options::default()
+    };
+    baton_db::migrate(&mut db, &folder.migrations(), &options, Phases::All)
+        .await
+        .unwrap();
+    folder.write(
+        "V2__orders.sql",
+        "CREATE TABLE orders (id bigint, total numeric);\n",
+    );
+    folder.write(
+        "V3__orders_total.sql",
+        "CREATE INDEX orders_total ON orders (total);\n",
+    );
+    // What the gate judges is what `baton db lint` prints for this database.
+    let judged = baton_db::lint_pending(&mut db, &folder.migrations(), &options)
+        .await
+        .unwrap();
+    assert_eq!(judged.len(), 2);
+    assert!(judged.iter().all(|r| r.findings.is_empty()), "{judged:?}");
+    let report = baton_db::migrate(&mut db, &folder.migrations(), &options, Phases::All)
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 2);
+    // Once orders exists and is in use, a second index is a locking risk.
+    folder.write(
+        "V4__orders_id.sql",
+        "CREATE INDEX orders_id ON orders (id);\n",
+    );
+    let err = baton_db::migrate(&mut db, &folder.migrations(), &options, Phases::All)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("V4__orders_id.sql:1") && err.contains("require-concurrent-index-creation"),
+        "{err}"
+    );
+    db.close().await;
+}
+
+#[tokio::test]
 async fn bad_urls_and_dead_servers_are_named() {
     let err = Database::connect("postgres://baton:secret@127.0.0.1:1/nothing")
         .await

@@ -142,3 +142,102 @@ async fn two_migrators_on_one_file_apply_each_migration_once() {
         "40|40"
     );
 }
+
+/// A gate that refuses, recording what it was asked about.
+struct Refuse(std::sync::Mutex<Vec<String>>);
+
+impl baton_db::ContractGate for Refuse {
+    fn allow<'a>(
+        &'a self,
+        scripts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        self.0.lock().unwrap().extend(scripts.iter().cloned());
+        Box::pin(async { Err("release v1 is still warm".to_string()) })
+    }
+}
+
+#[tokio::test]
+async fn a_refused_contract_gate_stops_the_run_before_anything_is_applied() {
+    let folder = Folder::new();
+    let file = folder.path("app.db");
+    let url = format!("sqlite://{}", file.display());
+    let migrations = Folder::new();
+    migrations.write(
+        "V1__users.sql",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, full_name TEXT);\n",
+    );
+    let mut db = Database::connect(&url).await.unwrap();
+    let options = Options::default();
+    baton_db::migrate(&mut db, &migrations.migrations(), &options, Phases::All)
+        .await
+        .unwrap();
+    migrations.write("V2__more.sql", "CREATE TABLE more (id INTEGER);\n");
+    migrations.write(
+        "V3__drop_name.sql",
+        "-- baton:contract\nALTER TABLE users DROP COLUMN name;\n",
+    );
+    let gate = Refuse(Default::default());
+    let err = baton_db::migrate_gated(
+        &mut db,
+        &migrations.migrations(),
+        &options,
+        Phases::All,
+        &gate,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("V3__drop_name.sql")
+            && err.contains("release v1 is still warm")
+            && err.contains("nothing was applied"),
+        "{err}"
+    );
+    assert_eq!(*gate.0.lock().unwrap(), ["V3__drop_name.sql"]);
+    // Not even the expand migration before it ran.
+    assert_eq!(
+        sqlite3(&file, "SELECT count(*) FROM flyway_schema_history"),
+        "1"
+    );
+    // The expand half alone never asks.
+    let report = baton_db::migrate_gated(
+        &mut db,
+        &migrations.migrations(),
+        &options,
+        Phases::Expand,
+        &gate,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.applied.len(), 1);
+    assert_eq!(report.left, ["V3__drop_name.sql"]);
+    assert_eq!(gate.0.lock().unwrap().len(), 1);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_statement_says_what_the_database_said_once() {
+    let folder = Folder::new();
+    let url = format!("sqlite://{}", folder.path("app.db").display());
+    let migrations = Folder::new();
+    migrations.write("V1__typo.sql", "INSERT INTO userz VALUES (1);\n");
+    let mut db = Database::connect(&url).await.unwrap();
+    let err = baton_db::migrate(
+        &mut db,
+        &migrations.migrations(),
+        &Options::default(),
+        Phases::All,
+    )
+    .await
+    .unwrap_err();
+    // Printed with its chain (as the CLI does), the message is not repeated.
+    let mut shown = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        shown.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert_eq!(shown.matches("no such table: userz").count(), 1, "{shown}");
+    assert!(!shown.contains("error returned from database"), "{shown}");
+    db.close().await;
+}

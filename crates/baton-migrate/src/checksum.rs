@@ -66,6 +66,19 @@ mod tests {
     }
 
     #[test]
+    fn only_the_first_of_two_leading_boms_is_ignored() {
+        let plain = "SELECT 1;\n";
+        let one = format!("{BOM}{plain}");
+        let two = format!("{BOM}{BOM}{plain}");
+        assert_ne!(checksum(&two), checksum(plain));
+        // The second mark is text: its three UTF-8 bytes are in the CRC.
+        assert_eq!(
+            checksum(&two),
+            crc32fast::hash(one.trim_end().as_bytes()) as i32
+        );
+    }
+
+    #[test]
     fn whitespace_inside_a_line_changes_the_checksum() {
         assert_ne!(checksum("SELECT 1;"), checksum("SELECT  1;"));
         assert_ne!(checksum("SELECT 1;"), checksum("SELECT 1; "));

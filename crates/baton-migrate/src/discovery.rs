@@ -50,7 +50,8 @@ pub struct Migration {
     /// Path relative to the migrations folder, `/`-separated, as stored in
     /// the history's `script` column.
     pub script: String,
-    /// Flyway's checksum of [`Migration::sql`].
+    /// Flyway's checksum of the file's text (one leading byte order mark
+    /// dropped, as from [`Migration::sql`]; a second one counts).
     pub checksum: i32,
     #[serde(skip)]
     pub sql: String,
@@ -68,8 +69,11 @@ impl Migration {
     /// file-name rules. `Ok(None)` means the file is not a migration Baton
     /// runs (an undo script, a callback, a non-SQL file).
     pub fn from_text(script: &str, sql: &str) -> Result<Option<Migration>, FileProblem> {
-        // Flyway drops a leading byte order mark before running the script
-        // (and before its checksum); the database would refuse it.
+        // Flyway drops one leading byte order mark before running the script
+        // (the database would refuse it) and, on its own, before the
+        // checksum: the checksum is taken of the text as read, so a second
+        // mark counts, as it does for Flyway.
+        let text = sql;
         let sql = sql.strip_prefix('\u{FEFF}').unwrap_or(sql);
         let file_name = script.rsplit('/').next().unwrap_or(script);
         match parse_name(file_name).map_err(|kind| kind.at(script))? {
@@ -80,7 +84,7 @@ impl Migration {
                 version: Some(version),
                 description,
                 script: script.to_string(),
-                checksum: checksum(sql),
+                checksum: checksum(text),
                 sql: sql.to_string(),
                 execute_in_transaction: None,
             })),
@@ -88,7 +92,7 @@ impl Migration {
                 version: None,
                 description,
                 script: script.to_string(),
-                checksum: checksum(sql),
+                checksum: checksum(text),
                 sql: sql.to_string(),
                 execute_in_transaction: None,
             })),
@@ -266,7 +270,7 @@ pub enum DiscoveryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} problem(s) with the migration files:\n{}", .0.len(), render(.0))]
+    #[error("{} with the migration files:\n{}", crate::count(.0.len(), "problem"), render(.0))]
     Invalid(Vec<FileProblem>),
 }
 

@@ -12,6 +12,7 @@
 //! Modules, each usable alone:
 //! - [`version`]: Flyway versions (`1.2` == `1_2`, `1.10` > `1.9`).
 //! - [`mod@checksum`]: Flyway's CRC-32 over a script's lines.
+//! - [`dialect`]: PostgreSQL, SQLite or MySQL, from a URL's scheme.
 //! - [`discovery`]: file names, script configuration, duplicate checks.
 //! - [`history`]: the `flyway_schema_history` row.
 //! - [`plan`]: `info`, `validate`, and the plans of `migrate`, `repair`, `baseline`.
@@ -20,6 +21,7 @@
 //! - [`rename`]: the expand/contract pair for renaming a column.
 
 pub mod checksum;
+pub mod dialect;
 pub mod discovery;
 pub mod history;
 pub mod lint;
@@ -29,9 +31,12 @@ pub mod sql;
 pub mod version;
 
 pub use checksum::checksum;
+pub use dialect::Dialect;
 pub use discovery::{discover, resolve, Discovery, DiscoveryError, Migration, SourceFile};
 pub use history::{HistoryRow, MigrationType, NewHistoryRow};
-pub use lint::{lint_migration, lint_sql, Finding, LintOptions, LintReport, Phase, Rule, Severity};
+pub use lint::{
+    lint_batch, lint_migration, lint_sql, Finding, LintOptions, LintReport, Phase, Rule, Severity,
+};
 pub use plan::{
     info, plan_baseline, plan_migrate, plan_repair, validate, Info, MigratePlan, RepairPlan,
     Settings, State, ValidationError,
@@ -39,3 +44,12 @@ pub use plan::{
 pub use rename::{ColumnRename, RenamePair};
 pub use sql::{split, Statement};
 pub use version::Version;
+
+/// `n` and the noun, plural unless one: "1 migration", "2 problems".
+pub(crate) fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

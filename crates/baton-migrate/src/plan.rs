@@ -109,6 +109,11 @@ pub struct Settings {
     /// release using what they remove is gone, while later expand migrations
     /// go ahead.
     pub deferred: std::collections::BTreeSet<String>,
+    /// How the user names this database to `baton db` (`-e staging`,
+    /// `-e staging --url URL`), repeated in the commands a message suggests;
+    /// `None` writes `-e ENV`, so that no hint ever runs against the default
+    /// environment, production, by accident.
+    pub command_args: Option<String>,
 }
 
 /// A migration's state, with Flyway's meaning and display name.
@@ -522,41 +527,48 @@ impl fmt::Display for Subject {
 }
 
 /// One reason the files and the history disagree. Each names the migration
-/// and its script, and says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+/// and its script; its way out is [`ValidationError::explain`]ed with the
+/// arguments that name the database (Display writes them `-e ENV`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum ValidationError {
-    #[error("{subject} ({script}) failed when it was applied; undo whatever it half-did, then run `baton db repair` to remove the failed row and migrate again")]
-    Failed { subject: Subject, script: String },
-    #[error("{subject} ({script}) was applied but its file is gone; restore the file, or run `baton db repair` to mark it deleted if you removed it on purpose")]
-    Missing { subject: Subject, script: String },
-    #[error("{subject} ({script}) was applied by a newer release and has no file here; deploy that release again, or ignore future migrations")]
-    Future { subject: Subject, script: String },
-    #[error("{subject} ({script}) has not been applied; run `baton db migrate`")]
-    Pending { subject: Subject, script: String },
-    #[error("{subject} ({script}) is below version {latest_applied}, which is already applied, so it would never run; give it a version above {latest_applied}, or turn on out-of-order migrations")]
+    Failed {
+        subject: Subject,
+        script: String,
+    },
+    Missing {
+        subject: Subject,
+        script: String,
+    },
+    Future {
+        subject: Subject,
+        script: String,
+    },
+    Pending {
+        subject: Subject,
+        script: String,
+    },
     Ignored {
         subject: Subject,
         script: String,
         latest_applied: Version,
     },
-    #[error("{subject} ({script}) changed since it last ran and will be re-applied; run `baton db migrate`")]
-    Outdated { subject: Subject, script: String },
-    #[error("checksum mismatch for {subject} ({script}): the database recorded {}, the file now gives {resolved}; applied migrations must not change, so revert the edit (or run `baton db repair` to accept the file as it is)", .applied.map_or("none".to_string(), |c| c.to_string()))]
+    Outdated {
+        subject: Subject,
+        script: String,
+    },
     ChecksumMismatch {
         subject: Subject,
         script: String,
         applied: Option<i32>,
         resolved: i32,
     },
-    #[error("description mismatch for {subject} ({script}): the database recorded \"{applied}\", the file name now says \"{resolved}\"; rename the file back, or run `baton db repair` to record the new description")]
     DescriptionMismatch {
         subject: Subject,
         script: String,
         applied: String,
         resolved: String,
     },
-    #[error("type mismatch for {subject} ({script}): the database recorded {applied}, the file is {resolved}; a migration cannot change kind once applied")]
     TypeMismatch {
         subject: Subject,
         script: String,
@@ -565,9 +577,56 @@ pub enum ValidationError {
     },
 }
 
+/// `args` as a command line shows them: `-e ENV` when unknown.
+fn shown_args(args: Option<&str>) -> String {
+    match args.map(str::trim) {
+        Some("") => String::new(),
+        Some(args) => format!(" {args}"),
+        None => " -e ENV".to_string(),
+    }
+}
+
+/// A `baton db` command line naming the database as `args` do
+/// ([`Settings::command_args`]): `baton db repair -e staging`.
+pub fn db_command(subcommand: &str, args: Option<&str>) -> String {
+    format!("baton db {subcommand}{}", shown_args(args))
+}
+
+impl ValidationError {
+    /// The problem and its way out; a suggested `baton db` command names
+    /// the database as `args` does (`-e staging`), `-e ENV` when `None`.
+    pub fn explain(&self, args: Option<&str>) -> String {
+        let args = shown_args(args);
+        match self {
+            ValidationError::Failed { subject, script } => format!("{subject} ({script}) failed when it was applied; undo whatever it half-did, then run `baton db repair{args}` to remove the failed row and migrate again"),
+            ValidationError::Missing { subject, script } => format!("{subject} ({script}) was applied but its file is gone; restore the file, or run `baton db repair{args}` to mark it deleted if you removed it on purpose"),
+            ValidationError::Future { subject, script } => format!("{subject} ({script}) was applied by a newer release and has no file here; deploy that release again, or ignore future migrations"),
+            ValidationError::Pending { subject, script } => format!("{subject} ({script}) has not been applied; run `baton db migrate{args}`"),
+            ValidationError::Ignored { subject, script, latest_applied } => format!("{subject} ({script}) is below version {latest_applied}, which is already applied, so it would never run; give it a version above {latest_applied}, or turn on out-of-order migrations"),
+            ValidationError::Outdated { subject, script } => format!("{subject} ({script}) changed since it last ran and will be re-applied; run `baton db migrate{args}`"),
+            ValidationError::ChecksumMismatch { subject, script, applied, resolved } => format!(
+                "checksum mismatch for {subject} ({script}): the database recorded {}, the file now gives {resolved}; applied migrations must not change, so revert the edit (or run `baton db repair{args}` to accept the file as it is)",
+                applied.map_or("none".to_string(), |c| c.to_string())
+            ),
+            ValidationError::DescriptionMismatch { subject, script, applied, resolved } => format!("description mismatch for {subject} ({script}): the database recorded \"{applied}\", the file name now says \"{resolved}\"; rename the file back, or run `baton db repair{args}` to record the new description"),
+            ValidationError::TypeMismatch { subject, script, applied, resolved } => format!("type mismatch for {subject} ({script}): the database recorded {applied}, the file is {resolved}; a migration cannot change kind once applied"),
+        }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.explain(None))
+    }
+}
+
+impl std::error::Error for ValidationError {}
+
 /// Checks files against history; an empty list means valid. `allow_pending`
 /// is how `migrate` validates (pending work is the point); the `validate`
-/// command passes `false`, as Flyway does, unless pending is ignored.
+/// command passes `false`, as Flyway does, unless pending is ignored. A
+/// pending `deferred` script (Baton's contract half, left on purpose until
+/// the old release is gone) is never a problem.
 pub fn validate(
     migrations: &[Migration],
     history: &[HistoryRow],
@@ -614,7 +673,7 @@ fn validate_entry(
         State::Future if !settings.ignore.future => {
             return Some(ValidationError::Future { subject, script })
         }
-        State::Pending if !allow_pending => {
+        State::Pending if !allow_pending && !settings.deferred.contains(&entry.script) => {
             return Some(ValidationError::Pending { subject, script })
         }
         State::Ignored if !settings.ignore.ignored => {
@@ -714,19 +773,27 @@ pub struct MigratePlan {
     pub warnings: Vec<String>,
 }
 
-/// Why `migrate` refuses to run.
+/// Why `migrate` refuses to run. `args` name the database in the commands
+/// suggested ([`Settings::command_args`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MigrateError {
-    #[error("validation failed, nothing was migrated:\n{}", render(.0))]
-    Invalid(Vec<ValidationError>),
-    #[error("{subject} ({script}) failed in an earlier run; undo whatever it half-did, then run `baton db repair` and migrate again")]
-    FailedMigration { subject: Subject, script: String },
+    #[error("validation failed, nothing was migrated:\n{}", render(.problems, .args.as_deref()))]
+    Invalid {
+        problems: Vec<ValidationError>,
+        args: Option<String>,
+    },
+    #[error("{subject} ({script}) failed in an earlier run; undo whatever it half-did, then run `baton db repair{}` and migrate again", shown_args(.args.as_deref()))]
+    FailedMigration {
+        subject: Subject,
+        script: String,
+        args: Option<String>,
+    },
 }
 
-fn render(problems: &[ValidationError]) -> String {
+fn render(problems: &[ValidationError], args: Option<&str>) -> String {
     problems
         .iter()
-        .map(|p| format!("  - {p}"))
+        .map(|p| format!("  - {}", p.explain(args)))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -763,7 +830,10 @@ pub fn plan_migrate(
     if !settings.skip_validate_on_migrate {
         let problems = validate_info(&info, migrations, &rows, settings, true);
         if !problems.is_empty() {
-            return Err(MigrateError::Invalid(problems));
+            return Err(MigrateError::Invalid {
+                problems,
+                args: settings.command_args.clone(),
+            });
         }
     }
 
@@ -779,6 +849,7 @@ pub fn plan_migrate(
                 return Err(MigrateError::FailedMigration {
                     subject,
                     script: entry.script.clone(),
+                    args: settings.command_args.clone(),
                 })
             }
             _ => {}
@@ -913,7 +984,7 @@ pub enum BaselineError {
         existing: Version,
         requested: Version,
     },
-    #[error("the history already records {applied} migration(s); baseline only applies to a database Baton has never migrated")]
+    #[error("the history already records {}; baseline only applies to a database Baton has never migrated", crate::count(*.applied, "migration"))]
     NotEmpty { applied: usize },
 }
 

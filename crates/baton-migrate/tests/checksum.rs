@@ -9,8 +9,9 @@ use std::process::Command;
 use baton_migrate::{checksum, discover};
 use common::Scratch;
 
-/// Flyway's algorithm written independently in Python: decode UTF-8, drop a
-/// leading BOM, split on CRLF/CR/LF, CRC-32 the lines, sign the result.
+/// Flyway's algorithm written independently in Python: decode UTF-8, drop
+/// one leading BOM (Flyway's `BomFilter` on the first line: a second one is
+/// text), split on CRLF/CR/LF, CRC-32 the lines, sign the result.
 const PYTHON: &str = r#"
 import re, sys, zlib
 text = open(sys.argv[1], 'rb').read().decode('utf-8')
@@ -75,6 +76,27 @@ fn files_with_any_line_ending_or_a_bom_match_python_and_each_other() {
         sums.windows(2).all(|w| w[0] == w[1]),
         "line endings and BOM must not matter: {sums:?}"
     );
+}
+
+#[test]
+fn a_file_starting_with_two_byte_order_marks_keeps_the_second_as_flyway_does() {
+    let scratch = Scratch::new("checksum-two-boms");
+    let one = format!("\u{FEFF}{}\n", BODY.join("\n"));
+    let two = format!("\u{FEFF}\u{FEFF}{}\n", BODY.join("\n"));
+    scratch.write("V1__one.sql", &one);
+    let path = scratch.write("V2__two.sql", &two);
+    let discovered = discover(scratch.dir()).expect("valid folder");
+    let [first, second] = &discovered.migrations[..] else {
+        panic!("two migrations expected");
+    };
+    assert_eq!(second.checksum, python_checksum(&path));
+    assert_ne!(
+        second.checksum, first.checksum,
+        "the second BOM is SQL text"
+    );
+    // What runs keeps the second mark too: only one is dropped.
+    assert!(second.sql.starts_with('\u{FEFF}'));
+    assert!(!first.sql.starts_with('\u{FEFF}'));
 }
 
 #[test]

@@ -841,3 +841,102 @@ fn names_postgres_would_cut_are_warned_about() {
     ))
     .is_empty());
 }
+
+fn on(dialect: baton_migrate::Dialect, sql: &str) -> Vec<(&'static str, u32, Severity)> {
+    let options = LintOptions {
+        dialect,
+        ..LintOptions::default()
+    };
+    found(&lint_sql("V9__test.sql", sql, &options))
+}
+
+#[test]
+fn sqlite_and_mysql_are_never_asked_for_postgres_only_statements() {
+    use baton_migrate::Dialect::{MySql, Postgres, Sqlite};
+    let index = "CREATE INDEX users_email ON users (email);";
+    assert_eq!(
+        on(Postgres, index),
+        vec![
+            ("require-concurrent-index-creation", 1, Error),
+            ("require-statement-timeout", 1, Warning),
+            ("require-lock-timeout", 1, Error),
+        ]
+    );
+    // SQLite has no CONCURRENTLY, no lock_timeout, no NOT VALID; MySQL
+    // builds indexes online its own way.
+    for dialect in [Sqlite, MySql] {
+        assert!(on(dialect, index).is_empty(), "{dialect}");
+        assert!(
+            on(dialect, "DROP INDEX users_email;").is_empty(),
+            "{dialect}"
+        );
+        assert!(
+            on(
+                dialect,
+                "ALTER TABLE users ADD CONSTRAINT positive CHECK (n > 0);"
+            )
+            .is_empty(),
+            "{dialect}"
+        );
+        assert!(
+            on(dialect, "ALTER TABLE users ADD COLUMN born timestamp;").is_empty(),
+            "{dialect}"
+        );
+    }
+    // What breaks the release still running does so on every database.
+    for dialect in [Postgres, Sqlite, MySql] {
+        assert!(
+            on(dialect, "ALTER TABLE users DROP COLUMN name;").contains(&(
+                "ban-drop-column",
+                1,
+                Error
+            )),
+            "{dialect}"
+        );
+        assert!(
+            on(dialect, "ALTER TABLE users ADD COLUMN tier text NOT NULL;").contains(&(
+                "adding-required-field",
+                1,
+                Error
+            )),
+            "{dialect}"
+        );
+    }
+    // A 32-bit integer is one on MySQL, not on SQLite (INTEGER is 64-bit).
+    let int = "CREATE TABLE counters (hits int);";
+    assert_eq!(on(MySql, int), vec![("prefer-bigint-over-int", 1, Warning)]);
+    assert!(on(Sqlite, int).is_empty());
+}
+
+#[test]
+fn an_index_on_a_table_created_earlier_in_the_same_pending_batch_is_no_locking_risk() {
+    let create = migration(
+        "V2__orders.sql",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric);\n",
+    );
+    let index = migration(
+        "V3__orders_total.sql",
+        "CREATE INDEX orders_total ON orders (total);\n",
+    );
+    let options = LintOptions::default();
+    let batch = baton_migrate::lint_batch([&create, &index], &options);
+    assert_eq!(batch.len(), 2);
+    assert!(batch[1].findings.is_empty(), "{:?}", batch[1].findings);
+    // Alone (the table already exists and is in use), it is a risk.
+    let alone = baton_migrate::lint_batch([&index], &options);
+    assert!(alone[0]
+        .findings
+        .iter()
+        .any(|f| f.rule == Rule::RequireConcurrentIndexCreation));
+    // A table made by a contract migration is not carried: an expand
+    // migration after it in the batch runs first.
+    let contract = migration(
+        "V2__swap.sql",
+        "-- baton:contract\nCREATE TABLE orders (id bigint);\nDROP TABLE carts;\n",
+    );
+    let after = baton_migrate::lint_batch([&contract, &index], &options);
+    assert!(after[1]
+        .findings
+        .iter()
+        .any(|f| f.rule == Rule::RequireConcurrentIndexCreation));
+}

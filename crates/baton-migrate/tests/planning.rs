@@ -157,10 +157,30 @@ fn an_edited_applied_migration_is_a_checksum_mismatch_that_repair_accepts() {
         "{message}"
     );
 
+    // The way out names the database as the user did; unknown, it says
+    // `-e ENV` rather than a command that would run against production.
+    assert!(
+        problems[0]
+            .explain(Some("-e staging"))
+            .contains("`baton db repair -e staging`"),
+        "{}",
+        problems[0].explain(Some("-e staging"))
+    );
+    assert!(message.contains("`baton db repair -e ENV`"), "{message}");
+
     let refused =
         plan_migrate(&edited, &history, &Settings::default(), "deploy").expect_err("refused");
-    assert!(matches!(refused, MigrateError::Invalid(_)));
+    assert!(matches!(refused, MigrateError::Invalid { .. }));
     assert!(refused.to_string().contains("V2__add_email.sql"));
+    let staging = Settings {
+        command_args: Some("-e staging".into()),
+        ..Settings::default()
+    };
+    let refused = plan_migrate(&edited, &history, &staging, "deploy").expect_err("refused");
+    assert!(
+        refused.to_string().contains("`baton db repair -e staging`"),
+        "{refused}"
+    );
 
     let repair = plan_repair(&edited, &history, &Settings::default(), "deploy");
     assert_eq!(repair.realign.len(), 1);
@@ -546,4 +566,31 @@ fn info_shows_who_applied_what_and_the_files_checksum() {
     assert_eq!(first.installed_by.as_deref(), Some("deploy"));
     assert_eq!(first.file_checksum, Some(files[0].checksum));
     assert_eq!(State::OutOfOrder.to_string(), "Out of Order");
+}
+
+#[test]
+fn a_contract_half_pending_on_purpose_is_not_a_validation_problem() {
+    let files = vec![
+        migration("V1__init.sql", "CREATE TABLE users (id bigint, name text);"),
+        migration(
+            "V2__expand.sql",
+            "ALTER TABLE users ADD COLUMN full_name text;",
+        ),
+        migration(
+            "V3__contract.sql",
+            "-- baton:contract\nALTER TABLE users DROP COLUMN name;",
+        ),
+    ];
+    let history = vec![applied(1, &files[0]), applied(2, &files[1])];
+    let settings = Settings {
+        deferred: ["V3__contract.sql".to_string()].into(),
+        ..Settings::default()
+    };
+    assert_eq!(validate(&files, &history, &settings, false), vec![]);
+    // An expand migration still pending is one.
+    let problems = validate(&files, &history[..1], &settings, false);
+    assert!(
+        matches!(&problems[..], [ValidationError::Pending { script, .. }] if script == "V2__expand.sql"),
+        "{problems:?}"
+    );
 }

@@ -9,6 +9,7 @@
 mod deploy;
 mod health;
 mod migrate;
+pub use migrate::{database_options, ContractByHand};
 pub mod plan;
 mod recover;
 pub use recover::RecoveryReport;
@@ -609,10 +610,10 @@ impl Orchestrator {
             .rev()
             .find(|t| t.state == TargetState::Warm && t.release_id == release.id)
             .and_then(|t| self.managed(t.id));
-        if warm.is_none() {
-            self.check_rollback_schema(&RouteKey::new(app, environment), &release)
-                .await?;
-        }
+        // Warm or not: a contract applied by hand (`--force`) may have run
+        // while the release was warm.
+        self.check_rollback_schema(&RouteKey::new(app, environment), &release)
+            .await?;
         self.start_deployment(
             DeploymentKind::Rollback,
             environment,

@@ -1,7 +1,9 @@
 //! The app's database in a deployment: the expand half of its pending
 //! migrations before the new release starts, the contract half once no
-//! target of an older release is live or warm, and the rollbacks that a
-//! contract already applied makes unsafe.
+//! target of an older release is live or warm ([`plan::contract_may_run`],
+//! also asked by `baton db migrate` before it applies a contract by hand,
+//! which is then recorded like one the server applied), and the deploys
+//! and rollbacks that a contract already applied makes unsafe.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,10 +12,38 @@ use baton_db::{Database, Options, Phases};
 use baton_manifest::{DatabaseSection, Manifest};
 use baton_migrate::{Migration, Version};
 use baton_proxy::RouteKey;
-use baton_store::{Contract, ContractState, DeploymentKind, Release, TargetState};
+use baton_store::{AuditEntry, Contract, ContractState, DeploymentKind, Release};
 
 use crate::deploy::Job;
+use crate::plan::{self, ContractWait};
 use crate::{Error, Orchestrator, Result};
+
+/// Contract migrations applied by hand (`baton db migrate`), as the server
+/// recorded them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContractByHand {
+    pub contract: Contract,
+    /// Why the contract rule said to wait, when `force` overrode it.
+    pub forced_past: Option<String>,
+}
+
+/// How the runner migrates (and the linter judges) an app's database, from
+/// its manifest's `[database]` section: the one translation the deploy and
+/// `baton db` share, so that both count the same findings.
+pub fn database_options(database: &DatabaseSection) -> std::result::Result<Options, String> {
+    let mut options = Options {
+        lock_timeout: database.lock_timeout,
+        installed_by: None,
+        ..Options::default()
+    };
+    options.settings.out_of_order = database.out_of_order;
+    if let Some(version) = &database.baseline_on_migrate {
+        options.settings.baseline_on_migrate = Some(Version::parse(version).map_err(|e| {
+            format!("baton.toml: field `database.baseline_on_migrate`: {version:?}: {e}")
+        })?);
+    }
+    Ok(options)
+}
 
 /// What a release needs to migrate its database in one environment.
 struct Target {
@@ -58,18 +88,9 @@ impl Orchestrator {
                     var = database.url_env
                 )
             })?;
-        let mut options = Options {
-            lock_timeout: database.lock_timeout,
-            refuse_unsafe: true,
-            installed_by: None,
-            ..Options::default()
-        };
-        options.settings.out_of_order = database.out_of_order;
-        if let Some(version) = &database.baseline_on_migrate {
-            options.settings.baseline_on_migrate = Some(Version::parse(version).map_err(|e| {
-                format!("baton.toml: field `database.baseline_on_migrate`: {version:?}: {e}")
-            })?);
-        }
+        let mut options = database_options(&database)?;
+        options.refuse_unsafe = true;
+        options.settings.command_args = Some(format!("-e {environment}"));
         Ok(Some(Target {
             files,
             url,
@@ -164,28 +185,144 @@ impl Orchestrator {
     }
 
     async fn contract_due(&self, contract: &Contract) -> Result<bool> {
-        let targets = self
+        let (live, running) = self
+            .running_in(&contract.app, &contract.environment)
+            .await?;
+        Ok(plan::contract_may_run(
+            contract.release_id.as_deref(),
+            &[],
+            live.as_deref(),
+            &running,
+        )
+        .is_ok())
+    }
+
+    /// The live release of an environment and every target still running
+    /// there: what the contract rule looks at.
+    async fn running_in(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<(Option<String>, Vec<baton_store::TargetRecord>)> {
+        let targets = self.store.targets_of(app, environment).await?;
+        let live = self.live_target(app, environment).await?;
+        Ok((live.map(|t| t.release_id), targets))
+    }
+
+    /// Contract migrations about to be applied by hand (`baton db migrate`):
+    /// refused while the contract rule says to wait, unless `force`; then
+    /// recorded as applied for the live release, before they run, with the
+    /// audit entry (the principal as actor) in the same transaction, so
+    /// that no deploy or rollback goes back past them.
+    pub async fn record_contract_by_hand(
+        &self,
+        app: &str,
+        environment: &str,
+        scripts: &[String],
+        force: bool,
+        audit: AuditEntry,
+    ) -> Result<ContractByHand> {
+        baton_manifest::check_name("environment", environment).map_err(Error::BadRequest)?;
+        if scripts.is_empty() {
+            return Err(Error::BadRequest(
+                "field `scripts`: name the contract migrations to apply".into(),
+            ));
+        }
+        let key = RouteKey::new(app, environment);
+        let (live, running) = self.running_in(app, environment).await?;
+        let live_release = match &live {
+            Some(id) => Some(self.store.release(id).await?),
+            None => None,
+        };
+        let missing: Vec<String> = match &live_release {
+            Some(release) => {
+                let files = self.files_of(release)?;
+                scripts
+                    .iter()
+                    .filter(|s| !files.iter().any(|m| &m.script == *s))
+                    .cloned()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let wait: Option<ContractWait> =
+            plan::contract_may_run(live.as_deref(), &missing, live.as_deref(), &running).err();
+        if let (Some(wait), false) = (&wait, force) {
+            return Err(Error::Conflict(format!(
+                "not yet in {environment}: {wait}; Baton applies a deployment's contract half by itself once no older release is live or warm there"
+            )));
+        }
+        let deployment = match &live {
+            Some(release) => self
+                .store
+                .deployments(app, 200)
+                .await?
+                .into_iter()
+                .find(|d| {
+                    d.environment == environment
+                        && &d.release_id == release
+                        && d.state == baton_store::DeploymentState::Succeeded
+                })
+                .map(|d| d.id),
+            None => None,
+        };
+        let forced_past = wait.as_ref().map(|w| w.to_string());
+        let detail = match &forced_past {
+            Some(why) => format!(
+                "applied by hand by {} with --force although {why}",
+                audit.actor
+            ),
+            None => format!("applied by hand by {}", audit.actor),
+        };
+        let audit = audit
+            .about(Some(app), Some(environment))
+            .with(serde_json::json!({
+                "scripts": scripts,
+                "release": live,
+                "forced": forced_past.is_some(),
+                "waited_for": forced_past,
+            }));
+        let contract = self
             .store
-            .targets_of(&contract.app, &contract.environment)
+            .record_contract_by_hand(
+                app,
+                environment,
+                live.as_deref(),
+                deployment,
+                scripts,
+                &detail,
+                &audit,
+            )
             .await?;
-        let live = self
-            .live_target(&contract.app, &contract.environment)
-            .await?;
-        let live_is_it = live.is_some_and(|t| t.release_id == contract.release_id);
-        // Every target still running (starting, live, draining, warm,
-        // stopping) must be of the contract's release.
-        let others = targets
-            .iter()
-            .any(|t| t.release_id != contract.release_id && t.state != TargetState::Stopped);
-        Ok(live_is_it && !others)
+        self.event(
+            &key,
+            "contract_applied",
+            &format!(
+                "{} {}: {detail}",
+                if scripts.len() == 1 {
+                    "contract migration"
+                } else {
+                    "contract migrations"
+                },
+                scripts.join(", ")
+            ),
+        )
+        .await;
+        Ok(ContractByHand {
+            contract,
+            forced_past,
+        })
     }
 
     async fn apply_contract(&self, contract: &Contract) {
         let key = RouteKey::new(&contract.app, &contract.environment);
         let outcome = async {
+            let Some(release_id) = &contract.release_id else {
+                return Err("the contract names no release".to_string());
+            };
             let release = self
                 .store
-                .release(&contract.release_id)
+                .release(release_id)
                 .await
                 .map_err(|e| e.to_string())?;
             let manifest =
@@ -212,22 +349,27 @@ impl Orchestrator {
             })
         }
         .await;
-        let short = baton_package::short_id(&contract.release_id).to_string();
+        let short = contract
+            .release_id
+            .as_deref()
+            .map_or("?", baton_package::short_id)
+            .to_string();
         let (state, kind, message) = match &outcome {
             Ok(detail) => (
                 ContractState::Applied,
                 "contract_applied",
                 format!(
                     "contract migrations of release {short} (deployment {}): {detail}",
-                    contract.deployment_id
+                    contract.deployment_id.unwrap_or_default()
                 ),
             ),
             Err(e) => (
                 ContractState::Failed,
                 "contract_failed",
                 format!(
-                    "contract migrations of release {short} (deployment {}) failed: {e}; fix and run `baton db migrate --phase contract`",
-                    contract.deployment_id
+                    "contract migrations of release {short} (deployment {}) failed: {e}; fix and run `baton db migrate -e {} --phase contract`",
+                    contract.deployment_id.unwrap_or_default(),
+                    contract.environment
                 ),
             ),
         };
@@ -246,7 +388,8 @@ impl Orchestrator {
     }
 
     /// Refuses a release that lacks a contract migration already applied in
-    /// this environment: its code may use what that migration removed.
+    /// this environment (by the server or by hand): its code may use what
+    /// that migration removed.
     pub(crate) async fn check_not_older_than_contracts(
         &self,
         key: &RouteKey,
@@ -260,11 +403,17 @@ impl Orchestrator {
         {
             for script in &contract.scripts {
                 if !files.iter().any(|m| &m.script == script) {
+                    let by = match (&contract.actor, &contract.release_id) {
+                        (Some(actor), _) => format!("by hand by {actor}"),
+                        (None, Some(owner)) => {
+                            format!("by release {}", baton_package::short_id(owner))
+                        }
+                        (None, None) => "earlier".to_string(),
+                    };
                     return Err(Error::Conflict(format!(
-                        "release {} predates contract migration {script}, applied in {} by release {}: its code may use what that migration removed; deploy a newer release instead",
+                        "release {} predates contract migration {script}, applied in {} {by}: its code may use what that migration removed; deploy a newer release instead",
                         baton_package::short_id(&release.id),
                         key.environment,
-                        baton_package::short_id(&contract.release_id),
                     )));
                 }
             }
@@ -272,20 +421,25 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// The rollback check for a release that is not warm (a warm one ran
-    /// beside the current release, so no contract has run since).
+    /// The migration files a release ships (none without `[database]`).
+    fn files_of(&self, release: &Release) -> Result<Vec<Migration>> {
+        let manifest = Manifest::parse(&release.manifest, "baton.toml")
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+        match self.migrations_of(release, &manifest) {
+            Ok(Some((_, files))) => Ok(files),
+            Ok(None) => Ok(Vec::new()),
+            Err(e) => Err(Error::BadRequest(e)),
+        }
+    }
+
+    /// The rollback check, warm release or not: a contract applied by hand
+    /// may have run while the release was warm.
     pub(crate) async fn check_rollback_schema(
         &self,
         key: &RouteKey,
         release: &Release,
     ) -> Result<()> {
-        let manifest = Manifest::parse(&release.manifest, "baton.toml")
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let files = match self.migrations_of(release, &manifest) {
-            Ok(Some((_, files))) => files,
-            Ok(None) => Vec::new(),
-            Err(e) => return Err(Error::BadRequest(e)),
-        };
+        let files = self.files_of(release)?;
         self.check_not_older_than_contracts(key, release, &files)
             .await
     }

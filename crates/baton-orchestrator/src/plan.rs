@@ -1,7 +1,8 @@
-//! The pure part of a deployment: which steps it takes, and what a restarted
-//! server must do with a deployment it finds unfinished. No I/O here.
+//! The pure part of a deployment: which steps it takes, what a restarted
+//! server must do with a deployment it finds unfinished, and when the
+//! contract half of its migrations may run. No I/O here.
 
-use baton_store::{Deployment, DeploymentKind, StepKind};
+use baton_store::{Deployment, DeploymentKind, StepKind, TargetRecord, TargetState};
 
 /// The steps of a deployment, in order.
 ///
@@ -55,6 +56,75 @@ pub fn recovery(deployment: &Deployment, live_target: Option<i64>) -> Recovery {
         Recovery::Finish
     } else {
         Recovery::Undo
+    }
+}
+
+/// Why the contract half of a release's migrations may not run yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContractWait {
+    /// Its release is not the live one (another went live since, or none is).
+    NotLive { live: Option<String> },
+    /// The live release lacks these contract migrations (applied by hand
+    /// ahead of the release that ships them): its code may still use what
+    /// they remove.
+    AheadOfLive { live: String, missing: Vec<String> },
+    /// A target of another release still runs (warm, draining, starting…).
+    OtherRunning { release: String, state: TargetState },
+}
+
+impl std::fmt::Display for ContractWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = baton_package::short_id;
+        match self {
+            ContractWait::NotLive { live: Some(live) } => {
+                write!(f, "release {} went live since", short(live))
+            }
+            ContractWait::NotLive { live: None } => f.write_str("no release is live"),
+            ContractWait::AheadOfLive { live, missing } => write!(
+                f,
+                "the live release {} does not have {}, so its code may still use what they remove; deploy the release that ships them first",
+                short(live),
+                missing.join(", ")
+            ),
+            ContractWait::OtherRunning { release, state } => {
+                write!(f, "release {} is still {state}", short(release))
+            }
+        }
+    }
+}
+
+/// The contract rule, one for every way a contract half runs (the server
+/// once a deployment's older release is gone, `baton db migrate` by hand):
+/// contract migrations run only once their release is live and no target
+/// of another release runs in the environment (live, warm, draining,
+/// starting). `release` is the contract's release; for one applied by hand,
+/// the live release, of which `missing` are the scripts it lacks.
+pub fn contract_may_run(
+    release: Option<&str>,
+    missing: &[String],
+    live: Option<&str>,
+    running: &[TargetRecord],
+) -> Result<(), ContractWait> {
+    if let (Some(live), false) = (live, missing.is_empty()) {
+        return Err(ContractWait::AheadOfLive {
+            live: live.to_string(),
+            missing: missing.to_vec(),
+        });
+    }
+    if release != live {
+        return Err(ContractWait::NotLive {
+            live: live.map(str::to_string),
+        });
+    }
+    match running
+        .iter()
+        .find(|t| Some(t.release_id.as_str()) != release && t.state != TargetState::Stopped)
+    {
+        Some(other) => Err(ContractWait::OtherRunning {
+            release: other.release_id.clone(),
+            state: other.state,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -190,6 +260,70 @@ mod tests {
         let d = deployment(NEW, &[StartTarget, HealthCheck, Hold, Switch]);
         assert_eq!(recovery(&d, Some(OLD)), Recovery::Undo);
         assert_eq!(recovery(&d, None), Recovery::Undo);
+    }
+
+    fn target(release: &str, state: TargetState) -> TargetRecord {
+        TargetRecord {
+            id: 1,
+            app: "a".into(),
+            environment: "staging".into(),
+            release_id: release.into(),
+            deployment_id: None,
+            port: 1,
+            runtime: "process".into(),
+            handle: None,
+            state,
+            restarts: 0,
+            warm_until: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_contract_runs_only_once_no_older_release_is_live_or_warm() {
+        let v2_live = target("v2", TargetState::Live);
+        let v1_warm = target("v1", TargetState::Warm);
+        // The server's contract of v2 while v1 is warm, then once it is gone.
+        assert_eq!(
+            contract_may_run(
+                Some("v2"),
+                &[],
+                Some("v2"),
+                &[v2_live.clone(), v1_warm.clone()]
+            ),
+            Err(ContractWait::OtherRunning {
+                release: "v1".into(),
+                state: TargetState::Warm
+            })
+        );
+        assert_eq!(
+            contract_may_run(Some("v2"), &[], Some("v2"), std::slice::from_ref(&v2_live)),
+            Ok(())
+        );
+        // Rolled back: v1 is live again, v2's contract must not run.
+        assert!(matches!(
+            contract_may_run(
+                Some("v2"),
+                &[],
+                Some("v1"),
+                &[target("v1", TargetState::Live)]
+            ),
+            Err(ContractWait::NotLive { .. })
+        ));
+        // By hand, with the same rule: the live release's contract…
+        assert!(
+            contract_may_run(Some("v2"), &[], Some("v2"), &[v2_live.clone(), v1_warm]).is_err()
+        );
+        // …not one the live release does not ship yet…
+        let missing = vec!["V4__drop.sql".to_string()];
+        assert!(matches!(
+            contract_may_run(Some("v2"), &missing, Some("v2"), &[v2_live]),
+            Err(ContractWait::AheadOfLive { .. })
+        ));
+        // …and where nothing runs, nothing can break.
+        assert_eq!(contract_may_run(None, &missing, None, &[]), Ok(()));
+        assert!(contract_may_run(None, &[], None, &[target("v3", TargetState::Starting)]).is_err());
     }
 
     #[test]

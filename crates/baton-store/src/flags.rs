@@ -191,7 +191,7 @@ pub struct FlagChange {
     pub audit: AuditEntry,
 }
 
-async fn audit(tx: &mut Transaction<'_, Sqlite>, entry: &AuditEntry) -> Result<()> {
+pub(crate) async fn audit(tx: &mut Transaction<'_, Sqlite>, entry: &AuditEntry) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_log (at, actor, action, subject, app, environment, detail, remote_address)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -145,6 +145,26 @@ const MIGRATIONS: &[&str] = &[
     pipeline::PIPELINE_SCHEMA,
     "ALTER TABLE users ADD COLUMN apps TEXT",
     flags::API_KEY_ORIGINS,
+    // A contract applied by hand (`baton db migrate`) names who applied it,
+    // and may belong to no release or deployment (nothing ran there yet).
+    "CREATE TABLE contracts_new (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        app           TEXT NOT NULL,
+        environment   TEXT NOT NULL,
+        release_id    TEXT REFERENCES releases (id),
+        deployment_id INTEGER REFERENCES deployments (id),
+        scripts       TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        detail        TEXT,
+        actor         TEXT
+    );
+    INSERT INTO contracts_new (id, app, environment, release_id, deployment_id, scripts, state, created_at, finished_at, detail)
+        SELECT id, app, environment, release_id, deployment_id, scripts, state, created_at, finished_at, detail FROM contracts;
+    DROP TABLE contracts;
+    ALTER TABLE contracts_new RENAME TO contracts;
+    CREATE INDEX contracts_app ON contracts (app, environment, state)",
 ];
 
 #[derive(Clone)]
@@ -586,6 +606,67 @@ impl Store {
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(Contract::from_row(&row))
+    }
+
+    /// Records contract migrations applied by hand (`baton db migrate`) as
+    /// applied, before they are run, with their audit entry, in one
+    /// transaction: from then on a release lacking them is neither deployed
+    /// nor rolled back to, as for contracts the server applied. A pending
+    /// contract of the same release whose scripts are all among them is
+    /// applied with it. `release_id` and `deployment_id` are those live in
+    /// the environment, if any.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_contract_by_hand(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: Option<&str>,
+        deployment_id: Option<i64>,
+        scripts: &[String],
+        detail: &str,
+        audit_entry: &AuditEntry,
+    ) -> Result<Contract> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let pending = sqlx::query(
+            "SELECT * FROM contracts WHERE app = ? AND environment = ? AND state = 'pending'",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in pending.iter().map(Contract::from_row) {
+            let covered = row.scripts.iter().all(|s| scripts.contains(s));
+            if covered && row.release_id.as_deref() == release_id {
+                sqlx::query(
+                    "UPDATE contracts SET state = 'applied', finished_at = ?, detail = ?, actor = ? WHERE id = ?",
+                )
+                .bind(now)
+                .bind(detail)
+                .bind(&audit_entry.actor)
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO contracts (app, environment, release_id, deployment_id, scripts, state, created_at, finished_at, detail, actor)
+             VALUES (?, ?, ?, ?, ?, 'applied', ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(app)
+        .bind(environment)
+        .bind(release_id)
+        .bind(deployment_id)
+        .bind(serde_json::to_string(scripts).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .bind(now)
+        .bind(detail)
+        .bind(&audit_entry.actor)
+        .fetch_one(&mut *tx)
+        .await?;
+        flags::audit(&mut tx, audit_entry).await?;
         tx.commit().await?;
         Ok(Contract::from_row(&row))
     }

@@ -256,20 +256,25 @@ impl Event {
 
 /// The contract half of a deployment's migrations: pending until no target
 /// of an older release is live or warm, then applied (or failed); dropped
-/// when another release went live first.
+/// when another release went live first. Contracts applied by hand
+/// (`baton db migrate`) are recorded applied, with who applied them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contract {
     pub id: i64,
     pub app: String,
     pub environment: String,
-    pub release_id: String,
-    pub deployment_id: i64,
+    /// The release whose contract half it is; for one applied by hand, the
+    /// release live then (none when nothing was).
+    pub release_id: Option<String>,
+    pub deployment_id: Option<i64>,
     /// The migration scripts, relative to the migrations folder.
     pub scripts: Vec<String>,
     pub state: ContractState,
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub detail: Option<String>,
+    /// Who applied it by hand; `None` when the server did.
+    pub actor: Option<String>,
 }
 
 impl Contract {
@@ -285,6 +290,7 @@ impl Contract {
             created_at: r.get("created_at"),
             finished_at: r.get("finished_at"),
             detail: r.get("detail"),
+            actor: r.get("actor"),
         }
     }
 }

@@ -160,3 +160,55 @@ async fn targets_and_routes_survive_reopening_the_store() {
     assert_eq!(routes[0].live_target, Some(targets[0].id));
     assert_eq!(s.events("a", 10).await.unwrap()[0].message, "boom");
 }
+
+#[tokio::test]
+async fn a_contract_applied_by_hand_is_recorded_applied_with_its_audit_entry() {
+    let (_dir, s) = store().await;
+    s.put_release(&release("r2", "a")).await.unwrap();
+    let d = s
+        .begin_deployment("a", "staging", "r2", DeploymentKind::Deploy, None, None)
+        .await
+        .unwrap();
+    let scripts = vec!["V3__contract.sql".to_string()];
+    let pending = s
+        .put_contract("a", "staging", "r2", d.id, &scripts)
+        .await
+        .unwrap();
+    let entry = AuditEntry::new(
+        "user:ada".into(),
+        None,
+        "contract.apply_by_hand",
+        "contract a/staging".into(),
+    )
+    .about(Some("a"), Some("staging"));
+    let by_hand = s
+        .record_contract_by_hand(
+            "a",
+            "staging",
+            Some("r2"),
+            Some(d.id),
+            &scripts,
+            "applied by hand by user:ada",
+            &entry,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_hand.state, ContractState::Applied);
+    assert_eq!(by_hand.actor.as_deref(), Some("user:ada"));
+    let all = s.contracts("a", "staging").await.unwrap();
+    assert_eq!(all.len(), 2);
+    // The deploy's pending contract is applied with it: nothing left to run.
+    let before = all.iter().find(|c| c.id == pending.id).unwrap();
+    assert_eq!(before.state, ContractState::Applied);
+    assert!(s.pending_contracts().await.unwrap().is_empty());
+    assert_eq!(
+        s.audit_log(Some("a"), 10).await.unwrap()[0].action,
+        "contract.apply_by_hand"
+    );
+    // Where nothing ran yet, it belongs to no release.
+    let none = s
+        .record_contract_by_hand("a", "qa", None, None, &scripts, "by hand", &entry)
+        .await
+        .unwrap();
+    assert_eq!(none.release_id, None);
+}

@@ -1,29 +1,44 @@
 //! `baton db …`: the app's migrations, run from this machine against the
 //! database of one of its environments. The URL comes from the
 //! environment's configuration in baton.toml (the variable named by
-//! `[database] url_env`, `DATABASE_URL` by default), or `--url`. Linting and
-//! writing recipes need no database.
+//! `[database] url_env`, `DATABASE_URL` by default), or `--url`. Writing
+//! recipes needs no database; linting uses one when it can, to leave out
+//! what is already applied.
+//!
+//! Contract migrations obey the same rule here as in a deploy: before
+//! applying one, `migrate` asks the Baton server of the environment, which
+//! refuses while an older release is live or warm (unless `--force`) and
+//! records it, so that no rollback goes back past it. What the linter
+//! finds and how the runner runs come from the same translation of
+//! `[database]` as the deploy's (`baton_orchestrator::database_options`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use baton_db::{Database, Options, Phases};
+use baton_db::{ContractGate, Database, Dialect, Options, Phases};
 use baton_migrate::{
-    discover, lint_migration, ColumnRename, LintOptions, Migration, Phase, Severity, Version,
+    discover, lint_migration, ColumnRename, LintReport, Migration, Phase, Severity, Version,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::output::{bold, dim, green, red, table};
+use crate::client::Api;
+use crate::output::{bold, count, dim, green, red, table};
+
+/// How long `lint` waits for the database before linting every migration.
+const LINT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args, Clone)]
 pub struct DbArgs {
     /// The app's folder, holding baton.toml.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// The environment whose database to use.
-    #[arg(short, long, default_value = baton_manifest::DEFAULT_ENVIRONMENT)]
-    pub environment: String,
+    /// The environment whose database to use (production unless given);
+    /// with --url, the environment whose releases use that database.
+    #[arg(short, long)]
+    pub environment: Option<String>,
     /// The database URL (postgres://, sqlite://, mysql://), instead of the
     /// environment's.
     #[arg(long)]
@@ -37,6 +52,29 @@ pub struct DbArgs {
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+impl DbArgs {
+    fn environment(&self) -> &str {
+        self.environment
+            .as_deref()
+            .unwrap_or(baton_manifest::DEFAULT_ENVIRONMENT)
+    }
+
+    /// How a suggested `baton db` command names this database: the folder
+    /// and `--url` as given, and always `-e ENV`, so that a hint never runs
+    /// against production by accident.
+    fn command_args(&self) -> String {
+        let mut args = Vec::new();
+        if self.dir != Path::new(".") {
+            args.push(self.dir.display().to_string());
+        }
+        args.push(format!("-e {}", self.environment()));
+        if self.url.is_some() {
+            args.push("--url URL".to_string());
+        }
+        args.join(" ")
+    }
 }
 
 #[derive(clap::Subcommand, Clone)]
@@ -69,6 +107,7 @@ pub enum Recipe {
 }
 
 struct Loaded {
+    app: String,
     folder: PathBuf,
     migrations: Vec<Migration>,
     options: Options,
@@ -86,46 +125,64 @@ fn section(dir: &Path) -> Result<(baton_manifest::Manifest, baton_manifest::Data
     Ok((manifest, database))
 }
 
-fn load(args: &DbArgs) -> Result<Loaded> {
-    baton_manifest::check_name("environment", &args.environment).map_err(|e| anyhow!(e))?;
+/// The manifest's migrations and the options to run them with, without a
+/// database.
+struct Files {
+    manifest: baton_manifest::Manifest,
+    database: baton_manifest::DatabaseSection,
+    folder: PathBuf,
+    discovered: baton_migrate::Discovery,
+    options: Options,
+}
+
+fn files(args: &DbArgs) -> Result<Files> {
+    baton_manifest::check_name("environment", args.environment()).map_err(|e| anyhow!(e))?;
     let (manifest, database) = section(&args.dir)?;
     let folder = args.dir.join(&database.migrations);
-    let migrations = discover(&folder)
-        .map_err(|e| anyhow!("{}: {e}", folder.display()))?
-        .migrations;
-    let config = manifest.environment(&args.environment);
-    let url = match &args.url {
-        Some(url) => url.clone(),
-        None => match config.env.get(&database.url_env) {
-            Some(url) => url.clone(),
-            None => std::env::var(&database.url_env).map_err(|_| {
-                anyhow!(
-                    "no database URL for environment {env}: set {var} in [environments.{env}.env] (or [env]) of {manifest}, or pass --url",
-                    env = args.environment,
-                    var = database.url_env,
-                    manifest = args.dir.join(baton_manifest::FILE_NAME).display(),
-                )
-            })?,
-        },
-    };
-    let mut options = Options {
-        lock_timeout: database.lock_timeout,
-        ..Options::default()
-    };
-    options.settings.out_of_order = args.out_of_order || database.out_of_order;
+    let discovered = discover(&folder).map_err(|e| anyhow!("{}: {e}", folder.display()))?;
+    let mut options = baton_orchestrator::database_options(&database).map_err(|e| anyhow!(e))?;
+    options.settings.out_of_order |= args.out_of_order;
+    options.settings.command_args = Some(args.command_args());
     if let Some(target) = &args.target {
         options.settings.target =
             Some(Version::parse(target).map_err(|e| anyhow!("--target {target:?}: {e}"))?);
     }
-    if let Some(version) = &database.baseline_on_migrate {
-        options.settings.baseline_on_migrate = Some(Version::parse(version).map_err(|e| {
-            anyhow!("baton.toml: field `database.baseline_on_migrate`: {version:?}: {e}")
-        })?);
-    }
-    Ok(Loaded {
+    Ok(Files {
+        manifest,
+        database,
         folder,
-        migrations,
+        discovered,
         options,
+    })
+}
+
+/// The database URL: `--url`, else the environment's variable in
+/// baton.toml, else the same variable in this process's environment.
+fn url_of(args: &DbArgs, files: &Files) -> Result<String> {
+    if let Some(url) = &args.url {
+        return Ok(url.clone());
+    }
+    let env = args.environment();
+    let var = &files.database.url_env;
+    match files.manifest.environment(env).env.get(var) {
+        Some(url) => Ok(url.clone()),
+        None => std::env::var(var).map_err(|_| {
+            anyhow!(
+                "no database URL for environment {env}: set {var} in [environments.{env}.env] (or [env]) of {manifest}, or pass --url",
+                manifest = args.dir.join(baton_manifest::FILE_NAME).display(),
+            )
+        }),
+    }
+}
+
+fn load(args: &DbArgs) -> Result<Loaded> {
+    let files = files(args)?;
+    let url = url_of(args, &files)?;
+    Ok(Loaded {
+        app: files.manifest.name.clone(),
+        folder: files.folder,
+        migrations: files.discovered.migrations,
+        options: files.options,
         url,
     })
 }
@@ -134,7 +191,71 @@ async fn connect(loaded: &Loaded) -> Result<Database> {
     Ok(Database::connect(&loaded.url).await?)
 }
 
-pub async fn migrate(args: &DbArgs, phase: &str, allow_unsafe: bool) -> Result<ExitCode> {
+/// The gate `migrate` passes its contract migrations through: the Baton
+/// server of the environment checks the contract rule and records them.
+struct AskServer {
+    api: Api,
+    app: String,
+    environment: String,
+    /// `--url` without `-e`: nobody said which environment's database it is.
+    unnamed: bool,
+    force: bool,
+    /// Whether an expand half could be applied alone instead.
+    expand_too: bool,
+    /// What the server recorded.
+    recorded: Mutex<Option<Value>>,
+}
+
+impl ContractGate for AskServer {
+    fn allow<'a>(
+        &'a self,
+        scripts: &'a [String],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            if self.unnamed {
+                return Err("--url names a database but not the environment whose releases use it; add -e ENV, so that the Baton server can check and record contract migrations applied by hand".into());
+            }
+            let asked = self
+                .api
+                .post_json::<Value>(
+                    &format!("/apps/{}/contracts", self.app),
+                    &json!({"environment": self.environment, "scripts": scripts, "force": self.force}),
+                )
+                .await;
+            match asked {
+                Ok(recorded) => {
+                    *self.recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some(recorded);
+                    Ok(())
+                }
+                // The client's own words for a server it cannot reach:
+                // forcing would not help, the server must record it.
+                Err(e) if e.to_string().starts_with("cannot reach the Baton server") => Err(format!(
+                    "{e}; the server of {} must record contract migrations applied by hand, so that no rollback goes back past them",
+                    self.environment
+                )),
+                Err(e) if self.force => Err(e.to_string()),
+                Err(e) => {
+                    let expand = if self.expand_too {
+                        "`--phase expand` applies only the expand half now, "
+                    } else {
+                        ""
+                    };
+                    Err(format!(
+                        "{e}; {expand}`--force` applies the contract half anyway (the server records it, with you as the actor)"
+                    ))
+                }
+            }
+        })
+    }
+}
+
+pub async fn migrate(
+    args: &DbArgs,
+    phase: &str,
+    allow_unsafe: bool,
+    force: bool,
+    api: &str,
+) -> Result<ExitCode> {
     let mut loaded = load(args)?;
     loaded.options.refuse_unsafe = !allow_unsafe;
     let phases = match phase {
@@ -142,13 +263,37 @@ pub async fn migrate(args: &DbArgs, phase: &str, allow_unsafe: bool) -> Result<E
         "contract" => Phases::Contract,
         _ => Phases::All,
     };
+    let gate = AskServer {
+        api: Api::new(api),
+        app: loaded.app.clone(),
+        environment: args.environment().to_string(),
+        unnamed: args.url.is_some() && args.environment.is_none(),
+        force,
+        expand_too: phases == Phases::All,
+        recorded: Mutex::new(None),
+    };
     let mut db = connect(&loaded).await?;
-    let result = baton_db::migrate(&mut db, &loaded.migrations, &loaded.options, phases).await;
+    let result =
+        baton_db::migrate_gated(&mut db, &loaded.migrations, &loaded.options, phases, &gate).await;
     let target = db.target().to_string();
     db.close().await;
+    let recorded = gate
+        .recorded
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    if let (Err(_), Some(_)) = (&result, &recorded) {
+        // Recorded before it ran, as every step is: the server errs on the
+        // side of refusing rollbacks.
+        eprintln!(
+            "{}",
+            dim("note: the Baton server had recorded these contract migrations as applied by hand before the run; it keeps refusing rollbacks to releases without them")
+        );
+    }
     let report = result?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut out = serde_json::to_value(&report)?;
+        out["contract_by_hand"] = recorded.unwrap_or(Value::Null);
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     for warning in &report.warnings {
@@ -178,7 +323,22 @@ pub async fn migrate(args: &DbArgs, phase: &str, allow_unsafe: bool) -> Result<E
     for left in &report.left {
         println!("{} {left} {}", dim("·"), dim("(left for its phase)"));
     }
-    println!("{} migration(s) applied to {target}", report.applied.len());
+    println!(
+        "{} applied to {target}",
+        count(report.applied.len(), "migration")
+    );
+    if let Some(recorded) = recorded {
+        match recorded["forced_past"].as_str() {
+            Some(why) => println!(
+                "{} contract migrations applied with --force although {why}; the Baton server recorded it (audit log, events), and refuses rollbacks to releases without them",
+                bold("warning")
+            ),
+            None => println!(
+                "{}",
+                dim("the Baton server recorded the contract migrations applied by hand; it refuses rollbacks to releases without them")
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -186,14 +346,25 @@ pub async fn info(args: &DbArgs) -> Result<ExitCode> {
     let loaded = load(args)?;
     let mut db = connect(&loaded).await?;
     let info = baton_db::info(&mut db, &loaded.migrations, &loaded.options).await;
-    let target = db.target().to_string();
+    let pending = baton_db::lint_pending(&mut db, &loaded.migrations, &loaded.options).await;
+    let (target, dialect) = (db.target().to_string(), db.dialect());
     db.close().await;
-    let info = info?;
+    let (info, pending) = (info?, pending?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let phases = phases_of(&loaded.migrations);
+    let phase_of = |script: &str| {
+        let judged = pending.iter().find(|r| r.script == script).map(|r| r.phase);
+        judged.or_else(|| {
+            let options = loaded.options.lint_options(dialect);
+            loaded
+                .migrations
+                .iter()
+                .find(|m| m.script == script)
+                .map(|m| lint_migration(m, &options).phase)
+        })
+    };
     let mut rows = vec![vec![
         "VERSION".to_string(),
         "DESCRIPTION".into(),
@@ -213,10 +384,8 @@ pub async fn info(args: &DbArgs) -> Result<ExitCode> {
             entry.kind.to_string(),
             entry.installed_on.clone().unwrap_or_default(),
             entry.state.name().to_string(),
-            phases
-                .iter()
-                .find(|(script, _)| *script == entry.script)
-                .map(|(_, phase)| phase.to_string())
+            phase_of(&entry.script)
+                .map(|p| p.to_string())
                 .unwrap_or_default(),
         ]);
     }
@@ -229,43 +398,66 @@ pub async fn info(args: &DbArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn phases_of(migrations: &[Migration]) -> Vec<(String, Phase)> {
-    let options = LintOptions {
-        runner_lock_timeout: true,
-        ..LintOptions::default()
-    };
-    migrations
-        .iter()
-        .map(|m| (m.script.clone(), lint_migration(m, &options).phase))
-        .collect()
-}
-
 pub async fn validate(args: &DbArgs) -> Result<ExitCode> {
     let loaded = load(args)?;
     let mut db = connect(&loaded).await?;
     let problems = baton_db::validate(&mut db, &loaded.migrations, &loaded.options).await;
+    let pending = baton_db::lint_pending(&mut db, &loaded.migrations, &loaded.options).await;
     let target = db.target().to_string();
     db.close().await;
-    let problems = problems?;
+    let (problems, pending) = (problems?, pending?);
+    // The contract half waits on purpose: not a problem, and never a
+    // reason to run `baton db migrate`, which would apply it too early.
+    let waiting: Vec<&str> = pending
+        .iter()
+        .filter(|r| r.phase == Phase::Contract)
+        .map(|r| r.script.as_str())
+        .collect();
+    let command_args = args.command_args();
     if args.json {
+        let messages: Vec<String> = problems
+            .iter()
+            .map(|p| p.explain(Some(&command_args)))
+            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &json!({ "valid": problems.is_empty(), "problems": problems })
-            )?
-        );
-    } else if problems.is_empty() {
-        println!(
-            "{} {} migration(s) in {} agree with {target}",
-            green("✓"),
-            loaded.migrations.len(),
-            loaded.folder.display()
+            serde_json::to_string_pretty(&json!({
+                "valid": problems.is_empty(),
+                "problems": problems,
+                "messages": messages,
+                "contracts_waiting": waiting,
+            }))?
         );
     } else {
         for problem in &problems {
-            println!("{} {problem}", red("✗"));
+            println!("{} {}", red("✗"), problem.explain(Some(&command_args)));
         }
-        println!("validation failed: {} problem(s)", problems.len());
+        for script in &waiting {
+            println!(
+                "{} {script}: the contract half, pending on purpose: it waits for the old release to be gone (Baton applies it once no older release is live or warm in {})",
+                dim("·"),
+                args.environment()
+            );
+        }
+        if problems.is_empty() {
+            let waits = if waiting.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} {} for the old release to be gone",
+                    count(waiting.len(), "contract migration"),
+                    if waiting.len() == 1 { "waits" } else { "wait" }
+                )
+            };
+            println!(
+                "{} {} in {} agree with {target}{waits}",
+                green("✓"),
+                count(loaded.migrations.len(), "migration"),
+                loaded.folder.display()
+            );
+        } else {
+            println!("validation failed: {}", count(problems.len(), "problem"));
+        }
     }
     Ok(if problems.is_empty() {
         ExitCode::SUCCESS
@@ -327,28 +519,14 @@ pub async fn baseline(args: &DbArgs, version: &str, description: Option<&str>) -
 pub async fn plan(args: &DbArgs) -> Result<ExitCode> {
     let loaded = load(args)?;
     let mut db = connect(&loaded).await?;
-    let info = baton_db::info(&mut db, &loaded.migrations, &loaded.options).await;
+    let pending = baton_db::lint_pending(&mut db, &loaded.migrations, &loaded.options).await;
     let target = db.target().to_string();
     db.close().await;
-    let info = info?;
-    let options = LintOptions {
-        runner_lock_timeout: !loaded.options.lock_timeout.is_zero(),
-        ..LintOptions::default()
-    };
-    let mut expand = Vec::new();
-    let mut contract = Vec::new();
-    let mut findings = Vec::new();
-    for entry in info.pending() {
-        let Some(migration) = loaded.migrations.iter().find(|m| m.script == entry.script) else {
-            continue;
-        };
-        let report = lint_migration(migration, &options);
-        findings.extend(report.findings.iter().cloned());
-        match report.phase {
-            Phase::Expand => expand.push(report),
-            Phase::Contract => contract.push(report),
-        }
-    }
+    let pending = pending?;
+    let (expand, contract): (Vec<&LintReport>, Vec<&LintReport>) =
+        pending.iter().partition(|r| r.phase == Phase::Expand);
+    let findings: Vec<&baton_migrate::Finding> =
+        pending.iter().flat_map(|r| r.findings.iter()).collect();
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -363,7 +541,7 @@ pub async fn plan(args: &DbArgs) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("A deploy to {} would, on {target}:", args.environment);
+        println!("A deploy to {} would, on {target}:", args.environment());
         if expand.is_empty() && contract.is_empty() {
             println!("  apply no migration: the database is up to date");
         }
@@ -388,8 +566,9 @@ pub async fn plan(args: &DbArgs) -> Result<ExitCode> {
         }
         if errors > 0 {
             println!(
-                "{} the deploy would stop before applying anything: {errors} error(s)",
-                red("✗")
+                "{} the deploy would stop before applying anything: {}",
+                red("✗"),
+                count(errors, "error")
             );
         }
     }
@@ -439,9 +618,9 @@ pub async fn import_sqlx(args: &DbArgs, from: Option<&Path>) -> Result<ExitCode>
     db.close().await;
     let rows = rows?;
     println!(
-        "{} recorded {} migration(s) applied by sqlx in {target}'s flyway_schema_history; _sqlx_migrations is left as it was",
+        "{} recorded {} applied by sqlx in {target}'s flyway_schema_history; _sqlx_migrations is left as it was",
         green("✓"),
-        rows.len()
+        count(rows.len(), "migration")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -494,21 +673,57 @@ pub fn new(recipe: Recipe) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn lint(dir: &Path, as_json: bool) -> Result<ExitCode> {
-    let manifest = baton_manifest::Manifest::load(dir)?;
-    let database = manifest.database.ok_or_else(|| {
-        anyhow!(
-            "{}: no migrations folder; add [database] migrations = \"db/migrations\"",
-            dir.join(baton_manifest::FILE_NAME).display()
-        )
-    })?;
-    let folder = dir.join(&database.migrations);
-    let discovered = discover(&folder).map_err(|e| anyhow!("{}: {e}", folder.display()))?;
-    let reports: Vec<_> = discovered
-        .migrations
-        .iter()
-        .map(|m| lint_migration(m, &LintOptions::default()))
-        .collect();
+/// Which migrations `lint` judged, and why.
+enum Linted {
+    /// Those not yet applied to this database, as the deploy judges them.
+    Pending { target: String, applied: usize },
+    /// Every migration, each on its own, for want of the database.
+    All { why: String },
+}
+
+pub async fn lint(args: &DbArgs) -> Result<ExitCode> {
+    let files = files(args)?;
+    let all = &files.discovered.migrations;
+    let options = &files.options;
+    let lint_all = |dialect: Dialect| -> Vec<LintReport> {
+        let lint = options.lint_options(dialect);
+        all.iter().map(|m| lint_migration(m, &lint)).collect()
+    };
+    let (reports, linted, dialect) = match url_of(args, &files) {
+        Err(why) => (
+            lint_all(Dialect::Postgres),
+            Linted::All {
+                why: why.to_string(),
+            },
+            Dialect::Postgres,
+        ),
+        Ok(url) => {
+            let dialect = baton_db::dialect_of(&url)?;
+            let connected = tokio::time::timeout(LINT_CONNECT_TIMEOUT, Database::connect(&url))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(baton_db::DbError::BadUrl {
+                        url: baton_db::redact(&url),
+                        reason: format!("no answer within {} s", LINT_CONNECT_TIMEOUT.as_secs()),
+                    })
+                });
+            match connected {
+                Ok(mut db) => {
+                    let pending = baton_db::lint_pending(&mut db, all, options).await;
+                    let target = db.target().to_string();
+                    db.close().await;
+                    let pending = pending?;
+                    let applied = all.len().saturating_sub(pending.len());
+                    (pending, Linted::Pending { target, applied }, dialect)
+                }
+                Err(e) => (
+                    lint_all(dialect),
+                    Linted::All { why: e.to_string() },
+                    dialect,
+                ),
+            }
+        }
+    };
     let errors: usize = reports.iter().map(|r| r.errors().count()).sum();
     let warnings: usize = reports
         .iter()
@@ -519,18 +734,42 @@ pub fn lint(dir: &Path, as_json: bool) -> Result<ExitCode> {
                 .count()
         })
         .sum();
-    if as_json {
+    let folder = &files.folder;
+    if args.json {
+        let (scope, database, why) = match &linted {
+            Linted::Pending { target, .. } => ("pending", Some(target.clone()), None),
+            Linted::All { why } => ("all", None, Some(why.clone())),
+        };
         let out = json!({
             "folder": folder.display().to_string(),
+            "linted": scope,
+            "database": database,
+            "why_all": why,
+            "dialect": dialect,
             "migrations": reports,
-            "notes": discovered.notes,
+            "notes": files.discovered.notes,
             "errors": errors,
             "warnings": warnings,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for note in &discovered.notes {
+        for note in &files.discovered.notes {
             println!("{}", dim(&format!("skipped {note}")));
+        }
+        match &linted {
+            Linted::Pending { target, applied } => println!(
+                "{}",
+                dim(&format!(
+                    "{target}: {} already applied, not linted",
+                    count(*applied, "migration")
+                ))
+            ),
+            Linted::All { why } => println!(
+                "{}",
+                dim(&format!(
+                    "{why}\nso every migration was linted, each on its own, as {dialect}; give -e ENV or --url to lint only those not yet applied"
+                ))
+            ),
         }
         for report in &reports {
             let mark = if report.has_errors() {
@@ -564,10 +803,16 @@ pub fn lint(dir: &Path, as_json: bool) -> Result<ExitCode> {
                 );
             }
         }
+        let noun = match linted {
+            Linted::Pending { .. } => "pending migration",
+            Linted::All { .. } => "migration",
+        };
         println!(
-            "{} migrations in {}: {errors} errors, {warnings} warnings",
-            reports.len(),
-            folder.display()
+            "{} in {}: {}, {}",
+            count(reports.len(), noun),
+            folder.display(),
+            count(errors, "error"),
+            count(warnings, "warning")
         );
     }
     Ok(if errors > 0 {

@@ -256,17 +256,17 @@ enum Command {
 #[derive(Subcommand)]
 enum DbCommand {
     /// Check the app's migrations for changes that would break the release
-    /// still running or lock a busy table; exits 1 on an error finding.
+    /// still running or lock a busy table, as a deploy judges them: only
+    /// those not yet applied when the environment's database answers (all
+    /// of them otherwise); exits 1 on an error finding.
     Lint {
-        /// The app's folder, holding baton.toml.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-        /// Print machine-readable JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        db: db::DbArgs,
     },
     /// Apply pending migrations (Flyway's `migrate`), each in its own
-    /// transaction, under the database's migration lock.
+    /// transaction, under the database's migration lock. Contract
+    /// migrations are first checked and recorded by the Baton server of the
+    /// environment: refused while an older release is live or warm.
     Migrate {
         #[command(flatten)]
         db: db::DbArgs,
@@ -278,6 +278,15 @@ enum DbCommand {
         /// running release.
         #[arg(long)]
         allow_unsafe: bool,
+        /// Apply contract migrations even while an older release is live or
+        /// warm; the server records who did (audit log) and refuses
+        /// rollbacks to releases without them.
+        #[arg(long)]
+        force: bool,
+        /// The Baton server's API address, which checks and records
+        /// contract migrations.
+        #[arg(long, env = "BATON_API", default_value = DEFAULT_API, hide_env_values = true)]
+        api: String,
     },
     /// Files and history side by side, with each migration's state
     /// (Flyway's `info`).
@@ -443,12 +452,14 @@ fn main() -> ExitCode {
                 pipeline::notifications(&common, limit).await
             }
             Command::Db { command } => match command {
-                DbCommand::Lint { dir, json } => db::lint(&dir, json),
+                DbCommand::Lint { db } => db::lint(&db).await,
                 DbCommand::Migrate {
                     db,
                     phase,
                     allow_unsafe,
-                } => db::migrate(&db, &phase, allow_unsafe).await,
+                    force,
+                    api,
+                } => db::migrate(&db, &phase, allow_unsafe, force, &api).await,
                 DbCommand::Info { db } => db::info(&db).await,
                 DbCommand::Validate { db } => db::validate(&db).await,
                 DbCommand::Repair { db } => db::repair(&db).await,

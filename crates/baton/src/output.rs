@@ -60,6 +60,15 @@ pub fn millis(ms: i64) -> String {
     }
 }
 
+/// `n` and the noun, plural unless one: "1 migration", "2 warnings".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub fn size(bytes: i64) -> String {
     match bytes {
         b if b < 1024 => format!("{b} B"),
@@ -120,5 +129,12 @@ mod tests {
         assert_eq!(visible_len("\x1b[32mok\x1b[0m"), 2);
         assert_eq!(ago(now_ms() - 5_000), "5s ago");
         assert_eq!(ago(now_ms() - 600_000), "10m ago");
+    }
+
+    #[test]
+    fn one_of_a_thing_is_singular() {
+        assert_eq!(count(1, "migration"), "1 migration");
+        assert_eq!(count(0, "warning"), "0 warnings");
+        assert_eq!(count(2, "error"), "2 errors");
     }
 }

@@ -1,4 +1,5 @@
-//! `baton db lint`: the migrations of an app folder, checked before deploy.
+//! `baton db …` from an app folder: lint (as the deploy judges), migrate,
+//! validate, plan, against PostgreSQL and SQLite.
 
 mod common;
 
@@ -158,7 +159,7 @@ fn the_cli_migrates_the_environments_database_and_reports_like_flyway() {
     let (ok, out) = db(app.path(), &["migrate", "-e", "staging"]);
     assert!(ok, "{out}");
     assert!(
-        out.contains("✓ V1__create_users.sql") && out.contains("2 migration(s) applied"),
+        out.contains("✓ V1__create_users.sql") && out.contains("2 migrations applied"),
         "{out}"
     );
     let (ok, out) = db(app.path(), &["validate", "-e", "staging"]);
@@ -214,4 +215,158 @@ fn the_cli_migrates_the_environments_database_and_reports_like_flyway() {
         postgres::psql_url(&url, "SELECT count(*) FROM flyway_schema_history"),
         "2"
     );
+}
+
+fn with_env_url(app: &std::path::Path, environment: &str, url: &str) {
+    let manifest = app.join("baton.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[environments.{environment}.env]\nDATABASE_URL = \"{url}\"\n"),
+    )
+    .unwrap();
+}
+
+fn json_of(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let (_, out) = db(dir, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn lint_counts_what_the_deploy_counts_and_leaves_out_what_is_already_applied() {
+    let url = postgres::server().database();
+    let app = app_with(&[
+        (
+            "V1__create_users.sql",
+            "CREATE TABLE users (id bigint PRIMARY KEY, name text);\n",
+        ),
+        // No `SET lock_timeout`: Baton's runner sets one, so the deploy does
+        // not count require-lock-timeout, and neither may lint.
+        (
+            "V2__add_email.sql",
+            "ALTER TABLE users ADD COLUMN email text;\n",
+        ),
+    ]);
+    with_env_url(app.path(), "staging", &url);
+
+    // Production has no database URL: every migration, and lint says so.
+    let (ok, out) = db(app.path(), &["lint"]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("require-lock-timeout"), "{out}");
+    assert!(
+        out.contains("no database URL for environment production")
+            && out.contains("every migration was linted"),
+        "{out}"
+    );
+    assert!(out.contains("2 migrations in"), "{out}");
+    assert!(out.contains("0 errors, 1 warning\n"), "{out}");
+
+    let (ok, out) = db(app.path(), &["migrate", "-e", "staging"]);
+    assert!(ok, "{out}");
+    std::fs::write(
+        app.path().join("db/migrations/V3__email_index.sql"),
+        "CREATE INDEX users_email ON users (email);\n",
+    )
+    .unwrap();
+    let (ok, out) = db(app.path(), &["lint", "-e", "staging"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("2 migrations already applied, not linted")
+            && out.contains("1 pending migration in")
+            && !out.contains("V2__add_email.sql"),
+        "{out}"
+    );
+    // The same findings as the deploy's judgement (`plan`).
+    let lint = json_of(app.path(), &["lint", "-e", "staging", "--json"]);
+    let plan = json_of(app.path(), &["plan", "-e", "staging", "--json"]);
+    let plan_errors = plan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .count() as u64;
+    assert_eq!(
+        lint["errors"].as_u64().unwrap(),
+        plan_errors,
+        "{lint}\n{plan}"
+    );
+    assert_eq!(plan_errors, 1, "{plan}");
+    assert_eq!(lint["linted"], "pending");
+}
+
+#[test]
+fn sqlite_is_linted_as_sqlite_and_a_database_error_is_said_once() {
+    let folder = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", folder.path().join("app.db").display());
+    let app = app_with(&[
+        (
+            "V1__create_users.sql",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);\n",
+        ),
+        (
+            "V2__email_index.sql",
+            "CREATE INDEX users_email ON users (email);\n",
+        ),
+    ]);
+    with_env_url(app.path(), "production", &url);
+    // Unreachable or not, the URL names the dialect: no CONCURRENTLY asked.
+    let (ok, out) = db(app.path(), &["lint"]);
+    assert!(ok && out.contains("0 errors, 0 warnings"), "{out}");
+    assert!(!out.contains("CONCURRENTLY"), "{out}");
+    let (ok, out) = db(app.path(), &["migrate"]);
+    assert!(ok, "{out}");
+
+    std::fs::write(
+        app.path().join("db/migrations/V3__typo.sql"),
+        "INSERT INTO userz VALUES (1);\n",
+    )
+    .unwrap();
+    let (ok, out) = db(app.path(), &["migrate"]);
+    assert!(!ok, "{out}");
+    assert_eq!(out.matches("no such table: userz").count(), 1, "{out}");
+}
+
+#[test]
+fn validate_lets_a_contract_half_wait_and_names_the_environment_in_its_hints() {
+    let folder = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", folder.path().join("app.db").display());
+    let app = app_with(&[
+        (
+            "V1__create_users.sql",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, full_name TEXT);\n",
+        ),
+        (
+            "V2__drop_name.sql",
+            "-- baton:contract\nALTER TABLE users DROP COLUMN name;\n",
+        ),
+    ]);
+    with_env_url(app.path(), "staging", &url);
+    let (ok, out) = db(
+        app.path(),
+        &["migrate", "-e", "staging", "--phase", "expand"],
+    );
+    assert!(ok && out.contains("1 migration applied"), "{out}");
+
+    // The contract half pending on purpose: valid, and no `migrate` advice.
+    let (ok, out) = db(app.path(), &["validate", "-e", "staging"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("V2__drop_name.sql") && out.contains("waits for the old release to be gone"),
+        "{out}"
+    );
+    assert!(!out.contains("baton db migrate"), "{out}");
+
+    // An edited applied migration: the hint repeats `-e staging`.
+    std::fs::write(
+        app.path().join("db/migrations/V1__create_users.sql"),
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, full_name TEXT, x TEXT);\n",
+    )
+    .unwrap();
+    let (ok, out) = db(app.path(), &["validate", "-e", "staging"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("checksum mismatch") && out.contains(" -e staging`"),
+        "{out}"
+    );
+    assert!(out.contains("validation failed: 1 problem\n"), "{out}");
 }

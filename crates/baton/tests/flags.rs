@@ -720,7 +720,7 @@ async fn the_change_stream_announces_each_change() {
     let key = server.json(&["flags", "keys", "create", "hello", "web"]);
     let key = key["key"].as_str().unwrap().to_string();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let mut stream = client
+    let stream = client
         .get(format!("{}/ofrep/v1/events", server.api_url()))
         .header("Authorization", format!("Bearer {key}"))
         .send()

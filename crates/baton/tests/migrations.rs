@@ -429,3 +429,200 @@ fn a_deploy_whose_database_is_missing_or_unreachable_fails_before_starting_anyth
         .iter()
         .all(|s| s["live"].is_null()));
 }
+
+/// v1, then v2 with the rename pair, both in staging, v1 kept warm long
+/// enough for the test to act while it is.
+fn staging_with_v1_warm(
+    server: &Server,
+    url: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Value) {
+    let v1 = fixture();
+    set(
+        v1.path(),
+        "[env]\n",
+        &format!("[env]\nDATABASE_URL = \"{url}\"\n"),
+    );
+    set(v1.path(), "keep_warm = \"8s\"", "keep_warm = \"10m\"");
+    let first: Value = serde_json::from_str(&server.baton_ok(&[
+        "deploy",
+        v1.path().to_str().unwrap(),
+        "-e",
+        "staging",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let v2 = fixture();
+    set(
+        v2.path(),
+        "[env]\n",
+        &format!("[env]\nDATABASE_URL = \"{url}\"\n"),
+    );
+    set(v2.path(), "keep_warm = \"8s\"", "keep_warm = \"10m\"");
+    set(v2.path(), "COLUMN = \"name\"", "COLUMN = \"full_name\"");
+    let dir = v2.path().to_str().unwrap();
+    server.baton_ok(&[
+        "db",
+        "new",
+        "rename-column",
+        "users",
+        "name",
+        "full_name",
+        "--type",
+        "text",
+        "--dir",
+        dir,
+    ]);
+    let second: Value =
+        serde_json::from_str(&server.baton_ok(&["deploy", dir, "-e", "staging", "--json"]))
+            .unwrap();
+    assert_eq!(second["state"], "succeeded", "{second}");
+    assert_eq!(columns(url), "id,name,full_name");
+    (v1, v2, first)
+}
+
+fn output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_applied_by_hand_while_the_old_release_is_warm_is_refused_and_once_forced_blocks_the_rollback(
+) {
+    let url = postgres::server().database();
+    let server = Server::start();
+    let (_v1, v2, first) = staging_with_v1_warm(&server, &url);
+    let dir = v2.path().to_str().unwrap();
+
+    // The contract half by hand while v1 is warm: refused, nothing applied
+    // (with `all`, not even the expand half before it).
+    for phase in ["contract", "all"] {
+        let out = server.baton(&["db", "migrate", dir, "-e", "staging", "--phase", phase]);
+        let text = output(&out);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains("refused")
+                && text.contains("still warm")
+                && text.contains("--force")
+                && text.contains("nothing was applied"),
+            "{text}"
+        );
+        assert_eq!(columns(&url), "id,name,full_name");
+    }
+    assert!(events(&server, "contract_applied").is_empty());
+
+    // Forced: applied, and the server knows who did it and why it waited.
+    let out = server.baton(&[
+        "db", "migrate", dir, "-e", "staging", "--phase", "contract", "--force",
+    ]);
+    let text = output(&out);
+    assert!(out.status.success(), "{text}\n{}", server.log());
+    assert!(
+        text.contains("--force although release") && text.contains("still warm"),
+        "{text}"
+    );
+    assert_eq!(columns(&url), "id,full_name");
+    let applied = events(&server, "contract_applied");
+    assert!(
+        applied.len() == 1 && applied[0]["message"].as_str().unwrap().contains("by hand"),
+        "{applied:?}"
+    );
+    let audit: Value = server
+        .http()
+        .get(format!("{}/api/v1/audit", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "contract.apply_by_hand")
+        .unwrap_or_else(|| panic!("no audit entry: {audit}"));
+    assert_eq!(entry["environment"], "staging");
+    assert_eq!(entry["detail"]["forced"], true, "{entry}");
+    assert!(!entry["actor"].as_str().unwrap().is_empty());
+
+    // v1 lacks the contract: rolling back to it (still warm) is refused now,
+    // as it is for contracts the server applied.
+    let out = server.baton(&["rollback", "users", "-e", "staging"]);
+    let text = output(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("predates contract migration") && text.contains("by hand"),
+        "{text}"
+    );
+    let out = server.baton(&[
+        "rollback",
+        "users",
+        "-e",
+        "staging",
+        "--to",
+        &short(first["release_id"].as_str().unwrap()),
+    ]);
+    assert!(!out.status.success(), "{}", output(&out));
+}
+
+#[test]
+fn a_contract_by_hand_names_its_environment_and_needs_the_server() {
+    let url = postgres::server().database();
+    let app = fixture();
+    set(
+        app.path(),
+        "[env]\n",
+        &format!("[env]\nDATABASE_URL = \"{url}\"\n"),
+    );
+    std::fs::write(
+        app.path().join("db/migrations/V2__drop_name.sql"),
+        "-- baton:contract\nALTER TABLE users DROP COLUMN name;\n",
+    )
+    .unwrap();
+    let dir = app.path().to_str().unwrap();
+    let run = |args: &[&str], api: &str| {
+        let out = Command::new(BIN)
+            .args(["db", "migrate", dir])
+            .args(args)
+            .env("BATON_API", api)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (out.status.success(), output(&out))
+    };
+    // Nobody answers for the environment: nothing is applied, forced or not.
+    for force in [&[][..], &["--force"][..]] {
+        let (ok, text) = run(
+            &[&["-e", "staging"][..], force].concat(),
+            "http://127.0.0.1:1",
+        );
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("cannot reach the Baton server")
+                && text.contains("must record contract migrations applied by hand")
+                && text.contains("nothing was applied"),
+            "{text}"
+        );
+    }
+    // --url without -e: which environment's database is it?
+    let (ok, text) = run(&["--url", &url], "http://127.0.0.1:1");
+    assert!(!ok && text.contains("add -e ENV"), "{text}");
+    assert_eq!(
+        psql_url(
+            &url,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'users'"
+        ),
+        "0"
+    );
+    // The expand half alone needs no server.
+    let (ok, text) = run(
+        &["-e", "staging", "--phase", "expand"],
+        "http://127.0.0.1:1",
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("1 migration applied"), "{text}");
+}

@@ -149,18 +149,21 @@ fn read_directives(script: &sql::Script) -> Directives {
     directives
 }
 
-/// Lints `sql`; `configured` is the `.conf` file's `executeInTransaction`.
+/// Lints `sql`; `configured` is the `.conf` file's `executeInTransaction`;
+/// `new_tables` were created earlier in the same batch. Returns the report
+/// and the tables new after this script (those and its own).
 pub(crate) fn lint(
     script_name: &str,
     sql: &str,
     configured: Option<bool>,
     options: &LintOptions,
-) -> LintReport {
+    new_tables: &[Name],
+) -> (LintReport, Vec<Name>) {
     let script = match sql::parse(sql) {
         Ok(script) => script,
         Err(error) => {
             let rule = Rule::SyntaxError;
-            return LintReport {
+            let report = LintReport {
                 script: script_name.to_string(),
                 phase: Phase::Expand,
                 execute_in_transaction: configured.unwrap_or(true),
@@ -176,6 +179,7 @@ pub(crate) fn lint(
                 }],
                 allowed: Vec::new(),
             };
+            return (report, new_tables.to_vec());
         }
     };
     let directives = read_directives(&script);
@@ -198,7 +202,7 @@ pub(crate) fn lint(
         script: script_name,
         options,
         contract_marker: directives.contract,
-        created_tables: Vec::new(),
+        created_tables: new_tables.to_vec(),
         created_indexes: Vec::new(),
         made_objects: Vec::new(),
         made_triggers: Vec::new(),
@@ -356,14 +360,15 @@ pub(crate) fn lint(
     } else {
         Phase::Expand
     };
-    LintReport {
+    let report = LintReport {
         script: script_name.to_string(),
         phase,
         execute_in_transaction,
         statements,
         findings,
         allowed,
-    }
+    };
+    (report, walk.created_tables)
 }
 
 fn summary(tokens: &[Token]) -> String {
@@ -418,6 +423,11 @@ impl Walk<'_> {
         line: u32,
         message: String,
     ) {
+        // One walk for every database; what a rule means elsewhere is the
+        // rule's business (a SQLite table has no CONCURRENTLY to ask for).
+        if !rule.applies_to(self.options.dialect) {
+            return;
+        }
         self.findings.push((
             index,
             Finding {

@@ -17,7 +17,13 @@
 //! `statement_timeout`, `DROP NOT NULL`, constraints on new domains, enum
 //! values added without `BEFORE`/`AFTER`, names PostgreSQL would cut to 63
 //! bytes. The type rules apply to new tables too; the lock rules exempt
-//! tables (and domains) the same migration made. squawk's rules against
+//! tables (and domains) the same migration made, and tables an earlier
+//! expand migration of the same pending batch made ([`lint_batch`]).
+//!
+//! Dialects: the rules about PostgreSQL's locks and online DDL, its types
+//! and its names apply to PostgreSQL only; on SQLite and MySQL the linter
+//! judges what breaks the release still running and what breaks the script
+//! ([`Rule::applies_to`]). squawk's rules against
 //! dropping functions, views, types, triggers, defaults, sequences, schemas
 //! and extensions, or renaming functions and types, are one rule here,
 //! `contract-without-marker`: a migration marked contract may do them all.
@@ -60,6 +66,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::dialect::Dialect;
 use crate::discovery::Migration;
 
 pub use rules::{Rule, Severity};
@@ -86,6 +93,10 @@ impl fmt::Display for Phase {
 /// What the linter needs to know about the target database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LintOptions {
+    /// The database the migrations run on: PostgreSQL's locking, online-DDL,
+    /// type and naming rules apply to PostgreSQL only (see
+    /// [`Rule::applies_to`]).
+    pub dialect: Dialect,
     /// The oldest PostgreSQL major version the migration must be safe on.
     pub postgres_major: u32,
     /// Whether the runner sets a `lock_timeout` for the session before each
@@ -99,6 +110,7 @@ pub struct LintOptions {
 impl Default for LintOptions {
     fn default() -> Self {
         LintOptions {
+            dialect: Dialect::Postgres,
             postgres_major: 14,
             runner_lock_timeout: false,
         }
@@ -164,15 +176,47 @@ impl LintReport {
 
 /// Lints a script's SQL; only the directives in its comments say how it runs.
 pub fn lint_sql(script: &str, sql: &str, options: &LintOptions) -> LintReport {
-    check::lint(script, sql, None, options)
+    check::lint(script, sql, None, options, &[]).0
 }
 
-/// Lints a discovered migration, honouring its `.conf` file too.
+/// Lints a discovered migration on its own, honouring its `.conf` file too.
 pub fn lint_migration(migration: &Migration, options: &LintOptions) -> LintReport {
     check::lint(
         &migration.script,
         &migration.sql,
         migration.execute_in_transaction,
         options,
+        &[],
     )
+    .0
+}
+
+/// Lints the migrations one run applies, in the order it applies them: the
+/// one judgement the deploy's gate, `baton db plan` and `baton db lint`
+/// share. A table created by an earlier expand migration of the batch is as
+/// new to the later ones as to its own: the release still running has never
+/// seen it, so indexing, altering or dropping it locks nothing anyone waits
+/// on. (Tables made by a contract migration are not carried: an expand
+/// migration after it in the batch runs before it.)
+pub fn lint_batch<'a>(
+    batch: impl IntoIterator<Item = &'a Migration>,
+    options: &LintOptions,
+) -> Vec<LintReport> {
+    let mut new_tables = Vec::new();
+    batch
+        .into_iter()
+        .map(|migration| {
+            let (report, created) = check::lint(
+                &migration.script,
+                &migration.sql,
+                migration.execute_in_transaction,
+                options,
+                &new_tables,
+            );
+            if report.phase == Phase::Expand {
+                new_tables = created;
+            }
+            report
+        })
+        .collect()
 }

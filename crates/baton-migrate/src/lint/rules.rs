@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use crate::dialect::Dialect;
+
 /// How a finding affects a deploy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,6 +184,53 @@ rules! {
     SyntaxError = "syntax-error", Error,
         "The script cannot be read (an unclosed string, identifier, comment or dollar quote), so PostgreSQL would refuse it too.",
         "Close the quote or comment that starts at the line shown.";
+}
+
+impl Rule {
+    /// Whether the rule holds on that database. The rules about PostgreSQL's
+    /// locks and online DDL (`CONCURRENTLY`, `NOT VALID`, `lock_timeout`,
+    /// `statement_timeout`, table rewrites), its domains and enums, its types
+    /// and its 63-byte names are PostgreSQL's alone: SQLite has none of those
+    /// statements, and MySQL's online DDL works otherwise. What breaks the
+    /// release still running (a dropped, renamed or required column) and
+    /// what breaks the script (transactions, syntax, directives) holds on
+    /// every database; a 32-bit integer is one on MySQL too, not on SQLite.
+    pub fn applies_to(self, dialect: Dialect) -> bool {
+        use Rule::*;
+        let postgres_only = matches!(
+            self,
+            RequireConcurrentIndexCreation
+                | RequireConcurrentIndexDeletion
+                | RequireConcurrentReindex
+                | RequireConcurrentPartitionDetach
+                | RequireLockTimeout
+                | RequireStatementTimeout
+                | AddingForeignKeyConstraint
+                | ConstraintMissingNotValid
+                | DisallowedUniqueConstraint
+                | AddingNotNullableField
+                | AddingFieldWithDefault
+                | AddingSerialPrimaryKeyField
+                | PreferRepack
+                | BanConcurrentIndexCreationInTransaction
+                | BanAlterDomainWithAddConstraint
+                | BanCreateDomainWithConstraint
+                | RequireEnumValueOrdering
+                | BanTruncateCascade
+                | IdentifierTooLong
+                | PreferTextField
+                | BanCharField
+                | PreferTimestamptz
+                | PreferIdentity
+        );
+        match dialect {
+            Dialect::Postgres => true,
+            Dialect::MySql => !postgres_only,
+            Dialect::Sqlite => {
+                !postgres_only && !matches!(self, PreferBigintOverInt | PreferBigintOverSmallint)
+            }
+        }
+    }
 }
 
 impl From<Rule> for &'static str {
