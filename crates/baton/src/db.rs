@@ -83,8 +83,11 @@ pub enum Recipe {
     /// downtime: add the new column, keep both in step with a trigger,
     /// backfill in batches; later drop the trigger and the old column.
     RenameColumn {
+        /// The table holding the column.
         table: String,
+        /// The column's current name.
         from: String,
+        /// Its new name.
         to: String,
         /// The column's type, e.g. `text` or `numeric(10,2)`.
         #[arg(long = "type")]
@@ -98,6 +101,7 @@ pub enum Recipe {
         /// The new column ends NOT NULL (proved by a validated check first).
         #[arg(long)]
         not_null: bool,
+        /// The table's schema, if not the search path's.
         #[arg(long)]
         schema: Option<String>,
         /// The app's folder, holding baton.toml.

@@ -20,6 +20,7 @@ use crate::{Common, EnvArg};
 pub enum FlagsCommand {
     /// An app's flags in an environment.
     List {
+        /// The app's name (as in its baton.toml).
         app: String,
         #[command(flatten)]
         env: EnvArg,
@@ -28,7 +29,9 @@ pub enum FlagsCommand {
     },
     /// One flag with all its settings.
     Get {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The flag's name.
         flag: String,
         #[command(flatten)]
         env: EnvArg,
@@ -37,7 +40,9 @@ pub enum FlagsCommand {
     },
     /// Create a flag (off unless --enabled true).
     Create {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The flag's name.
         flag: String,
         #[command(flatten)]
         settings: Settings,
@@ -48,7 +53,9 @@ pub enum FlagsCommand {
     },
     /// Change some of a flag's settings; the others stay as they are.
     Set {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The flag's name.
         flag: String,
         #[command(flatten)]
         settings: Settings,
@@ -59,7 +66,9 @@ pub enum FlagsCommand {
     },
     /// Turn a flag on (for whom its rules say).
     Enable {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The flag's name.
         flag: String,
         #[command(flatten)]
         env: EnvArg,
@@ -68,7 +77,9 @@ pub enum FlagsCommand {
     },
     /// Turn a flag off for everyone.
     Disable {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The flag's name.
         flag: String,
         #[command(flatten)]
         env: EnvArg,
@@ -77,7 +88,9 @@ pub enum FlagsCommand {
     },
     /// Delete a flag from an environment.
     Delete {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The flag's name.
         flag: String,
         #[command(flatten)]
         env: EnvArg,
@@ -101,6 +114,7 @@ pub enum FlagsCommand {
     /// flag and field (server → file); exits 1 if `apply` (with the same
     /// --prune) would change anything. --json prints the raw differences.
     Diff {
+        /// The app's folder, holding baton.toml and flags.toml.
         #[arg(default_value = ".")]
         dir: PathBuf,
         /// Count flags only on the server as differences to delete.
@@ -121,6 +135,7 @@ pub enum FlagsCommand {
     Audit {
         /// Only this app's flag and key changes.
         app: Option<String>,
+        /// How many entries to list.
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[command(flatten)]
@@ -132,6 +147,7 @@ pub enum FlagsCommand {
 pub enum KeysCommand {
     /// Create a key; it is shown this once.
     Create {
+        /// The app's name (as in its baton.toml).
         app: String,
         /// What uses the key, e.g. "web" or "checkout-service".
         name: String,
@@ -146,13 +162,16 @@ pub enum KeysCommand {
     },
     /// An app's keys (never the keys themselves).
     List {
+        /// The app's name (as in its baton.toml).
         app: String,
         #[command(flatten)]
         common: Common,
     },
     /// Revoke a key: clients using it get 403 from then on.
     Revoke {
+        /// The app's name (as in its baton.toml).
         app: String,
+        /// The key's number (see `baton flags keys list APP`).
         id: i64,
         #[command(flatten)]
         common: Common,
@@ -165,6 +184,7 @@ pub struct Settings {
     /// On (for whom the rules say) or off (for everyone).
     #[arg(long)]
     enabled: Option<bool>,
+    /// What the flag is for, shown in lists and the dashboard.
     #[arg(long)]
     description: Option<String>,
     /// User ids that always get the flag, comma-separated ("" for none).
@@ -186,12 +206,14 @@ pub struct Settings {
     /// "version SEMVER_GTE 2.0.0"; repeat for more (replaces the list).
     #[arg(long = "constraint")]
     constraints: Vec<String>,
+    /// Remove every constraint.
     #[arg(long, conflicts_with = "constraints")]
     no_constraints: bool,
     /// "NAME[:WEIGHT[:TYPE=VALUE]]", e.g. "blue:50:string=#00f"; repeat for
     /// more (replaces the list).
     #[arg(long = "variant")]
     variants: Vec<String>,
+    /// Remove every variant (the flag answers on/off).
     #[arg(long, conflicts_with = "variants")]
     no_variants: bool,
 }
@@ -298,6 +320,7 @@ fn variant(text: &str) -> Result<Value> {
 /// A flag as the API returns it.
 #[derive(Deserialize, serde::Serialize)]
 struct Flag {
+    /// The app's name (as in its baton.toml).
     app: String,
     environment: String,
     name: String,
