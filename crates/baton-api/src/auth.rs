@@ -128,6 +128,12 @@ pub(crate) fn admin(principal: &Principal) -> ApiResult<()> {
     }
 }
 
+/// Who a change is by, for the commands that record it: the principal and
+/// the client's address.
+pub(crate) fn actor(principal: &Principal, peer: &Peer) -> baton_store::Actor {
+    baton_store::Actor::new(principal.actor(), Some(peer.0.ip().to_string()))
+}
+
 /// An audit entry for a change by `principal` from `peer`.
 pub(crate) fn entry(
     principal: &Principal,

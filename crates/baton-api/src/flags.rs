@@ -342,16 +342,3 @@ async fn audit(
         ))),
     }
 }
-
-/// Checks the `flags.toml` a release archive carries, so a release whose
-/// flags cannot be applied is refused before it is recorded.
-pub(crate) fn check_release_flags(archive: &[u8], release: &str) -> ApiResult<()> {
-    let name = baton_manifest::flags::FILE_NAME;
-    let text = baton_package::read_text(archive, name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(text) = text {
-        let label = format!("{name} (release {})", baton_package::short_id(release));
-        FlagsFile::parse(&text, &label).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
-    Ok(())
-}

@@ -155,6 +155,7 @@ impl IntoResponse for ApiError {
             StatusCode::UNAUTHORIZED => "unauthorized",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::TOO_MANY_REQUESTS => "busy",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
             StatusCode::MISDIRECTED_REQUEST => "unknown_host",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
@@ -266,7 +267,6 @@ async fn create_release(
             "the request body must be the release archive (a tar file)",
         ));
     }
-    flags::check_release_flags(&archive, &upload.id)?;
     let (release, created) = o.create_release(&app, archive).await?;
     let status = if created {
         StatusCode::CREATED
@@ -330,21 +330,9 @@ async fn deploy(
             environment: b.environment,
             release: b.release,
             preview: b.preview,
-            actor: Some(principal.actor()),
+            actor: auth::actor(&principal, &peer),
         })
         .await?;
-    auth::record(
-        o.store(),
-        auth::entry(
-            &principal,
-            &peer,
-            "deployment.create",
-            format!("deployment {}", deployment.id),
-        )
-        .about(Some(&app), Some(&deployment.environment))
-        .with(json!({"release": deployment.release_id, "preview": b.preview})),
-    )
-    .await;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -371,21 +359,9 @@ async fn rollback(
             &app,
             &b.environment,
             b.to.as_deref(),
-            Some(&principal.actor()),
+            &auth::actor(&principal, &peer),
         )
         .await?;
-    auth::record(
-        o.store(),
-        auth::entry(
-            &principal,
-            &peer,
-            "deployment.rollback",
-            format!("deployment {}", deployment.id),
-        )
-        .about(Some(&app), Some(&deployment.environment))
-        .with(json!({"release": deployment.release_id, "from": deployment.previous_release})),
-    )
-    .await;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -465,24 +441,9 @@ async fn answer_preview(
     let id = parse_id(id)?;
     let deployment = o.store().deployment(id).await?;
     auth::may_change(principal, &deployment.app, &deployment.environment)?;
-    o.answer_preview(id, go_on)?;
+    o.answer_preview(id, go_on, &auth::actor(principal, peer))
+        .await?;
     let answer = if go_on { "continued" } else { "aborted" };
-    auth::record(
-        o.store(),
-        auth::entry(
-            principal,
-            peer,
-            if go_on {
-                "deployment.continue"
-            } else {
-                "deployment.abort"
-            },
-            format!("deployment {id}"),
-        )
-        .about(Some(&deployment.app), Some(&deployment.environment))
-        .with(json!({})),
-    )
-    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"deployment": id, answer: true})),

@@ -1,21 +1,21 @@
-//! Release uploads, streamed to a private file as they arrive, hashed on
-//! the way, and cut at the server's size limit: an upload never sits in
+//! Release uploads, streamed to a private file as they arrive and cut at
+//! the server's size limit: an upload never sits in
 //! memory whole, and one larger than the limit is refused (413) as soon as
 //! it says so (`Content-Length`) or as soon as it passes the limit.
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::{ApiError, ApiResult, Uploads};
 
+/// The longest pause between two pieces of an upload.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An upload received whole; its file is removed when this is dropped.
 pub(crate) struct Upload {
     file: tempfile::NamedTempFile,
-    /// The release id: SHA-256 of the bytes.
-    pub id: String,
 }
 
 impl Upload {
@@ -68,17 +68,28 @@ pub(crate) async fn receive(
         file.reopen()
             .map_err(|e| internal(format!("cannot open the upload file: {e}")))?,
     );
-    let mut hash = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A client that stops sending does not hold the connection forever.
+        let next = tokio::time::timeout(STALL, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the upload stopped arriving for {}s; send it again",
+                        STALL.as_secs()
+                    ),
+                )
+            })?;
+        let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("the upload was cut short: {e}")))?;
         size += chunk.len() as u64;
         if size > uploads.max_bytes {
             return Err(too_large(uploads.max_bytes));
         }
-        hash.update(&chunk);
         out.write_all(&chunk).await.map_err(|e| {
             internal(format!(
                 "cannot write the upload to {}: {e} (is the disk full?)",
@@ -89,8 +100,5 @@ pub(crate) async fn receive(
     out.flush()
         .await
         .map_err(|e| internal(format!("cannot write the upload: {e}")))?;
-    Ok(Upload {
-        file,
-        id: format!("{:x}", hash.finalize()),
-    })
+    Ok(Upload { file })
 }

@@ -60,35 +60,7 @@ impl From<StoreError> for FlagError {
 
 pub type Result<T> = std::result::Result<T, FlagError>;
 
-/// Who asks for a change, and from where; goes into the audit log.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub name: String,
-    pub remote_address: Option<String>,
-}
-
-impl Actor {
-    fn entry(
-        &self,
-        action: &str,
-        subject: String,
-        app: &str,
-        environment: &str,
-        detail: serde_json::Value,
-    ) -> AuditEntry {
-        AuditEntry {
-            id: 0,
-            at: 0,
-            actor: self.name.clone(),
-            action: action.into(),
-            subject,
-            app: Some(app.into()),
-            environment: Some(environment.into()),
-            detail,
-            remote_address: self.remote_address.clone(),
-        }
-    }
-}
+pub use baton_store::Actor;
 
 /// A flag as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

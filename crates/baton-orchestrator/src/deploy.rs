@@ -10,8 +10,8 @@ use baton_manifest::{EnvironmentConfig, Manifest};
 use baton_proxy::{RouteKey, RouteSpec};
 use baton_runtime::free_port;
 use baton_store::{
-    now_ms, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind, StepState,
-    TargetState,
+    now_ms, Actor, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind,
+    StepState, TargetState,
 };
 
 use crate::{plan, Error, Managed, Orchestrator, Result};
@@ -37,7 +37,7 @@ impl Orchestrator {
         release: Release,
         preview: bool,
         warm: Option<Arc<Managed>>,
-        actor: Option<&str>,
+        actor: &Actor,
     ) -> Result<Deployment> {
         let manifest = Manifest::parse(&release.manifest, "baton.toml").map_err(|e| {
             Error::BadRequest(format!(
@@ -63,6 +63,18 @@ impl Orchestrator {
             }
         }
         let live = self.live_target(&release.app, environment).await?;
+        let previous = live.as_ref().map(|t| t.release_id.as_str());
+        // Recorded with the deployment, in its transaction: whichever edge
+        // (CLI, API, dashboard, pipeline) asked.
+        let action = match kind {
+            DeploymentKind::Rollback => "deployment.rollback",
+            DeploymentKind::Deploy => "deployment.create",
+        };
+        let detail = serde_json::json!({
+            "release": release.id,
+            "from": previous,
+            "preview": preview,
+        });
         let deployment = self
             .store
             .begin_deployment(
@@ -70,8 +82,10 @@ impl Orchestrator {
                 environment,
                 &release.id,
                 kind,
-                live.as_ref().map(|t| t.release_id.as_str()),
+                previous,
                 actor,
+                action,
+                detail,
             )
             .await?;
         let job = Job {

@@ -173,6 +173,8 @@ pub struct Runtimes {
     pub docker: Arc<DockerRuntime>,
 }
 
+pub use baton_store::Actor;
+
 /// A deploy request.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
@@ -182,8 +184,8 @@ pub struct DeployRequest {
     /// Pause after the health check with the new release reachable through
     /// the preview header and hosts, until continued or aborted.
     pub preview: bool,
-    /// Who asks, for the record.
-    pub actor: Option<String>,
+    /// Who asks: the audit log names them, in the deployment's transaction.
+    pub actor: Actor,
 }
 
 /// One environment of one app, as `baton status` shows it.
@@ -351,6 +353,7 @@ impl Orchestrator {
                 manifest.name
             )));
         }
+        check_release_files(&archive, &id)?;
         // Same bytes, same release: never unpacked or built twice, unless its
         // image has since been pruned from the engine.
         // A folder removed with its review app is unpacked again.
@@ -527,7 +530,7 @@ impl Orchestrator {
             release,
             request.preview,
             None,
-            request.actor.as_deref(),
+            &request.actor,
         )
         .await
     }
@@ -560,7 +563,7 @@ impl Orchestrator {
         app: &str,
         environment: &str,
         to: Option<&str>,
-        actor: Option<&str>,
+        actor: &Actor,
     ) -> Result<Deployment> {
         check_environment(environment)?;
         let route = self.store.route(app, environment).await?;
@@ -643,8 +646,11 @@ impl Orchestrator {
     }
 
     /// Lets a deployment paused in preview go on to the switch (`go_on`), or
-    /// abandons it, leaving the live release as it is.
-    pub fn answer_preview(&self, deployment: i64, go_on: bool) -> Result<()> {
+    /// abandons it, leaving the live release as it is. The answer is in the
+    /// audit log (`deployment.continue` / `deployment.abort`) before it is
+    /// acted on.
+    pub async fn answer_preview(&self, deployment: i64, go_on: bool, actor: &Actor) -> Result<()> {
+        let record = self.store.deployment(deployment).await?;
         let sender = self
             .previews
             .lock()
@@ -653,6 +659,26 @@ impl Orchestrator {
             .ok_or_else(|| {
                 Error::Conflict(format!("deployment {deployment} is not waiting in preview"))
             })?;
+        let action = if go_on {
+            "deployment.continue"
+        } else {
+            "deployment.abort"
+        };
+        let entry = actor.entry(
+            action,
+            format!("deployment {deployment}"),
+            &record.app,
+            &record.environment,
+            serde_json::json!({"release": record.release_id}),
+        );
+        if let Err(e) = self.store.record_audit(&entry).await {
+            // Not recorded, not done: the preview waits for another answer.
+            self.previews
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(deployment, sender);
+            return Err(e.into());
+        }
         sender.send(go_on).map_err(|_| {
             Error::Conflict(format!(
                 "deployment {deployment} is no longer waiting in preview"
@@ -775,6 +801,22 @@ fn check_environment(environment: &str) -> Result<()> {
 }
 
 /// The text of `baton.toml` at the root of a packed archive.
+/// Every check of a release's files besides its manifest, in one place,
+/// whichever edge sent the release (CLI, API, pipeline): today its
+/// `flags.toml`, which a deploy applies and so must be valid before the
+/// release is recorded.
+fn check_release_files(archive: &[u8], id: &str) -> Result<()> {
+    let name = baton_manifest::flags::FILE_NAME;
+    let text =
+        baton_package::read_text(archive, name).map_err(|e| Error::BadRequest(e.to_string()))?;
+    if let Some(text) = text {
+        let label = format!("{name} (release {})", baton_package::short_id(id));
+        baton_manifest::flags::FlagsFile::parse(&text, &label)
+            .map_err(|e| Error::BadRequest(e.to_string()))?;
+    }
+    Ok(())
+}
+
 fn manifest_in(archive: &[u8]) -> Result<String> {
     use std::io::Read;
     let damaged =

@@ -514,7 +514,7 @@ impl Pipeline {
                 environment: environment.to_string(),
                 release: release.to_string(),
                 preview: false,
-                actor: Some(actor.to_string()),
+                actor: baton_orchestrator::Actor::system(actor),
             })
             .await;
         let deployment = match started {
@@ -743,7 +743,9 @@ impl Pipeline {
                 environment: promotion.environment.clone(),
                 release: promotion.release_id.clone(),
                 preview: false,
-                actor: Some(promotion.actor.clone()),
+                // The person (or `pipeline (build N)`) who asked; the API
+                // recorded their address with the promotion.
+                actor: baton_orchestrator::Actor::system(promotion.actor.clone()),
             })
             .await;
         match started {

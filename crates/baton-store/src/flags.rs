@@ -112,6 +112,53 @@ impl ApiKeyRecord {
     }
 }
 
+/// Who makes a change, for the record: an account (and its token), or the
+/// pipeline (`pipeline (build N)`), and the address the request came from.
+/// Every command that changes something takes one and writes its audit
+/// entry in the same transaction as the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub name: String,
+    pub remote_address: Option<String>,
+}
+
+impl Actor {
+    pub fn new(name: impl Into<String>, remote_address: Option<String>) -> Actor {
+        Actor {
+            name: name.into(),
+            remote_address,
+        }
+    }
+
+    /// Baton itself (a deploy applying its release's flags.toml, the
+    /// pipeline): a name and no address.
+    pub fn system(name: impl Into<String>) -> Actor {
+        Actor::new(name, None)
+    }
+
+    /// The audit entry of `action` on `subject` by this actor.
+    pub fn entry(
+        &self,
+        action: &str,
+        subject: String,
+        app: &str,
+        environment: &str,
+        detail: serde_json::Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            id: 0,
+            at: 0,
+            actor: self.name.clone(),
+            action: action.into(),
+            subject,
+            app: Some(app.into()),
+            environment: Some(environment.into()),
+            detail,
+            remote_address: self.remote_address.clone(),
+        }
+    }
+}
+
 /// Who did what to which subject, from where. Written by every change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -20,7 +20,7 @@ use sqlx::{Row, SqlitePool};
 
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
-pub use flags::{ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
+pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
     ReleaseNote, ReviewApp,
@@ -301,7 +301,10 @@ impl Store {
     // ---- deployments ----
 
     /// Records a new running deployment, refusing if one is already running
-    /// for the same app and environment.
+    /// for the same app and environment, and its audit entry (`action` by
+    /// `actor`, with `detail`) in the same transaction: there is no
+    /// deployment without its entry, whoever started it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn begin_deployment(
         &self,
         app: &str,
@@ -309,7 +312,9 @@ impl Store {
         release_id: &str,
         kind: DeploymentKind,
         previous_release: Option<&str>,
-        actor: Option<&str>,
+        actor: &Actor,
+        action: &str,
+        detail: serde_json::Value,
     ) -> Result<Deployment> {
         // IMMEDIATE: a deferred transaction that reads, then writes after
         // another connection wrote, fails at once with SQLITE_BUSY instead
@@ -345,9 +350,11 @@ impl Store {
         .bind(kind.as_str())
         .bind(previous_release)
         .bind(now_ms())
-        .bind(actor)
+        .bind(&actor.name)
         .fetch_one(&mut *tx)
         .await?;
+        let entry = actor.entry(action, format!("deployment {id}"), app, environment, detail);
+        flags::audit(&mut tx, &entry).await?;
         tx.commit().await?;
         self.deployment(id).await
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::Actor;
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -64,24 +65,60 @@ async fn one_running_deployment_per_app_and_environment() {
     let (_dir, s) = store().await;
     s.put_release(&release("r1", "a")).await.unwrap();
     let d = s
-        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
+        .begin_deployment(
+            "a",
+            "production",
+            "r1",
+            DeploymentKind::Deploy,
+            None,
+            &Actor::system("test"),
+            "deployment.create",
+            serde_json::json!({}),
+        )
         .await
         .unwrap();
     assert!(matches!(
-        s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
-            .await,
+        s.begin_deployment(
+            "a",
+            "production",
+            "r1",
+            DeploymentKind::Deploy,
+            None,
+            &Actor::system("test"),
+            "deployment.create",
+            serde_json::json!({})
+        )
+        .await,
         Err(StoreError::Conflict(_))
     ));
     // Another environment is independent.
-    s.begin_deployment("a", "staging", "r1", DeploymentKind::Deploy, None, None)
-        .await
-        .unwrap();
+    s.begin_deployment(
+        "a",
+        "staging",
+        "r1",
+        DeploymentKind::Deploy,
+        None,
+        &Actor::system("test"),
+        "deployment.create",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
     s.set_deployment_state(d.id, DeploymentState::Succeeded, None)
         .await
         .unwrap();
-    s.begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
-        .await
-        .unwrap();
+    s.begin_deployment(
+        "a",
+        "production",
+        "r1",
+        DeploymentKind::Deploy,
+        None,
+        &Actor::system("test"),
+        "deployment.create",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -89,7 +126,16 @@ async fn steps_are_recorded_in_order_and_cut_short_when_the_deployment_fails() {
     let (_dir, s) = store().await;
     s.put_release(&release("r1", "a")).await.unwrap();
     let d = s
-        .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
+        .begin_deployment(
+            "a",
+            "production",
+            "r1",
+            DeploymentKind::Deploy,
+            None,
+            &Actor::system("test"),
+            "deployment.create",
+            serde_json::json!({}),
+        )
         .await
         .unwrap();
     let one = s
@@ -124,7 +170,16 @@ async fn targets_and_routes_survive_reopening_the_store() {
         let s = Store::open(&path).await.unwrap();
         s.put_release(&release("r1", "a")).await.unwrap();
         let d = s
-            .begin_deployment("a", "production", "r1", DeploymentKind::Deploy, None, None)
+            .begin_deployment(
+                "a",
+                "production",
+                "r1",
+                DeploymentKind::Deploy,
+                None,
+                &Actor::system("test"),
+                "deployment.create",
+                serde_json::json!({}),
+            )
             .await
             .unwrap();
         let t = s
@@ -166,7 +221,16 @@ async fn a_contract_applied_by_hand_is_recorded_applied_with_its_audit_entry() {
     let (_dir, s) = store().await;
     s.put_release(&release("r2", "a")).await.unwrap();
     let d = s
-        .begin_deployment("a", "staging", "r2", DeploymentKind::Deploy, None, None)
+        .begin_deployment(
+            "a",
+            "staging",
+            "r2",
+            DeploymentKind::Deploy,
+            None,
+            &Actor::system("test"),
+            "deployment.create",
+            serde_json::json!({}),
+        )
         .await
         .unwrap();
     let scripts = vec!["V3__contract.sql".to_string()];

@@ -15,7 +15,7 @@ use axum::Form;
 use baton_auth::{cookie_value, same_secret, Principal, COOKIE, SESSION_LIFETIME};
 use baton_orchestrator::{DeployRequest, EnvironmentStatus};
 use baton_store::{
-    now_ms, AuditCursor, AuditEntry, AuditFilter, Deployment, DeploymentState, Release, TargetState,
+    now_ms, AuditCursor, AuditFilter, Deployment, DeploymentState, Release, TargetState,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -180,15 +180,9 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// An audit entry for a change made from the dashboard.
-fn entry(user: &Principal, peer: SocketAddr, action: &str, subject: String) -> AuditEntry {
-    AuditEntry::new(user.actor(), Some(peer.ip().to_string()), action, subject)
-}
-
-/// Appends to the audit log; a failure to write is logged, not fatal.
-async fn record(web: &Web, entry: AuditEntry) {
-    if let Err(e) = web.orchestrator.store().record_audit(&entry).await {
-        tracing::error!(error = %e, action = entry.action, "cannot write the audit log");
-    }
+/// Who a form's change is by, for the command that records it.
+fn actor(user: &Principal, peer: SocketAddr) -> baton_orchestrator::Actor {
+    baton_orchestrator::Actor::new(user.actor(), Some(peer.ip().to_string()))
 }
 
 fn ago(ms: i64) -> String {
@@ -652,48 +646,23 @@ pub async fn deploy(
         environment: form.environment.clone(),
         release: release.id.clone(),
         preview: false,
-        actor: Some(user.actor()),
+        actor: actor(&user, peer),
     };
     let started = web.orchestrator.deploy(request).await;
-    after_start(
-        &web,
-        &user,
-        peer,
-        &app,
-        started,
-        "deployment.create",
-        "Nothing was deployed",
-    )
-    .await
+    after_start(&web, &user, &app, started, "Nothing was deployed").await
 }
 
-/// After a form asked for a deployment: audits it and opens its page, or
-/// shows the app's page saying why nothing happened.
+/// After a form asked for a deployment (which the orchestrator audited):
+/// opens its page, or shows the app's page saying why nothing happened.
 async fn after_start(
     web: &Web,
     user: &Principal,
-    peer: SocketAddr,
     app: &str,
     started: baton_orchestrator::Result<Deployment>,
-    action: &str,
     nothing: &str,
 ) -> Response {
     match started {
-        Ok(d) => {
-            let detail = json!({
-                "release": d.release_id,
-                "from": d.previous_release,
-                "via": "dashboard",
-            });
-            record(
-                web,
-                entry(user, peer, action, format!("deployment {}", d.id))
-                    .about(Some(app), Some(&d.environment))
-                    .with(detail),
-            )
-            .await;
-            Redirect::to(&format!("/deployments/{}", d.id)).into_response()
-        }
+        Ok(d) => Redirect::to(&format!("/deployments/{}", d.id)).into_response(),
         Err(e) => {
             let status = match &e {
                 baton_orchestrator::Error::Conflict(_)
@@ -734,18 +703,9 @@ pub async fn rollback(
     }
     let started = web
         .orchestrator
-        .rollback(&app, &form.environment, None, Some(&user.actor()))
+        .rollback(&app, &form.environment, None, &actor(&user, peer))
         .await;
-    after_start(
-        &web,
-        &user,
-        peer,
-        &app,
-        started,
-        "deployment.rollback",
-        "Nothing was rolled back",
-    )
-    .await
+    after_start(&web, &user, &app, started, "Nothing was rolled back").await
 }
 
 // ---- a deployment, live ----
@@ -898,25 +858,17 @@ async fn answer_preview(
     if let Err(refused) = check_change(web, user, headers, csrf, &d.app, &d.environment, doing) {
         return refused;
     }
-    if let Err(e) = web.orchestrator.answer_preview(id, go_on) {
+    if let Err(e) = web
+        .orchestrator
+        .answer_preview(id, go_on, &actor(user, peer))
+        .await
+    {
         return refuse(
             Some(user),
             StatusCode::CONFLICT,
             format!("Nothing was done: {e}"),
         );
     }
-    let action = if go_on {
-        "deployment.continue"
-    } else {
-        "deployment.abort"
-    };
-    record(
-        web,
-        entry(user, peer, action, format!("deployment {id}"))
-            .about(Some(&d.app), Some(&d.environment))
-            .with(json!({"via": "dashboard"})),
-    )
-    .await;
     // After a POST, a GET of the page: reloading it sends nothing again.
     Redirect::to(&format!("/deployments/{id}")).into_response()
 }
@@ -1353,10 +1305,7 @@ pub async fn toggle_flag(
     ) {
         return refused;
     }
-    let actor = baton_flag_service::Actor {
-        name: user.actor(),
-        remote_address: Some(peer.ip().to_string()),
-    };
+    let actor = actor(&user, peer);
     let action = if form.enabled {
         "flag.enable"
     } else {

@@ -302,10 +302,7 @@ impl ApplyFlags for ReleaseFlags {
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
             let Some(file) = file else { return Ok(None) };
-            let actor = Actor {
-                name: "baton deploy".into(),
-                remote_address: None,
-            };
+            let actor = Actor::system("baton deploy");
             let name = baton_manifest::flags::FILE_NAME;
             let changes = self
                 .0

@@ -109,6 +109,10 @@ impl Repo {
         std::fs::write(self.work().join(file), text).unwrap();
     }
 
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.work().join(file)).unwrap();
+    }
+
     /// Commits everything on `branch` and pushes it; returns the commit id.
     fn commit(&self, branch: &str, message: &str) -> String {
         let work = self.work();
@@ -211,6 +215,25 @@ fn finish_build(server: &Server, answer: &Value) -> (String, Value) {
     let failed = build["state"] == "failed";
     assert_eq!(followed.status.success(), !failed, "{log}");
     (log, build)
+}
+
+/// Waits until no deployment of shop is running: a route switches before
+/// its deployment ends (drain, keep warm), and one runs at a time.
+async fn settled(server: &Server) {
+    eventually(
+        Duration::from_secs(30),
+        "shop's deployments to finish",
+        || {
+            let deployments = server.json(&["deployments", "shop"]);
+            let running = deployments
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["state"] == "running");
+            (!running).then_some(())
+        },
+    )
+    .await;
 }
 
 fn live_release(server: &Server, environment: &str) -> Option<String> {
@@ -552,6 +575,31 @@ events = ["build_failed"]
         page.contains(&format!("commit <code>{}</code>", &sha[..10])),
         "{page}"
     );
+    // The pipeline's deploy and promotion are in the audit log, by the build.
+    settled(&server).await;
+    let audit: Value = server
+        .http()
+        .get(format!("{}/api/v1/audit?limit=100", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_build = format!("pipeline (build {})", build["id"]);
+    for environment in ["staging", "production"] {
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["action"] == "deployment.create"
+                    && e["environment"] == environment
+                    && e["actor"] == by_build.as_str()
+                    && e["detail"]["release"] == release.as_str()),
+            "no deployment.create in {environment} by {by_build}: {audit}"
+        );
+    }
 
     // A replayed delivery changes nothing.
     let builds_before = server.json(&["builds", "list"]).as_array().unwrap().len();
@@ -660,6 +708,36 @@ events = ["build_failed"]
     .await;
     assert_eq!(delivered["attempts"], 1);
     assert_eq!(delivered["event_kind"], "build_failed");
+
+    // A flags.toml that does not read: no release, whichever way it came.
+    repo.write(
+        "baton.toml",
+        &std::fs::read_to_string(repo.work().join("baton.toml"))
+            .unwrap()
+            .replace("echo 2 tests failed >&2; exit 3", "test -s built.txt"),
+    );
+    repo.write("flags.toml", "[flags.new-checkout]\nrollout = \"lots\"\n");
+    let broken = repo.commit("main", "Broken flags");
+    let (status, answer) = github(
+        &server,
+        "push",
+        &repo.push_payload("main", &broken, "Broken flags"),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let (_, build) = finish_build(&server, &answer);
+    assert_eq!(build["state"], "failed", "{build}");
+    let error = build["error"].as_str().unwrap();
+    assert!(
+        error.contains("flags.toml (release") && error.contains("rollout"),
+        "{error}"
+    );
+    let last = build["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["name"], "package", "{build}");
+    assert_eq!(
+        server.json(&["releases", "shop"]).as_array().unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1006,22 +1084,7 @@ events = []
         production["created_at"].as_i64().unwrap() >= delivered_at + 1000,
         "the notice period was not kept"
     );
-    // The route switched; the deployment still drains and keeps the old
-    // release warm before it is done, and one runs at a time.
-    eventually(
-        Duration::from_secs(30),
-        "production's deployment to finish",
-        || {
-            let deployments = server.json(&["deployments", "shop"]);
-            let running = deployments
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|d| d["state"] == "running");
-            (!running).then_some(())
-        },
-    )
-    .await;
+    settled(&server).await;
 
     // An override lets the next one through without its announcement, on the record.
     receiver
@@ -1288,6 +1351,7 @@ events = ["deployment_failed", "rolled_back"]
         live_release(&server, "production").filter(|r| *r == third)
     })
     .await;
+    settled(&server).await;
     server.baton_ok(&["rollback", "shop", "--to", &first[..12]]);
     let rolled = receiver
         .wait_for("the rollback notification", |r| {
