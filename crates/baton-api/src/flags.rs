@@ -12,8 +12,8 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+
+use axum::Json;
 use baton_auth::Principal;
 use baton_flag_service::{Actor, FlagError, FlagService};
 use baton_flags::FlagSpec;
@@ -21,22 +21,23 @@ use baton_manifest::flags::FlagsFile;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::routes::Routes;
 use crate::{body, check_app, ApiError, ApiResult, Limit};
 
 type Flags = Arc<FlagService>;
 
-pub(crate) fn router<S: Clone + Send + Sync + 'static>(flags: Flags) -> Router<S> {
-    Router::new()
-        .route("/api/v1/apps/{app}/flags", get(list).post(create))
-        .route(
-            "/api/v1/apps/{app}/flags/{flag}",
-            get(show).patch(update).delete(remove),
-        )
-        .route("/api/v1/apps/{app}/flags-file", post(file))
-        .route("/api/v1/apps/{app}/keys", get(keys).post(create_key))
-        .route("/api/v1/apps/{app}/keys/{id}", delete(revoke_key))
-        .route("/api/v1/audit", get(audit))
-        .with_state(flags)
+pub(crate) fn routes() -> Routes<Flags> {
+    Routes::new()
+        .get("/api/v1/apps/{app}/flags", list)
+        .post("/api/v1/apps/{app}/flags", create)
+        .get("/api/v1/apps/{app}/flags/{flag}", show)
+        .patch("/api/v1/apps/{app}/flags/{flag}", update)
+        .delete("/api/v1/apps/{app}/flags/{flag}", remove)
+        .post("/api/v1/apps/{app}/flags-file", file)
+        .get("/api/v1/apps/{app}/keys", keys)
+        .post("/api/v1/apps/{app}/keys", create_key)
+        .delete("/api/v1/apps/{app}/keys/{id}", revoke_key)
+        .get("/api/v1/audit", audit)
 }
 
 impl From<FlagError> for ApiError {

@@ -10,8 +10,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+
+use axum::{Extension, Json};
 use baton_auth::Principal;
 use baton_pipeline::event::{self, Action};
 use baton_pipeline::{signature, Error, Pipeline, PromoteRequest};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::{self, Peer};
+use crate::routes::Routes;
 use crate::{body, check_app, ApiError, ApiResult};
 
 /// The webhook's path, open to anyone: a delivery proves itself by its signature.
@@ -40,21 +41,17 @@ fn store_error(e: baton_store::StoreError) -> ApiError {
     Error::from(e).into()
 }
 
-pub(crate) fn router<S: Clone + Send + Sync + 'static>(pipeline: Arc<Pipeline>) -> Router<S> {
-    Router::new()
-        .route(WEBHOOK, post(webhook))
-        .route("/api/v1/builds", get(builds))
-        .route("/api/v1/builds/{id}", get(build))
-        .route("/api/v1/builds/{id}/logs", get(build_logs))
-        .route("/api/v1/apps/{app}/promote", post(promote))
-        .route("/api/v1/apps/{app}/promotions", get(promotions))
-        .route(
-            "/api/v1/apps/{app}/announcements/{release}",
-            get(announcement),
-        )
-        .route("/api/v1/review-apps", get(review_apps))
-        .route("/api/v1/notifications", get(notifications))
-        .with_state(pipeline)
+pub(crate) fn routes() -> Routes<Arc<Pipeline>> {
+    Routes::new()
+        .post(WEBHOOK, webhook)
+        .get("/api/v1/builds", builds)
+        .get("/api/v1/builds/{id}", build)
+        .get("/api/v1/builds/{id}/logs", build_logs)
+        .post("/api/v1/apps/{app}/promote", promote)
+        .get("/api/v1/apps/{app}/promotions", promotions)
+        .get("/api/v1/apps/{app}/announcements/{release}", announcement)
+        .get("/api/v1/review-apps", review_apps)
+        .get("/api/v1/notifications", notifications)
 }
 
 /// `POST /api/v1/webhooks/git`: GitHub, Gitea and Forgejo deliveries. The
