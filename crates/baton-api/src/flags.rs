@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 
 use axum::Json;
 use baton_auth::Principal;
-use baton_flag_service::{Actor, FlagError, FlagService};
+use baton_flag_service::{Actor, FlagService};
 use baton_flags::FlagSpec;
 use baton_manifest::flags::FlagsFile;
 use serde::Deserialize;
@@ -38,18 +38,6 @@ pub(crate) fn routes() -> Routes<Flags> {
         .post("/api/v1/apps/{app}/keys", create_key)
         .delete("/api/v1/apps/{app}/keys/{id}", revoke_key)
         .get("/api/v1/audit", audit)
-}
-
-impl From<FlagError> for ApiError {
-    fn from(e: FlagError) -> ApiError {
-        let status = match &e {
-            FlagError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            FlagError::NotFound(_) => StatusCode::NOT_FOUND,
-            FlagError::Conflict(_) => StatusCode::CONFLICT,
-            FlagError::Store(_) | FlagError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
-    }
 }
 
 /// The actor of a change (always the authenticated principal) and the

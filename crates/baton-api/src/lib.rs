@@ -132,24 +132,50 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The one place a domain error becomes an HTTP answer: by its fault,
+    /// whichever crate raised it; its message (with the way out) as is.
+    pub(crate) fn of(fault: baton_store::Fault, message: String) -> ApiError {
+        use baton_store::Fault;
+        let status = match fault {
+            Fault::Invalid => StatusCode::BAD_REQUEST,
+            Fault::NotFound => StatusCode::NOT_FOUND,
+            Fault::Refused => StatusCode::CONFLICT,
+            Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, message)
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        let status = match &e {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::AlreadyLive { .. } => {
-                return ApiError::new(StatusCode::CONFLICT, e.to_string()).with_code("already_live")
-            }
-            Error::Store(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+        let code = matches!(e, Error::AlreadyLive { .. }).then_some("already_live");
+        let answer = ApiError::of(e.fault(), e.to_string());
+        match code {
+            Some(code) => answer.with_code(code),
+            None => answer,
+        }
     }
 }
 
 impl From<baton_store::StoreError> for ApiError {
     fn from(e: baton_store::StoreError) -> ApiError {
-        Error::from(e).into()
+        ApiError::of(e.fault(), e.to_string())
+    }
+}
+
+impl From<baton_pipeline::Error> for ApiError {
+    fn from(e: baton_pipeline::Error) -> ApiError {
+        match e {
+            baton_pipeline::Error::Orchestrator(e) => e.into(),
+            e => ApiError::of(e.fault(), e.to_string()),
+        }
+    }
+}
+
+impl From<baton_flag_service::FlagError> for ApiError {
+    fn from(e: baton_flag_service::FlagError) -> ApiError {
+        ApiError::of(e.fault(), e.to_string())
     }
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use baton_auth::Principal;
 use baton_pipeline::event::{self, Action};
-use baton_pipeline::{signature, Error, Pipeline, PromoteRequest};
+use baton_pipeline::{signature, Pipeline, PromoteRequest};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,20 +25,8 @@ use crate::{body, check_app, ApiError, ApiResult};
 /// The webhook's path, open to anyone: a delivery proves itself by its signature.
 pub(crate) const WEBHOOK: &str = "/api/v1/webhooks/git";
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        let status = match &e {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
 fn store_error(e: baton_store::StoreError) -> ApiError {
-    Error::from(e).into()
+    e.into()
 }
 
 pub(crate) fn routes() -> Routes<Arc<Pipeline>> {

@@ -36,24 +36,29 @@ pub use snapshot::{EnvironmentFlags, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlagError {
+    /// A flag, file or key request that cannot be acted on as it is.
     #[error("{0}")]
-    BadRequest(String),
+    Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// Not now, as things stand (the flag exists already, …).
     #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Store(StoreError),
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<StoreError> for FlagError {
-    fn from(e: StoreError) -> FlagError {
-        match e {
-            StoreError::NotFound(m) => FlagError::NotFound(m),
-            StoreError::Conflict(m) => FlagError::Conflict(m),
-            other => FlagError::Store(other),
+impl FlagError {
+    pub fn fault(&self) -> baton_store::Fault {
+        use baton_store::Fault;
+        match self {
+            FlagError::Invalid(_) => Fault::Invalid,
+            FlagError::NotFound(_) => Fault::NotFound,
+            FlagError::Refused(_) => Fault::Refused,
+            FlagError::Store(e) => e.fault(),
+            FlagError::Internal(_) => Fault::Internal,
         }
     }
 }
@@ -239,7 +244,7 @@ impl FlagService {
     ) -> Result<Flag> {
         let _writing = self.writer.lock().await;
         let before = self.get(app, environment, name).await?.spec;
-        let after = change(before.clone()).map_err(FlagError::BadRequest)?;
+        let after = change(before.clone()).map_err(FlagError::Invalid)?;
         check_flag(name, &after)?;
         let change = FlagChange {
             name: name.into(),
@@ -353,14 +358,14 @@ impl FlagService {
         origins: &[String],
     ) -> Result<NewApiKey> {
         if name.trim().is_empty() || name.len() > 100 {
-            return Err(FlagError::BadRequest(
+            return Err(FlagError::Invalid(
                 "field `name`: give the key a name of 1 to 100 characters, e.g. the client that uses it".into(),
             ));
         }
         let mut allowed: Vec<String> = vec![];
         for (i, origin) in origins.iter().enumerate() {
             let origin = web_origin(origin)
-                .map_err(|e| FlagError::BadRequest(format!("field `origins[{i}]`: {e}")))?;
+                .map_err(|e| FlagError::Invalid(format!("field `origins[{i}]`: {e}")))?;
             if !allowed.contains(&origin) {
                 allowed.push(origin);
             }
@@ -456,11 +461,11 @@ fn spec_json(spec: &FlagSpec) -> serde_json::Value {
 
 fn check_flag(name: &str, spec: &FlagSpec) -> Result<()> {
     if !baton_flags::model::is_flag_name(name) {
-        return Err(FlagError::BadRequest(baton_flags::model::flag_name_error(
+        return Err(FlagError::Invalid(baton_flags::model::flag_name_error(
             name,
         )));
     }
-    spec.check().map_err(FlagError::BadRequest)
+    spec.check().map_err(FlagError::Invalid)
 }
 
 /// What it takes to go from `server` to `file`.
@@ -671,7 +676,7 @@ mod tests {
                 },
             )
             .await;
-        assert!(matches!(refused, Err(FlagError::BadRequest(m)) if m.contains("weight")));
+        assert!(matches!(refused, Err(FlagError::Invalid(m)) if m.contains("weight")));
         assert_eq!(
             service
                 .get("shop", "production", "beta")

@@ -40,14 +40,14 @@ impl Orchestrator {
         actor: &Actor,
     ) -> Result<Deployment> {
         let manifest = Manifest::parse(&release.manifest, "baton.toml").map_err(|e| {
-            Error::BadRequest(format!(
+            Error::Invalid(format!(
                 "release {}: {e}",
                 baton_package::short_id(&release.id)
             ))
         })?;
         let config = manifest.environment(environment);
         if config.hosts.is_empty() {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "baton.toml: field `hosts`: {} has no host names for environment {environment}; add `hosts = [\"{}.localhost\"]` (or [environments.{environment}] hosts)",
                 manifest.name, manifest.name
             )));
@@ -56,7 +56,7 @@ impl Orchestrator {
         let table = self.proxy.table();
         for host in config.hosts.iter().chain(&config.preview_hosts) {
             if let Some(owner) = table.owner(host).filter(|owner| *owner != key) {
-                return Err(Error::Conflict(format!(
+                return Err(Error::Refused(format!(
                     "host {host:?} is already served by {owner}; give {} in {environment} hosts of its own in its baton.toml: [environments.{environment}] hosts = [\"{environment}.{host}\"]",
                     release.app
                 )));

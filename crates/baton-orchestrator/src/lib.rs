@@ -36,12 +36,16 @@ use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A release, manifest or request that cannot be acted on as it is
+    /// (the message names the file, field or value, and the way out).
     #[error("{0}")]
-    BadRequest(String),
+    Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// Not now, as things stand: another deployment runs, a host is taken,
+    /// a contract or a gate holds it.
     #[error("{0}")]
-    Conflict(String),
+    Refused(String),
     /// The release asked for is the one live already: no deployment starts.
     #[error("release {release} is already live for {app} in {environment}; nothing to do")]
     AlreadyLive {
@@ -50,17 +54,19 @@ pub enum Error {
         release: String,
     },
     #[error(transparent)]
-    Store(StoreError),
+    Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Error {
-        match e {
-            StoreError::NotFound(m) => Error::NotFound(m),
-            StoreError::Conflict(m) => Error::Conflict(m),
-            other => Error::Store(other),
+impl Error {
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Invalid(_) => Fault::Invalid,
+            Error::NotFound(_) => Fault::NotFound,
+            Error::Refused(_) | Error::AlreadyLive { .. } => Fault::Refused,
+            Error::Store(e) => e.fault(),
+            Error::Internal(_) => Fault::Internal,
         }
     }
 }
@@ -173,7 +179,7 @@ pub struct Runtimes {
     pub docker: Arc<DockerRuntime>,
 }
 
-pub use baton_store::Actor;
+pub use baton_store::{Actor, Fault};
 
 /// A deploy request.
 #[derive(Debug, Clone)]
@@ -278,7 +284,7 @@ impl Orchestrator {
             RuntimeKind::Docker => {
                 let docker = manifest.docker();
                 let image = release.image.clone().ok_or_else(|| {
-                    Error::BadRequest(format!(
+                    Error::Invalid(format!(
                         "release {} has no image; deploy its folder again",
                         baton_package::short_id(&release.id)
                     ))
@@ -345,10 +351,9 @@ impl Orchestrator {
         let id = baton_package::release_id(&archive);
         let text = manifest_in(&archive)?;
         let label = format!("baton.toml (release {})", baton_package::short_id(&id));
-        let manifest =
-            Manifest::parse(&text, &label).map_err(|e| Error::BadRequest(e.to_string()))?;
+        let manifest = Manifest::parse(&text, &label).map_err(|e| Error::Invalid(e.to_string()))?;
         if manifest.name != app {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "{label}: field `name`: the manifest names app {:?} but the release was sent for app {app:?}",
                 manifest.name
             )));
@@ -403,7 +408,7 @@ impl Orchestrator {
                             .store
                             .record_event(app, "-", "image_build_failed", &message)
                             .await;
-                        return Err(Error::BadRequest(format!(
+                        return Err(Error::Invalid(format!(
                             "release {}: {e}",
                             baton_package::short_id(&id)
                         )));
@@ -424,7 +429,7 @@ impl Orchestrator {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        .map_err(|e| Error::Invalid(e.to_string()))?;
         let release = Release {
             id,
             app: app.to_string(),
@@ -513,7 +518,7 @@ impl Orchestrator {
         if request.environment == baton_manifest::DEFAULT_ENVIRONMENT {
             if let Some(gate) = self.gate.get() {
                 if let Some(reason) = gate.waits_for(&release.id).await {
-                    return Err(Error::Conflict(format!(
+                    return Err(Error::Refused(format!(
                         "release {} waits before production: {reason}; an authorised person can override it with `baton promote {} {} --to production --override-announcement REASON`",
                         baton_package::short_id(&release.id),
                         request.app,
@@ -583,7 +588,7 @@ impl Orchestrator {
                         && d.state == baton_store::DeploymentState::Succeeded
                 });
                 if !was_live {
-                    return Err(Error::BadRequest(format!(
+                    return Err(Error::Invalid(format!(
                         "release {short} was never live for {app} in {environment}, so going to it is a deploy, not a rollback: `baton promote {app} {short} --to {environment}` (or deploy its folder)",
                         short = baton_package::short_id(&release.id)
                     )));
@@ -600,7 +605,7 @@ impl Orchestrator {
                     }
                 };
                 let Some(previous) = previous else {
-                    return Err(Error::BadRequest(format!(
+                    return Err(Error::Invalid(format!(
                         "{app} in {environment} has no earlier release to roll back to; name one with --to (see `baton releases {app}`)"
                     )));
                 };
@@ -657,7 +662,7 @@ impl Orchestrator {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&deployment)
             .ok_or_else(|| {
-                Error::Conflict(format!("deployment {deployment} is not waiting in preview"))
+                Error::Refused(format!("deployment {deployment} is not waiting in preview"))
             })?;
         let action = if go_on {
             "deployment.continue"
@@ -680,7 +685,7 @@ impl Orchestrator {
             return Err(e.into());
         }
         sender.send(go_on).map_err(|_| {
-            Error::Conflict(format!(
+            Error::Refused(format!(
                 "deployment {deployment} is no longer waiting in preview"
             ))
         })
@@ -797,7 +802,7 @@ pub(crate) fn addr(port: u16) -> SocketAddr {
 }
 
 fn check_environment(environment: &str) -> Result<()> {
-    baton_manifest::check_name("environment", environment).map_err(Error::BadRequest)
+    baton_manifest::check_name("environment", environment).map_err(Error::Invalid)
 }
 
 /// The text of `baton.toml` at the root of a packed archive.
@@ -808,11 +813,11 @@ fn check_environment(environment: &str) -> Result<()> {
 fn check_release_files(archive: &[u8], id: &str) -> Result<()> {
     let name = baton_manifest::flags::FILE_NAME;
     let text =
-        baton_package::read_text(archive, name).map_err(|e| Error::BadRequest(e.to_string()))?;
+        baton_package::read_text(archive, name).map_err(|e| Error::Invalid(e.to_string()))?;
     if let Some(text) = text {
         let label = format!("{name} (release {})", baton_package::short_id(id));
         baton_manifest::flags::FlagsFile::parse(&text, &label)
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
+            .map_err(|e| Error::Invalid(e.to_string()))?;
     }
     Ok(())
 }
@@ -820,7 +825,7 @@ fn check_release_files(archive: &[u8], id: &str) -> Result<()> {
 fn manifest_in(archive: &[u8]) -> Result<String> {
     use std::io::Read;
     let damaged =
-        |e: std::io::Error| Error::BadRequest(format!("the release archive is damaged: {e}"));
+        |e: std::io::Error| Error::Invalid(format!("the release archive is damaged: {e}"));
     let mut tar = tar::Archive::new(archive);
     for entry in tar.entries().map_err(damaged)? {
         let mut entry = entry.map_err(damaged)?;
@@ -830,13 +835,13 @@ fn manifest_in(archive: &[u8]) -> Result<String> {
             .unwrap_or(false);
         if is_manifest {
             let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|e| {
-                Error::BadRequest(format!("baton.toml is not valid UTF-8 text: {e}"))
-            })?;
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Invalid(format!("baton.toml is not valid UTF-8 text: {e}")))?;
             return Ok(text);
         }
     }
-    Err(Error::BadRequest(
+    Err(Error::Invalid(
         "the release has no baton.toml at its root; run `baton deploy` on the app's folder".into(),
     ))
 }

@@ -222,9 +222,9 @@ impl Orchestrator {
         force: bool,
         audit: AuditEntry,
     ) -> Result<ContractByHand> {
-        baton_manifest::check_name("environment", environment).map_err(Error::BadRequest)?;
+        baton_manifest::check_name("environment", environment).map_err(Error::Invalid)?;
         if scripts.is_empty() {
-            return Err(Error::BadRequest(
+            return Err(Error::Invalid(
                 "field `scripts`: name the contract migrations to apply".into(),
             ));
         }
@@ -248,7 +248,7 @@ impl Orchestrator {
         let wait: Option<ContractWait> =
             plan::contract_may_run(live.as_deref(), &missing, live.as_deref(), &running).err();
         if let (Some(wait), false) = (&wait, force) {
-            return Err(Error::Conflict(format!(
+            return Err(Error::Refused(format!(
                 "not yet in {environment}: {wait}; Baton applies a deployment's contract half by itself once no older release is live or warm there"
             )));
         }
@@ -410,7 +410,7 @@ impl Orchestrator {
                         }
                         (None, None) => "earlier".to_string(),
                     };
-                    return Err(Error::Conflict(format!(
+                    return Err(Error::Refused(format!(
                         "release {} predates contract migration {script}, applied in {} {by}: its code may use what that migration removed; deploy a newer release instead",
                         baton_package::short_id(&release.id),
                         key.environment,
@@ -424,11 +424,11 @@ impl Orchestrator {
     /// The migration files a release ships (none without `[database]`).
     fn files_of(&self, release: &Release) -> Result<Vec<Migration>> {
         let manifest = Manifest::parse(&release.manifest, "baton.toml")
-            .map_err(|e| Error::BadRequest(e.to_string()))?;
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         match self.migrations_of(release, &manifest) {
             Ok(Some((_, files))) => Ok(files),
             Ok(None) => Ok(Vec::new()),
-            Err(e) => Err(Error::BadRequest(e)),
+            Err(e) => Err(Error::Invalid(e)),
         }
     }
 

@@ -36,7 +36,7 @@ impl Orchestrator {
                     )
             });
         if let Some(d) = running {
-            return Err(Error::Conflict(format!(
+            return Err(Error::Refused(format!(
                 "deployment {} of {app} in {environment} is still running; remove the environment once it ends",
                 d.id
             )));

@@ -59,31 +59,33 @@ pub struct Pipeline {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A delivery, build or promotion that cannot be acted on as it is.
     #[error("{0}")]
-    BadRequest(String),
+    Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// Not now: a replayed delivery, a promotion of what did not pass staging.
     #[error("{0}")]
-    Conflict(String),
+    Refused(String),
+    #[error(transparent)]
+    Orchestrator(#[from] baton_orchestrator::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
 }
 
-impl From<baton_orchestrator::Error> for Error {
-    fn from(e: baton_orchestrator::Error) -> Error {
-        match e {
-            baton_orchestrator::Error::BadRequest(m) => Error::BadRequest(m),
-            baton_orchestrator::Error::NotFound(m) => Error::NotFound(m),
-            baton_orchestrator::Error::Conflict(m) => Error::Conflict(m),
-            e @ baton_orchestrator::Error::AlreadyLive { .. } => Error::Conflict(e.to_string()),
-            other => Error::Internal(other.to_string()),
+impl Error {
+    pub fn fault(&self) -> baton_store::Fault {
+        use baton_store::Fault;
+        match self {
+            Error::Invalid(_) => Fault::Invalid,
+            Error::NotFound(_) => Fault::NotFound,
+            Error::Refused(_) => Fault::Refused,
+            Error::Orchestrator(e) => e.fault(),
+            Error::Store(e) => e.fault(),
+            Error::Internal(_) => Fault::Internal,
         }
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(e: StoreError) -> Error {
-        baton_orchestrator::Error::from(e).into()
     }
 }
 
@@ -664,7 +666,7 @@ impl Pipeline {
             .find_release(&request.app, &request.release)
             .await?;
         if request.environment == STAGING {
-            return Err(Error::BadRequest(
+            return Err(Error::Invalid(
                 "a release reaches staging by its build; promote it to production".into(),
             ));
         }
@@ -679,7 +681,7 @@ impl Pipeline {
                     && d.state == DeploymentState::Succeeded
             });
         if !passed_staging {
-            return Err(Error::Conflict(format!(
+            return Err(Error::Refused(format!(
                 "release {} of {} has not been deployed to staging successfully; only what passed staging is promoted",
                 baton_package::short_id(&release.id),
                 request.app

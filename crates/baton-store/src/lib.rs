@@ -41,6 +41,32 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What kind of failure an error is, whatever crate raised it: the one
+/// thing an edge (API, dashboard, CLI) needs to decide how to answer.
+/// Errors keep domain names and their causes; each says its fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// What was asked for is malformed or not allowed as it stands.
+    Invalid,
+    /// Something named does not exist.
+    NotFound,
+    /// It cannot be done now, as things are (another deployment runs, it
+    /// is live already, a gate holds it).
+    Refused,
+    /// Baton failed (the store, the runtime): not the caller's doing.
+    Internal,
+}
+
+impl StoreError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            StoreError::NotFound(_) => Fault::NotFound,
+            StoreError::Conflict(_) => Fault::Refused,
+            StoreError::Open { .. } | StoreError::Query(_) => Fault::Internal,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch: the one time format in the store.
 pub fn now_ms() -> i64 {
     SystemTime::now()

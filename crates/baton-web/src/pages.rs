@@ -180,6 +180,16 @@ fn same_origin(headers: &HeaderMap) -> bool {
 }
 
 /// An audit entry for a change made from the dashboard.
+/// The one place the dashboard turns a domain error's fault into a status.
+fn status_of(fault: baton_store::Fault) -> StatusCode {
+    match fault {
+        baton_store::Fault::Invalid => StatusCode::BAD_REQUEST,
+        baton_store::Fault::NotFound => StatusCode::NOT_FOUND,
+        baton_store::Fault::Refused => StatusCode::CONFLICT,
+        baton_store::Fault::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// Who a form's change is by, for the command that records it.
 fn actor(user: &Principal, peer: SocketAddr) -> baton_orchestrator::Actor {
     baton_orchestrator::Actor::new(user.actor(), Some(peer.ip().to_string()))
@@ -624,11 +634,7 @@ pub async fn deploy(
     let release = match store.find_release(&app, &form.release).await {
         Ok(release) => release,
         Err(e) => {
-            let status = match e {
-                baton_store::StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-                baton_store::StoreError::Conflict(_) => StatusCode::CONFLICT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = status_of(e.fault());
             let message = format!("Nothing was deployed: {e}");
             return app_page(&web, &user, &app, Some(message), status).await;
         }
@@ -664,13 +670,7 @@ async fn after_start(
     match started {
         Ok(d) => Redirect::to(&format!("/deployments/{}", d.id)).into_response(),
         Err(e) => {
-            let status = match &e {
-                baton_orchestrator::Error::Conflict(_)
-                | baton_orchestrator::Error::AlreadyLive { .. } => StatusCode::CONFLICT,
-                baton_orchestrator::Error::NotFound(_) => StatusCode::NOT_FOUND,
-                baton_orchestrator::Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = status_of(e.fault());
             app_page(web, user, app, Some(format!("{nothing}: {e}")), status).await
         }
     }

@@ -109,10 +109,6 @@ impl Repo {
         std::fs::write(self.work().join(file), text).unwrap();
     }
 
-    fn remove(&self, file: &str) {
-        std::fs::remove_file(self.work().join(file)).unwrap();
-    }
-
     /// Commits everything on `branch` and pushes it; returns the commit id.
     fn commit(&self, branch: &str, message: &str) -> String {
         let work = self.work();
