@@ -1,6 +1,7 @@
-//! A migrations folder in a temporary directory, and Flyway's checksum
-//! computed independently of Baton (Python's zlib.crc32, line by line as
-//! Java's BufferedReader.readLine splits them).
+//! A migrations folder in a temporary directory, and what the tests read
+//! independently of Baton, through Python: Flyway's checksum (zlib.crc32,
+//! line by line as Java's BufferedReader.readLine splits them) and a SQLite
+//! database's rows (its sqlite3 module).
 
 #![allow(dead_code)]
 
@@ -55,9 +56,36 @@ print(crc - (1 << 32) if crc >= (1 << 31) else crc)
 "#;
 
 pub fn flyway_checksum(path: &Path) -> i32 {
+    python(FLYWAY_CHECKSUM, &[path.as_os_str()])
+        .parse()
+        .unwrap()
+}
+
+pub fn flyway_checksum_of(bytes: &[u8]) -> i32 {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    flyway_checksum(file.path())
+}
+
+const SQLITE_ROWS: &str = r#"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+for row in db.execute(sys.argv[2]):
+    print("|".join("NULL" if v is None else str(v) for v in row))
+"#;
+
+/// Runs SQL on a SQLite file (committing at once): rows one a line, columns
+/// split by `|`.
+pub fn sqlite3(path: &Path, sql: &str) -> String {
+    python(SQLITE_ROWS, &[path.as_os_str(), sql.as_ref()])
+}
+
+/// Runs a Python script with arguments: what it printed, without the
+/// trailing newline.
+fn python(script: &str, args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new("python3")
-        .args(["-c", FLYWAY_CHECKSUM])
-        .arg(path)
+        .args(["-c", script])
+        .args(args)
         .output()
         .expect("python3 runs");
     assert!(
@@ -67,13 +95,6 @@ pub fn flyway_checksum(path: &Path) -> i32 {
     );
     String::from_utf8(out.stdout)
         .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-pub fn flyway_checksum_of(bytes: &[u8]) -> i32 {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), bytes).unwrap();
-    flyway_checksum(file.path())
+        .trim_end()
+        .to_string()
 }
