@@ -768,10 +768,14 @@ impl Orchestrator {
     }
 
     /// Stops warm targets whose time is up, then applies the contract
-    /// migrations that became due. Runs until the process ends.
-    pub async fn reap_warm_targets(self: Arc<Self>) {
+    /// migrations that became due, every half second, until `stop` turns
+    /// true (a background service: a stopping server waits for it).
+    pub async fn reap_warm_targets(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
             let now = baton_store::now_ms();
             let expired: Vec<Arc<Managed>> = self
                 .managed

@@ -26,7 +26,7 @@ use baton_runtime::AppUser;
 use baton_store::{
     Build, DeploymentState, NewBuild, NewNotification, Promotion, Store, StoreError,
 };
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 pub use config::Config;
@@ -55,6 +55,17 @@ pub struct Pipeline {
     jobs: mpsc::UnboundedSender<Job>,
     /// Woken when a notification is delivered (an announcement may open a gate).
     wake: Notify,
+    /// The background services, for a clean stop.
+    services: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Runs a background service until `stop` turns true; dropping it then
+/// ends what it was doing (a build's steps are killed with their group).
+async fn until(mut stop: watch::Receiver<bool>, service: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        _ = service => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +117,17 @@ impl Pipeline {
     /// Starts the build worker, the notifier and the sweep; `data` is the
     /// server's data folder (builds go to `data/builds`). Builds run as
     /// `app_user` (see [`AppUser::for_server`]).
+    ///
+    /// Its four background services (build worker, notifier, announcement
+    /// gate, review-app sweep) run until `stop` turns true; [`Pipeline::stopped`]
+    /// waits for them. A build cut short by the stop is failed at the next
+    /// start, as after a crash.
     pub async fn start(
         orchestrator: Arc<Orchestrator>,
         config: Config,
         data: &std::path::Path,
         app_user: Option<AppUser>,
+        stop: watch::Receiver<bool>,
     ) -> std::io::Result<Arc<Pipeline>> {
         let builds_dir = data.join("builds");
         std::fs::create_dir_all(&builds_dir)?;
@@ -127,6 +144,7 @@ impl Pipeline {
                 .unwrap_or_default(),
             jobs: tx,
             wake: Notify::new(),
+            services: std::sync::Mutex::new(Vec::new()),
         });
         // Builds a stopped server left behind: running ones cannot be
         // trusted (their workspace is half-made), queued ones start now.
@@ -142,11 +160,23 @@ impl Pipeline {
                 }
             }
         }
-        tokio::spawn(Arc::clone(&pipeline).work(rx));
-        tokio::spawn(Arc::clone(&pipeline).notify_loop());
-        tokio::spawn(Arc::clone(&pipeline).gate_loop());
-        tokio::spawn(Arc::clone(&pipeline).sweep_loop());
+        let services = vec![
+            tokio::spawn(until(stop.clone(), Arc::clone(&pipeline).work(rx))),
+            tokio::spawn(until(stop.clone(), Arc::clone(&pipeline).notify_loop())),
+            tokio::spawn(until(stop.clone(), Arc::clone(&pipeline).gate_loop())),
+            tokio::spawn(until(stop, Arc::clone(&pipeline).sweep_loop())),
+        ];
+        *pipeline.services.lock().unwrap_or_else(|e| e.into_inner()) = services;
         Ok(pipeline)
+    }
+
+    /// Resolves once every background service has ended (after `stop`).
+    pub async fn stopped(&self) {
+        let services: Vec<_> =
+            std::mem::take(&mut *self.services.lock().unwrap_or_else(|e| e.into_inner()));
+        for service in services {
+            let _ = service.await;
+        }
     }
 
     pub fn store(&self) -> &Store {

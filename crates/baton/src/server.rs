@@ -193,18 +193,20 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let proxy_addr = proxy_listener.local_addr();
     let api_addr = api_listener.local_addr()?;
 
+    // One stop signal for every background service, which each honours.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = baton_pipeline::Pipeline::start(
         Arc::clone(&orchestrator),
         pipeline_config,
         &data,
         app_user,
+        stop_rx.clone(),
     )
     .await
     .with_context(|| format!("cannot start the pipeline in {}", data.display()))?;
     orchestrator.gate_production_with(Arc::new(AnnouncementGate(Arc::clone(&pipeline))));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets());
+    let reaper = tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets(stop_rx.clone()));
     let proxy_task = tokio::spawn(Arc::clone(&proxy).serve(
         proxy_listener,
         stop_rx.clone(),
@@ -236,7 +238,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         Arc::clone(&orchestrator),
         Arc::clone(&flags),
         auth,
-        pipeline,
+        Arc::clone(&pipeline),
         uploads,
     )
     .merge(baton_web::router(web))
@@ -271,8 +273,19 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     tracing::info!("stopping: finishing requests in flight; apps keep running");
     let _ = stop_tx.send(true);
     flags.stop();
+    let services = async {
+        let _ = reaper.await;
+        pipeline.stopped().await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), services)
+        .await
+        .is_err()
+    {
+        tracing::warn!("background services still busy after 5 s; stopping anyway");
+    }
     let _ = api_task.await;
     let _ = proxy_task.await;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -156,3 +156,54 @@ async fn a_live_target_that_died_while_the_server_was_down_is_started_again() {
         "{events}"
     );
 }
+
+#[test]
+fn sigterm_stops_the_server_within_seconds_even_with_a_log_stream_open() {
+    let mut server = Server::start();
+    server.deploy(&example_dir());
+    // A client following the logs keeps its stream open indefinitely.
+    let mut follower = std::process::Command::new(BIN)
+        .args(["logs", "hello", "-f"])
+        .env("BATON_API", server.api_url())
+        .env("BATON_DATA", server.data())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(follower.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(!first.is_empty(), "the stream is open");
+    let mut child = server.child.take().unwrap();
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the server did not stop: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(server.log().contains("stopped"), "{}", server.log());
+    // The app itself keeps running for the next start to adopt.
+    let pid: i32 = server.live_pid_from_store();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

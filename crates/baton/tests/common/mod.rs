@@ -191,6 +191,28 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The pid of hello's live target in production, read from the store
+    /// (works while the server is down).
+    pub fn live_pid_from_store(&self) -> i32 {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"SELECT t.handle FROM routes r JOIN targets t ON t.id = r.live_target WHERE r.app = 'hello' AND r.environment = 'production'\").fetchone()[0])")
+            .arg(self.data().join("baton.db"))
+            .output()
+            .unwrap();
+        let handle = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        handle
+            .split('@')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no live handle: {handle:?} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    }
+
     /// The live target of hello in production, from `baton status`.
     pub fn live(&self) -> Value {
         let status = self.json(&["status"]);
