@@ -9,6 +9,7 @@ use baton_manifest::RuntimeKind;
 use baton_manifest::{EnvironmentConfig, Manifest};
 use baton_proxy::{RouteKey, RouteSpec};
 use baton_runtime::free_port;
+use baton_store::EventKind;
 use baton_store::{
     now_ms, Actor, Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, StepKind,
     StepState, TargetState,
@@ -123,16 +124,16 @@ impl Orchestrator {
                 DeploymentState::Succeeded,
                 None,
                 if kind == DeploymentKind::Rollback {
-                    "rolled_back"
+                    EventKind::RolledBack
                 } else {
-                    "deployed"
+                    EventKind::Deployed
                 },
                 format!("deployment {id}: release {short} is live{by}"),
             ),
             Err(e) => (
                 DeploymentState::Failed,
                 Some(e.as_str()),
-                "deployment_failed",
+                EventKind::DeploymentFailed,
                 format!("deployment {id} of release {short}{by} failed: {e}"),
             ),
         };
@@ -146,7 +147,8 @@ impl Orchestrator {
                         "removed {} old images, keeping the last {keep} releases",
                         removed.len()
                     );
-                    self.event(&job.key, "images_pruned", &message).await;
+                    self.event(&job.key, EventKind::ImagesPruned, &message)
+                        .await;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
@@ -156,9 +158,9 @@ impl Orchestrator {
             if let Some(flags) = self.flags.get() {
                 let dir = self.release_dir(&job.release.id);
                 match flags.apply_release_flags(&app, &environment, &dir).await {
-                    Ok(Some(done)) => self.event(&job.key, "flags_applied", &done).await,
+                    Ok(Some(done)) => self.event(&job.key, EventKind::FlagsApplied, &done).await,
                     Ok(None) => {}
-                    Err(e) => self.event(&job.key, "flags_failed", &e).await,
+                    Err(e) => self.event(&job.key, EventKind::FlagsFailed, &e).await,
                 }
             }
         }
@@ -591,7 +593,8 @@ impl Orchestrator {
                 managed.record_id
             ),
         };
-        self.event(&managed.key, "target_stopped", &message).await;
+        self.event(&managed.key, EventKind::TargetStopped, &message)
+            .await;
     }
 
     async fn fail_target(&self, managed: &Arc<Managed>, reason: &str) {

@@ -27,6 +27,7 @@ use baton_manifest::Manifest;
 use baton_manifest::RuntimeKind;
 use baton_proxy::{Proxy, RouteKey};
 use baton_runtime::{ContainerSpec, DockerRuntime, LogFiles, Runtime, TargetHandle, TargetSpec};
+use baton_store::EventKind;
 use baton_store::{
     Deployment, DeploymentKind, DeploymentState, Release, RouteRecord, Store, StoreError,
     TargetRecord, TargetState,
@@ -327,13 +328,13 @@ impl Orchestrator {
     }
 
     /// Records an event; a store failure is logged, never fatal to the caller.
-    pub(crate) async fn event(&self, key: &RouteKey, kind: &str, message: &str) {
+    pub(crate) async fn event(&self, key: &RouteKey, kind: EventKind, message: &str) {
         if let Err(e) = self
             .store
             .record_event(&key.app, &key.environment, kind, message)
             .await
         {
-            tracing::error!(app = key.app, environment = key.environment, kind, message, error = %e, "cannot record event");
+            tracing::error!(app = key.app, environment = key.environment, kind = kind.as_str(), message, error = %e, "cannot record event");
         }
     }
 
@@ -406,7 +407,7 @@ impl Orchestrator {
                         );
                         let _ = self
                             .store
-                            .record_event(app, "-", "image_build_failed", &message)
+                            .record_event(app, "-", EventKind::ImageBuildFailed, &message)
                             .await;
                         return Err(Error::Invalid(format!(
                             "release {}: {e}",

@@ -12,6 +12,7 @@ use baton_db::{Database, Options, Phases};
 use baton_manifest::{DatabaseSection, Manifest};
 use baton_migrate::{Migration, Version};
 use baton_proxy::RouteKey;
+use baton_store::EventKind;
 use baton_store::{AuditEntry, Contract, ContractState, DeploymentKind, Release};
 
 use crate::deploy::Job;
@@ -296,7 +297,7 @@ impl Orchestrator {
             .await?;
         self.event(
             &key,
-            "contract_applied",
+            EventKind::ContractApplied,
             &format!(
                 "{} {}: {detail}",
                 if scripts.len() == 1 {
@@ -357,7 +358,7 @@ impl Orchestrator {
         let (state, kind, message) = match &outcome {
             Ok(detail) => (
                 ContractState::Applied,
-                "contract_applied",
+                EventKind::ContractApplied,
                 format!(
                     "contract migrations of release {short} (deployment {}): {detail}",
                     contract.deployment_id.unwrap_or_default()
@@ -365,7 +366,7 @@ impl Orchestrator {
             ),
             Err(e) => (
                 ContractState::Failed,
-                "contract_failed",
+                EventKind::ContractFailed,
                 format!(
                     "contract migrations of release {short} (deployment {}) failed: {e}; fix and run `baton db migrate -e {} --phase contract`",
                     contract.deployment_id.unwrap_or_default(),

@@ -8,6 +8,7 @@ use baton_manifest::Manifest;
 use baton_manifest::RuntimeKind;
 use baton_proxy::{RouteKey, RouteSpec};
 use baton_runtime::TargetHandle;
+use baton_store::EventKind;
 use baton_store::{now_ms, DeploymentState, StepKind, StepState, TargetRecord, TargetState};
 use serde::Serialize;
 
@@ -225,7 +226,8 @@ impl Orchestrator {
                 let m = managed(handle, TargetState::Live);
                 self.manage(Arc::clone(&m));
                 self.supervise(Arc::clone(&m));
-                self.event(&m.key, "target_restarted", &message).await;
+                self.event(&m.key, EventKind::TargetRestarted, &message)
+                    .await;
                 report.restarted.push(record.id);
             }
             (state, _, _) => {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_store::EventKind;
 use baton_store::TargetState;
 use tokio::time::Instant;
 
@@ -49,7 +50,8 @@ impl Orchestrator {
                     let message = format!(
                         "warm target {id} ({release}) {exit}; a rollback to it will start it again"
                     );
-                    self.event(&managed.key, "target_exited", &message).await;
+                    self.event(&managed.key, EventKind::TargetExited, &message)
+                        .await;
                     return;
                 }
                 TargetState::Live => {}
@@ -62,7 +64,8 @@ impl Orchestrator {
                 "live target {id} ({release}) {exit}; restarting it in {} ms\n  | {last}",
                 delay.as_millis()
             );
-            self.event(&managed.key, "target_exited", &message).await;
+            self.event(&managed.key, EventKind::TargetExited, &message)
+                .await;
             tracing::warn!(target = id, %exit, "live target exited; restarting");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_DELAY);
@@ -74,11 +77,12 @@ impl Orchestrator {
                     let _ = self.store.set_target_handle(id, &handle.reference).await;
                     let _ = self.store.count_restart(id).await;
                     let message = format!("live target {id} restarted ({})", handle.reference);
-                    self.event(&managed.key, "target_restarted", &message).await;
+                    self.event(&managed.key, EventKind::TargetRestarted, &message)
+                        .await;
                     *managed.handle.lock().unwrap_or_else(|e| e.into_inner()) = handle;
                 }
                 Err(e) => {
-                    self.event(&managed.key, "target_restart_failed", &e.to_string())
+                    self.event(&managed.key, EventKind::TargetRestartFailed, &e.to_string())
                         .await
                 }
             }

@@ -6,6 +6,7 @@
 
 use baton_proxy::RouteKey;
 use baton_store::DeploymentState;
+use baton_store::EventKind;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Orchestrator, Result};
@@ -86,7 +87,7 @@ impl Orchestrator {
         }
         self.event(
             &key,
-            "environment_removed",
+            EventKind::EnvironmentRemoved,
             &format!(
                 "environment {environment} removed: {} targets stopped, hosts {} released",
                 removed.targets.len(),

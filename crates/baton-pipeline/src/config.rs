@@ -4,6 +4,7 @@
 //! server; what an app builds and where it goes is in its own `baton.toml`.
 //! Errors name the file, line, column and field, as the manifest's do.
 
+use baton_store::EventKind;
 use std::path::Path;
 use std::time::Duration;
 
@@ -102,12 +103,12 @@ pub struct Channel {
     pub events: Vec<String>,
 }
 
-/// The events a channel can subscribe to.
-pub const EVENTS: &[&str] = &[
-    "build_failed",
-    "deployed",
-    "deployment_failed",
-    "rolled_back",
+/// The events a channel can subscribe to (by their names in `events`).
+pub const EVENTS: [EventKind; 4] = [
+    EventKind::BuildFailed,
+    EventKind::Deployed,
+    EventKind::DeploymentFailed,
+    EventKind::RolledBack,
 ];
 
 mod defaults {
@@ -131,7 +132,10 @@ mod defaults {
         "needs-announcement".into()
     }
     pub fn events() -> Vec<String> {
-        super::EVENTS.iter().map(|e| e.to_string()).collect()
+        super::EVENTS
+            .iter()
+            .map(|e| e.as_str().to_string())
+            .collect()
     }
 }
 
@@ -233,10 +237,11 @@ impl Config {
                 }
             }
             for e in &c.events {
-                if !EVENTS.contains(&e.as_str()) {
+                if !EventKind::parse(e).is_some_and(|kind| EVENTS.contains(&kind)) {
+                    let names: Vec<&str> = EVENTS.iter().map(|k| k.as_str()).collect();
                     return Err((
                         at("events"),
-                        format!("{e:?} is not an event; use {}", EVENTS.join(", ")),
+                        format!("{e:?} is not an event; use {}", names.join(", ")),
                     ));
                 }
             }

@@ -300,7 +300,12 @@ impl Pipeline {
                     &build.commit_sha[..12.min(build.commit_sha.len())]
                 );
                 self.store()
-                    .record_event(&app, &environment, "build_failed", &message)
+                    .record_event(
+                        &app,
+                        &environment,
+                        baton_store::EventKind::BuildFailed,
+                        &message,
+                    )
                     .await?;
             }
         }

@@ -13,6 +13,8 @@ use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::json;
 
+use baton_store::EventKind;
+
 use crate::config::{Channel, ChannelKind};
 use crate::signature;
 use crate::Pipeline;
@@ -20,12 +22,12 @@ use crate::Pipeline;
 const CURSOR: &str = "notifier";
 
 /// The event kinds that notify, and how a person reads them.
-fn title(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "build_failed" => "build failed",
-        "deployed" => "deployed",
-        "deployment_failed" => "deployment failed",
-        "rolled_back" => "rolled back",
+fn title(kind: Option<EventKind>) -> Option<&'static str> {
+    Some(match kind? {
+        EventKind::BuildFailed => "build failed",
+        EventKind::Deployed => "deployed",
+        EventKind::DeploymentFailed => "deployment failed",
+        EventKind::RolledBack => "rolled back",
         _ => return None,
     })
 }
@@ -73,7 +75,7 @@ impl Pipeline {
 
     /// Queues the event's notifications; whether there were any.
     async fn notify_event(self: &Arc<Self>, event: &Event) -> bool {
-        let Some(what) = title(&event.kind) else {
+        let Some(what) = title(event.kind()) else {
             return false;
         };
         let mut any = false;

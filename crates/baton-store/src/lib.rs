@@ -808,7 +808,7 @@ impl Store {
         &self,
         app: &str,
         environment: &str,
-        kind: &str,
+        kind: EventKind,
         message: &str,
     ) -> Result<()> {
         sqlx::query(
@@ -817,7 +817,7 @@ impl Store {
         .bind(now_ms())
         .bind(app)
         .bind(environment)
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(message)
         .execute(&self.pool)
         .await?;

@@ -201,7 +201,7 @@ async fn targets_and_routes_survive_reopening_the_store() {
         })
         .await
         .unwrap();
-        s.record_event("a", "production", "target_exited", "boom")
+        s.record_event("a", "production", EventKind::TargetExited, "boom")
             .await
             .unwrap();
     }

@@ -924,11 +924,14 @@ pub async fn print_deploy_flags(api: &Api, deployment: &baton_store::Deployment)
     let found = events.iter().find(|e| {
         e.environment == deployment.environment
             && e.at >= deployment.created_at
-            && (e.kind == "flags_applied" || e.kind == "flags_failed")
+            && matches!(
+                e.kind(),
+                Some(baton_store::EventKind::FlagsApplied | baton_store::EventKind::FlagsFailed)
+            )
     });
     match found {
         // Laid out like the deployment's steps above it.
-        Some(e) if e.kind == "flags_applied" => {
+        Some(e) if e.kind() == Some(baton_store::EventKind::FlagsApplied) => {
             println!("  {} {:<13} {:>9}  {}", green("✓"), "flags", "", e.message)
         }
         Some(e) => println!(

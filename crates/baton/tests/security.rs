@@ -477,7 +477,6 @@ async fn a_sparse_or_100k_file_archive_is_refused_and_leaves_nothing() {
                 .unwrap();
         }
     });
-    let started = Instant::now();
     let (status, answer) = upload(&server, &token, many, "production").await;
     assert_eq!(status, 400, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
@@ -485,7 +484,6 @@ async fn a_sparse_or_100k_file_archive_is_refused_and_leaves_nothing() {
         message.contains("20000") || message.contains("20,000"),
         "{message}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
 
     let sparse = archive(|b| {
         let mut header = tar::Header::new_gnu();
