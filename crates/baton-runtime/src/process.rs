@@ -28,6 +28,12 @@ use tokio::sync::watch;
 use crate::user::{app_command, AppUser};
 use crate::{Exit, LogFiles, Runtime, RuntimeError, TargetHandle, TargetSpec};
 
+/// Set for the stamper alone (it takes it out of the app's environment):
+/// Baton's allocator then takes memory as the stamper needs it instead of
+/// committing a first arena whole, which on hosts with transparent huge
+/// pages cost each target about 6 MB more.
+const STAMPER_ONLY_ENV: (&str, &str) = ("MIMALLOC_ARENA_EAGER_COMMIT", "0");
+
 pub struct ProcessRuntime {
     logs: LogFiles,
     /// Who targets run as; `None` only when the server is not root.
@@ -146,7 +152,12 @@ impl Runtime for ProcessRuntime {
             let mut command = match &self.stamper {
                 Some(stamper) => {
                     let mut command = app_command(stamper, self.user.as_ref())?;
-                    command.args(["log-stamp", "--", "sh", "-c"]);
+                    command.arg("log-stamp");
+                    let (name, value) = STAMPER_ONLY_ENV;
+                    if !spec.env.contains_key(name) {
+                        command.env(name, value).args(["--unset", name]);
+                    }
+                    command.args(["--", "sh", "-c"]);
                     command
                 }
                 None => {

@@ -13,9 +13,9 @@
 //! stops the target: it never signals the app itself (a stop signals the
 //! whole group, which reaches the app directly); it outlives the app only
 //! to drain its output; it ends as the app ended, with its exit code or
-//! killed by the same signal; and the app starts with the signal
-//! dispositions of a freshly started program. It never holds a line in
-//! memory beyond [`MAX_LINE`] bytes.
+//! killed by the same signal; the app starts with the signal dispositions
+//! of a freshly started program, and is killed if the stamper is. It never
+//! holds a line in memory beyond [`MAX_LINE`] bytes.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -286,7 +286,13 @@ fn utf8_cut(bytes: &[u8]) -> usize {
 /// and error on one pipe, so that their lines keep the order they were
 /// written in, and writes its output to `out` in stamped lines until the
 /// program has exited and its output is drained. Returns how it exited.
-pub async fn run(command: &[OsString], out: &mut impl Write) -> std::io::Result<ExitStatus> {
+/// The variables named in `unset` were set for the stamper alone and are
+/// not passed on.
+pub async fn run(
+    command: &[OsString],
+    unset: &[OsString],
+    out: &mut impl Write,
+) -> std::io::Result<ExitStatus> {
     let (program, args) = command.split_first().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command to run")
     })?;
@@ -294,6 +300,9 @@ pub async fn run(command: &[OsString], out: &mut impl Write) -> std::io::Result<
     // The app gets a blocking pipe, as a file or a terminal would be.
     let writer = writer.into_blocking_fd()?;
     let mut spawn = tokio::process::Command::new(program);
+    for name in unset {
+        spawn.env_remove(name);
+    }
     spawn
         .args(args)
         .stdout(Stdio::from(writer.try_clone()?))
@@ -303,17 +312,29 @@ pub async fn run(command: &[OsString], out: &mut impl Write) -> std::io::Result<
     // server inherited (`nohup` ignores SIGHUP) and whatever the C
     // library's posix_spawn left ignored (its internal signals 32 and 33,
     // when the stamper itself was started that way).
+    // And it dies with the stamper: killed alone (by hand, or by the
+    // out-of-memory killer), the stamper is reported as the target's end,
+    // and an app outliving it would hold the port its restart needs.
+    let stamper = std::process::id() as libc::pid_t;
+    let last = libc::SIGRTMAX();
     // SAFETY: between fork and exec only async-signal-safe system calls
-    // (sigaction), which touch nothing of the parent's.
+    // (sigaction, prctl, getppid), which touch nothing of the parent's.
     unsafe {
-        spawn.pre_exec(|| {
-            for number in 1..=libc::SIGRTMAX() {
+        spawn.pre_exec(move || {
+            for number in 1..=last {
                 if number != libc::SIGKILL
                     && number != libc::SIGSTOP
                     && libc::signal(number, libc::SIG_DFL) == libc::SIG_ERR
                 {
                     default_internal(number);
                 }
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Gone already, before the line above could take effect.
+            if libc::getppid() != stamper {
+                libc::_exit(127);
             }
             Ok(())
         });
@@ -389,10 +410,10 @@ fn default_internal(number: libc::c_int) {
     }
 }
 
-/// `baton log-stamp -- PROGRAM ARGS…`: runs the program with its output
-/// stamped onto this process's standard output, then ends as it ended.
-/// Never returns.
-pub fn main(command: Vec<OsString>) -> ! {
+/// `baton log-stamp [--unset NAME]… -- PROGRAM ARGS…`: runs the program
+/// with its output stamped onto this process's standard output, then ends
+/// as it ended. Never returns.
+pub fn main(command: Vec<OsString>, unset: Vec<OsString>) -> ! {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -420,7 +441,7 @@ pub fn main(command: Vec<OsString>) -> ! {
             kept.push(signal(kind)?);
         }
         let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-        run(&command, &mut out).await
+        run(&command, &unset, &mut out).await
     });
     drop(runtime);
     match result {
@@ -659,7 +680,7 @@ mod tests {
              printf tail; exit 3",
         ]
         .map(OsString::from);
-        let status = run(&command, &mut out).await.unwrap();
+        let status = run(&command, &[], &mut out).await.unwrap();
         assert_eq!(status.code(), Some(3));
         let text = String::from_utf8(out).unwrap();
         let parsed: Vec<(i64, &str)> = text
@@ -683,10 +704,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn variables_for_the_stamper_alone_do_not_reach_the_app() {
+        let mut out = Vec::new();
+        let command = ["sh", "-c", "echo ${HOME:-none} ${PATH:+path}"].map(OsString::from);
+        let status = run(&command, &[OsString::from("HOME")], &mut out)
+            .await
+            .unwrap();
+        assert!(status.success());
+        assert!(String::from_utf8(out).unwrap().ends_with("Z none path\n"));
+    }
+
+    #[tokio::test]
     async fn an_app_killed_by_a_signal_is_reported_so() {
         let mut out = Vec::new();
         let command = ["sh", "-c", "echo bye; kill -USR1 $$"].map(OsString::from);
-        let status = run(&command, &mut out).await.unwrap();
+        let status = run(&command, &[], &mut out).await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGUSR1));
         assert!(String::from_utf8(out).unwrap().ends_with("Z bye\n"));
     }
@@ -696,7 +728,7 @@ mod tests {
         let mut out = Vec::new();
         let started = std::time::Instant::now();
         let command = ["sh", "-c", "sleep 5 & echo started; exit 0"].map(OsString::from);
-        let status = run(&command, &mut out).await.unwrap();
+        let status = run(&command, &[], &mut out).await.unwrap();
         assert_eq!(status.code(), Some(0));
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(String::from_utf8(out).unwrap().ends_with("Z started\n"));

@@ -258,6 +258,10 @@ enum Command {
     /// -c COMMAND`); not meant to be run by hand.
     #[command(hide = true)]
     LogStamp {
+        /// A variable set for the stamper alone, taken out of the
+        /// program's environment (repeatable).
+        #[arg(long, value_name = "NAME")]
+        unset: Vec<OsString>,
         /// The program to run and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
@@ -362,9 +366,9 @@ pub struct Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::LogStamp { command } = cli.command {
+    if let Command::LogStamp { unset, command } = cli.command {
         // Before any runtime or thread: it runs beside every target.
-        baton_runtime::stamp::main(command);
+        baton_runtime::stamp::main(command, unset);
     }
     if !matches!(cli.command, Command::Server(_)) {
         // A client command piped into `head` ends quietly when the reader

@@ -110,6 +110,27 @@ fn sigterm_to_the_group_reaches_the_app_and_its_last_words_are_kept() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_does_not_outlive_its_stamper() {
+    // Killed alone, the stamper is the target's end; an app left running
+    // would keep the port its restart needs.
+    let mut child = stamp_command("echo $$; exec sleep 300")
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let app: i32 = split(&first).unwrap().1.parse().unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    eventually(Duration::from_secs(5), "the app to be killed too", || {
+        let stat = std::fs::read_to_string(format!("/proc/{app}/stat")).ok();
+        stat.is_none_or(|s| s.contains(") Z ")).then_some(())
+    })
+    .await;
+}
+
 /// A folder for targets and the user they run as (as in the runtime's own
 /// tests): `nobody`, owning the folder, when the tests run as root.
 fn workdir() -> (tempfile::TempDir, Option<AppUser>) {
@@ -165,7 +186,8 @@ async fn a_stamped_target_keeps_its_variables_folder_and_exit_code() {
         .start(&spec(
             dir.path(),
             1,
-            "echo \"$GREETING on $PORT for $BATON_APP in $(pwd)\"; exit 3",
+            "echo \"$GREETING on $PORT for $BATON_APP in $(pwd)\"; \
+             echo \"stamper only: ${MIMALLOC_ARENA_EAGER_COMMIT:-not here}\"; exit 3",
         ))
         .await
         .unwrap();
@@ -177,6 +199,16 @@ async fn a_stamped_target_keeps_its_variables_folder_and_exit_code() {
         lines[1].1,
         format!("hello on 4321 for t in {}", dir.path().display())
     );
+    assert_eq!(lines[2].1, "stamper only: not here", "{log}");
+
+    // An app that sets the stamper's variable itself keeps its value.
+    let mut own = spec(dir.path(), 9, "echo \"mine: $MIMALLOC_ARENA_EAGER_COMMIT\"");
+    own.env
+        .insert("MIMALLOC_ARENA_EAGER_COMMIT".into(), "1".into());
+    let handle = runtime.start(&own).await.unwrap();
+    assert_eq!(runtime.wait(&handle).await, Exit::Code(0));
+    let log = std::fs::read_to_string(logs.path(9)).unwrap();
+    assert_eq!(stamped(&log)[1].1, "mine: 1", "{log}");
     for (at, _) in &lines {
         assert!(*at >= started && *at <= now_ms(), "{log}");
     }
