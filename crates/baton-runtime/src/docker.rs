@@ -3,8 +3,8 @@
 //! its port published on loopback for the proxy, run as the image's own
 //! user, never privileged and with `no-new-privileges`, labelled so that a
 //! restarted Baton finds it again, on Baton's own network. Its output is
-//! copied into the target's log file so that readers need not know the
-//! runtime. Images are built here from a release's packed folder, once per
+//! copied into the target's log file, each line stamped as the process
+//! runtime's are, so that readers need not know the runtime. Images are built here from a release's packed folder, once per
 //! release; this module never decides when to build, start or prune.
 
 use std::collections::HashMap;
@@ -326,7 +326,9 @@ impl DockerRuntime {
     }
 
     /// Copies a container's output into its target's log file, from `since`
-    /// (Unix seconds; 0 for everything), until the container stops.
+    /// (Unix seconds; 0 for everything), until the container stops. The
+    /// engine stamps each line with the time it read it; the stamps are
+    /// rewritten to the process runtime's format.
     async fn copy_output(&self, target_id: i64, container: String, since: i32) {
         let Ok(docker) = self.client().await.cloned() else {
             return;
@@ -338,6 +340,7 @@ impl DockerRuntime {
                 stdout: true,
                 stderr: true,
                 since,
+                timestamps: true,
                 ..Default::default()
             };
             let mut stream = docker.logs(&container, Some(options));
@@ -345,7 +348,10 @@ impl DockerRuntime {
                 return;
             };
             while let Some(Ok(chunk)) = stream.next().await {
-                if file.write_all(chunk.as_ref()).is_err() {
+                if file
+                    .write_all(&crate::stamp::restamp(chunk.as_ref()))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -413,7 +419,8 @@ impl Runtime for DockerRuntime {
             if let Ok(mut log) = self.logs.append(spec.target_id) {
                 let _ = writeln!(
                     log,
-                    "[baton] starting target {} of {} release {} as container {name} ({}), port {} on 127.0.0.1:{}",
+                    "{}[baton] starting target {} of {} release {} as container {name} ({}), port {} on 127.0.0.1:{}",
+                    crate::stamp::stamp(crate::stamp::now_ms()),
                     spec.target_id,
                     spec.app,
                     short(&spec.release),

@@ -4,11 +4,14 @@
 //! Baton server that started them: a runtime can find a target again from
 //! its [`TargetHandle`] after a restart and adopt it without restarting it.
 //! An app's code never runs as root: [`user`] picks the unprivileged user
-//! and the fixed environment that targets and build steps get.
+//! and the fixed environment that targets and build steps get. Every line
+//! of a target's output is stored behind the time it was written
+//! ([`stamp`]), whatever the runtime.
 
 mod docker;
 mod logs;
 mod process;
+pub mod stamp;
 pub mod user;
 
 use std::collections::BTreeMap;
@@ -131,6 +134,16 @@ pub enum RuntimeError {
          unprivileged user and pass it with --app-user"
     )]
     NoAppUser { reason: String },
+    #[error(
+        "target output lines get no timestamps: the app user {user} cannot run {path} ({reason}); \
+         install baton where every user may run it (for example /usr/local/bin/baton) and \
+         start the server from there"
+    )]
+    CannotRunStamper {
+        user: String,
+        path: String,
+        reason: String,
+    },
     #[error(
         "refusing to run an app's command as root: a server running as root needs an app user \
          (AppUser::for_server)"

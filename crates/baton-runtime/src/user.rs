@@ -27,8 +27,10 @@
 //! as root, apps run as the server's own user, since only root can switch.
 //! Supplementary groups are dropped with the switch.
 
+use std::ffi::OsStr;
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use nix::unistd::{geteuid, User};
@@ -138,6 +140,47 @@ impl AppUser {
     pub fn apply(&self, command: &mut tokio::process::Command) {
         command.uid(self.uid).gid(self.gid);
     }
+
+    /// Whether this user may run the program at `path`: pass through every
+    /// folder above it and execute it, judged by the permission bits (with
+    /// its primary group only, as apps run without supplementary groups).
+    pub fn can_run(&self, path: &Path) -> Result<(), RuntimeError> {
+        let denied = |reason: String| RuntimeError::CannotRunStamper {
+            user: self.name.clone(),
+            path: path.display().to_string(),
+            reason,
+        };
+        let real = std::fs::canonicalize(path).map_err(|e| denied(e.to_string()))?;
+        let allows = |meta: &std::fs::Metadata, bit: u32| {
+            let mode = meta.mode();
+            if meta.uid() == self.uid {
+                mode & (bit << 6) != 0
+            } else if meta.gid() == self.gid {
+                mode & (bit << 3) != 0
+            } else {
+                mode & bit != 0
+            }
+        };
+        for folder in real.ancestors().skip(1) {
+            let meta = std::fs::metadata(folder).map_err(|e| denied(e.to_string()))?;
+            if !allows(&meta, 0o1) {
+                return Err(denied(format!(
+                    "it cannot pass through {} (mode {:o})",
+                    folder.display(),
+                    meta.mode() & 0o7777
+                )));
+            }
+        }
+        let meta = std::fs::metadata(&real).map_err(|e| denied(e.to_string()))?;
+        if !meta.is_file() || !allows(&meta, 0o1) {
+            return Err(denied(format!(
+                "it may not execute {} (mode {:o})",
+                real.display(),
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The server's own user from the user database.
@@ -201,7 +244,7 @@ pub fn base_env(user: Option<&AppUser>) -> Vec<(String, String)> {
 /// stopped whole). Callers add their own variables after. Refuses to run
 /// as root: a root server must be given an app user.
 pub fn app_command(
-    program: &str,
+    program: impl AsRef<OsStr>,
     user: Option<&AppUser>,
 ) -> Result<tokio::process::Command, RuntimeError> {
     let mut command = tokio::process::Command::new(program);
@@ -290,6 +333,33 @@ mod tests {
         );
         let names: Vec<String> = base_env(None).into_iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["PATH", "HOME", "USER", "LOGNAME", "LANG"]);
+    }
+
+    #[test]
+    fn a_program_behind_a_private_folder_cannot_be_run_by_the_app_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = AppUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            home: "/nonexistent".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("baton");
+        std::fs::write(&program, "#!/bin/sh\n").unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(&program, 0o755);
+        mode(dir.path(), 0o700);
+        let err = nobody.can_run(&program).unwrap_err().to_string();
+        assert!(err.contains("cannot pass through"), "{err}");
+        assert!(err.contains("/usr/local/bin"), "{err}");
+        mode(dir.path(), 0o711);
+        nobody.can_run(&program).unwrap();
+        mode(&program, 0o744);
+        let err = nobody.can_run(&program).unwrap_err().to_string();
+        assert!(err.contains("may not execute"), "{err}");
     }
 
     #[test]

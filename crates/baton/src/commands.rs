@@ -561,10 +561,15 @@ pub async fn logs(
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            // `at` is the line's stamp (null on lines written without one).
+            let (at, text) = match baton_runtime::stamp::split(&text) {
+                Some((at, rest)) => (Some(at), rest),
+                None => (None, &*text),
+            };
             writeln!(
                 stdout,
                 "{}",
-                json!({"app": app, "environment": environment, "line": text})
+                json!({"app": app, "environment": environment, "at": at, "line": text})
             )?;
         }
         stdout.flush()?;

@@ -13,6 +13,7 @@ mod output;
 mod pipeline;
 mod server;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -153,7 +154,8 @@ enum Command {
     },
     /// Output of an app's live target, each line with the time Baton
     /// received it. With --json: one JSON object per line (JSON Lines), not
-    /// an array, so that -f can stream.
+    /// an array, so that -f can stream; `at` holds the line's time and
+    /// `line` the rest.
     Logs {
         /// The app's name (as in its baton.toml).
         app: String,
@@ -250,6 +252,20 @@ enum Command {
         limit: i64,
         #[command(flatten)]
         common: Common,
+    },
+    /// Run a program and write its output to standard output, each line
+    /// behind the time it was written; end as the program ends. The server
+    /// starts targets through it (their process is `baton log-stamp -- sh
+    /// -c COMMAND`); not meant to be run by hand.
+    #[command(hide = true)]
+    LogStamp {
+        /// A variable set for the stamper alone, taken out of the
+        /// program's environment (repeatable).
+        #[arg(long, value_name = "NAME")]
+        unset: Vec<OsString>,
+        /// The program to run and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
     },
 }
 
@@ -360,6 +376,10 @@ pub struct Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::LogStamp { unset, command } = cli.command {
+        // Before any runtime or thread: it runs beside every target.
+        baton_runtime::stamp::main(command, unset);
+    }
     if !matches!(cli.command, Command::Server(_)) {
         // A client command piped into `head` ends quietly when the reader
         // goes, as `cat` and `grep` do, instead of panicking on a failed
@@ -419,6 +439,7 @@ fn main() -> ExitCode {
                 common,
             } => commands::logs(&common, &app, &env.environment, follow, lines).await,
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::LogStamp { .. } => unreachable!("log-stamp ran before the runtime started"),
             Command::Flags { command } => flags::run(command).await,
             Command::Users { command } => accounts::users(command).await,
             Command::Login {
@@ -492,7 +513,7 @@ mod tests {
     #[test]
     fn help_lists_every_command_and_describes_every_argument() {
         let cli = super::Cli::command();
-        for command in cli.get_subcommands() {
+        for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
             let name = command.get_name();
             assert!(
                 super::COMMANDS.contains(&format!("\n  {name} ")),

@@ -149,7 +149,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     );
     let logs = LogFiles::new(data.join("logs"));
     let runtimes = Runtimes {
-        process: Arc::new(ProcessRuntime::new(logs.clone(), app_user.clone())),
+        process: Arc::new(process_runtime(logs.clone(), app_user.clone())),
         docker: Arc::new(DockerRuntime::new(logs.clone())),
     };
     let orchestrator = Orchestrator::new(
@@ -330,6 +330,23 @@ impl ApplyFlags for ReleaseFlags {
                 count("only_on_server")
             )))
         })
+    }
+}
+
+/// The process runtime, stamping targets' output lines through this very
+/// executable (`baton log-stamp`), so that nothing else needs installing.
+/// When it cannot be found or the app user cannot run it, lines go
+/// unstamped (with a warning) rather than targets not starting.
+fn process_runtime(logs: LogFiles, app_user: Option<baton_runtime::AppUser>) -> ProcessRuntime {
+    let runtime = ProcessRuntime::new(logs, app_user);
+    match std::env::current_exe() {
+        Ok(exe) => runtime.with_stamper(exe),
+        Err(e) => {
+            tracing::warn!(
+                "target output lines get no timestamps: cannot find baton's own executable: {e}"
+            );
+            runtime
+        }
     }
 }
 
