@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// Folders the apps' user passes through to reach what is theirs.
-const PASSED_THROUGH: &[&str] = &["releases", "builds"];
+const PASSED_THROUGH: &[&str] = &["releases", "builds", "bin"];
 
 /// Creates the data folder if needed and makes its permissions private;
 /// `apps_group` is the group of the apps' user when it is not the server's.
@@ -89,6 +89,24 @@ pub fn reachable_by(data: &Path, user: &baton_runtime::AppUser) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `DATA/bin/baton`: this very executable, where the apps' user can run it
+/// (a hard link when the file system allows, else a copy), replaced at
+/// every start so it is always the running version.
+pub fn executable_for_apps(data: &Path, exe: &Path) -> Result<std::path::PathBuf> {
+    let dir = data.join("bin");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("baton");
+    let staged = dir.join(".baton.new");
+    let _ = fs::remove_file(&staged);
+    if fs::hard_link(exe, &staged).is_err() {
+        fs::copy(exe, &staged)
+            .with_context(|| format!("cannot copy {} into {}", exe.display(), dir.display()))?;
+    }
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o755))?;
+    fs::rename(&staged, &path)?;
+    Ok(path)
 }
 
 /// Sets `path` to `mode` (and `group`), noting it when it was looser.

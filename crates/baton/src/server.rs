@@ -149,7 +149,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     );
     let logs = LogFiles::new(data.join("logs"));
     let runtimes = Runtimes {
-        process: Arc::new(process_runtime(logs.clone(), app_user.clone())),
+        process: Arc::new(process_runtime(logs.clone(), app_user.clone(), &data)),
         docker: Arc::new(DockerRuntime::new(logs.clone())),
     };
     let orchestrator = Orchestrator::new(
@@ -337,17 +337,36 @@ impl ApplyFlags for ReleaseFlags {
 /// executable (`baton log-stamp`), so that nothing else needs installing.
 /// When it cannot be found or the app user cannot run it, lines go
 /// unstamped (with a warning) rather than targets not starting.
-fn process_runtime(logs: LogFiles, app_user: Option<baton_runtime::AppUser>) -> ProcessRuntime {
-    let runtime = ProcessRuntime::new(logs, app_user);
-    match std::env::current_exe() {
-        Ok(exe) => runtime.with_stamper(exe),
+fn process_runtime(
+    logs: LogFiles,
+    app_user: Option<baton_runtime::AppUser>,
+    data: &std::path::Path,
+) -> ProcessRuntime {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
         Err(e) => {
             tracing::warn!(
                 "target output lines get no timestamps: cannot find baton's own executable: {e}"
             );
-            runtime
+            return ProcessRuntime::new(logs, app_user);
         }
-    }
+    };
+    // The stamper runs as the apps' user, which may not reach where baton
+    // was installed (a build under /root): then it runs from the data
+    // folder's `bin`, which that user passes through.
+    let stamper = match &app_user {
+        Some(user) if user.can_run(&exe).is_err() => {
+            match crate::data_folder::executable_for_apps(data, &exe) {
+                Ok(path) => path,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot place baton's executable where apps can run it; their output lines get no timestamps");
+                    exe
+                }
+            }
+        }
+        _ => exe,
+    };
+    ProcessRuntime::new(logs, app_user).with_stamper(stamper)
 }
 
 /// One server per data folder: two would fight over the same targets.
