@@ -277,8 +277,10 @@ pub async fn migrate(
         recorded: Mutex::new(None),
     };
     let mut db = connect(&loaded).await?;
+    let progress = crate::output::Progress::start("applying migrations");
     let result =
         baton_db::migrate_gated(&mut db, &loaded.migrations, &loaded.options, phases, &gate).await;
+    drop(progress);
     let target = db.target().to_string();
     db.close().await;
     let recorded = gate

@@ -138,3 +138,47 @@ mod tests {
         assert_eq!(count(2, "error"), "2 errors");
     }
 }
+
+/// Says on a terminal's stderr that something is still going on (`… what
+/// 3s`), once a second, until dropped; says nothing when stderr is not a
+/// terminal or the work ends within a second.
+pub struct Progress {
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Progress {
+    pub fn start(what: &str) -> Progress {
+        let (done, mut stop) = tokio::sync::oneshot::channel::<()>();
+        if !std::io::stderr().is_terminal() {
+            return Progress { done: None };
+        }
+        let what = what.to_string();
+        tokio::spawn(async move {
+            use std::io::Write;
+            let started = std::time::Instant::now();
+            let mut shown = false;
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                        eprint!("\r\x1b[K  … {what} {}s", started.elapsed().as_secs());
+                        let _ = std::io::stderr().flush();
+                        shown = true;
+                    }
+                }
+            }
+            if shown {
+                eprint!("\r\x1b[K");
+            }
+        });
+        Progress { done: Some(done) }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
