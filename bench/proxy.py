@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Baton's proxy against nginx, HAProxy and a direct connection.
+"""Baton's proxy against nginx, HAProxy, the pingora spike and a direct connection.
 
 Every contender forwards to the same upstream (nginx with one worker, run by
 Baton's process runtime) and is loaded by the same wrk command. Prints
@@ -7,7 +7,11 @@ requests/s and p50/p99 latency, and ratios to nginx. Run from the repository:
 
     python3 bench/proxy.py            # ROUNDS=5 DURATION=10s CONNECTIONS=64
 
-Installs nginx, haproxy and wrk with apt-get when missing (as root).
+Builds `baton` (`cargo build --release -p baton`) and the pingora spike
+(`bench/pingora-spike`, its own Cargo project), both into CARGO_TARGET_DIR
+when set; BATON_BIN=path uses an already built `baton` instead.
+Installs nginx, haproxy, wrk and cmake (the spike's zlib-ng needs it) with
+apt-get when missing (as root).
 """
 
 import json
@@ -35,26 +39,52 @@ def sh(*args, **kw):
 
 
 def ensure_tools():
-    missing = [t for t in ("nginx", "haproxy", "wrk") if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
+    missing = [t for t in ("nginx", "haproxy", "wrk", "cmake") if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
     if missing:
         sh("apt-get", "update", "-qq")
         sh("apt-get", "install", "-y", "-qq", *missing)
     os.environ["PATH"] += ":/usr/sbin"
 
 
+def target_dir():
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+
+
 def start_baton(work):
-    sh("cargo", "build", "--release", "--locked", "-p", "baton", cwd=ROOT)
-    baton = os.path.join(ROOT, "target/release/baton")
+    baton = os.environ.get("BATON_BIN")
+    if not baton:
+        sh("cargo", "build", "--release", "--locked", "-p", "baton", cwd=ROOT)
+        baton = os.path.join(target_dir(), "release/baton")
+    data = f"{work}/data"
     server = subprocess.Popen(
-        [baton, "server", "--data", f"{work}/data", "--api-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"],
+        [baton, "server", "--data", data, "--api-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=open(f"{work}/server.log", "w"), text=True, start_new_session=True)
     words = server.stdout.readline().split()
     api, proxy = words[4], words[6].removeprefix("http://")
-    env = dict(os.environ, BATON_API=api, NO_COLOR="1")
+    # The API wants a credential: the CLI reads the data folder's admin.token
+    # (BATON_DATA), and our own calls send it as a bearer token.
+    env = dict(os.environ, BATON_API=api, BATON_DATA=data, NO_COLOR="1")
     sh(baton, "deploy", os.path.join(ROOT, "bench/upstream"), env=env, stdout=subprocess.DEVNULL)
-    status = json.load(urllib.request.urlopen(f"{api}/api/v1/status"))
+    token = open(f"{data}/admin.token").read().strip()
+    req = urllib.request.Request(f"{api}/api/v1/status", headers={"Authorization": f"Bearer {token}"})
+    status = json.load(urllib.request.urlopen(req))
     live = status[0]["live"]
     return server, proxy, live["address"], int(live["handle"].split("@")[0])
+
+
+def start_pingora_spike(work, upstream):
+    """Baton's request path (Host routing, hold, drain counting) on pingora."""
+    spike = os.path.join(ROOT, "bench/pingora-spike")
+    sh("cargo", "build", "--release", "--locked", cwd=spike)
+    binary = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(spike, "target"), "release/pingora-spike")
+    routes = f"{work}/pingora-routes.json"
+    json.dump({"routes": {HOST: upstream}}, open(routes, "w"))
+    addr = "127.0.0.1:18483"
+    proc = subprocess.Popen(
+        [binary, "--routes", routes, "--listen", addr, "--threads", str(os.cpu_count()),
+         "--upgrade-sock", f"{work}/pingora-upgrade.sock"],
+        stdout=subprocess.DEVNULL, stderr=open(f"{work}/pingora.log", "w"), start_new_session=True)
+    return proc, addr
 
 
 def start_nginx(work, upstream):
@@ -160,6 +190,8 @@ def wrk(addr):
 def main():
     ensure_tools()
     work = tempfile.mkdtemp(prefix="baton-bench-")
+    # A root server runs apps as baton-app, which must pass through to the data folder.
+    os.chmod(work, 0o711)
     procs = []
     upstream_pid = None
     try:
@@ -167,10 +199,13 @@ def main():
         procs.append(server)
         nginx, nginx_addr = start_nginx(work, upstream)
         haproxy, haproxy_addr = start_haproxy(work, upstream)
-        procs += [nginx, haproxy]
-        contenders = {"direct": upstream, "nginx": nginx_addr, "haproxy": haproxy_addr, "baton": baton_addr}
+        spike, spike_addr = start_pingora_spike(work, upstream)
+        procs += [nginx, haproxy, spike]
+        contenders = {"direct": upstream, "nginx": nginx_addr, "haproxy": haproxy_addr, "baton": baton_addr,
+                      "pingora-spike": spike_addr}
         # Whose CPU time counts for each contender (the proxy's own processes).
-        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [server.pid]}
+        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [server.pid],
+                  "pingora-spike": [spike.pid]}
         for addr in contenders.values():
             wait_answering(addr)
         results = {name: [] for name in contenders}
@@ -182,14 +217,14 @@ def main():
                 rps, p50, p99, total = wrk(addr)
                 cpu = (cpu_ticks(cpu_of[name]) - before) * tick_us / total if cpu_of[name] else float("nan")
                 results[name].append((rps, p50, p99, cpu))
-                print(f"  round {r + 1} {name:8} {rps:>10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms  proxy CPU {cpu:.1f} us/req")
+                print(f"  round {r + 1} {name:13} {rps:>10.0f} req/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms  proxy CPU {cpu:.1f} us/req")
         print()
         median = {n: tuple(statistics.median(x[i] for x in v) for i in range(4)) for n, v in results.items()}
         ng = median["nginx"]
         print("medians:")
-        print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'req/s ÷ nginx':>14} {'p99 ÷ nginx':>12} {'CPU ÷ nginx':>12}")
+        print(f"{'':13} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'req/s ÷ nginx':>14} {'p99 ÷ nginx':>12} {'CPU ÷ nginx':>12}")
         for name, (rps, p50, p99, cpu) in median.items():
-            print(f"{name:8} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.1f} {rps / ng[0]:>14.2f} {p99 / ng[2]:>12.2f} {cpu / ng[3]:>12.2f}")
+            print(f"{name:13} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.1f} {rps / ng[0]:>14.2f} {p99 / ng[2]:>12.2f} {cpu / ng[3]:>12.2f}")
     finally:
         for p in procs:
             try:
