@@ -208,16 +208,20 @@ impl Orchestrator {
                 Ok(value)
             }
             Err(error) => {
-                let _ = self
-                    .store
-                    .end_step(deployment, seq, StepState::Failed, Some(&error))
-                    .await;
+                crate::noted(
+                    self.store
+                        .end_step(deployment, seq, StepState::Failed, Some(&error))
+                        .await,
+                    "end_step",
+                );
                 Err(error)
             }
         }
     }
 
     /// Runs the steps; on success, the contract migrations left for later.
+    /// Carries out the deployment's plan (`plan::steps`), step by step in
+    /// its order; each step is recorded as begun before it is taken.
     async fn execute(self: &Arc<Self>, job: &Job) -> std::result::Result<Vec<String>, String> {
         let d = job.deployment.id;
         let live = self
@@ -233,111 +237,117 @@ impl Orchestrator {
             job.manifest.database.is_some(),
         );
         let mut contracts = Vec::new();
-        if steps.contains(&StepKind::Migrate) {
-            contracts = self
-                .step(d, StepKind::Migrate, self.migrate_expand(job))
-                .await?;
-        }
-
-        let new = match &job.warm {
-            Some(warm) => {
-                self.store
-                    .set_deployment_target(d, warm.record_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Arc::clone(warm)
-            }
-            None => {
-                self.step(d, StepKind::StartTarget, self.start_target(job))
-                    .await?
-            }
-        };
-
-        let health = &job.manifest.health;
-        let within = if job.warm.is_some() {
-            health.timeout
-        } else {
-            job.manifest.deploy.timeout
-        };
-        let checked = self.step(d, StepKind::HealthCheck, async {
-            self.wait_healthy(&new, health, within)
+        // A rollback to a warm target starts nothing: that target is the new one.
+        let mut new: Option<Arc<Managed>> = None;
+        if let Some(warm) = &job.warm {
+            self.store
+                .set_deployment_target(d, warm.record_id)
                 .await
-                .map(|detail| ((), Some(detail)))
-        });
-        if let Err(e) = checked.await {
-            if job.warm.is_none() {
-                self.fail_target(&new, "it never became healthy").await;
-            }
-            return Err(e);
+                .map_err(|e| e.to_string())?;
+            new = Some(Arc::clone(warm));
         }
-        if job.warm.is_none() {
-            new.set_state(TargetState::Healthy);
-            let _ = self
-                .store
-                .set_target_state(new.record_id, TargetState::Healthy, None)
-                .await;
-        }
-
-        if steps.contains(&StepKind::Preview) {
-            let previewed = self
-                .step(d, StepKind::Preview, self.preview(job, &new))
-                .await;
-            if let Err(e) = previewed {
-                if job.warm.is_none() {
-                    self.stop_target(&new, "its deployment was abandoned in preview")
-                        .await;
+        let mut hold = None;
+        for step in steps {
+            match step {
+                StepKind::Migrate => {
+                    contracts = self.step(d, step, self.migrate_expand(job)).await?;
                 }
-                return Err(e);
+                StepKind::StartTarget => {
+                    new = Some(self.step(d, step, self.start_target(job)).await?);
+                }
+                StepKind::HealthCheck => {
+                    let target = planned(&new, step)?;
+                    let health = &job.manifest.health;
+                    let within = if job.warm.is_some() {
+                        health.timeout
+                    } else {
+                        job.manifest.deploy.timeout
+                    };
+                    let checked = self
+                        .step(d, step, async {
+                            self.wait_healthy(target, health, within)
+                                .await
+                                .map(|detail| ((), Some(detail)))
+                        })
+                        .await;
+                    if let Err(e) = checked {
+                        if job.warm.is_none() {
+                            self.fail_target(target, "it never became healthy").await;
+                        }
+                        return Err(e);
+                    }
+                    if job.warm.is_none() {
+                        let _ = self.transition(target, TargetState::Healthy, None).await;
+                    }
+                }
+                StepKind::Preview => {
+                    let target = planned(&new, step)?;
+                    if let Err(e) = self.step(d, step, self.preview(job, target)).await {
+                        if job.warm.is_none() {
+                            self.stop_target(target, "its deployment was abandoned in preview")
+                                .await;
+                        }
+                        return Err(e);
+                    }
+                }
+                StepKind::Hold => {
+                    hold = Some(
+                        self.step(d, step, async { Ok((self.proxy.hold(&job.key), None)) })
+                            .await?,
+                    );
+                }
+                StepKind::Switch => {
+                    let target = planned(&new, step)?;
+                    let switched = self
+                        .step(d, step, async {
+                            self.switch(job, target, old.as_ref())
+                                .await
+                                .map(|detail| ((), Some(detail)))
+                        })
+                        .await;
+                    if let Err(e) = switched {
+                        drop(hold.take());
+                        if job.warm.is_none() {
+                            self.stop_target(target, "the switch to it failed").await;
+                        }
+                        return Err(e);
+                    }
+                }
+                StepKind::Release => {
+                    let guard = Mutex::new(hold.take());
+                    self.step(d, step, async {
+                        let guard = guard.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        let waiting = guard.as_ref().map(|g| g.waiting()).unwrap_or(0);
+                        drop(guard);
+                        Ok(((), Some(format!("{waiting} held requests released"))))
+                    })
+                    .await?;
+                }
+                StepKind::Drain => {
+                    let Some(old) = &old else { continue };
+                    let drain_timeout = job.manifest.deploy.drain_timeout;
+                    self.step(d, step, async {
+                        let left = old.proxy_target.drain(drain_timeout).await;
+                        let detail = if left == 0 {
+                            "no request left in flight on the old target".to_string()
+                        } else {
+                            format!(
+                                "{left} requests still in flight after the drain timeout ({})",
+                                humantime::format_duration(drain_timeout)
+                            )
+                        };
+                        Ok(((), Some(detail)))
+                    })
+                    .await?;
+                }
+                StepKind::KeepWarm => {
+                    let Some(old) = &old else { continue };
+                    self.step(d, step, self.keep_warm(job, old)).await?;
+                }
+                // Recorded by a restarted server, never planned.
+                StepKind::Recover => {}
             }
         }
-
-        let hold = self
-            .step(d, StepKind::Hold, async {
-                Ok((self.proxy.hold(&job.key), None))
-            })
-            .await?;
-        let switched = self
-            .step(d, StepKind::Switch, async {
-                self.switch(job, &new, old.as_ref())
-                    .await
-                    .map(|detail| ((), Some(detail)))
-            })
-            .await;
-        if let Err(e) = switched {
-            drop(hold);
-            if job.warm.is_none() {
-                self.stop_target(&new, "the switch to it failed").await;
-            }
-            return Err(e);
-        }
-        let hold = Mutex::new(Some(hold));
-        self.step(d, StepKind::Release, async {
-            let guard = hold.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let waiting = guard.as_ref().map(|g| g.waiting()).unwrap_or(0);
-            drop(guard);
-            Ok(((), Some(format!("{waiting} held requests released"))))
-        })
-        .await?;
-
-        let Some(old) = old else {
-            return Ok(contracts);
-        };
-        let drain_timeout = job.manifest.deploy.drain_timeout;
-        self.step(d, StepKind::Drain, async {
-            let left = old.proxy_target.drain(drain_timeout).await;
-            let detail = if left == 0 {
-                "no request left in flight on the old target".to_string()
-            } else {
-                format!(
-                    "{left} requests still in flight after the drain timeout ({})",
-                    humantime::format_duration(drain_timeout)
-                )
-            };
-            Ok(((), Some(detail)))
-        })
-        .await?;
-        self.step(d, StepKind::KeepWarm, self.keep_warm(job, &old))
-            .await?;
         Ok(contracts)
     }
 
@@ -379,10 +389,12 @@ impl Orchestrator {
         let (spec, handle) = match started {
             Ok(started) => started,
             Err(e) => {
-                let _ = self
-                    .store
-                    .set_target_state(record.id, TargetState::Failed, None)
-                    .await;
+                crate::noted(
+                    self.store
+                        .set_target_state(record.id, TargetState::Failed, None)
+                        .await,
+                    "set_target_state",
+                );
                 return Err(e);
             }
         };
@@ -450,24 +462,30 @@ impl Orchestrator {
         self.proxy
             .set_route(self.route_spec(job, live.as_deref(), Some(new)))
             .map_err(|e| e.to_string())?;
-        let _ = self
-            .store
-            .set_deployment_state(job.deployment.id, DeploymentState::Previewing, None)
-            .await;
+        crate::noted(
+            self.store
+                .set_deployment_state(job.deployment.id, DeploymentState::Previewing, None)
+                .await,
+            "set_deployment_state",
+        );
         let go_on = waiting.await.unwrap_or(false);
         // Whatever the answer, the preview ends here; the switch (if any)
         // puts the new target live in the next steps.
-        let _ = self
-            .store
-            .put_route(&self.route_record(job, live_id, None))
-            .await;
+        crate::noted(
+            self.store
+                .put_route(&self.route_record(job, live_id, None))
+                .await,
+            "put_route",
+        );
         let _ = self
             .proxy
             .set_route(self.route_spec(job, live.as_deref(), None));
-        let _ = self
-            .store
-            .set_deployment_state(job.deployment.id, DeploymentState::Running, None)
-            .await;
+        crate::noted(
+            self.store
+                .set_deployment_state(job.deployment.id, DeploymentState::Running, None)
+                .await,
+            "set_deployment_state",
+        );
         if go_on {
             Ok(((), Some("continued after preview".into())))
         } else {
@@ -494,21 +512,13 @@ impl Orchestrator {
             .map_err(|e| e.to_string())?;
         if let Err(e) = self.proxy.set_route(self.route_spec(job, Some(new), None)) {
             if let Some(previous) = previous {
-                let _ = self.store.put_route(&previous).await;
+                crate::noted(self.store.put_route(&previous).await, "put_route");
             }
             return Err(e.to_string());
         }
-        new.set_state(TargetState::Live);
-        let _ = self
-            .store
-            .set_target_state(new.record_id, TargetState::Live, None)
-            .await;
+        let _ = self.transition(new, TargetState::Live, None).await;
         if let Some(old) = old {
-            old.set_state(TargetState::Draining);
-            let _ = self
-                .store
-                .set_target_state(old.record_id, TargetState::Draining, None)
-                .await;
+            let _ = self.transition(old, TargetState::Draining, None).await;
         }
         Ok(format!(
             "{} → target {} ({})",
@@ -537,10 +547,12 @@ impl Orchestrator {
         let keep = job.manifest.deploy.keep_warm;
         if !old.runtime.alive(&old.handle()).await {
             // It died while draining; its supervisor has let it go.
-            let _ = self
-                .store
-                .set_target_state(old.record_id, TargetState::Stopped, None)
-                .await;
+            crate::noted(
+                self.store
+                    .set_target_state(old.record_id, TargetState::Stopped, None)
+                    .await,
+                "set_target_state",
+            );
             return Ok((
                 (),
                 Some("old target had already exited; nothing to keep warm".into()),
@@ -550,10 +562,8 @@ impl Orchestrator {
             self.stop_target(old, "keep_warm is 0").await;
             return Ok(((), Some("old target stopped (keep_warm = 0)".into())));
         }
-        old.set_state(TargetState::Warm);
         let until = now_ms() + keep.as_millis() as i64;
-        self.store
-            .set_target_state(old.record_id, TargetState::Warm, Some(until))
+        self.transition(old, TargetState::Warm, Some(until))
             .await
             .map_err(|e| e.to_string())?;
         Ok((
@@ -570,18 +580,10 @@ impl Orchestrator {
     /// Stops a target for good: marks it stopping (so its supervisor lets it
     /// go), stops it, records it stopped.
     pub(crate) async fn stop_target(&self, managed: &Arc<Managed>, reason: &str) {
-        managed.set_state(TargetState::Stopping);
-        let _ = self
-            .store
-            .set_target_state(managed.record_id, TargetState::Stopping, None)
-            .await;
+        let _ = self.transition(managed, TargetState::Stopping, None).await;
         let handle = managed.handle();
         let exit = managed.runtime.stop(&handle, managed.stop_timeout).await;
-        let _ = self
-            .store
-            .set_target_state(managed.record_id, TargetState::Stopped, None)
-            .await;
-        managed.set_state(TargetState::Stopped);
+        let _ = self.transition(managed, TargetState::Stopped, None).await;
         self.forget(managed.record_id);
         let message = match exit {
             Ok(exit) => format!(
@@ -599,12 +601,22 @@ impl Orchestrator {
 
     async fn fail_target(&self, managed: &Arc<Managed>, reason: &str) {
         self.stop_target(managed, reason).await;
-        let _ = self
-            .store
-            .set_target_state(managed.record_id, TargetState::Failed, None)
-            .await;
-        managed.set_state(TargetState::Failed);
+        let _ = self.transition(managed, TargetState::Failed, None).await;
     }
+}
+
+/// The new target a step works on, which an earlier step of the plan
+/// provided (a start, or the warm target of a rollback).
+fn planned(
+    new: &Option<Arc<Managed>>,
+    step: StepKind,
+) -> std::result::Result<&Arc<Managed>, String> {
+    new.as_ref().ok_or_else(|| {
+        format!(
+            "the plan reached {} with no new target (a bug in Baton's plan)",
+            step.as_str()
+        )
+    })
 }
 
 /// The proxy's limits for an app, from its manifest's `[proxy]` section.

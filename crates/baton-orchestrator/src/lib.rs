@@ -405,10 +405,12 @@ impl Orchestrator {
                             "the image of release {} failed to build: {e}",
                             baton_package::short_id(&id)
                         );
-                        let _ = self
-                            .store
-                            .record_event(app, "-", EventKind::ImageBuildFailed, &message)
-                            .await;
+                        crate::noted(
+                            self.store
+                                .record_event(app, "-", EventKind::ImageBuildFailed, &message)
+                                .await,
+                            "record_event",
+                        );
                         return Err(Error::Invalid(format!(
                             "release {}: {e}",
                             baton_package::short_id(&id)
@@ -768,6 +770,27 @@ impl Orchestrator {
         }
     }
 
+    /// The one way a managed target changes state: the store first (what a
+    /// restarted server trusts), then memory. A store that cannot be
+    /// written is said in the log; the target still changes, since it has
+    /// (recovery then decides from the store, as after a crash).
+    pub(crate) async fn transition(
+        &self,
+        managed: &Managed,
+        state: TargetState,
+        warm_until: Option<i64>,
+    ) -> Result<()> {
+        let written = self
+            .store
+            .set_target_state(managed.record_id, state, warm_until)
+            .await;
+        if let Err(e) = &written {
+            tracing::error!(target = managed.record_id, state = state.as_str(), error = %e, "cannot record a target's state");
+        }
+        managed.set_state(state);
+        Ok(written?)
+    }
+
     /// Stops warm targets whose time is up, then applies the contract
     /// migrations that became due, every half second, until `stop` turns
     /// true (a background service: a stopping server waits for it).
@@ -799,6 +822,15 @@ impl Orchestrator {
             }
             self.apply_due_contracts().await;
         }
+    }
+}
+
+/// A store write whose failure must not stop what is under way (the
+/// deployment goes on; recovery decides from the store later) but is never
+/// dropped unsaid.
+pub(crate) fn noted<T>(written: baton_store::Result<T>, what: &str) {
+    if let Err(e) = written {
+        tracing::error!(write = what, error = %e, "cannot record in the store");
     }
 }
 

@@ -271,18 +271,16 @@ impl Orchestrator {
                 if !kept && m.state() != TargetState::Healthy {
                     kept = true;
                     if m.state() != TargetState::Warm {
-                        m.set_state(TargetState::Warm);
                         let release = self.store.release(&m.release).await?;
                         let keep = Manifest::parse(&release.manifest, "baton.toml")
                             .map(|manifest| manifest.deploy.keep_warm)
                             .unwrap_or_default();
-                        self.store
-                            .set_target_state(
-                                m.record_id,
-                                TargetState::Warm,
-                                Some(now_ms() + keep.as_millis() as i64),
-                            )
-                            .await?;
+                        self.transition(
+                            &m,
+                            TargetState::Warm,
+                            Some(now_ms() + keep.as_millis() as i64),
+                        )
+                        .await?;
                     }
                 } else {
                     self.stop_target(&m, "it is neither live nor the previous release")

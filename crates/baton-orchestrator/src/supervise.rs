@@ -41,12 +41,8 @@ impl Orchestrator {
                 | TargetState::Starting
                 | TargetState::Healthy => return,
                 TargetState::Warm | TargetState::Draining => {
-                    managed.set_state(TargetState::Stopped);
+                    let _ = self.transition(&managed, TargetState::Stopped, None).await;
                     self.forget(id);
-                    let _ = self
-                        .store
-                        .set_target_state(id, TargetState::Stopped, None)
-                        .await;
                     let message = format!(
                         "warm target {id} ({release}) {exit}; a rollback to it will start it again"
                     );
@@ -74,8 +70,11 @@ impl Orchestrator {
             }
             match managed.runtime.start(&managed.spec).await {
                 Ok(handle) => {
-                    let _ = self.store.set_target_handle(id, &handle.reference).await;
-                    let _ = self.store.count_restart(id).await;
+                    crate::noted(
+                        self.store.set_target_handle(id, &handle.reference).await,
+                        "set_target_handle",
+                    );
+                    crate::noted(self.store.count_restart(id).await, "count_restart");
                     let message = format!("live target {id} restarted ({})", handle.reference);
                     self.event(&managed.key, EventKind::TargetRestarted, &message)
                         .await;

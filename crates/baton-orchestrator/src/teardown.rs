@@ -57,10 +57,12 @@ impl Orchestrator {
                 self.stop_target(&managed, &format!("environment {environment} was removed"))
                     .await;
             } else {
-                let _ = self
-                    .store
-                    .set_target_state(target.id, baton_store::TargetState::Stopped, None)
-                    .await;
+                crate::noted(
+                    self.store
+                        .set_target_state(target.id, baton_store::TargetState::Stopped, None)
+                        .await,
+                    "set_target_state",
+                );
             }
             let _ = std::fs::remove_file(self.logs.path(target.id));
             removed.targets.push(target.id);

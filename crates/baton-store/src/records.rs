@@ -241,77 +241,26 @@ pub struct Event {
     pub message: String,
 }
 
-/// What happened to an app, one kind per event: the one list that the
-/// orchestrator and the pipeline record and that notifications and the CLI
-/// read. Stored (and shown) as its snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    Deployed,
-    RolledBack,
-    DeploymentFailed,
-    BuildFailed,
-    FlagsApplied,
-    FlagsFailed,
-    ImagesPruned,
-    ImageBuildFailed,
-    TargetExited,
-    TargetRestarted,
-    TargetRestartFailed,
-    TargetStopped,
-    ContractApplied,
-    ContractFailed,
-    EnvironmentRemoved,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 15] = [
-        EventKind::Deployed,
-        EventKind::RolledBack,
-        EventKind::DeploymentFailed,
-        EventKind::BuildFailed,
-        EventKind::FlagsApplied,
-        EventKind::FlagsFailed,
-        EventKind::ImagesPruned,
-        EventKind::ImageBuildFailed,
-        EventKind::TargetExited,
-        EventKind::TargetRestarted,
-        EventKind::TargetRestartFailed,
-        EventKind::TargetStopped,
-        EventKind::ContractApplied,
-        EventKind::ContractFailed,
-        EventKind::EnvironmentRemoved,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Deployed => "deployed",
-            EventKind::RolledBack => "rolled_back",
-            EventKind::DeploymentFailed => "deployment_failed",
-            EventKind::BuildFailed => "build_failed",
-            EventKind::FlagsApplied => "flags_applied",
-            EventKind::FlagsFailed => "flags_failed",
-            EventKind::ImagesPruned => "images_pruned",
-            EventKind::ImageBuildFailed => "image_build_failed",
-            EventKind::TargetExited => "target_exited",
-            EventKind::TargetRestarted => "target_restarted",
-            EventKind::TargetRestartFailed => "target_restart_failed",
-            EventKind::TargetStopped => "target_stopped",
-            EventKind::ContractApplied => "contract_applied",
-            EventKind::ContractFailed => "contract_failed",
-            EventKind::EnvironmentRemoved => "environment_removed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.as_str() == text)
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+// What happened to an app, one kind per event: the one list that the
+// orchestrator and the pipeline record and that notifications and the CLI
+// read. Stored (and shown) as its snake_case name.
+string_enum!(EventKind {
+    Deployed => "deployed",
+    RolledBack => "rolled_back",
+    DeploymentFailed => "deployment_failed",
+    BuildFailed => "build_failed",
+    FlagsApplied => "flags_applied",
+    FlagsFailed => "flags_failed",
+    ImagesPruned => "images_pruned",
+    ImageBuildFailed => "image_build_failed",
+    TargetExited => "target_exited",
+    TargetRestarted => "target_restarted",
+    TargetRestartFailed => "target_restart_failed",
+    TargetStopped => "target_stopped",
+    ContractApplied => "contract_applied",
+    ContractFailed => "contract_failed",
+    EnvironmentRemoved => "environment_removed",
+});
 
 impl Event {
     /// Its kind, when it is one this version of Baton knows.

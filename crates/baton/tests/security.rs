@@ -448,6 +448,11 @@ async fn a_600_mb_upload_against_a_100_mb_limit_gets_413_and_memory_stays_flat()
         Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
     }
     let (_, peak) = memory(pid);
+    eprintln!(
+        "measured: 600 MB uploads against a 100 MB limit: RSS {} MB before, peak {} MB",
+        before / MB as u64,
+        peak / MB as u64
+    );
     assert!(
         peak < before + 100 * MB as u64,
         "the server grew from {} MB to a peak of {} MB",
@@ -588,6 +593,11 @@ async fn two_hundred_concurrent_bad_logins_keep_memory_bounded_and_the_api_healt
     }
     assert!(busy > 0, "200 logins at once were all hashed");
     let (_, peak) = memory(pid);
+    eprintln!(
+        "measured: 200 concurrent bad logins: RSS {} MB before, peak {} MB, {busy} answered 429, health answered in {probe:?}",
+        before >> 20,
+        peak >> 20
+    );
     assert!(
         peak < before + 300 * 1024 * 1024,
         "from {} MB to a peak of {} MB",
