@@ -17,14 +17,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::access_log::AccessRecord;
+use crate::access_log::Entry;
 use crate::edge::{self, Client, X_REQUEST_ID};
 use crate::hold::Waited;
 use crate::inbound::{self, Inbound, InboundError};
 use crate::lookup::Picked;
 use crate::pool::{connect, ConnectError, Sender};
 use crate::rescue::{self, Refusal};
-use crate::route::{normalise_host, RouteKey, RouteLimits};
+use crate::route::{normalise_host, RouteLimits};
 use crate::server::Proxy;
 use crate::target::{InFlight, Target};
 use crate::PREVIEW_HEADER;
@@ -85,13 +85,19 @@ impl Proxy {
         req: Request<Incoming>,
         client: Arc<Client>,
     ) -> Response<DownBody> {
-        let started = Instant::now();
         let request_id = edge::request_id(req.headers());
+        // Only shared handles here: the line is formatted off the data path.
         let mut entry = Entry {
-            started,
-            host: String::new(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
+            started: Instant::now(),
+            at: std::time::SystemTime::now(),
+            host: req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .into(),
+            method: req.method().clone(),
+            path: req.uri().path().into(),
             request_id: request_id.clone(),
             client: Arc::clone(&client),
             route: None,
@@ -143,15 +149,13 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .or(uri_host.as_deref())
             .map(normalise_host)
-            .unwrap_or_default()
-            .into_owned();
-        entry.host.clone_from(&host);
+            .unwrap_or_default();
         let wants_preview = req.headers().contains_key(PREVIEW);
 
         // One table lookup on the common path; a second only after a hold,
         // since the route has switched meanwhile.
-        let (target, limits) = match self.pick(&host, wants_preview, true)? {
-            Picked::Target(target, limits) => (target, limits),
+        let (target, route) = match self.pick(&host, wants_preview, true)? {
+            Picked::Target(target, route) => (target, route),
             Picked::Held(gate, hold_timeout) => {
                 let waited = gate.wait(hold_timeout).await;
                 if waited != Waited::Released {
@@ -161,10 +165,8 @@ impl Proxy {
             }
         };
         entry.target = Some(Arc::clone(&target));
-        entry.route = self
-            .current()
-            .resolve(&host)
-            .map(|(r, _)| r.spec.key.clone());
+        let limits = route.spec.limits;
+        entry.route = Some(route);
         // A declared length over the limit is refused before anything is read.
         if let Some(max) = limits.max_body {
             let declared = req
@@ -188,7 +190,7 @@ impl Proxy {
             ..
         }) = &outcome
         {
-            if let Ok((next, next_limits)) = self.pick_now(&host, wants_preview) {
+            if let Ok((next, next_route)) = self.pick_now(&host, wants_preview) {
                 if next.id != target.id {
                     tracing::info!(host = %host, from = target.id, to = next.id, "retrying on the new target");
                     if let Err(Failure {
@@ -197,6 +199,8 @@ impl Proxy {
                     }) = outcome
                     {
                         entry.target = Some(Arc::clone(&next));
+                        let next_limits = next_route.spec.limits;
+                        entry.route = Some(next_route);
                         outcome = send(next.begin(), request, &next_limits).await;
                     }
                 }
@@ -257,42 +261,15 @@ impl Proxy {
     }
 
     /// Writes the request's access-log line, if the proxy keeps one.
-    fn log(&self, entry: &Entry, status: u16, bytes: u64, error: Option<&str>) {
-        let Some(log) = self.access_log() else { return };
-        log.record(AccessRecord {
-            time: crate::access_log::now_rfc3339(),
-            app: entry.route.as_ref().map(|k| k.app.clone()),
-            environment: entry.route.as_ref().map(|k| k.environment.clone()),
-            host: entry.host.clone(),
-            method: entry.method.clone(),
-            path: entry.path.clone(),
-            status,
-            bytes,
-            duration_ms: (entry.started.elapsed().as_micros() as f64) / 1000.0,
-            release: entry.target.as_ref().map(|t| t.release.clone()),
-            target: entry.target.as_ref().map(|t| t.id),
-            request_id: entry.request_id.to_str().unwrap_or("-").to_string(),
-            client: entry.client.ip.to_string(),
-            error: error.map(str::to_string),
-        });
+    pub(crate) fn log(&self, entry: &Entry, status: u16, bytes: u64, error: Option<&'static str>) {
+        if let Some(log) = self.access_log() {
+            log.record(entry.clone(), status, bytes, error);
+        }
     }
 }
 
 fn short(release: &str) -> &str {
     &release[..release.len().min(12)]
-}
-
-/// What the access log needs to know of a request while it is served.
-#[derive(Clone)]
-pub(crate) struct Entry {
-    started: Instant,
-    host: String,
-    method: String,
-    path: String,
-    request_id: HeaderValue,
-    client: Arc<Client>,
-    route: Option<RouteKey>,
-    target: Option<Arc<Target>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::hold::Gate;
 use crate::rescue::Refusal;
-use crate::route::RouteLimits;
+use crate::route::Route;
 use crate::server::Proxy;
 use crate::target::Target;
 
 pub(crate) enum Picked {
-    /// Go to this target, with the route's limits.
-    Target(Arc<Target>, RouteLimits),
+    /// Go to this target of this route (whose limits apply).
+    Target(Arc<Target>, Arc<Route>),
     /// The route is switching: wait at this gate (at most this long), then
     /// look again.
     Held(Arc<Gate>, Duration),
@@ -41,7 +41,7 @@ impl Proxy {
             ));
         }
         match route.pick(wants_preview || preview_host) {
-            Some(target) => Ok(Picked::Target(Arc::clone(target), route.spec.limits)),
+            Some(target) => Ok(Picked::Target(Arc::clone(target), Arc::clone(route))),
             None => Err(Refusal::NoLiveTarget {
                 route: route.spec.key.to_string(),
             }),
@@ -53,9 +53,9 @@ impl Proxy {
         &self,
         host: &str,
         wants_preview: bool,
-    ) -> Result<(Arc<Target>, RouteLimits), Refusal> {
+    ) -> Result<(Arc<Target>, Arc<Route>), Refusal> {
         match self.pick(host, wants_preview, false)? {
-            Picked::Target(target, limits) => Ok((target, limits)),
+            Picked::Target(target, route) => Ok((target, route)),
             Picked::Held(..) => unreachable!("a hold is only reported when asked for"),
         }
     }
