@@ -422,14 +422,14 @@ async fn contract_by_hand(
     check_app(&app)?;
     let b: ContractBody = body(&raw)?;
     auth::may_change(&principal, &app, &b.environment)?;
-    let audit = auth::entry(
-        &principal,
-        &peer,
-        "contract.apply_by_hand",
-        format!("contract migrations of {app} in {}", b.environment),
-    );
     let recorded = o
-        .record_contract_by_hand(&app, &b.environment, &b.scripts, b.force, audit)
+        .record_contract_by_hand(
+            &app,
+            &b.environment,
+            &b.scripts,
+            b.force,
+            &auth::actor(&principal, &peer),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(recorded)))
 }

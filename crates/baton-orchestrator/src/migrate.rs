@@ -12,8 +12,9 @@ use baton_db::{Database, Options, Phases};
 use baton_manifest::{DatabaseSection, Manifest};
 use baton_migrate::{Migration, Version};
 use baton_proxy::RouteKey;
+use baton_store::Actor;
 use baton_store::EventKind;
-use baton_store::{AuditEntry, Contract, ContractState, DeploymentKind, Release};
+use baton_store::{Contract, ContractState, DeploymentKind, Release};
 
 use crate::deploy::Job;
 use crate::plan::{self, ContractWait};
@@ -221,7 +222,7 @@ impl Orchestrator {
         environment: &str,
         scripts: &[String],
         force: bool,
-        audit: AuditEntry,
+        actor: &Actor,
     ) -> Result<ContractByHand> {
         baton_manifest::check_name("environment", environment).map_err(Error::Invalid)?;
         if scripts.is_empty() {
@@ -271,18 +272,22 @@ impl Orchestrator {
         let detail = match &forced_past {
             Some(why) => format!(
                 "applied by hand by {} with --force although {why}",
-                audit.actor
+                actor.name
             ),
-            None => format!("applied by hand by {}", audit.actor),
+            None => format!("applied by hand by {}", actor.name),
         };
-        let audit = audit
-            .about(Some(app), Some(environment))
-            .with(serde_json::json!({
+        let audit = actor.entry(
+            "contract.apply_by_hand",
+            format!("contract migrations of {app} in {environment}"),
+            app,
+            environment,
+            serde_json::json!({
                 "scripts": scripts,
                 "release": live,
                 "forced": forced_past.is_some(),
                 "waited_for": forced_past,
-            }));
+            }),
+        );
         let contract = self
             .store
             .record_contract_by_hand(
