@@ -118,6 +118,16 @@ fn proc_start(pid: u32) -> Option<(u64, bool)> {
     Some((fields.get(19)?.parse().ok()?, zombie))
 }
 
+/// Kills what is left of a target's process group once its leader is gone
+/// (nothing, usually: then the kernel answers ESRCH).
+fn end_group(leader: u32) {
+    if let Ok(pid) = i32::try_from(leader) {
+        if pid > 1 {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 fn exit_of(status: std::process::ExitStatus) -> Exit {
     match (status.code(), status.signal()) {
         (Some(code), _) => Exit::Code(code),
@@ -194,6 +204,10 @@ impl Runtime for ProcessRuntime {
                     Ok(status) => exit_of(status),
                     Err(_) => Exit::Vanished,
                 };
+                // The target is its process group: whatever the leader left
+                // behind (a child still holding the port) goes with it, so a
+                // restart can listen again.
+                end_group(pid);
                 let _ = tx.send(Some(exit));
                 // Keep the receiver around briefly so a late waiter still sees it.
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -234,6 +248,7 @@ impl Runtime for ProcessRuntime {
                 // Adopted after a restart: not our child, so poll for it.
                 None => loop {
                     if !self.running(handle) {
+                        end_group(pid);
                         return Exit::Vanished;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

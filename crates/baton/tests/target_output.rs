@@ -366,15 +366,20 @@ async fn an_app_killed_by_a_signal_is_reported_killed_by_that_signal() {
         message.contains(&format!("killed by signal {}", Signal::SIGUSR1 as i32)),
         "{message}"
     );
-    eventually(
-        Duration::from_secs(20),
-        "the target to be restarted",
-        || {
-            let live = server.live();
-            (live["restarts"].as_i64() == Some(1) && live["running"] == true).then_some(())
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let live = server.live();
+        if live["restarts"].as_i64() == Some(1) && live["running"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target was not restarted: {live}\nevents: {}\nserver log: {}",
+            server.json(&["events", "hello"]),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
