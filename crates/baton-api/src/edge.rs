@@ -50,7 +50,7 @@ impl Edge {
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
@@ -91,17 +91,6 @@ fn strip_port(host: &str) -> &str {
             name
         }
         _ => host,
-    }
-}
-
-/// `::ffff:10.1.2.3` is `10.1.2.3` on a dual-stack socket.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 

@@ -84,8 +84,9 @@ pub(crate) async fn receive(
                 )
             })?;
         let Some(chunk) = next else { break };
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("the upload was cut short: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(format!("the upload was cut short: {e}; send it again"))
+        })?;
         size += chunk.len() as u64;
         if size > uploads.max_bytes {
             return Err(too_large(uploads.max_bytes));

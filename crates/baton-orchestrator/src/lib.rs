@@ -546,14 +546,8 @@ impl Orchestrator {
     /// The one rule for deploys, promotions and rollbacks alike: asking for
     /// the release that is live already starts nothing.
     async fn refuse_if_live(&self, app: &str, environment: &str, release: &str) -> Result<()> {
-        let live = match self.store.route(app, environment).await? {
-            Some(route) => match route.live_target {
-                Some(id) => Some(self.store.target(id).await?.release_id),
-                None => None,
-            },
-            None => None,
-        };
-        if live.as_deref() == Some(release) {
+        let live = self.live_target(app, environment).await?;
+        if live.is_some_and(|t| t.release_id == release) {
             return Err(Error::AlreadyLive {
                 app: app.to_string(),
                 environment: environment.to_string(),

@@ -60,19 +60,8 @@ impl EdgeConfig {
 }
 
 fn contains(nets: &[ipnet::IpNet], ip: IpAddr) -> bool {
-    let ip = canonical(ip);
+    let ip = ip.to_canonical();
     nets.iter().any(|net| net.contains(&ip))
-}
-
-/// `::ffff:10.1.2.3` is `10.1.2.3` on a dual-stack socket.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
 }
 
 /// What one client connection is, as far as the edge knows.
@@ -91,7 +80,7 @@ pub(crate) struct Client {
 
 impl Client {
     pub fn new(ip: IpAddr, trusted: bool, scheme: &'static str) -> Client {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         Client {
             ip,
             ip_header: HeaderValue::from_str(&ip.to_string())

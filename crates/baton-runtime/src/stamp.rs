@@ -50,18 +50,8 @@ pub fn now_ms() -> i64 {
 /// The stamp for a moment (milliseconds since the Unix epoch), with the
 /// space that separates it from the line: `2026-11-27T16:30:37.123Z `.
 pub fn stamp(unix_ms: i64) -> String {
-    let (days, ms) = (
-        unix_ms.div_euclid(86_400_000),
-        unix_ms.rem_euclid(86_400_000),
-    );
-    let (year, month, day) = civil_from_days(days);
-    let (secs, milli) = (ms / 1000, ms % 1000);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z ",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let at = UNIX_EPOCH + std::time::Duration::from_millis(unix_ms.max(0) as u64);
+    format!("{} ", humantime::format_rfc3339_millis(at))
 }
 
 /// A stored line's stamp and the rest of it, when it starts with one in
@@ -160,22 +150,9 @@ pub fn restamp(frame: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The inverse of [`civil_from_days`].
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`); parsing needs it for the offsets Docker may write,
+/// which `humantime` does not read.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);

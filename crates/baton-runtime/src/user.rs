@@ -141,9 +141,35 @@ impl AppUser {
         command.uid(self.uid).gid(self.gid);
     }
 
+    /// Whether the permission bits let this user execute (`bit` 0o1) or
+    /// read (0o4) a file or folder, with its primary group only, as apps
+    /// run without supplementary groups.
+    fn allows(&self, meta: &std::fs::Metadata, bit: u32) -> bool {
+        let mode = meta.mode();
+        if meta.uid() == self.uid {
+            mode & (bit << 6) != 0
+        } else if meta.gid() == self.gid {
+            mode & (bit << 3) != 0
+        } else {
+            mode & bit != 0
+        }
+    }
+
+    /// The first folder above `path` (resolved) that this user cannot pass
+    /// through, with its mode; `None` when every one lets it through.
+    pub fn blocked_above(&self, path: &Path) -> std::io::Result<Option<(PathBuf, u32)>> {
+        let real = std::fs::canonicalize(path)?;
+        for folder in real.ancestors().skip(1) {
+            let meta = std::fs::metadata(folder)?;
+            if !self.allows(&meta, 0o1) {
+                return Ok(Some((folder.to_path_buf(), meta.mode() & 0o7777)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether this user may run the program at `path`: pass through every
-    /// folder above it and execute it, judged by the permission bits (with
-    /// its primary group only, as apps run without supplementary groups).
+    /// folder above it and execute it.
     pub fn can_run(&self, path: &Path) -> Result<(), RuntimeError> {
         let denied = |reason: String| RuntimeError::CannotRunStamper {
             user: self.name.clone(),
@@ -151,28 +177,17 @@ impl AppUser {
             reason,
         };
         let real = std::fs::canonicalize(path).map_err(|e| denied(e.to_string()))?;
-        let allows = |meta: &std::fs::Metadata, bit: u32| {
-            let mode = meta.mode();
-            if meta.uid() == self.uid {
-                mode & (bit << 6) != 0
-            } else if meta.gid() == self.gid {
-                mode & (bit << 3) != 0
-            } else {
-                mode & bit != 0
-            }
-        };
-        for folder in real.ancestors().skip(1) {
-            let meta = std::fs::metadata(folder).map_err(|e| denied(e.to_string()))?;
-            if !allows(&meta, 0o1) {
-                return Err(denied(format!(
-                    "it cannot pass through {} (mode {:o})",
-                    folder.display(),
-                    meta.mode() & 0o7777
-                )));
-            }
+        if let Some((folder, mode)) = self
+            .blocked_above(&real)
+            .map_err(|e| denied(e.to_string()))?
+        {
+            return Err(denied(format!(
+                "it cannot pass through {} (mode {mode:o})",
+                folder.display()
+            )));
         }
         let meta = std::fs::metadata(&real).map_err(|e| denied(e.to_string()))?;
-        if !meta.is_file() || !allows(&meta, 0o1) {
+        if !meta.is_file() || !self.allows(&meta, 0o1) {
             return Err(denied(format!(
                 "it may not execute {} (mode {:o})",
                 real.display(),

@@ -64,29 +64,17 @@ pub fn secure(data: &Path, apps_group: Option<u32>) -> Result<Vec<String>> {
 /// to reach their releases; a private home on the way (root's `/root`, a
 /// user's 0700 home) would make every start fail, so say so at once.
 pub fn reachable_by(data: &Path, user: &baton_runtime::AppUser) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let data = fs::canonicalize(data)?;
-    for folder in data.ancestors().skip(1) {
-        let meta =
-            fs::metadata(folder).with_context(|| format!("cannot read {}", folder.display()))?;
-        let mode = meta.mode();
-        let passes = if meta.uid() == user.uid {
-            mode & 0o100 != 0
-        } else if meta.gid() == user.gid {
-            mode & 0o010 != 0
-        } else {
-            mode & 0o001 != 0
-        };
-        if !passes {
-            anyhow::bail!(
-                "apps run as {} but cannot pass through {} (mode {:o}) to reach their releases in {}; choose a data folder outside it (--data /var/lib/baton) or let others pass (chmod o+x {})",
-                user.name,
-                folder.display(),
-                mode & 0o7777,
-                data.display(),
-                folder.display()
-            );
-        }
+    let blocked = user
+        .blocked_above(data)
+        .with_context(|| format!("cannot read the folders above {}", data.display()))?;
+    if let Some((folder, mode)) = blocked {
+        anyhow::bail!(
+            "apps run as {} but cannot pass through {} (mode {mode:o}) to reach their releases in {}; choose a data folder outside it (--data /var/lib/baton) or let others pass (chmod o+x {})",
+            user.name,
+            folder.display(),
+            data.display(),
+            folder.display()
+        );
     }
     Ok(())
 }

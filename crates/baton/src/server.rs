@@ -134,6 +134,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     };
 
     crate::api_listener::raise_open_files_limit();
+    // The proxy takes most of the open files, the API a quarter: a flood on
+    // one never leaves the other without.
+    let open_files = crate::api_listener::open_files_limit();
     let store = Store::open(&data.join("baton.db")).await?;
     let access_log = baton_proxy::AccessLog::open(data.join("logs/access.log"), 64 << 20, 3)
         .with_context(|| format!("cannot write the access log in {}", data.display()))?;
@@ -141,8 +144,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         baton_proxy::EdgeConfig {
             trusted_proxies: args.trusted_proxies.clone(),
             proxy_protocol: args.proxy_protocol.clone(),
-            // The proxy takes most of the open files; the API a quarter.
-            max_connections: (crate::api_listener::open_files_limit() * 3 / 4).max(256) as usize,
+            max_connections: (open_files * 3 / 4).max(256) as usize,
             ..Default::default()
         },
         Some(access_log),
@@ -251,7 +253,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     // the same process keeps serving when the API is flooded.
     let api_limits = crate::api_listener::Limits {
         header_timeout: Duration::from_secs(30),
-        max_connections: (crate::api_listener::open_files_limit() / 4).clamp(64, 4096) as usize,
+        max_connections: (open_files / 4).clamp(64, 4096) as usize,
         grace: Duration::from_secs(5),
     };
     let api_task = tokio::spawn(crate::api_listener::serve(
