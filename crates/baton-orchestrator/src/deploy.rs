@@ -3,7 +3,7 @@
 //! the switch leaves the live release exactly as it was.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use baton_manifest::RuntimeKind;
 use baton_manifest::{EnvironmentConfig, Manifest};
@@ -54,9 +54,8 @@ impl Orchestrator {
             )));
         }
         let key = RouteKey::new(&release.app, environment);
-        let table = self.proxy.table();
         for host in config.hosts.iter().chain(&config.preview_hosts) {
-            if let Some(owner) = table.owner(host).filter(|owner| *owner != key) {
+            if let Some(owner) = self.proxy.owner(host).filter(|owner| *owner != key) {
                 return Err(Error::Refused(format!(
                     "host {host:?} is already served by {owner}; give {} in {environment} hosts of its own in its baton.toml: [environments.{environment}] hosts = [\"{environment}.{host}\"]",
                     release.app
@@ -292,8 +291,11 @@ impl Orchestrator {
                 }
                 StepKind::Hold => {
                     hold = Some(
-                        self.step(d, step, async { Ok((self.proxy.hold(&job.key), None)) })
-                            .await?,
+                        self.step(d, step, async {
+                            let hold = self.proxy.hold(&job.key).await;
+                            hold.map(|h| (h, None)).map_err(|e| e.to_string())
+                        })
+                        .await?,
                     );
                 }
                 StepKind::Switch => {
@@ -314,11 +316,12 @@ impl Orchestrator {
                     }
                 }
                 StepKind::Release => {
-                    let guard = Mutex::new(hold.take());
+                    let held = hold.take();
                     self.step(d, step, async {
-                        let guard = guard.lock().unwrap_or_else(|e| e.into_inner()).take();
-                        let waiting = guard.as_ref().map(|g| g.waiting()).unwrap_or(0);
-                        drop(guard);
+                        let waiting = match held {
+                            Some(hold) => hold.release().await,
+                            None => 0,
+                        };
                         Ok(((), Some(format!("{waiting} held requests released"))))
                     })
                     .await?;
@@ -327,7 +330,11 @@ impl Orchestrator {
                     let Some(old) = &old else { continue };
                     let drain_timeout = job.manifest.deploy.drain_timeout;
                     self.step(d, step, async {
-                        let left = old.proxy_target.drain(drain_timeout).await;
+                        let left = self
+                            .proxy
+                            .drain(old.record_id, drain_timeout)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         let detail = if left == 0 {
                             "no request left in flight on the old target".to_string()
                         } else {
@@ -428,8 +435,8 @@ impl Orchestrator {
             key: job.key.clone(),
             hosts: job.config.hosts.clone(),
             preview_hosts: job.config.preview_hosts.clone(),
-            live: live.map(|m| Arc::clone(&m.proxy_target)),
-            preview: preview.map(|m| Arc::clone(&m.proxy_target)),
+            live: live.map(|m| m.proxy_target.clone()),
+            preview: preview.map(|m| m.proxy_target.clone()),
             hold_timeout: job.manifest.deploy.hold_timeout,
             limits: route_limits(&job.manifest),
         }
@@ -448,7 +455,7 @@ impl Orchestrator {
     }
 
     async fn preview(&self, job: &Job, new: &Arc<Managed>) -> StepResult<()> {
-        let current = self.proxy.table().get(&job.key);
+        let current = self.proxy.route(&job.key);
         let live = current
             .as_ref()
             .and_then(|s| s.live.as_ref())
@@ -461,6 +468,7 @@ impl Orchestrator {
             .map_err(|e| e.to_string())?;
         self.proxy
             .set_route(self.route_spec(job, live.as_deref(), Some(new)))
+            .await
             .map_err(|e| e.to_string())?;
         crate::noted(
             self.store
@@ -477,9 +485,13 @@ impl Orchestrator {
                 .await,
             "put_route",
         );
-        let _ = self
+        if let Err(e) = self
             .proxy
-            .set_route(self.route_spec(job, live.as_deref(), None));
+            .set_route(self.route_spec(job, live.as_deref(), None))
+            .await
+        {
+            tracing::warn!(error = %e, "cannot end the preview route; the server's next start sets it again");
+        }
         crate::noted(
             self.store
                 .set_deployment_state(job.deployment.id, DeploymentState::Running, None)
@@ -510,7 +522,11 @@ impl Orchestrator {
             .put_route(&self.route_record(job, Some(new.record_id), None))
             .await
             .map_err(|e| e.to_string())?;
-        if let Err(e) = self.proxy.set_route(self.route_spec(job, Some(new), None)) {
+        if let Err(e) = self
+            .proxy
+            .set_route(self.route_spec(job, Some(new), None))
+            .await
+        {
             if let Some(previous) = previous {
                 crate::noted(self.store.put_route(&previous).await, "put_route");
             }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use baton_manifest::Manifest;
 use baton_manifest::RuntimeKind;
-use baton_proxy::{Proxy, RouteKey};
+use baton_proxy::{ProxyClient, RouteKey};
 use baton_runtime::{ContainerSpec, DockerRuntime, LogFiles, Runtime, TargetHandle, TargetSpec};
 use baton_store::EventKind;
 use baton_store::{
@@ -82,7 +82,7 @@ pub(crate) struct Managed {
     pub spec: TargetSpec,
     pub handle: Mutex<TargetHandle>,
     pub state: Mutex<TargetState>,
-    pub proxy_target: Arc<baton_proxy::Target>,
+    pub proxy_target: baton_proxy::TargetRef,
     pub stop_timeout: Duration,
     /// The runtime the target runs on.
     pub runtime: Arc<dyn Runtime>,
@@ -101,7 +101,7 @@ impl Managed {
             record_id: spec.target_id,
             key: RouteKey::new(&spec.app, &spec.environment),
             release: spec.release.clone(),
-            proxy_target: baton_proxy::Target::new(
+            proxy_target: baton_proxy::TargetRef::new(
                 spec.target_id,
                 addr(spec.port),
                 spec.release.clone(),
@@ -130,7 +130,7 @@ impl Managed {
 
 pub struct Orchestrator {
     pub(crate) store: Store,
-    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) proxy: Arc<ProxyClient>,
     pub(crate) runtimes: Runtimes,
     pub(crate) logs: LogFiles,
     releases_dir: PathBuf,
@@ -212,15 +212,20 @@ pub struct TargetStatus {
     pub record: TargetRecord,
     pub address: String,
     pub running: bool,
+    /// False once a request to it timed out (a hung app) and none has been
+    /// answered since: running, yet unhealthy.
+    pub responding: bool,
     pub in_flight: usize,
     pub requests: u64,
     pub failures: u64,
+    /// Requests it did not answer within the app's response timeout.
+    pub timeouts: u64,
 }
 
 impl Orchestrator {
     pub fn new(
         store: Store,
-        proxy: Arc<Proxy>,
+        proxy: Arc<ProxyClient>,
         runtimes: Runtimes,
         logs: LogFiles,
         releases_dir: PathBuf,
@@ -736,7 +741,12 @@ impl Orchestrator {
 
     async fn target_status(&self, record: TargetRecord) -> TargetStatus {
         let managed = self.managed(record.id);
-        let stats = managed.as_ref().map(|m| m.proxy_target.stats());
+        let stats = self
+            .proxy
+            .stats(&[record.id])
+            .await
+            .get(&record.id)
+            .copied();
         let running = match &managed {
             Some(m) => m.runtime.alive(&m.handle()).await,
             None => false,
@@ -744,9 +754,11 @@ impl Orchestrator {
         TargetStatus {
             address: format!("127.0.0.1:{}", record.port),
             running,
+            responding: !stats.is_some_and(|s| s.unresponsive),
             in_flight: stats.map(|s| s.in_flight).unwrap_or(0),
             requests: stats.map(|s| s.requests).unwrap_or(0),
             failures: stats.map(|s| s.failures).unwrap_or(0),
+            timeouts: stats.map(|s| s.timeouts).unwrap_or(0),
             record,
         }
     }

@@ -32,6 +32,7 @@ impl Orchestrator {
         for record in self.store.active_targets().await? {
             self.recover_target(record, &mut report).await?;
         }
+        let mut specs = Vec::new();
         for route in self.store.routes().await? {
             let key = RouteKey::new(&route.app, &route.environment);
             let live = route.live_target.and_then(|id| self.managed(id));
@@ -51,16 +52,22 @@ impl Orchestrator {
                 key,
                 hosts: route.hosts.clone(),
                 preview_hosts: route.preview_hosts.clone(),
-                live: live.map(|m| Arc::clone(&m.proxy_target)),
+                live: live.map(|m| m.proxy_target.clone()),
                 preview: None,
                 hold_timeout: std::time::Duration::from_millis(route.hold_timeout_ms.max(0) as u64),
                 limits,
             };
-            if let Err(e) = self.proxy.set_route(spec) {
-                tracing::error!(app = route.app, environment = route.environment, error = %e, "cannot restore route");
-                continue;
-            }
-            report.routes += 1;
+            specs.push(spec);
+        }
+        // The proxy may have served on while this process was down: its
+        // table is replaced whole by the store's, routes gone since included.
+        report.routes = specs.len();
+        let refused = self.proxy.replace_routes(specs).await.map_err(|e| {
+            crate::Error::Internal(format!("cannot give the proxy its routes: {e}"))
+        })?;
+        for (key, why) in refused {
+            tracing::error!(app = key.app, environment = key.environment, error = %why, "cannot restore route");
+            report.routes -= 1;
         }
         for deployment in self.store.unfinished_deployments().await? {
             let route = self

@@ -46,7 +46,9 @@ impl Orchestrator {
         let route = self.store.route(app, environment).await?;
         let targets = self.store.targets_of(app, environment).await?;
         self.store.delete_route(app, environment).await?;
-        self.proxy.remove_route(&key);
+        if let Err(e) = self.proxy.remove_route(&key).await {
+            tracing::warn!(error = %e, "cannot remove the route from the proxy; the server's next start does");
+        }
         let mut removed = Removed {
             hosts: route.map(|r| r.hosts).unwrap_or_default(),
             ..Removed::default()

@@ -273,8 +273,14 @@ mod tests {
             route: Some(Arc::new(Route {
                 spec,
                 gate: Arc::new(crate::hold::Gate::new(1)),
+                live: None,
+                preview: None,
             })),
-            target: Some(Target::new(1, "127.0.0.1:1".parse().unwrap(), "abc")),
+            target: Some(Target::new(&crate::TargetRef::new(
+                1,
+                "127.0.0.1:1".parse().unwrap(),
+                "abc",
+            ))),
         }
     }
 

@@ -5,10 +5,19 @@
 //! stops targets, never touches the store and never decides *when* to switch:
 //! the orchestrator tells it. If the control plane stops answering, the proxy
 //! goes on serving the last table it was given.
+//!
+//! In production the proxy runs in a process of its own (`baton proxy
+//! run`), driven over its control socket (`control`) by the control plane
+//! through a [`ProxyClient`], so that the control plane can stop, crash or
+//! be upgraded without a request being dropped; a new proxy process takes
+//! the listening sockets over from the old one (`handover`).
 
 mod access_log;
+mod client;
+pub mod control;
 mod edge;
 mod forward;
+mod handover;
 mod hold;
 mod inbound;
 mod lookup;
@@ -19,11 +28,12 @@ mod server;
 mod target;
 
 pub use access_log::{AccessLog, AccessRecord};
+pub use client::{Hold, ProxyClient};
 pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
-pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable};
+pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable, TargetRef};
 pub use server::{Listeners, Proxy, ProxyError};
-pub use target::{Target, TargetStats};
+pub use target::TargetStats;
 
 /// Requests carrying this header reach the route's preview target, if any.
 pub const PREVIEW_HEADER: &str = "x-baton-preview";

@@ -5,14 +5,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::hold::Gate;
 use crate::target::Target;
 use crate::ProxyError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RouteKey {
     pub app: String,
     pub environment: String,
@@ -33,16 +36,35 @@ impl fmt::Display for RouteKey {
     }
 }
 
+/// A target as the control plane names it to the proxy: which one, where
+/// it listens, which release it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRef {
+    pub id: i64,
+    pub addr: SocketAddr,
+    pub release: String,
+}
+
+impl TargetRef {
+    pub fn new(id: i64, addr: SocketAddr, release: impl Into<String>) -> TargetRef {
+        TargetRef {
+            id,
+            addr,
+            release: release.into(),
+        }
+    }
+}
+
 /// What the orchestrator asks the proxy to do for one app and environment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteSpec {
     pub key: RouteKey,
     pub hosts: Vec<String>,
     /// Hosts that always reach the preview target (or the live one when no
     /// release is in preview).
     pub preview_hosts: Vec<String>,
-    pub live: Option<Arc<Target>>,
-    pub preview: Option<Arc<Target>>,
+    pub live: Option<TargetRef>,
+    pub preview: Option<TargetRef>,
     /// How long a request may wait while the route is held.
     pub hold_timeout: Duration,
     /// Timeouts and sizes for this app's requests.
@@ -51,7 +73,7 @@ pub struct RouteSpec {
 
 /// How long the proxy waits on an app and how much it takes from a client,
 /// per route (the app's `[proxy]` section in baton.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteLimits {
     /// To open a connection to a target (502 after).
     pub connect_timeout: Duration,
@@ -71,19 +93,23 @@ impl Default for RouteLimits {
     }
 }
 
+/// A route as the proxy serves it: its spec, with the targets it names
+/// resolved to the proxy's own (counters and connection pools).
 #[derive(Debug)]
 pub(crate) struct Route {
     pub spec: RouteSpec,
     pub gate: Arc<Gate>,
+    pub live: Option<Arc<Target>>,
+    pub preview: Option<Arc<Target>>,
 }
 
 impl Route {
     /// The target a request should reach.
     pub fn pick(&self, preview: bool) -> Option<&Arc<Target>> {
         if preview {
-            self.spec.preview.as_ref().or(self.spec.live.as_ref())
+            self.preview.as_ref().or(self.live.as_ref())
         } else {
-            self.spec.live.as_ref()
+            self.live.as_ref()
         }
     }
 }
@@ -98,7 +124,8 @@ pub struct RouteTable {
 impl RouteTable {
     /// A new table with `spec` added or replacing the route of the same key.
     /// Refuses a host that another app or environment already answers for.
-    pub(crate) fn with(&self, spec: RouteSpec, gate: Arc<Gate>) -> Result<RouteTable, ProxyError> {
+    pub(crate) fn with(&self, route: Route) -> Result<RouteTable, ProxyError> {
+        let spec = &route.spec;
         for host in spec.hosts.iter().chain(&spec.preview_hosts) {
             if let Some((other, _)) = self.hosts.get(host) {
                 if other.spec.key != spec.key {
@@ -110,7 +137,7 @@ impl RouteTable {
             }
         }
         let mut routes = self.routes.clone();
-        routes.insert(spec.key.clone(), Arc::new(Route { spec, gate }));
+        routes.insert(spec.key.clone(), Arc::new(route));
         Ok(RouteTable::index(routes))
     }
 
@@ -151,6 +178,20 @@ impl RouteTable {
     pub fn get(&self, key: &RouteKey) -> Option<RouteSpec> {
         self.routes.get(key).map(|r| r.spec.clone())
     }
+
+    /// Every route's spec, in key order (what the proxy persists).
+    pub fn specs(&self) -> Vec<RouteSpec> {
+        let mut specs: Vec<RouteSpec> = self.routes.values().map(|r| r.spec.clone()).collect();
+        specs.sort_by(|a, b| a.key.cmp(&b.key));
+        specs
+    }
+
+    /// The proxy's own targets every route names.
+    pub(crate) fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.routes
+            .values()
+            .flat_map(|r| r.live.iter().chain(r.preview.iter()))
+    }
 }
 
 /// Lower-cases a Host header value and strips its port and trailing dot,
@@ -178,39 +219,37 @@ pub(crate) fn normalise_host(raw: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
-    fn spec(app: &str, hosts: &[&str], live: Option<Arc<Target>>) -> RouteSpec {
-        RouteSpec {
-            key: RouteKey::new(app, "production"),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            preview_hosts: vec![],
-            live,
+    fn spec(app: &str, hosts: &[&str], live: Option<i64>) -> Route {
+        Route {
+            spec: RouteSpec {
+                key: RouteKey::new(app, "production"),
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                preview_hosts: vec![],
+                live: None,
+                preview: None,
+                hold_timeout: Duration::from_secs(1),
+                limits: RouteLimits::default(),
+            },
+            gate: Arc::new(Gate::new(16)),
+            live: live.map(target),
             preview: None,
-            hold_timeout: Duration::from_secs(1),
-            limits: RouteLimits::default(),
         }
     }
 
     fn target(id: i64) -> Arc<Target> {
-        Target::new(
+        Target::new(&TargetRef::new(
             id,
             format!("127.0.0.1:{}", 1000 + id).parse().unwrap(),
             format!("r{id}"),
-        )
-    }
-
-    fn gate() -> Arc<Gate> {
-        Arc::new(Gate::new(16))
+        ))
     }
 
     #[test]
     fn hosts_resolve_to_their_route() {
         let t = RouteTable::default()
-            .with(
-                spec("a", &["a.test", "www.a.test"], Some(target(1))),
-                gate(),
-            )
+            .with(spec("a", &["a.test", "www.a.test"], Some(1)))
             .unwrap()
-            .with(spec("b", &["b.test"], Some(target(2))), gate())
+            .with(spec("b", &["b.test"], Some(2)))
             .unwrap();
         assert_eq!(t.resolve("a.test").unwrap().0.pick(false).unwrap().id, 1);
         assert_eq!(
@@ -224,14 +263,9 @@ mod tests {
     #[test]
     fn replacing_a_route_drops_hosts_it_no_longer_has() {
         let t = RouteTable::default()
-            .with(
-                spec("a", &["a.test", "old.a.test"], Some(target(1))),
-                gate(),
-            )
+            .with(spec("a", &["a.test", "old.a.test"], Some(1)))
             .unwrap();
-        let t = t
-            .with(spec("a", &["a.test"], Some(target(2))), gate())
-            .unwrap();
+        let t = t.with(spec("a", &["a.test"], Some(2))).unwrap();
         assert_eq!(t.resolve("a.test").unwrap().0.pick(false).unwrap().id, 2);
         assert!(t.resolve("old.a.test").is_none());
     }
@@ -239,9 +273,9 @@ mod tests {
     #[test]
     fn a_host_belongs_to_one_route_only() {
         let t = RouteTable::default()
-            .with(spec("a", &["shared.test"], Some(target(1))), gate())
+            .with(spec("a", &["shared.test"], Some(1)))
             .unwrap();
-        match t.with(spec("b", &["shared.test"], Some(target(2))), gate()) {
+        match t.with(spec("b", &["shared.test"], Some(2))) {
             Err(ProxyError::HostTaken { host, owner }) => {
                 assert_eq!(host, "shared.test");
                 assert_eq!(owner.app, "a");
@@ -252,14 +286,16 @@ mod tests {
 
     #[test]
     fn preview_goes_to_the_preview_target_and_falls_back_to_live() {
-        let mut s = spec("a", &["a.test"], Some(target(1)));
-        s.preview_hosts = vec!["next.a.test".into()];
-        let t = RouteTable::default().with(s.clone(), gate()).unwrap();
+        let mut s = spec("a", &["a.test"], Some(1));
+        s.spec.preview_hosts = vec!["next.a.test".into()];
+        let t = RouteTable::default().with(s).unwrap();
         let (route, is_preview) = t.resolve("next.a.test").unwrap();
         assert!(is_preview);
         assert_eq!(route.pick(true).unwrap().id, 1, "no preview: live answers");
+        let mut s = spec("a", &["a.test"], Some(1));
+        s.spec.preview_hosts = vec!["next.a.test".into()];
         s.preview = Some(target(2));
-        let t = t.with(s, gate()).unwrap();
+        let t = t.with(s).unwrap();
         let (route, _) = t.resolve("a.test").unwrap();
         assert_eq!(route.pick(false).unwrap().id, 1);
         assert_eq!(route.pick(true).unwrap().id, 2);
@@ -268,11 +304,11 @@ mod tests {
     #[test]
     fn removing_a_route_frees_its_hosts() {
         let t = RouteTable::default()
-            .with(spec("a", &["a.test"], Some(target(1))), gate())
+            .with(spec("a", &["a.test"], Some(1)))
             .unwrap();
         let t = t.without(&RouteKey::new("a", "production"));
         assert!(t.resolve("a.test").is_none());
-        assert!(t.with(spec("b", &["a.test"], None), gate()).is_ok());
+        assert!(t.with(spec("b", &["a.test"], None)).is_ok());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The proxy as a whole: the current route table, the hold gates, the
 //! upstream connection pool, and the accept loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
@@ -18,10 +19,18 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use crate::access_log::AccessLog;
 use crate::edge::{Client, EdgeConfig};
 use crate::hold::{Gate, HoldGuard};
-use crate::route::{RouteKey, RouteSpec, RouteTable};
+use crate::route::{Route, RouteKey, RouteSpec, RouteTable, TargetRef};
+use crate::target::{Target, TargetStats};
 
 /// How many requests one route may hold at once during a switch.
 const MAX_HELD_PER_ROUTE: usize = 10_000;
+/// Targets no route names any more whose counters are still kept (for
+/// `baton status` and a drain that asks late).
+const RETIRED_KEPT: usize = 64;
+/// While stopping, a keep-alive connection idle this long is closed: long
+/// enough that a client sending request after request is never cut between
+/// two of them (its next request is answered, with `Connection: close`).
+const IDLE_BEFORE_CLOSE: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -32,6 +41,9 @@ pub enum ProxyError {
         addr: String,
         source: std::io::Error,
     },
+    /// The proxy process could not be reached or refused the request.
+    #[error("{0}")]
+    Control(String),
 }
 
 pub struct Proxy {
@@ -43,6 +55,19 @@ pub struct Proxy {
     access_log: Option<AccessLog>,
     /// Client connections open at once, across every worker.
     connections: Arc<Semaphore>,
+    /// The proxy's own view of every target a route names, by id: one
+    /// object per target across table versions, so its counters and
+    /// connection pool carry over a switch.
+    targets: Mutex<Targets>,
+    /// Set when the proxy stops: responses then say `Connection: close`.
+    stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct Targets {
+    named: HashMap<i64, Arc<Target>>,
+    /// Recently unnamed ones, oldest first.
+    retired: VecDeque<i64>,
 }
 
 impl Proxy {
@@ -59,6 +84,8 @@ impl Proxy {
             connections: Arc::new(Semaphore::new(edge.max_connections.max(1))),
             edge,
             access_log,
+            targets: Mutex::new(Targets::default()),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -79,19 +106,114 @@ impl Proxy {
         )
     }
 
+    /// The route the proxy serves for `spec`, its targets resolved.
+    fn route(&self, spec: RouteSpec) -> Route {
+        let target = |named: &Option<TargetRef>| named.as_ref().map(|t| self.target(t));
+        Route {
+            gate: self.gate(&spec.key),
+            live: target(&spec.live),
+            preview: target(&spec.preview),
+            spec,
+        }
+    }
+
+    /// The proxy's own object for a target, made on first sight.
+    fn target(&self, named: &TargetRef) -> Arc<Target> {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        match targets.named.get(&named.id) {
+            Some(t) if t.addr == named.addr => Arc::clone(t),
+            _ => {
+                let target = Target::new(named);
+                targets.named.insert(named.id, Arc::clone(&target));
+                target
+            }
+        }
+    }
+
+    /// Swaps in a new table and forgets the oldest targets it no longer
+    /// names (keeping the last few for their counters).
+    fn install(&self, next: RouteTable) {
+        let named: std::collections::HashSet<i64> = next.targets().map(|t| t.id).collect();
+        self.table.store(Arc::new(next));
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let Targets {
+            named: all,
+            retired,
+        } = &mut *targets;
+        retired.retain(|id| !named.contains(id) && all.contains_key(id));
+        for id in all.keys() {
+            if !named.contains(id) && !retired.contains(id) {
+                retired.push_back(*id);
+            }
+        }
+        // A target with requests in flight stays known, however old: a
+        // drain must find it.
+        let mut excess = retired.len().saturating_sub(RETIRED_KEPT);
+        retired.retain(|id| {
+            let idle = all.get(id).is_none_or(|t| t.stats().in_flight == 0);
+            if excess > 0 && idle {
+                excess -= 1;
+                all.remove(id);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// Adds or replaces the route of `spec.key`, atomically for all its hosts.
     pub fn set_route(&self, spec: RouteSpec) -> Result<(), ProxyError> {
         let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
-        let gate = self.gate(&spec.key);
-        let next = self.table.load().with(spec, gate)?;
-        self.table.store(Arc::new(next));
+        let next = self.table.load().with(self.route(spec))?;
+        self.install(next);
         Ok(())
     }
 
     pub fn remove_route(&self, key: &RouteKey) {
         let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
         let next = self.table.load().without(key);
-        self.table.store(Arc::new(next));
+        self.install(next);
+    }
+
+    /// Replaces the whole table at once; a route whose host another one
+    /// already has is left out and reported.
+    pub fn replace_routes(&self, specs: Vec<RouteSpec>) -> Vec<(RouteKey, ProxyError)> {
+        let _update = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = RouteTable::default();
+        let mut refused = Vec::new();
+        for spec in specs {
+            let key = spec.key.clone();
+            match next.with(self.route(spec)) {
+                Ok(table) => next = table,
+                Err(e) => refused.push((key, e)),
+            }
+        }
+        self.install(next);
+        refused
+    }
+
+    /// A target's counters, while the proxy still knows it.
+    pub fn stats(&self, target: i64) -> Option<TargetStats> {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.named.get(&target).map(|t| t.stats())
+    }
+
+    /// Waits until no request is in flight on `target`, or `timeout`
+    /// passes; returns how many still are (0 when drained or unknown).
+    pub async fn drain(&self, target: i64, timeout: Duration) -> usize {
+        let found = {
+            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets.named.get(&target).cloned()
+        };
+        match found {
+            Some(target) => target.drain(timeout).await,
+            None => 0,
+        }
+    }
+
+    /// Whether the proxy is stopping (its responses close their connection).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Makes new requests for `key` wait until the guard is dropped.
@@ -122,32 +244,28 @@ impl Proxy {
             .ok_or_else(|| {
                 listen_error(std::io::Error::other("the address resolves to nothing"))
             })?;
-        let first = listen(resolved).map_err(listen_error)?;
-        let local = first.local_addr().map_err(listen_error)?;
-        let mut sockets = Vec::with_capacity(workers.max(1));
-        for _ in 1..workers.max(1) {
-            sockets.push(first.try_clone().map_err(listen_error)?);
-        }
-        sockets.push(first);
-        Ok(Listeners { sockets, local })
+        let socket = listen(resolved).map_err(listen_error)?;
+        Listeners::from_socket(socket, workers).map_err(listen_error)
     }
 
     /// Serves on every handle, each on its own thread with its own
     /// single-threaded runtime: a connection, its requests and its upstream
     /// connections stay on one thread, with no cross-thread wake-ups on the
-    /// data path. Returns when `shutdown` turns true and open connections
-    /// have finished their current request (up to `grace`).
+    /// data path. When `stop` turns true the proxy stops accepting (the
+    /// listening socket itself is left open for whoever else holds it: a
+    /// successor, after a hand-over), finishes what is in flight, closes
+    /// keep-alive connections politely, and returns, after `grace` at most.
     pub async fn serve(
         self: Arc<Self>,
         listeners: Listeners,
-        shutdown: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
         grace: Duration,
     ) {
         let mut finished = Vec::new();
         for (worker, socket) in listeners.sockets.into_iter().enumerate() {
             let (done, wait) = oneshot::channel::<()>();
             let proxy = Arc::clone(&self);
-            let shutdown = shutdown.clone();
+            let stop = stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("baton-proxy-{worker}"))
                 .spawn(move || {
@@ -157,7 +275,7 @@ impl Proxy {
                     {
                         Ok(runtime) => {
                             WORKER.with(|w| w.set(worker));
-                            runtime.block_on(proxy.accept_loop(socket, shutdown, grace));
+                            runtime.block_on(proxy.accept_loop(socket, stop, grace));
                         }
                         Err(e) => tracing::error!(error = %e, "cannot start a proxy worker"),
                     }
@@ -176,7 +294,7 @@ impl Proxy {
     async fn accept_loop(
         self: Arc<Self>,
         socket: std::net::TcpListener,
-        mut shutdown: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
         grace: Duration,
     ) {
         let listener = match TcpListener::from_std(socket) {
@@ -186,7 +304,7 @@ impl Proxy {
                 return;
             }
         };
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let open = Arc::new(Open::default());
         loop {
             // A connection over the cap waits in the kernel's queue, not
             // in our memory, until another closes.
@@ -195,9 +313,11 @@ impl Proxy {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = stop.wait_for(|stop| *stop) => break,
             };
-            let (mut stream, peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => break,
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -208,58 +328,177 @@ impl Proxy {
                         continue;
                     }
                 },
-                _ = shutdown.wait_for(|stop| *stop) => break,
             };
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
-            let edge = self.edge.clone();
-            let watcher = graceful.watcher();
+            let stop = stop.clone();
+            let open = Arc::clone(&open);
+            open.count.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {
-                let _permit = permit;
-                // A load balancer speaking the PROXY protocol names the client.
-                let mut ip = peer.ip();
-                if edge.speaks_proxy_protocol(ip) {
-                    match tokio::time::timeout(
-                        edge.header_timeout,
-                        crate::edge::read_proxy_header(&mut stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(Some(client))) => ip = client,
-                        Ok(Ok(None)) => {}
-                        Ok(Err(e)) => {
-                            tracing::warn!(peer = %peer, error = %e, "bad PROXY protocol header; connection closed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
-                }
-                let client = Arc::new(Client::new(ip, edge.trusts(peer.ip()), "http"));
-                let service = service_fn(move |req| {
-                    let proxy = Arc::clone(&proxy);
-                    let client = Arc::clone(&client);
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, client).await) }
-                });
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    // Responses through a proxy are mostly small: one flat
-                    // buffer costs fewer instructions than gathering iovecs.
-                    .writev(false)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(edge.header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "client connection ended with an error");
+                proxy.connection(stream, peer, stop).await;
+                drop(permit);
+                if open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    open.none.notify_waiters();
                 }
             });
         }
+        // Stopped: only this worker's handle on the socket closes; connections
+        // still queued are accepted by whoever else holds it.
+        self.stopping.store(true, Ordering::Relaxed);
         drop(listener);
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("proxy shut down with requests still in flight after {grace:?}");
+        let all_closed = async {
+            loop {
+                let none = open.none.notified();
+                tokio::pin!(none);
+                none.as_mut().enable();
+                if open.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                none.await;
+            }
+        };
+        if tokio::time::timeout(grace, all_closed).await.is_err() {
+            tracing::warn!(
+                "proxy stopped with {} connections still open after {grace:?}",
+                open.count.load(Ordering::Acquire)
+            );
         }
+    }
+
+    /// One client connection, from its PROXY protocol header (if its peer
+    /// speaks it) to its last response. Once the proxy stops, its next
+    /// response closes it, and if it stays idle it is closed.
+    async fn connection(
+        self: Arc<Self>,
+        mut stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let edge = &self.edge;
+        // A load balancer speaking the PROXY protocol names the client.
+        let mut ip = peer.ip();
+        if edge.speaks_proxy_protocol(ip) {
+            match tokio::time::timeout(
+                edge.header_timeout,
+                crate::edge::read_proxy_header(&mut stream),
+            )
+            .await
+            {
+                Ok(Ok(Some(client))) => ip = client,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %peer, error = %e, "bad PROXY protocol header; connection closed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        let client = Arc::new(Client::new(ip, edge.trusts(peer.ip()), "http"));
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let proxy = Arc::clone(&self);
+            let activity = Arc::clone(&activity);
+            service_fn(move |req| {
+                let proxy = Arc::clone(&proxy);
+                let client = Arc::clone(&client);
+                let activity = Arc::clone(&activity);
+                async move {
+                    activity.begin();
+                    let mut response = Arc::clone(&proxy).handle(req, client).await;
+                    if proxy.stopping() {
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    activity.end();
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
+        };
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            // Responses through a proxy are mostly small: one flat
+            // buffer costs fewer instructions than gathering iovecs.
+            .writev(false)
+            .timer(TokioTimer::new())
+            .header_read_timeout(edge.header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => Some(ended),
+            _ = stop.wait_for(|stop| *stop) => None,
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => loop {
+                self.stopping.store(true, Ordering::Relaxed);
+                // Stopping: a connection between two requests is closed
+                // only once it has been idle a while, so a client's next
+                // request is never cut as it arrives.
+                let wait = match activity.idle_for() {
+                    Some(idle) if idle >= IDLE_BEFORE_CLOSE => {
+                        conn.as_mut().graceful_shutdown();
+                        break conn.as_mut().await;
+                    }
+                    Some(idle) => IDLE_BEFORE_CLOSE - idle,
+                    None => IDLE_BEFORE_CLOSE,
+                };
+                tokio::select! {
+                    ended = conn.as_mut() => break ended,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            },
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Connections a worker has open, and a wake-up when the last one closes.
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+/// When a connection last finished a request, and whether one is under way.
+struct Activity {
+    opened: Instant,
+    /// Requests being answered (a pipelining client may have several).
+    busy: AtomicUsize,
+    /// Milliseconds from `opened` to the end of the last request.
+    last_end: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            busy: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_end.store(now, Ordering::Release);
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long the connection has waited for a request; `None` while one
+    /// is being answered.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_end.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(last))
     }
 }
 
@@ -270,8 +509,29 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Handles on a socket already listening (bound here, or received from
+    /// the process this one takes over from), one per worker.
+    pub fn from_socket(
+        socket: std::net::TcpListener,
+        workers: usize,
+    ) -> std::io::Result<Listeners> {
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let mut sockets = Vec::with_capacity(workers.max(1));
+        for _ in 1..workers.max(1) {
+            sockets.push(socket.try_clone()?);
+        }
+        sockets.push(socket);
+        Ok(Listeners { sockets, local })
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Another handle on the same socket: what a successor is given.
+    pub fn socket(&self) -> std::io::Result<std::net::TcpListener> {
+        self.sockets[0].try_clone()
     }
 }
 
@@ -283,7 +543,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    // Lets a restarted server listen again at once, despite old connections
+    // Lets a restarted proxy listen again at once, despite old connections
     // lingering in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

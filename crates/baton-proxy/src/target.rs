@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::pool::Pool;
+use crate::route::TargetRef;
 
 #[derive(Debug)]
-pub struct Target {
+pub(crate) struct Target {
     pub id: i64,
     pub addr: SocketAddr,
     pub release: String,
@@ -34,7 +35,7 @@ pub struct Target {
 const POOLS: usize = 16;
 
 /// A snapshot of a target's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TargetStats {
     pub in_flight: usize,
     pub requests: u64,
@@ -46,11 +47,11 @@ pub struct TargetStats {
 }
 
 impl Target {
-    pub fn new(id: i64, addr: SocketAddr, release: impl Into<String>) -> Arc<Target> {
+    pub fn new(named: &TargetRef) -> Arc<Target> {
         Arc::new(Target {
-            id,
-            addr,
-            release: release.into(),
+            id: named.id,
+            addr: named.addr,
+            release: named.release.clone(),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -143,7 +144,7 @@ mod tests {
 
     #[tokio::test]
     async fn drain_returns_when_the_last_request_ends() {
-        let t = Target::new(1, "127.0.0.1:1".parse().unwrap(), "r1");
+        let t = Target::new(&TargetRef::new(1, "127.0.0.1:1".parse().unwrap(), "r1"));
         let a = t.begin();
         let b = t.begin();
         assert_eq!(t.stats().in_flight, 2);
@@ -161,7 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn drain_gives_up_after_its_timeout() {
-        let t = Target::new(1, "127.0.0.1:1".parse().unwrap(), "r1");
+        let t = Target::new(&TargetRef::new(1, "127.0.0.1:1".parse().unwrap(), "r1"));
         let _stuck = t.begin();
         assert_eq!(t.drain(Duration::from_millis(20)).await, 1);
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_proxy::{AccessLog, EdgeConfig, Proxy, RouteKey, RouteLimits, RouteSpec, Target};
+use baton_proxy::{AccessLog, EdgeConfig, Proxy, RouteKey, RouteLimits, RouteSpec, TargetRef};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -96,7 +96,7 @@ async fn proxy_with(edge: EdgeConfig, log: Option<AccessLog>) -> Running {
     }
 }
 
-fn route(live: Option<Arc<Target>>) -> RouteSpec {
+fn route(live: Option<TargetRef>) -> RouteSpec {
     RouteSpec {
         key: RouteKey::new("app", "production"),
         hosts: vec![HOST.into()],
@@ -131,7 +131,7 @@ async fn forwards_method_path_and_body_adds_forwarded_headers_and_strips_hop_by_
     let (up, _) = upstream("a", false).await;
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let raw = "POST /orders?id=7 HTTP/1.1\r\nHost: App.Test:8080\r\nContent-Length: 5\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n\r\nhello";
     let (status, body) = request(p.addr, raw).await;
@@ -182,22 +182,12 @@ async fn an_unreachable_target_is_a_502_naming_it() {
         .unwrap();
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(9, closed, "deadbeef"))))
+        .set_route(route(Some(TargetRef::new(9, closed, "deadbeef"))))
         .unwrap();
     let (status, body) = request(p.addr, &get("/", HOST)).await;
     assert_eq!(status, 502);
     assert!(body.contains("target 9 (release deadbeef)"), "{body}");
-    assert_eq!(
-        p.proxy
-            .table()
-            .get(&RouteKey::new("app", "production"))
-            .unwrap()
-            .live
-            .unwrap()
-            .stats()
-            .failures,
-        1
-    );
+    assert_eq!(p.proxy.stats(9).unwrap().failures, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +196,7 @@ async fn a_held_request_waits_and_then_reaches_the_target_switched_to() {
     let (new, _) = upstream("new", false).await;
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(1, old, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, old, "r1"))))
         .unwrap();
     let hold = p.proxy.hold(&RouteKey::new("app", "production"));
     let addr = p.addr;
@@ -216,7 +206,7 @@ async fn a_held_request_waits_and_then_reaches_the_target_switched_to() {
     }
     assert!(!waiting.is_finished());
     p.proxy
-        .set_route(route(Some(Target::new(2, new, "r2"))))
+        .set_route(route(Some(TargetRef::new(2, new, "r2"))))
         .unwrap();
     drop(hold);
     let (status, body) = waiting.await.unwrap();
@@ -229,7 +219,7 @@ async fn keep_alive_clients_are_served_over_pooled_connections() {
     let (up, connections) = upstream("a", false).await;
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let mut stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     for _ in 0..50 {
@@ -259,7 +249,7 @@ async fn an_upstream_that_closes_every_connection_loses_no_request() {
     let (up, connections) = upstream("a", true).await;
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -294,7 +284,7 @@ async fn hung_upstream() -> SocketAddr {
     addr
 }
 
-fn limited(live: Arc<Target>, limits: RouteLimits) -> RouteSpec {
+fn limited(live: TargetRef, limits: RouteLimits) -> RouteSpec {
     RouteSpec {
         limits,
         ..route(Some(live))
@@ -304,10 +294,10 @@ fn limited(live: Arc<Target>, limits: RouteLimits) -> RouteSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_target_gets_504_at_its_timeout_and_shows_unresponsive() {
     let p = proxy().await;
-    let target = Target::new(4, hung_upstream().await, "hung");
+    let target = TargetRef::new(4, hung_upstream().await, "hung");
     p.proxy
         .set_route(limited(
-            Arc::clone(&target),
+            target,
             RouteLimits {
                 response_timeout: Duration::from_millis(300),
                 ..Default::default()
@@ -319,7 +309,7 @@ async fn a_hung_target_gets_504_at_its_timeout_and_shows_unresponsive() {
     assert_eq!(status, 504, "{body}");
     assert!(body.contains("did not answer within 300ms"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let stats = target.stats();
+    let stats = p.proxy.stats(4).unwrap();
     assert!(stats.unresponsive && stats.timeouts == 1, "{stats:?}");
     assert_eq!(
         stats.in_flight, 0,
@@ -336,7 +326,7 @@ async fn a_body_that_stalls_is_cut_at_the_body_timeout() {
     };
     let p = proxy_with(edge, None).await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let started = std::time::Instant::now();
     // One byte of ten, then nothing.
@@ -355,7 +345,7 @@ async fn a_body_over_the_limit_gets_413_declared_or_streamed() {
     let p = proxy().await;
     p.proxy
         .set_route(limited(
-            Target::new(1, up, "r1"),
+            TargetRef::new(1, up, "r1"),
             RouteLimits {
                 max_body: Some(100),
                 ..Default::default()
@@ -388,7 +378,7 @@ async fn two_hosts_get_400_and_a_body_framed_two_ways_reaches_the_app_framed_onc
     let (up, connections) = upstream("a", false).await;
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let two_hosts = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nHost: evil.test\r\n\r\n");
     let (status, body) = request(p.addr, &two_hosts).await;
@@ -425,7 +415,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies_and_proxy_prot
     // Nobody trusted: the client's claims are replaced.
     let p = proxy().await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let (_, body) = request(p.addr, &forged).await;
     assert!(body.contains("xff=127.0.0.1\n"), "{body}");
@@ -440,7 +430,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies_and_proxy_prot
     };
     let p = proxy_with(trusting, None).await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let (_, body) = request(p.addr, &forged).await;
     assert!(body.contains("xff=6.6.6.6, 127.0.0.1\n"), "{body}");
@@ -455,7 +445,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies_and_proxy_prot
     };
     let p = proxy_with(behind_lb, None).await;
     p.proxy
-        .set_route(route(Some(Target::new(1, up, "r1"))))
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
         .unwrap();
     let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     header.extend_from_slice(&[
@@ -477,7 +467,7 @@ async fn every_request_is_one_access_log_line_with_its_request_id() {
     let log = AccessLog::open(path.clone(), 1 << 20, 2).unwrap();
     let p = proxy_with(EdgeConfig::default(), Some(log)).await;
     p.proxy
-        .set_route(route(Some(Target::new(7, up, "r7"))))
+        .set_route(route(Some(TargetRef::new(7, up, "r7"))))
         .unwrap();
     let raw = format!("GET /orders?x=1 HTTP/1.1\r\nHost: {HOST}\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n");
     let (status, _) = request(p.addr, &raw).await;

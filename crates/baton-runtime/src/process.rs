@@ -248,6 +248,14 @@ impl Runtime for ProcessRuntime {
                 // Adopted after a restart: not our child, so poll for it.
                 None => loop {
                     if !self.running(handle) {
+                        // Started by this very process before it re-executed
+                        // itself (an upgrade): still its child, so reap it.
+                        if let Ok(raw) = i32::try_from(pid) {
+                            let _ = nix::sys::wait::waitpid(
+                                Pid::from_raw(raw),
+                                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                            );
+                        }
                         end_group(pid);
                         return Exit::Vanished;
                     }

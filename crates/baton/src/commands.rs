@@ -367,10 +367,12 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
             .as_ref()
             .map(|t| {
                 let id = baton_package::short_id(&t.record.release_id).to_string();
-                if t.running {
-                    green(&id)
-                } else {
+                if !t.running {
                     red(&format!("{id} (down)"))
+                } else if !t.responding {
+                    red(&format!("{id} (not responding)"))
+                } else {
+                    green(&id)
                 }
             })
             .unwrap_or_else(|| dim("none"));

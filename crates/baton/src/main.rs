@@ -1,17 +1,22 @@
-//! The `baton` command. `baton server` runs the control plane and the proxy;
-//! every other subcommand is a thin client of the server's HTTP API, found
-//! through `BATON_API`. Nothing here decides anything about deployments.
+//! The `baton` command. `baton server` runs the control plane and starts
+//! the proxy (`baton proxy`) in a process of its own; `baton upgrade`
+//! replaces both with the binary on disk. Every other subcommand is a thin
+//! client of the server's HTTP API, found through `BATON_API`. Nothing
+//! here decides anything about deployments.
 
 mod accounts;
 mod api_listener;
 mod client;
 mod commands;
 mod data_folder;
+mod data_plane;
 mod db;
 mod flags;
 mod output;
 mod pipeline;
+mod proxy_process;
 mod server;
+mod upgrade;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -62,7 +67,9 @@ Access:
   users          Accounts (`users add` runs on the server's host)
 
 Server:
-  server         Run the control plane (HTTP API) and the proxy
+  server         Run the control plane (HTTP API); it starts the proxy
+  upgrade        Replace the running server and proxy with the binary on disk
+  proxy          The proxy process: status, stop
   help           Print this message or the help of the given command
 ";
 
@@ -81,8 +88,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane (HTTP API) and the proxy.
+    /// Run the control plane (HTTP API); it starts the proxy.
     Server(server::ServerArgs),
+    /// Replace the running server and proxy with the binary on disk (after
+    /// installing a new one), without refusing a connection: run it on the
+    /// server's host, as its user.
+    Upgrade {
+        /// The server's data folder [default: as `baton server`].
+        #[arg(long, env = "BATON_DATA")]
+        data: Option<PathBuf>,
+        /// How long to wait for the new server, e.g. 60s.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The proxy process (started and watched by `baton server`).
+    Proxy(proxy_process::ProxyArgs),
     /// Pack an app folder into a release and deploy it.
     Deploy {
         /// The app's folder, holding baton.toml.
@@ -380,7 +403,12 @@ fn main() -> ExitCode {
         // Before any runtime or thread: it runs beside every target.
         baton_runtime::stamp::main(command, unset);
     }
-    if !matches!(cli.command, Command::Server(_)) {
+    let serves = match &cli.command {
+        Command::Server(_) => true,
+        Command::Proxy(args) => args.serves(),
+        _ => false,
+    };
+    if !serves {
         // A client command piped into `head` ends quietly when the reader
         // goes, as `cat` and `grep` do, instead of panicking on a failed
         // print. Rust ignores SIGPIPE by default; sockets are unaffected
@@ -406,6 +434,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Upgrade {
+                data,
+                timeout,
+                json,
+            } => upgrade::upgrade(data, json, timeout).await,
+            Command::Proxy(args) => proxy_process::run(args).await,
             Command::Deploy {
                 dir,
                 env,

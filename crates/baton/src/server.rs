@@ -1,6 +1,10 @@
-//! `baton server`: wires the store, the runtime, the orchestrator, the proxy
-//! and the API together in one process. Stopping the server (even with
-//! kill -9) never stops the apps: the next start adopts their targets.
+//! `baton server`: the control plane. Wires the store, the runtime, the
+//! orchestrator and the API together, and drives the proxy, which runs in a
+//! process of its own (`data_plane`). Stopping the server (even with kill
+//! -9) stops neither the apps nor the proxy: the next start adopts them.
+//! SIGUSR2 (or `baton upgrade`) re-executes the server from its binary on
+//! disk, keeping its pid and its API socket; the new server hands the proxy
+//! over to a proxy of the new binary.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,7 +15,6 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use baton_flag_service::{Actor, FlagService};
 use baton_orchestrator::{ApplyFlags, Orchestrator, Runtimes};
-use baton_proxy::Proxy;
 use baton_runtime::{DockerRuntime, LogFiles, ProcessRuntime};
 use baton_store::Store;
 use nix::fcntl::{Flock, FlockArg};
@@ -101,7 +104,8 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-pub async fn run(args: ServerArgs) -> Result<ExitCode> {
+/// Logs to standard error, filtered by `BATON_LOG` (default `info`).
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
@@ -110,6 +114,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+pub async fn run(args: ServerArgs) -> Result<ExitCode> {
+    init_logging();
+    // Recorded now: once a package manager replaces the file, this
+    // process's own link to it reads "(deleted)".
+    let exe = std::env::current_exe().context("cannot find baton's own executable")?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Whatever the server creates (store, logs, uploads) is its own.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let data = args.data.unwrap_or_else(default_data_dir);
@@ -138,17 +150,29 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     // one never leaves the other without.
     let open_files = crate::api_listener::open_files_limit();
     let store = Store::open(&data.join("baton.db")).await?;
-    let access_log = baton_proxy::AccessLog::open(data.join("logs/access.log"), 64 << 20, 3)
-        .with_context(|| format!("cannot write the access log in {}", data.display()))?;
-    let proxy = Proxy::with(
-        baton_proxy::EdgeConfig {
-            trusted_proxies: args.trusted_proxies.clone(),
-            proxy_protocol: args.proxy_protocol.clone(),
-            max_connections: (open_files * 3 / 4).max(256) as usize,
-            ..Default::default()
-        },
-        Some(access_log),
-    );
+    let workers = match args.proxy_workers {
+        Some(n) => n.max(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+    let settings = baton_proxy::control::ProxySettings {
+        listen: args.proxy_listen.clone(),
+        workers,
+        trusted_proxies: args.trusted_proxies.clone(),
+        proxy_protocol: args.proxy_protocol.clone(),
+        max_connections: (open_files * 3 / 4).max(256) as usize,
+        stop_timeout: Duration::from_secs(30),
+    };
+    let (data_plane, proxy_info) = crate::data_plane::DataPlane::start(&data, &exe, &settings)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}; is another server using the address? choose another with --proxy-listen"
+            )
+        })?;
+    let data_plane = Arc::new(data_plane);
+    let proxy = Arc::clone(&data_plane.client);
     let logs = LogFiles::new(data.join("logs"));
     let runtimes = Runtimes {
         process: Arc::new(process_runtime(logs.clone(), app_user.clone(), &data)),
@@ -178,21 +202,20 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         "state restored"
     );
 
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let proxy_listener = Proxy::bind(&args.proxy_listen, workers).map_err(|e| {
-        anyhow!("{e}; is another server using it? choose another with --proxy-listen")
-    })?;
-    let api_listener = tokio::net::TcpListener::bind(&args.api_listen)
-        .await
-        .map_err(|e| {
+    // Across an upgrade the API's socket is inherited, never closed.
+    let api_socket = match crate::upgrade::inherited_api_socket() {
+        Some(socket) => socket,
+        None => std::net::TcpListener::bind(&args.api_listen).map_err(|e| {
             anyhow!(
                 "cannot listen on {} for the API: {e}; choose another with --api-listen",
                 args.api_listen
             )
-        })?;
-    let proxy_addr = proxy_listener.local_addr();
+        })?,
+    };
+    api_socket.set_nonblocking(true)?;
+    let api_kept = api_socket.try_clone()?;
+    let api_listener = tokio::net::TcpListener::from_std(api_socket)?;
+    let proxy_addr = proxy_info.listening;
     let api_addr = api_listener.local_addr()?;
 
     // One stop signal for every background service, which each honours.
@@ -209,11 +232,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     orchestrator.gate_production_with(Arc::new(AnnouncementGate(Arc::clone(&pipeline))));
 
     let reaper = tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets(stop_rx.clone()));
-    let proxy_task = tokio::spawn(Arc::clone(&proxy).serve(
-        proxy_listener,
-        stop_rx.clone(),
-        Duration::from_secs(30),
-    ));
+    let supervisor = tokio::spawn(Arc::clone(&data_plane).supervise(stop_rx.clone()));
     // OFREP and Unleash clients use the API listener too: one port to open.
     let auth = Arc::new(
         baton_auth::Auth::open(orchestrator.store().clone(), &data).map_err(|e| anyhow!("{e}"))?,
@@ -263,7 +282,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         stop_rx.clone(),
     ));
 
-    tracing::info!(api = %api_addr, proxy = %proxy_addr, data = %data.display(), "baton server ready");
+    tracing::info!(api = %api_addr, proxy = %proxy_addr, proxy_pid = proxy_info.pid, data = %data.display(), "baton server ready");
+    let mut signals = Signals::listen()?;
+    crate::upgrade::record_ready(&data, &exe, &proxy_info)?;
     // One line on stdout for scripts that wait for readiness.
     println!(
         "baton server ready: api http://{api_addr} proxy http://{proxy_addr} data {}",
@@ -271,8 +292,24 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     );
     let _ = std::io::stdout().flush();
 
-    shutdown_signal().await;
-    tracing::info!("stopping: finishing requests in flight; apps keep running");
+    let upgrading = loop {
+        match signals.next().await {
+            Signal::Stop => break false,
+            Signal::Upgrade => match crate::upgrade::check_binary(&exe).await {
+                Ok(version) => {
+                    tracing::info!(exe = %exe.display(), version, "upgrading: the server re-executes itself; apps and the proxy serve on");
+                    break true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade refused; serving on");
+                    crate::upgrade::record_failure(&data, &format!("{e:#}"));
+                }
+            },
+        }
+    };
+    if !upgrading {
+        tracing::info!("stopping: finishing requests in flight; apps and the proxy keep running");
+    }
     let _ = stop_tx.send(true);
     flags.stop();
     let services = async {
@@ -286,7 +323,15 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         tracing::warn!("background services still busy after 5 s; stopping anyway");
     }
     let _ = api_task.await;
-    let _ = proxy_task.await;
+    let _ = supervisor.await;
+    if upgrading {
+        drop(_lock);
+        let e = crate::upgrade::exec(&exe, &argv, api_kept);
+        // Only reached when the new binary could not be run at all.
+        crate::upgrade::record_failure(&data, &format!("{e:#}"));
+        return Err(e);
+    }
+    drop(api_kept);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -394,18 +439,38 @@ fn lock(data: &std::path::Path) -> Result<Flock<std::fs::File>> {
     Ok(lock)
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// The signals a server answers, listened to from before it says it is
+/// ready: a signal must never find its default action (termination) in
+/// place.
+pub struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    upgrade: tokio::signal::unix::Signal,
+}
+
+pub enum Signal {
+    /// SIGTERM or SIGINT (Ctrl-C).
+    Stop,
+    /// SIGUSR2.
+    Upgrade,
+}
+
+impl Signals {
+    pub fn listen() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            upgrade: signal(SignalKind::user_defined2())?,
+        })
+    }
+
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.upgrade.recv() => Signal::Upgrade,
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub api: SocketAddr,
     pub proxy: SocketAddr,
+    /// The executable the server runs (a copy, for upgrade tests).
+    pub bin: PathBuf,
 }
 
 impl Server {
@@ -41,18 +43,24 @@ impl Server {
 
     /// A server with extra environment variables (e.g. DOCKER_HOST).
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Server::start_from(Path::new(BIN), env)
+    }
+
+    /// A server run from another copy of the executable.
+    pub fn start_from(bin: &Path, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         std::fs::write(dir.path().join("env"), serde_json::to_string(&env).unwrap()).unwrap();
-        let (child, api, proxy) = spawn(dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+        let (child, api, proxy) = spawn(bin, dir.path(), "127.0.0.1:0", "127.0.0.1:0");
         Server {
             dir,
             child: Some(child),
             api,
             proxy,
+            bin: bin.to_path_buf(),
         }
     }
 
@@ -64,7 +72,36 @@ impl Server {
         format!("http://{}", self.api)
     }
 
-    /// kill -9 of the server process alone; its targets live on.
+    /// SIGTERM to the server, waiting for it to end; its targets and the
+    /// proxy live on.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let status = child.wait().unwrap();
+            assert!(status.success(), "{status:?}: {}", self.log());
+        }
+    }
+
+    /// The proxy process serving this server's data folder.
+    pub fn proxy_info(&self) -> Value {
+        let out = Command::new(BIN)
+            .args(["proxy", "status", "--json"])
+            .env("BATON_DATA", self.data())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// kill -9 of the server process alone; its targets and the proxy live on.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
@@ -89,6 +126,7 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         let (child, api, proxy) = spawn(
+            &self.bin,
             self.dir.path(),
             &self.api.to_string(),
             &self.proxy.to_string(),
@@ -227,7 +265,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) {
+fn spawn(bin: &Path, dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -237,7 +275,7 @@ fn spawn(dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) 
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin)
         .envs(env)
         .args(["server", "--data"])
         .arg(dir.join("data"))
@@ -462,15 +500,18 @@ pub struct Outcome {
 /// connection alive, half open a new one for every request.
 pub struct Load {
     stop: Arc<AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
     clients: Vec<tokio::task::JoinHandle<Vec<Outcome>>>,
 }
 
 impl Load {
     pub fn start(proxy: SocketAddr, host: &'static str, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let clients = (0..clients)
             .map(|n| {
                 let stop = Arc::clone(&stop);
+                let done = Arc::clone(&done);
                 tokio::spawn(async move {
                     let keep_alive = reqwest::Client::builder().no_proxy().build().unwrap();
                     let url = format!("http://{proxy}/");
@@ -492,6 +533,7 @@ impl Load {
                                 Err(e) => Err(e),
                             }
                         };
+                        done.fetch_add(1, Ordering::Relaxed);
                         mine.push(Outcome {
                             client: n,
                             started,
@@ -507,7 +549,22 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, clients }
+        Load {
+            stop,
+            done,
+            clients,
+        }
+    }
+
+    /// Waits (from synchronous test code too) until `more` requests have
+    /// completed since the call, whatever their outcome.
+    pub fn wait_for_more(&self, more: usize) {
+        let target = self.done.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.done.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load made no progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub async fn stop(self) -> Vec<Outcome> {

@@ -1,0 +1,486 @@
+//! The proxy process's control socket: how `baton server` drives a proxy
+//! that runs in a process of its own, and how a new proxy takes over from
+//! an old one. A Unix socket in the data folder (only its owner may
+//! connect); one JSON request per line, one JSON reply per line.
+//!
+//! A hold lives as long as the connection that asked for it: if the
+//! control plane dies holding a route, the route is released at once.
+//! A hand-over passes the listening sockets themselves (SCM_RIGHTS), so
+//! connections waiting in the kernel's queue are never lost.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::route::{RouteKey, RouteSpec};
+use crate::server::Proxy;
+use crate::target::TargetStats;
+
+/// The longest request or reply line (a whole route table fits).
+const MAX_LINE: u64 = 32 << 20;
+
+/// What a proxy process is asked.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Who are you? (pid, binary, settings)
+    Hello,
+    SetRoute {
+        spec: Box<RouteSpec>,
+    },
+    RemoveRoute {
+        key: RouteKey,
+    },
+    /// Replace the whole table (the control plane's start-up).
+    ReplaceRoutes {
+        routes: Vec<RouteSpec>,
+    },
+    /// Hold a route until `Release` on this connection, or until it closes.
+    Hold {
+        key: RouteKey,
+    },
+    Release,
+    Stats {
+        targets: Vec<i64>,
+    },
+    Drain {
+        target: i64,
+        timeout_ms: u64,
+    },
+    /// A successor asks for the listening sockets; answered with them, then
+    /// with the table. The successor says `Serving` when it accepts.
+    HandOver,
+    Serving,
+    /// Stop accepting, finish what is in flight, exit.
+    Stop,
+}
+
+/// What a proxy process answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Hello {
+        info: ProxyInfo,
+    },
+    Done,
+    Refused {
+        refused: Vec<(RouteKey, String)>,
+    },
+    Held,
+    Released {
+        waiting: usize,
+    },
+    Stats {
+        stats: Vec<(i64, TargetStats)>,
+    },
+    Drained {
+        left: usize,
+    },
+    HandingOver {
+        listening: Vec<SocketAddr>,
+        routes: Vec<RouteSpec>,
+    },
+    Stopping,
+    Error {
+        message: String,
+    },
+}
+
+/// How a proxy process is set up; the server writes it to the data folder
+/// before starting one, and starts a successor when it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxySettings {
+    /// Address to serve app traffic on (port 0: any free port).
+    pub listen: String,
+    pub workers: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub proxy_protocol: Vec<ipnet::IpNet>,
+    pub max_connections: usize,
+    /// How long a stopping proxy lets requests in flight finish.
+    pub stop_timeout: Duration,
+}
+
+impl ProxySettings {
+    /// Whether a proxy set up with `running` (and listening on
+    /// `listening`) serves as these settings ask: a port 0 asked for is
+    /// whichever port it got.
+    pub fn served_by(&self, running: &ProxySettings, listening: SocketAddr) -> bool {
+        let same_listen = self.listen == running.listen || self.listens_on(listening);
+        same_listen
+            && ProxySettings {
+                listen: running.listen.clone(),
+                ..self.clone()
+            } == *running
+    }
+
+    /// Whether a proxy listening on `addr` serves what these settings ask.
+    pub fn listens_on(&self, addr: SocketAddr) -> bool {
+        match self.listen.parse::<SocketAddr>() {
+            Ok(wanted) if wanted.port() == 0 => wanted.ip() == addr.ip(),
+            Ok(wanted) => wanted == addr,
+            // A name: resolved by whoever binds it, so compare by port.
+            Err(_) => {
+                self.listen
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    == Some(addr.port())
+            }
+        }
+    }
+}
+
+/// Which executable a process runs: the running file itself, even after
+/// a package manager replaced it on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExeId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl ExeId {
+    pub fn of_this_process() -> std::io::Result<ExeId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata("/proc/self/exe")?;
+        Ok(ExeId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    pub fn of_file(path: &Path) -> std::io::Result<ExeId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(ExeId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// A proxy process, as it describes itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyInfo {
+    pub pid: u32,
+    pub version: String,
+    pub exe: ExeId,
+    pub listening: SocketAddr,
+    pub settings: ProxySettings,
+    /// Milliseconds since the Unix epoch.
+    pub started_ms: i64,
+}
+
+/// Where a data folder's proxy keeps its socket, table and settings.
+#[derive(Debug, Clone)]
+pub struct ProxyFiles {
+    pub dir: PathBuf,
+}
+
+impl ProxyFiles {
+    pub fn in_data(data: &Path) -> ProxyFiles {
+        ProxyFiles {
+            dir: data.join("proxy"),
+        }
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+    pub fn routes(&self) -> PathBuf {
+        self.dir.join("routes.json")
+    }
+    pub fn settings(&self) -> PathBuf {
+        self.dir.join("settings.json")
+    }
+}
+
+/// A line-oriented connection to or from a proxy.
+pub(crate) struct Line {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Line {
+    pub fn new(stream: UnixStream) -> Line {
+        let (read, write) = stream.into_split();
+        Line {
+            reader: BufReader::new(read),
+            writer: write,
+        }
+    }
+
+    pub async fn send<T: Serialize>(&mut self, message: &T) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.writer.write_all(&line).await
+    }
+
+    /// The next message; `None` when the other side closed.
+    pub async fn receive<T: for<'de> Deserialize<'de>>(&mut self) -> std::io::Result<Option<T>> {
+        let mut line = Vec::new();
+        (&mut self.reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if line.is_empty() {
+            return Ok(None);
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "control message too long or cut short",
+            ));
+        }
+        serde_json::from_slice(&line)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// Nothing may have been read ahead: file descriptors arrive with the
+    /// first byte of their message.
+    pub async fn receive_fds(&mut self, max: usize) -> std::io::Result<Vec<OwnedFd>> {
+        if !self.reader.buffer().is_empty() {
+            return Err(std::io::Error::other(
+                "control stream read ahead of its sockets",
+            ));
+        }
+        crate::handover::receive_fds(self.reader.get_ref().as_ref(), max).await
+    }
+
+    pub async fn send_fds(&mut self, fds: &[std::os::fd::BorrowedFd<'_>]) -> std::io::Result<()> {
+        crate::handover::send_fds(self.writer.as_ref(), fds).await
+    }
+}
+
+/// What the control server needs besides the proxy.
+pub struct Control {
+    pub proxy: Arc<Proxy>,
+    pub info: ProxyInfo,
+    /// The listening sockets, to give a successor.
+    pub listening: Vec<std::net::TcpListener>,
+    /// Turned true to stop the proxy (a `Stop`, or a successor serving).
+    pub stop: watch::Sender<bool>,
+    /// Told after every change to the table, to persist it.
+    pub changed: tokio::sync::Notify,
+}
+
+/// Answers control connections until the proxy stops.
+pub async fn serve_control(control: Arc<Control>, listener: UnixListener) {
+    let mut stopped = control.stop.subscribe();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = until_true(&mut stopped) => return,
+        };
+        // The socket's folder already keeps others out; the peer's uid
+        // says so again.
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == nix::unistd::getuid().as_raw() || cred.uid() == 0 => {}
+            _ => {
+                tracing::warn!("control connection from another user refused");
+                continue;
+            }
+        }
+        let control = Arc::clone(&control);
+        tokio::spawn(async move {
+            if let Err(e) = control.connection(Line::new(stream)).await {
+                tracing::debug!(error = %e, "control connection ended with an error");
+            }
+        });
+    }
+}
+
+impl Control {
+    async fn connection(&self, mut line: Line) -> std::io::Result<()> {
+        while let Some(request) = line.receive::<Request>().await? {
+            let reply = match request {
+                Request::Hello => Reply::Hello {
+                    info: self.info.clone(),
+                },
+                Request::SetRoute { spec } => {
+                    let key = spec.key.clone();
+                    match self.proxy.set_route(*spec) {
+                        Ok(()) => {
+                            self.changed.notify_one();
+                            Reply::Done
+                        }
+                        Err(e) => Reply::Refused {
+                            refused: vec![(key, e.to_string())],
+                        },
+                    }
+                }
+                Request::RemoveRoute { key } => {
+                    self.proxy.remove_route(&key);
+                    self.changed.notify_one();
+                    Reply::Done
+                }
+                Request::ReplaceRoutes { routes } => {
+                    let refused = self.proxy.replace_routes(routes);
+                    self.changed.notify_one();
+                    if refused.is_empty() {
+                        Reply::Done
+                    } else {
+                        Reply::Refused {
+                            refused: refused
+                                .into_iter()
+                                .map(|(key, e)| (key, e.to_string()))
+                                .collect(),
+                        }
+                    }
+                }
+                Request::Hold { key } => {
+                    let guard = self.proxy.hold(&key);
+                    line.send(&Reply::Held).await?;
+                    // Released by the next message, or by the connection's end.
+                    let next = line.receive::<Request>().await;
+                    let waiting = guard.waiting();
+                    drop(guard);
+                    match next? {
+                        Some(Request::Release) => Reply::Released { waiting },
+                        Some(_) => Reply::Error {
+                            message: "a held connection takes only `release`".into(),
+                        },
+                        None => return Ok(()),
+                    }
+                }
+                Request::Release => Reply::Error {
+                    message: "nothing is held on this connection".into(),
+                },
+                Request::Stats { targets } => Reply::Stats {
+                    stats: targets
+                        .into_iter()
+                        .filter_map(|id| self.proxy.stats(id).map(|s| (id, s)))
+                        .collect(),
+                },
+                Request::Drain { target, timeout_ms } => Reply::Drained {
+                    left: self
+                        .proxy
+                        .drain(target, Duration::from_millis(timeout_ms))
+                        .await,
+                },
+                Request::HandOver => return self.hand_over(line).await,
+                Request::Serving => Reply::Error {
+                    message: "`serving` only follows a hand-over".into(),
+                },
+                Request::Stop => {
+                    tracing::info!("asked to stop");
+                    let _ = self.stop.send(true);
+                    Reply::Stopping
+                }
+            };
+            line.send(&reply).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives a successor the listening sockets and the table; stops once
+    /// it says it is serving. If it dies first, this proxy carries on.
+    async fn hand_over(&self, mut line: Line) -> std::io::Result<()> {
+        let fds: Vec<_> = self.listening.iter().map(|l| l.as_fd()).collect();
+        line.send_fds(&fds).await?;
+        line.send(&Reply::HandingOver {
+            listening: vec![self.info.listening],
+            routes: self.proxy.table().specs(),
+        })
+        .await?;
+        match line.receive::<Request>().await {
+            Ok(Some(Request::Serving)) => {
+                tracing::info!("the successor serves; stopping");
+                let _ = self.stop.send(true);
+                line.send(&Reply::Stopping).await
+            }
+            other => {
+                tracing::warn!(
+                    outcome = ?other.map(|o| o.is_some()),
+                    "the successor did not take over; serving on"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Returns once `flag` is true (or its sender is gone).
+pub async fn until_true(flag: &mut watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks the proxy at `socket` one thing and returns its answer.
+pub async fn ask(socket: &Path, request: &Request, timeout: Duration) -> std::io::Result<Reply> {
+    let exchange = async {
+        let mut line = Line::new(UnixStream::connect(socket).await?);
+        line.send(request).await?;
+        line.receive::<Reply>().await?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the proxy closed the connection without answering",
+            )
+        })
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "the proxy did not answer")
+    })?
+}
+
+/// Takes the listening sockets and table over from the proxy at `socket`.
+/// Returns the sockets, with their addresses, the table, and the
+/// connection on which to say `Serving` once accepting.
+pub async fn take_over(socket: &Path) -> std::io::Result<TakeOver> {
+    let mut line = Line::new(UnixStream::connect(socket).await?);
+    line.send(&Request::HandOver).await?;
+    let fds = line.receive_fds(16).await?;
+    match line.receive::<Reply>().await? {
+        Some(Reply::HandingOver { listening, routes }) if listening.len() == fds.len() => {
+            Ok(TakeOver {
+                sockets: fds
+                    .into_iter()
+                    .map(std::net::TcpListener::from)
+                    .zip(listening)
+                    .collect(),
+                routes,
+                line,
+            })
+        }
+        other => Err(std::io::Error::other(format!(
+            "the running proxy did not hand its sockets over: {other:?}"
+        ))),
+    }
+}
+
+/// What a successor gets from the proxy it takes over from.
+pub struct TakeOver {
+    pub sockets: Vec<(std::net::TcpListener, SocketAddr)>,
+    pub routes: Vec<RouteSpec>,
+    line: Line,
+}
+
+impl TakeOver {
+    /// Tells the old proxy this one accepts now; it stops accepting and
+    /// finishes what it has.
+    pub async fn serving(mut self) -> std::io::Result<()> {
+        self.line.send(&Request::Serving).await?;
+        match self.line.receive::<Reply>().await? {
+            Some(Reply::Stopping) => Ok(()),
+            other => Err(std::io::Error::other(format!(
+                "the old proxy did not confirm it stops: {other:?}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The server's side of the proxy process: find the proxy serving this
+//! data folder and adopt it, or start one; hand over to a new one when the
+//! binary or the settings changed (an upgrade); start it again if it dies.
+//! The proxy runs in a session of its own, so neither the server's end (a
+//! stop, a crash, kill -9, an upgrade) nor a terminal's Ctrl-C reaches it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use baton_proxy::control::{ExeId, ProxyFiles, ProxyInfo, ProxySettings};
+use baton_proxy::ProxyClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+
+/// How long a starting proxy may take to say it serves.
+const START_WITHIN: Duration = Duration::from_secs(30);
+
+pub struct DataPlane {
+    pub client: Arc<ProxyClient>,
+    files: ProxyFiles,
+    data: PathBuf,
+    exe: PathBuf,
+}
+
+impl DataPlane {
+    /// The proxy serving `data` with `settings`, adopted, taken over or
+    /// started, and what it says of itself.
+    pub async fn start(
+        data: &Path,
+        exe: &Path,
+        settings: &ProxySettings,
+    ) -> Result<(DataPlane, ProxyInfo)> {
+        let files = ProxyFiles::in_data(data);
+        std::fs::create_dir_all(&files.dir)
+            .with_context(|| format!("cannot create {}", files.dir.display()))?;
+        write_settings(&files, settings)?;
+        let plane = DataPlane {
+            client: Arc::new(ProxyClient::new(&files.socket())),
+            files,
+            data: data.to_path_buf(),
+            exe: exe.to_path_buf(),
+        };
+        let info = match plane.client.hello().await {
+            Ok(info) => {
+                let own = ExeId::of_this_process()?;
+                if info.exe == own && settings.served_by(&info.settings, info.listening) {
+                    tracing::info!(pid = info.pid, listening = %info.listening, "the proxy serves on; adopted");
+                    info
+                } else {
+                    let why = if info.exe != own {
+                        "it runs another baton binary"
+                    } else {
+                        "its settings changed"
+                    };
+                    tracing::info!(
+                        pid = info.pid,
+                        "a new proxy takes over from the running one: {why}"
+                    );
+                    plane.launch(true).await?
+                }
+            }
+            Err(_) => plane.launch(false).await?,
+        };
+        Ok((plane, info))
+    }
+
+    /// Starts a proxy process and waits until it serves.
+    async fn launch(&self, take_over: bool) -> Result<ProxyInfo> {
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .args(["proxy", "run", "--data"])
+            .arg(&self.data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(false);
+        if take_over {
+            command.arg("--take-over");
+        }
+        // SAFETY: setsid is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start the proxy ({})", self.exe.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no proxy output"))?;
+        let first = tokio::time::timeout(START_WITHIN, async {
+            BufReader::new(stdout).lines().next_line().await
+        })
+        .await;
+        // Reaped whenever it ends, so it never lingers as a zombie.
+        let pid = child.id();
+        tokio::spawn(async move {
+            match child.wait().await {
+                Ok(status) if status.success() => {
+                    tracing::info!(pid, "proxy process ended")
+                }
+                Ok(status) => tracing::warn!(pid, %status, "proxy process ended"),
+                Err(e) => tracing::warn!(pid, error = %e, "cannot wait for the proxy process"),
+            }
+        });
+        match first {
+            Ok(Ok(Some(line))) if line.starts_with("ready ") => {}
+            Ok(Ok(Some(line))) => bail!(
+                "the proxy did not start: {}",
+                line.trim_start_matches("error: ")
+            ),
+            Ok(_) => bail!("the proxy exited before serving; its log is above"),
+            Err(_) => bail!("the proxy did not start within {START_WITHIN:?}"),
+        }
+        self.client
+            .hello()
+            .await
+            .map_err(|e| anyhow!("the proxy started but does not answer: {e}"))
+    }
+
+    /// Watches the proxy until `stop`: a successor that took over is
+    /// watched in turn; a proxy that died is started again and given the
+    /// whole table.
+    pub async fn supervise(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let watched = self.client.hello().await.ok();
+            if let Some(info) = &watched {
+                tokio::select! {
+                    _ = self.until_gone() => {}
+                    _ = baton_proxy::control::until_true(&mut stop) => return,
+                }
+                reap(info.pid).await;
+                if *stop.borrow() {
+                    return;
+                }
+            }
+            if self.client.hello().await.is_ok() {
+                // A successor took over; watch it.
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            tracing::error!("the proxy is gone; starting it again");
+            match self.launch(false).await {
+                Ok(info) => {
+                    tracing::info!(pid = info.pid, "proxy started again");
+                    if let Err(e) = self.client.resend().await {
+                        tracing::error!(error = %e, "cannot give the new proxy its routes");
+                    }
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the proxy; trying again in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = baton_proxy::control::until_true(&mut stop) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Returns when the proxy answering now closes its control socket (it
+    /// ended), by holding a connection it never answers.
+    async fn until_gone(&self) {
+        use tokio::io::AsyncReadExt;
+        let Ok(mut stream) = tokio::net::UnixStream::connect(self.files.socket()).await else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A proxy this process started before it re-executed itself is its child
+/// still, but unknown to the runtime that now runs: reap it, or it stays
+/// a zombie.
+async fn reap(pid: u32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let Ok(raw) = i32::try_from(pid) else { return };
+    for _ in 0..40 {
+        match waitpid(nix::unistd::Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(50)).await,
+            // Reaped, or not our child (reaped by the runtime or by init).
+            _ => return,
+        }
+    }
+}
+
+fn write_settings(files: &ProxyFiles, settings: &ProxySettings) -> Result<()> {
+    let path = files.settings();
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, serde_json::to_vec_pretty(settings)?)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
