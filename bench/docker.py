@@ -69,6 +69,9 @@ def main():
               f"(of which Docker's container create+start: median {med[1]:.0f} ms)")
     finally:
         os.killpg(server.pid, signal.SIGTERM)
+        # The proxy outlives the server by design: stop it too.
+        subprocess.run([baton, "proxy", "stop"], env=dict(os.environ, BATON_DATA=f"{work}/data"),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run(f"docker rm -f $(docker ps -aq --filter label=baton.app={name}) >/dev/null 2>&1; "
                        f"docker rmi -f $(docker images -q --filter label=baton.app={name}) >/dev/null 2>&1",
                        shell=True)

@@ -21,7 +21,8 @@ data="$(mktemp -d)"
 BATON_LOG=warn "$baton" server --data "$data" --api-listen 127.0.0.1:0 --proxy-listen 127.0.0.1:0 \
   >"$data/ready" 2>"$data/server.log" &
 server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
+# The proxy outlives the server by design: stop it too.
+trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; BATON_DATA="$data" "$baton" proxy stop >/dev/null 2>&1; rm -rf "$data"' EXIT
 for _ in $(seq 100); do grep -q ready "$data/ready" && break; sleep 0.1; done
 api="$(awk '{print $5}' "$data/ready" | sed 's|http://||')"
 [ -n "$api" ] || { echo "baton server did not start: $(cat "$data/server.log")" >&2; exit 1; }

@@ -5,11 +5,12 @@ Every contender forwards to the same upstream (nginx with one worker, run by
 Baton's process runtime) and is loaded by the same wrk command. Prints
 requests/s and p50/p99 latency, and ratios to nginx. Run from the repository:
 
-    python3 bench/proxy.py            # ROUNDS=5 DURATION=10s CONNECTIONS=64
+    python3 bench/proxy.py            # ROUNDS=5 DURATION=10s CONNECTIONS=64 SPIKE=1
 
 Builds `baton` (`cargo build --release -p baton`) and the pingora spike
 (`bench/pingora-spike`, its own Cargo project), both into CARGO_TARGET_DIR
-when set; BATON_BIN=path uses an already built `baton` instead.
+when set; BATON_BIN=path uses an already built `baton` instead; SPIKE=0
+leaves the pingora spike out.
 Installs nginx, haproxy, wrk and cmake (the spike's zlib-ng needs it) with
 apt-get when missing (as root).
 """
@@ -69,7 +70,11 @@ def start_baton(work):
     req = urllib.request.Request(f"{api}/api/v1/status", headers={"Authorization": f"Bearer {token}"})
     status = json.load(urllib.request.urlopen(req))
     live = status[0]["live"]
-    return server, proxy, live["address"], int(live["handle"].split("@")[0])
+    # The proxy is a process of its own (started by the server): its CPU
+    # time is what the proxy costs.
+    proxy_pid = json.loads(subprocess.run([baton, "proxy", "status", "--json"], env=env, check=True,
+                                          capture_output=True, text=True).stdout)["pid"]
+    return server, proxy, live["address"], int(live["handle"].split("@")[0]), proxy_pid
 
 
 def start_pingora_spike(work, upstream):
@@ -193,19 +198,24 @@ def main():
     # A root server runs apps as baton-app, which must pass through to the data folder.
     os.chmod(work, 0o711)
     procs = []
+    # Process groups started by others (the proxy, in a session of its own).
+    stray = []
     upstream_pid = None
     try:
-        server, baton_addr, upstream, upstream_pid = start_baton(work)
+        server, baton_addr, upstream, upstream_pid, proxy_pid = start_baton(work)
         procs.append(server)
+        stray.append(proxy_pid)
         nginx, nginx_addr = start_nginx(work, upstream)
         haproxy, haproxy_addr = start_haproxy(work, upstream)
-        spike, spike_addr = start_pingora_spike(work, upstream)
-        procs += [nginx, haproxy, spike]
-        contenders = {"direct": upstream, "nginx": nginx_addr, "haproxy": haproxy_addr, "baton": baton_addr,
-                      "pingora-spike": spike_addr}
+        procs += [nginx, haproxy]
+        contenders = {"direct": upstream, "nginx": nginx_addr, "haproxy": haproxy_addr, "baton": baton_addr}
         # Whose CPU time counts for each contender (the proxy's own processes).
-        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [server.pid],
-                  "pingora-spike": [spike.pid]}
+        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [proxy_pid]}
+        if os.environ.get("SPIKE", "1") != "0":
+            spike, spike_addr = start_pingora_spike(work, upstream)
+            procs.append(spike)
+            contenders["pingora-spike"] = spike_addr
+            cpu_of["pingora-spike"] = [spike.pid]
         for addr in contenders.values():
             wait_answering(addr)
         results = {name: [] for name in contenders}
@@ -231,9 +241,9 @@ def main():
                 os.killpg(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        if upstream_pid:
+        for pid in stray + ([upstream_pid] if upstream_pid else []):
             try:
-                os.killpg(upstream_pid, signal.SIGTERM)
+                os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         time.sleep(0.3)

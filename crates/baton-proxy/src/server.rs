@@ -221,6 +221,11 @@ impl Proxy {
         HoldGuard::new(self.gate(key))
     }
 
+    /// How many requests wait at `key`'s hold right now.
+    pub fn held_requests(&self, key: &RouteKey) -> usize {
+        self.gate(key).waiting()
+    }
+
     pub fn table(&self) -> Arc<RouteTable> {
         self.table.load_full()
     }

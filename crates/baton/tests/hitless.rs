@@ -163,3 +163,65 @@ fn upgrade_without_a_running_server_says_how_to_start_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("start one with `baton server`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_app_gets_504_at_its_response_timeout_and_shows_as_not_responding() {
+    let server = Server::start();
+    let app = AppCopy::new("soon hung");
+    let manifest = app.path().join("baton.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[proxy]\nresponse_timeout = \"1s\"\n");
+    std::fs::write(&manifest, text).unwrap();
+    server.deploy(app.path());
+    assert_eq!(server.live()["responding"], true);
+    // The whole target (its process group) stopped: it accepts, never answers.
+    let group = nix::unistd::Pid::from_raw(server.live_pid_from_store());
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (status, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("did not answer within 1s"), "{body}");
+    let live = server.live();
+    assert_eq!(live["running"], true, "{live}");
+    assert_eq!(live["responding"], false, "{live}");
+    assert_eq!(live["timeouts"], 1, "{live}");
+    let text = server.baton_ok(&["status"]);
+    assert!(text.contains("(not responding)"), "{text}");
+    // Answering again clears it.
+    let (status, _) = get_fresh(server.proxy, HOST, "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(server.live()["responding"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_api_connections_under_a_1024_open_files_limit_leave_the_proxy_serving() {
+    // This test's own connections need more than the usual soft limit.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
+        .unwrap();
+    let server = Server::start_with_open_files(1024);
+    server.deploy(&example_dir());
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..1_100 {
+        let api = server.api;
+        connecting.spawn(async move {
+            // Past the API's cap, connections wait in the kernel's queue.
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(api))
+                .await
+                .ok()
+                .and_then(|c| c.ok())
+        });
+    }
+    let mut idle = Vec::new();
+    while let Some(done) = connecting.join_next().await {
+        idle.extend(done.unwrap());
+    }
+    assert!(idle.len() >= 1_000, "only {} connections opened", idle.len());
+    for _ in 0..20 {
+        let (status, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(!server.log().contains("proxy accept failed"), "{}", server.log());
+    drop(idle);
+}

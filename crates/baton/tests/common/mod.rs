@@ -46,9 +46,26 @@ impl Server {
         Server::start_from(Path::new(BIN), env)
     }
 
+    /// A server whose open-files limit (soft and hard) is `limit`, as on
+    /// a host with the common default of 1,024.
+    pub fn start_with_open_files(limit: u64) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), Path::new(BIN), &[], Some(limit))
+    }
+
     /// A server run from another copy of the executable.
     pub fn start_from(bin: &Path, env: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap(), bin, env, None)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        bin: &Path,
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Server {
+        if let Some(limit) = open_files {
+            std::fs::write(dir.path().join("open-files"), limit.to_string()).unwrap();
+        }
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -275,7 +292,21 @@ fn spawn(bin: &Path, dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, 
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    let mut child = Command::new(bin)
+    let mut command = Command::new(bin);
+    if let Some(limit) = std::fs::read_to_string(dir.join("open-files"))
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches no memory.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let mut child = command
         .envs(env)
         .args(["server", "--data"])
         .arg(dir.join("data"))
