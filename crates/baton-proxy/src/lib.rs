@@ -7,6 +7,7 @@
 //! goes on serving the last table it was given.
 
 mod access_log;
+mod access_reader;
 mod edge;
 mod forward;
 mod hold;
@@ -19,6 +20,7 @@ mod server;
 mod target;
 
 pub use access_log::{AccessLog, AccessRecord};
+pub use access_reader::AccessReader;
 pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
 pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable};
