@@ -93,6 +93,7 @@ fn served_routes() -> Routes<AppState> {
         .post("/api/v1/apps/{app}/rollback", rollback)
         .post("/api/v1/apps/{app}/contracts", contract_by_hand)
         .get("/api/v1/apps/{app}/logs", logs::logs)
+        .get("/api/v1/apps/{app}/requests", logs::requests)
         .get(
             "/api/v1/apps/{app}/releases/{release}/image-log",
             logs::image_log,

@@ -1,16 +1,22 @@
 //! `GET /api/v1/apps/{app}/logs`: the live target's output, its last lines
 //! or followed as it grows (`follow=true`), moving on to the next live
-//! target when a deploy or rollback replaces it.
+//! target when a deploy or rollback replaces it. `GET
+//! /api/v1/apps/{app}/requests`: the app's lines of the proxy's access log,
+//! likewise.
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use baton_proxy::AccessReader;
 use serde::Deserialize;
 
 use crate::{check_app, production, ApiError, ApiResult, AppState};
+
+/// How often a followed log is looked at for more.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Deserialize)]
 pub(crate) struct LogsQuery {
@@ -18,6 +24,38 @@ pub(crate) struct LogsQuery {
     lines: Option<usize>,
     #[serde(default)]
     follow: bool,
+}
+
+impl LogsQuery {
+    fn environment(&self) -> String {
+        self.environment.clone().unwrap_or_else(production)
+    }
+
+    /// How many of the last lines come first: 100 unless asked, at most
+    /// 100 000.
+    fn lines(&self) -> usize {
+        self.lines.unwrap_or(100).min(100_000)
+    }
+}
+
+/// Lines as one text, each ended by a newline.
+fn text_of(lines: Vec<String>) -> String {
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text
+}
+
+/// Runs file reading off the async threads; a failure is the server's.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))
 }
 
 struct Follow {
@@ -35,7 +73,7 @@ pub(crate) async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
     check_app(&app)?;
-    let environment = q.environment.unwrap_or_else(production);
+    let environment = q.environment();
     let target = o.live_target(&app, &environment).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "{app} has no live target in {environment}; deploy it first with `baton deploy`"
@@ -43,12 +81,7 @@ pub(crate) async fn logs(
     })?;
     let logs = o.logs().clone();
     let offset = logs.len(target.id);
-    let mut text = logs
-        .tail(target.id, q.lines.unwrap_or(100).min(100_000))
-        .join("\n");
-    if !text.is_empty() {
-        text.push('\n');
-    }
+    let text = text_of(logs.tail(target.id, q.lines()));
     let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !q.follow {
         return Ok((content_type, text).into_response());
@@ -83,7 +116,63 @@ pub(crate) async fn logs(
                     return Some((Ok(Bytes::from(note)), s));
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(FOLLOW_EVERY).await;
+        }
+    });
+    Ok((content_type, Body::from_stream(stream)).into_response())
+}
+
+/// The app's requests in the environment, one JSON line each as the proxy
+/// wrote it (`baton_proxy::AccessRecord`), oldest first: the last ones,
+/// then with `follow=true` each one logged after, across the log's
+/// rotations. No log yet is no requests.
+pub(crate) async fn requests(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    check_app(&app)?;
+    let environment = q.environment();
+    if o.store().route(&app, &environment).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "{app} has no route in {environment}, so no request can have reached it; `baton status` lists the apps and their environments"
+        )));
+    }
+    // Where `baton server` has the proxy write it.
+    let path = o.logs().dir().join(baton_proxy::ACCESS_LOG);
+    let lines = q.lines();
+    let (reader, last) =
+        blocking(move || AccessReader::open(path, &app, &environment, lines)).await?;
+    let content_type = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    if !q.follow {
+        return Ok((content_type, text_of(last)).into_response());
+    }
+    // The reader goes to a blocking thread for each look and comes back;
+    // after an error there is none and the stream ends.
+    let state = (Some(reader), Some(text_of(last)));
+    let stream = futures_util::stream::unfold(state, |(reader, first)| async move {
+        if let Some(first) = first {
+            return Some((Ok(Bytes::from(first)), (reader, None)));
+        }
+        let mut reader = reader?;
+        loop {
+            let looked = tokio::task::spawn_blocking(move || {
+                let more = reader.read();
+                (reader, more)
+            })
+            .await;
+            let more = match looked {
+                Ok((back, Ok(more))) => {
+                    reader = back;
+                    more
+                }
+                Ok((_, Err(e))) => return Some((Err(e), (None, None))),
+                Err(e) => return Some((Err(std::io::Error::other(e)), (None, None))),
+            };
+            if !more.is_empty() {
+                return Some((Ok(Bytes::from(text_of(more))), (Some(reader), None)));
+            }
+            tokio::time::sleep(FOLLOW_EVERY).await;
         }
     });
     Ok((content_type, Body::from_stream(stream)).into_response())
@@ -113,7 +202,7 @@ pub(crate) async fn image_log(
         )));
     }
     let path = o.image_log(&release);
-    let text = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+    let text = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
         let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -125,9 +214,7 @@ pub(crate) async fn image_log(
         file.take(1024 * 1024).read_to_end(&mut bytes)?;
         Ok(Some(bytes))
     })
-    .await
-    .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    .await?;
     match text {
         Some(bytes) => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -229,10 +229,10 @@ fn format_line(out: &mut Vec<u8>, done: &Done) {
     out.extend_from_slice(b"}\n");
 }
 
-/// `access.log.(keep-1)` is dropped, each older one moves up, and the
+/// `access.log.{keep}` is dropped, each older one moves up, and the
 /// current file becomes `access.log.1`.
-fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
-    let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
+pub(crate) fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
+    let numbered = |n: usize| rotated(path, n);
     if keep == 0 {
         return std::fs::remove_file(path);
     }
@@ -241,6 +241,11 @@ fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
         let _ = std::fs::rename(numbered(n), numbered(n + 1));
     }
     std::fs::rename(path, numbered(1))
+}
+
+/// The `n`th older file of the log at `path` (`access.log.1` is the newest).
+pub(crate) fn rotated(path: &Path, n: usize) -> PathBuf {
+    PathBuf::from(format!("{}.{n}", path.display()))
 }
 
 /// A time as the log writes it: RFC 3339, UTC, milliseconds.

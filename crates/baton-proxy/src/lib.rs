@@ -13,6 +13,7 @@
 //! the listening sockets over from the old one (`handover`).
 
 mod access_log;
+mod access_reader;
 mod client;
 pub mod control;
 mod edge;
@@ -28,12 +29,16 @@ mod server;
 mod target;
 
 pub use access_log::{AccessLog, AccessRecord};
+pub use access_reader::AccessReader;
 pub use client::{Hold, ProxyClient};
 pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
 pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable, TargetRef};
 pub use server::{Listeners, Proxy, ProxyError};
 pub use target::TargetStats;
+
+/// The access log's file name, in the data folder's `logs`.
+pub const ACCESS_LOG: &str = "access.log";
 
 /// Requests carrying this header reach the route's preview target, if any.
 pub const PREVIEW_HEADER: &str = "x-baton-preview";

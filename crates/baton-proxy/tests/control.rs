@@ -70,7 +70,9 @@ async fn upstream() -> SocketAddr {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    )
                     .await;
             });
         }
@@ -104,7 +106,10 @@ async fn routes_set_through_the_socket_serve_and_count() {
     let dir = tempfile::tempdir().unwrap();
     let p = start(dir.path()).await;
     let up = upstream().await;
-    p.client.set_route(route(TargetRef::new(7, up, "r7"))).await.unwrap();
+    p.client
+        .set_route(route(TargetRef::new(7, up, "r7")))
+        .await
+        .unwrap();
     assert_eq!(get(p.addr).await, 200);
     let stats = p.client.stats(&[7, 8]).await;
     assert_eq!(stats[&7].requests, 1);
@@ -114,9 +119,18 @@ async fn routes_set_through_the_socket_serve_and_count() {
     let mut other = route(TargetRef::new(8, up, "r8"));
     other.key = RouteKey::new("other", "production");
     let refused = p.client.set_route(other).await.unwrap_err().to_string();
-    assert!(refused.contains("already served by app in production"), "{refused}");
-    assert_eq!(p.client.owner(HOST), Some(RouteKey::new("app", "production")));
-    p.client.remove_route(&RouteKey::new("app", "production")).await.unwrap();
+    assert!(
+        refused.contains("already served by app in production"),
+        "{refused}"
+    );
+    assert_eq!(
+        p.client.owner(HOST),
+        Some(RouteKey::new("app", "production"))
+    );
+    p.client
+        .remove_route(&RouteKey::new("app", "production"))
+        .await
+        .unwrap();
     assert_eq!(get(p.addr).await, 404);
     assert_eq!(p.client.owner(HOST), None);
 }
@@ -127,7 +141,10 @@ async fn a_hold_ends_with_its_release_or_with_the_connection_that_asked_for_it()
     let p = start(dir.path()).await;
     let up = upstream().await;
     let key = RouteKey::new("app", "production");
-    p.client.set_route(route(TargetRef::new(1, up, "r1"))).await.unwrap();
+    p.client
+        .set_route(route(TargetRef::new(1, up, "r1")))
+        .await
+        .unwrap();
 
     // Released: the request that waited is counted, then served.
     let hold = p.client.hold(&key).await.unwrap();
@@ -150,7 +167,10 @@ async fn a_hold_ends_with_its_release_or_with_the_connection_that_asked_for_it()
 async fn held(p: &Running, key: &RouteKey, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while p.control.proxy.held_requests(key) < n {
-        assert!(tokio::time::Instant::now() < deadline, "no request waited at the hold");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request waited at the hold"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

@@ -549,34 +549,117 @@ pub async fn logs(
             "/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}"
         ))
         .await?;
+    let mut stdout = std::io::stdout();
+    if !common.json {
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            stdout.write_all(&chunk.map_err(broke_off)?)?;
+            stdout.flush()?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    each_line(response, |line| {
+        let text = String::from_utf8_lossy(line);
+        // `at` is the line's stamp (null on lines written without one).
+        let (at, text) = match baton_runtime::stamp::split(&text) {
+            Some((at, rest)) => (Some(at), rest),
+            None => (None, &*text),
+        };
+        writeln!(
+            stdout,
+            "{}",
+            json!({"app": app, "environment": environment, "at": at, "line": text})
+        )
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton logs APP --requests`: the app's requests from the proxy's access
+/// log, a line each; with --json the log's own JSON lines, as they are.
+pub async fn requests(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    follow: bool,
+    lines: usize,
+) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let response = api
+        .stream(&format!(
+            "/apps/{app}/requests?environment={environment}&lines={lines}&follow={follow}"
+        ))
+        .await?;
+    let mut stdout = std::io::stdout();
+    each_line(response, |line| {
+        let record = if common.json {
+            None
+        } else {
+            serde_json::from_slice::<baton_proxy::AccessRecord>(line).ok()
+        };
+        match record {
+            Some(record) => writeln!(stdout, "{}", request_line(&record)),
+            // JSON asked for, or a record this CLI cannot read: as it is.
+            None => {
+                stdout.write_all(line)?;
+                stdout.write_all(b"\n")
+            }
+        }
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One request for people: time, status, method, host and path, duration,
+/// bytes, release, request id (and why the proxy answered itself, if it did).
+fn request_line(r: &baton_proxy::AccessRecord) -> String {
+    let status = match r.status {
+        500.. => red(&r.status.to_string()),
+        400.. => r.status.to_string(),
+        _ => green(&r.status.to_string()),
+    };
+    let error = r
+        .error
+        .as_deref()
+        .map(|e| format!(" {}", red(e)))
+        .unwrap_or_default();
+    format!(
+        "{} {status} {} {}{} {:.1} ms {} {} {}{error}",
+        dim(&r.time),
+        r.method,
+        r.host,
+        r.path,
+        r.duration_ms,
+        size(r.bytes as i64),
+        r.release.as_deref().map_or("-", baton_package::short_id),
+        dim(&r.request_id),
+    )
+}
+
+/// Calls `each` with every line of a streamed answer (without its newline)
+/// as soon as it is whole, flushing stdout after each chunk so that a
+/// follower sees lines as they come.
+async fn each_line(
+    response: reqwest::Response,
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<()> {
     let mut body = response.bytes_stream();
     let mut pending = Vec::new();
-    let mut stdout = std::io::stdout();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| anyhow!("the log stream broke off: {e}"))?;
-        if !common.json {
-            stdout.write_all(&chunk)?;
-            stdout.flush()?;
-            continue;
+        pending.extend_from_slice(&chunk.map_err(broke_off)?);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            each(&pending[start..start + end])?;
+            start += end + 1;
         }
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            // `at` is the line's stamp (null on lines written without one).
-            let (at, text) = match baton_runtime::stamp::split(&text) {
-                Some((at, rest)) => (Some(at), rest),
-                None => (None, &*text),
-            };
-            writeln!(
-                stdout,
-                "{}",
-                json!({"app": app, "environment": environment, "at": at, "line": text})
-            )?;
-        }
-        stdout.flush()?;
+        pending.drain(..start);
+        std::io::stdout().flush()?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+fn broke_off(e: reqwest::Error) -> anyhow::Error {
+    anyhow!("the log stream broke off: {e}")
 }
 
 pub async fn events(common: &Common, app: &str, limit: i64) -> Result<ExitCode> {

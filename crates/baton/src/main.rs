@@ -46,7 +46,7 @@ Inspect:
   status         Every app and environment: live release, targets, hosts
   releases       An app's releases, newest first, with where each is live
   deployments    An app's deployments, newest first
-  logs           Output of an app's live target
+  logs           Output of an app's live target, or its requests (--requests)
   events         What happened to an app's targets and deployments
 
 Flags:
@@ -178,18 +178,25 @@ enum Command {
     /// Output of an app's live target, each line with the time Baton
     /// received it. With --json: one JSON object per line (JSON Lines), not
     /// an array, so that -f can stream; `at` holds the line's time and
-    /// `line` the rest.
+    /// `line` the rest. With --requests: the app's requests instead, from
+    /// the proxy's access log.
     Logs {
         /// The app's name (as in its baton.toml).
         app: String,
         #[command(flatten)]
         env: EnvArg,
-        /// Keep following new output (and the next live target after a switch).
+        /// Keep following new output (and the next live target after a
+        /// switch; with --requests, new requests).
         #[arg(short, long)]
         follow: bool,
         /// How many of the last lines to show first.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+        /// Show the app's requests (the proxy's access log): time, status,
+        /// method, host and path, duration, bytes, release, request id; with
+        /// --json, the access log's own JSON lines.
+        #[arg(long)]
+        requests: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -470,8 +477,16 @@ fn main() -> ExitCode {
                 env,
                 follow,
                 lines,
+                requests,
                 common,
-            } => commands::logs(&common, &app, &env.environment, follow, lines).await,
+            } => {
+                let environment = &env.environment;
+                if requests {
+                    commands::requests(&common, &app, environment, follow, lines).await
+                } else {
+                    commands::logs(&common, &app, environment, follow, lines).await
+                }
+            }
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
             Command::LogStamp { .. } => unreachable!("log-stamp ran before the runtime started"),
             Command::Flags { command } => flags::run(command).await,

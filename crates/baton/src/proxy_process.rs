@@ -157,8 +157,9 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
         (listeners, saved_routes(&files.routes()))
     };
 
-    let access_log = baton_proxy::AccessLog::open(data.join("logs/access.log"), 64 << 20, 3)
-        .with_context(|| format!("cannot write the access log in {}", data.display()))?;
+    let access_log =
+        baton_proxy::AccessLog::open(data.join("logs").join(baton_proxy::ACCESS_LOG), 64 << 20, 3)
+            .with_context(|| format!("cannot write the access log in {}", data.display()))?;
     let proxy = Proxy::with(
         baton_proxy::EdgeConfig {
             trusted_proxies: settings.trusted_proxies.clone(),

@@ -198,8 +198,7 @@ async fn a_thousand_idle_api_connections_under_a_1024_open_files_limit_leave_the
     // This test's own connections need more than the usual soft limit.
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
-        .unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let server = Server::start_with_open_files(1024);
     server.deploy(&example_dir());
     let mut connecting = tokio::task::JoinSet::new();
@@ -217,11 +216,19 @@ async fn a_thousand_idle_api_connections_under_a_1024_open_files_limit_leave_the
     while let Some(done) = connecting.join_next().await {
         idle.extend(done.unwrap());
     }
-    assert!(idle.len() >= 1_000, "only {} connections opened", idle.len());
+    assert!(
+        idle.len() >= 1_000,
+        "only {} connections opened",
+        idle.len()
+    );
     for _ in 0..20 {
         let (status, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
         assert_eq!(status, 200, "{body}");
     }
-    assert!(!server.log().contains("proxy accept failed"), "{}", server.log());
+    assert!(
+        !server.log().contains("proxy accept failed"),
+        "{}",
+        server.log()
+    );
     drop(idle);
 }

@@ -49,7 +49,12 @@ impl Server {
     /// A server whose open-files limit (soft and hard) is `limit`, as on
     /// a host with the common default of 1,024.
     pub fn start_with_open_files(limit: u64) -> Server {
-        Server::start_in(tempfile::tempdir().unwrap(), Path::new(BIN), &[], Some(limit))
+        Server::start_in(
+            tempfile::tempdir().unwrap(),
+            Path::new(BIN),
+            &[],
+            Some(limit),
+        )
     }
 
     /// A server run from another copy of the executable.
@@ -301,8 +306,12 @@ fn spawn(bin: &Path, dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, 
         // SAFETY: setrlimit is async-signal-safe and touches no memory.
         unsafe {
             command.pre_exec(move || {
-                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
-                    .map_err(std::io::Error::from)
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    limit,
+                    limit,
+                )
+                .map_err(std::io::Error::from)
             });
         }
     }
