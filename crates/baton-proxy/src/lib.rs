@@ -34,7 +34,7 @@ pub use client::{Hold, ProxyClient};
 pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
 pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable, TargetRef};
-pub use server::{Listeners, Proxy, ProxyError};
+pub use server::{listen_on, Listeners, Proxy, ProxyError};
 pub use target::TargetStats;
 
 /// The access log's file name, in the data folder's `logs`.

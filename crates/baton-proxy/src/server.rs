@@ -238,19 +238,11 @@ impl Proxy {
     /// thread; each worker accepts from the same queue on its own thread.
     /// Must be called inside a Tokio runtime.
     pub fn bind(addr: &str, workers: usize) -> Result<Listeners, ProxyError> {
-        let listen_error = |source| ProxyError::Listen {
+        let socket = listen_on(addr)?;
+        Listeners::from_socket(socket, workers).map_err(|source| ProxyError::Listen {
             addr: addr.to_string(),
             source,
-        };
-        let resolved = addr
-            .to_socket_addrs()
-            .map_err(listen_error)?
-            .next()
-            .ok_or_else(|| {
-                listen_error(std::io::Error::other("the address resolves to nothing"))
-            })?;
-        let socket = listen(resolved).map_err(listen_error)?;
-        Listeners::from_socket(socket, workers).map_err(listen_error)
+        })
     }
 
     /// Serves on every handle, each on its own thread with its own
@@ -538,6 +530,21 @@ impl Listeners {
     pub fn socket(&self) -> std::io::Result<std::net::TcpListener> {
         self.sockets[0].try_clone()
     }
+}
+
+/// A listening TCP socket on `addr` (a name is resolved), with a deep
+/// accept queue (1,024) and SO_REUSEADDR. Must run inside a Tokio runtime.
+pub fn listen_on(addr: &str) -> Result<std::net::TcpListener, ProxyError> {
+    let listen_error = |source| ProxyError::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let resolved = addr
+        .to_socket_addrs()
+        .map_err(listen_error)?
+        .next()
+        .ok_or_else(|| listen_error(std::io::Error::other("the address resolves to nothing")))?;
+    listen(resolved).map_err(listen_error)
 }
 
 /// Must run inside a Tokio runtime (listening registers the socket, which

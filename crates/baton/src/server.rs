@@ -205,12 +205,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     // Across an upgrade the API's socket is inherited, never closed.
     let api_socket = match crate::upgrade::inherited_api_socket() {
         Some(socket) => socket,
-        None => std::net::TcpListener::bind(&args.api_listen).map_err(|e| {
-            anyhow!(
-                "cannot listen on {} for the API: {e}; choose another with --api-listen",
-                args.api_listen
-            )
-        })?,
+        None => baton_proxy::listen_on(&args.api_listen)
+            .map_err(|e| anyhow!("{e} (for the API); choose another address with --api-listen"))?,
     };
     api_socket.set_nonblocking(true)?;
     let api_kept = api_socket.try_clone()?;
