@@ -115,13 +115,13 @@ class Baton:
         return json.loads(out.stdout)["pid"] if out.returncode == 0 else None
 
     def stop(self):
-        proxy = self.proxy_pid()
-        for pid in (self.server.pid, proxy, self.upstream_pid):
-            if pid:
-                try:
-                    os.killpg(pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        self.server.send_signal(signal.SIGTERM)
+        self.server.wait(timeout=30)
+        subprocess.run([self.bin, "proxy", "stop"], env=self.env, stdout=subprocess.DEVNULL)
+        try:
+            os.killpg(self.upstream_pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class Nginx:
@@ -151,8 +151,9 @@ http {{
 """
         open(f"{self.dir}/nginx.conf", "w").write(conf)
         # Daemonised, as its binary upgrade expects: the new master is the
-        # old master's child, and the old one exits.
-        sh("nginx", "-p", self.dir, "-c", f"{self.dir}/nginx.conf")
+        # old master's child, and the old one exits. By its full path: the
+        # upgrade executes argv[0].
+        sh(shutil.which("nginx"), "-p", self.dir, "-c", f"{self.dir}/nginx.conf")
         wait(lambda: os.path.exists(self.pidfile))
 
     def master(self, suffix=""):
@@ -182,19 +183,23 @@ def alive(pid):
         return False
 
 
-def wait(check, within=10):
+def wait(check, within=10, what="a hand-over"):
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise SystemExit("timed out")
+            raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.01)
 
 
+LOADS = []
+
+
 def wrk(addr, duration, extra):
-    return subprocess.Popen(
+    LOADS.append(subprocess.Popen(
         ["wrk", "-t1", "-c", CONNECTIONS, "-d", f"{duration}s", "--latency", "--timeout", "10s",
          "-H", f"Host: {HOST}", *extra, f"http://{addr}/"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return LOADS[-1]
 
 
 def millis(text):
@@ -211,9 +216,12 @@ def parse(out):
     requests = int(grab(r"(\d+) requests in"))
     failed = int(grab(r"Non-2xx or 3xx responses: (\d+)"))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    detail = [f"non-2xx {failed}"] if failed else []
     if errors:
         failed += sum(int(n) for n in errors.groups())
-    return requests, failed, millis(grab(r"\s99%\s+(\S+)", "?")), millis(grab(r"Latency\s+\S+\s+\S+\s+(\S+)", "?"))
+        detail.append(errors.group(0))
+    return (requests, failed, millis(grab(r"\s99%\s+(\S+)", "?")), millis(grab(r"Latency\s+\S+\s+\S+\s+(\S+)", "?")),
+            "; ".join(detail))
 
 
 def scenario(name, addr, action):
@@ -233,6 +241,9 @@ def scenario(name, addr, action):
     worst = max(r[3] for r in results)
     print(f"  {name:14} {requests:>8} requests  {failed:>4} failed  p99 {p99:7.2f} ms  max {worst:8.2f} ms"
           f"  (each {EVENTS} events took {min(took):.0f}–{max(took):.0f} ms)")
+    for kind, r in zip(("keep-alive", "fresh conn"), results):
+        if r[4]:
+            print(f"      {kind}: {r[4]}")
     return requests, failed, p99, worst
 
 
@@ -262,6 +273,9 @@ def main():
             print(f"{name:14} {requests:>9} {failed:>7} {p99:>8.2f} {worst:>8.2f} "
                   f"{requests / anchor[0]:>12.2f} {worst / anchor[3]:>12.2f}")
     finally:
+        for load in LOADS:
+            if load.poll() is None:
+                load.kill()
         if nginx:
             nginx.stop()
         if baton:

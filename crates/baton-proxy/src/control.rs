@@ -262,8 +262,9 @@ impl Line {
 pub struct Control {
     pub proxy: Arc<Proxy>,
     pub info: ProxyInfo,
-    /// The listening sockets, to give a successor.
-    pub listening: Vec<std::net::TcpListener>,
+    /// The listening sockets, to give a successor; emptied when the proxy
+    /// stops on its own, so that the socket closes with its last handle.
+    pub listening: std::sync::Mutex<Vec<std::net::TcpListener>>,
     /// Turned true to stop the proxy (a `Stop`, or a successor serving).
     pub stop: watch::Sender<bool>,
     /// Told after every change to the table, to persist it.
@@ -304,6 +305,17 @@ pub async fn serve_control(control: Arc<Control>, listener: UnixListener) {
 }
 
 impl Control {
+    /// Stops with no successor: the listening socket closes as soon as the
+    /// accept loops let go of it, so new clients are refused at once rather
+    /// than queued for nobody.
+    pub fn stop_alone(&self) {
+        self.listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let _ = self.stop.send(true);
+    }
+
     async fn connection(&self, mut line: Line) -> std::io::Result<()> {
         while let Some(request) = line.receive::<Request>().await? {
             let reply = match request {
@@ -377,7 +389,7 @@ impl Control {
                 },
                 Request::Stop => {
                     tracing::info!("asked to stop");
-                    let _ = self.stop.send(true);
+                    self.stop_alone();
                     Reply::Stopping
                 }
             };
@@ -389,7 +401,21 @@ impl Control {
     /// Gives a successor the listening sockets and the table; stops once
     /// it says it is serving. If it dies first, this proxy carries on.
     async fn hand_over(&self, mut line: Line) -> std::io::Result<()> {
-        let fds: Vec<_> = self.listening.iter().map(|l| l.as_fd()).collect();
+        let sockets: Vec<std::net::TcpListener> = self
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<std::io::Result<_>>()?;
+        if sockets.is_empty() {
+            return line
+                .send(&Reply::Error {
+                    message: "this proxy is stopping and has no socket to hand over".into(),
+                })
+                .await;
+        }
+        let fds: Vec<_> = sockets.iter().map(|l| l.as_fd()).collect();
         line.send_fds(&fds).await?;
         line.send(&Reply::HandingOver {
             listening: vec![self.info.listening],

@@ -43,7 +43,7 @@ async fn start(dir: &Path) -> Running {
             },
             started_ms: 0,
         },
-        listening: vec![listeners.socket().unwrap()],
+        listening: std::sync::Mutex::new(vec![listeners.socket().unwrap()]),
         stop,
         changed: tokio::sync::Notify::new(),
     });

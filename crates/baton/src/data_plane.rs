@@ -131,13 +131,11 @@ impl DataPlane {
     pub async fn supervise(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let watched = self.client.hello().await.ok();
-            if let Some(info) = &watched {
+            if self.client.hello().await.is_ok() {
                 tokio::select! {
                     _ = self.until_gone() => {}
                     _ = baton_proxy::control::until_true(&mut stop) => return,
                 }
-                reap(info.pid).await;
                 if *stop.borrow() {
                     return;
                 }
@@ -181,21 +179,6 @@ impl DataPlane {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-        }
-    }
-}
-
-/// A proxy this process started before it re-executed itself is its child
-/// still, but unknown to the runtime that now runs: reap it, or it stays
-/// a zombie.
-async fn reap(pid: u32) {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    let Ok(raw) = i32::try_from(pid) else { return };
-    for _ in 0..40 {
-        match waitpid(nix::unistd::Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(50)).await,
-            // Reaped, or not our child (reaped by the runtime or by init).
-            _ => return,
         }
     }
 }

@@ -126,9 +126,13 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
 
     let mut predecessor = None;
     let (listeners, routes) = if take_over {
-        let taken = control::take_over(&files.socket())
-            .await
-            .context("cannot take over from the running proxy")?;
+        let taken = tokio::time::timeout(
+            Duration::from_secs(10),
+            control::take_over(&files.socket()),
+        )
+        .await
+        .map_err(|_| anyhow!("the running proxy did not hand its sockets over within 10 s"))?
+        .context("cannot take over from the running proxy")?;
         let mut inherited = None;
         for (socket, addr) in &taken.sockets {
             if settings.listens_on(*addr) {
@@ -184,7 +188,7 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
             settings: settings.clone(),
             started_ms: baton_store::now_ms(),
         },
-        listening: vec![listeners.socket()?],
+        listening: std::sync::Mutex::new(vec![listeners.socket()?]),
         stop,
         changed: tokio::sync::Notify::new(),
     });
@@ -227,7 +231,7 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
             signal = signals.next() => match signal {
                 crate::server::Signal::Stop => {
                     tracing::info!("stopping: finishing requests in flight");
-                    let _ = control.stop.send(true);
+                    control.stop_alone();
                     break;
                 }
                 // The server upgrades the proxy (it starts a successor).

@@ -121,6 +121,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     // Recorded now: once a package manager replaces the file, this
     // process's own link to it reads "(deleted)".
     let exe = std::env::current_exe().context("cannot find baton's own executable")?;
+    crate::upgrade::reap_inherited_children();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Whatever the server creates (store, logs, uploads) is its own.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));

@@ -120,6 +120,41 @@ pub fn exec(exe: &Path, argv: &[OsString], api: std::net::TcpListener) -> anyhow
     anyhow!("cannot execute {}: {e}", exe.display())
 }
 
+/// Children this process has at start were started by the image it
+/// replaced (proxies finishing their requests, apps' processes): the
+/// runtime that now runs does not know them, so this waits for each to end
+/// and reaps it, or it would stay a zombie. Call before starting anything.
+pub fn reap_inherited_children() {
+    let me = std::process::id().to_string();
+    let mut inherited: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let parent = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
+            (parent == me).then_some(pid)
+        })
+        .collect();
+    if inherited.is_empty() {
+        return;
+    }
+    tracing::debug!(?inherited, "children of the previous image, reaped as they end");
+    tokio::spawn(async move {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        while !inherited.is_empty() {
+            inherited.retain(|pid| {
+                matches!(
+                    waitpid(nix::unistd::Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::StillAlive)
+                )
+            });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
 /// The API socket a server inherits from the image it replaced, if any.
 pub fn inherited_api_socket() -> Option<std::net::TcpListener> {
     let value = std::env::var(API_FD).ok()?;

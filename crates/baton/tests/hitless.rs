@@ -37,6 +37,21 @@ fn proxy_processes(server: &Server) -> Vec<i32> {
         .collect()
 }
 
+/// Children of `parent` that exited and were never waited for.
+fn zombie_children(parent: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            (fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str()))
+                .then_some(pid)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_ends_and_upgrades_of_the_control_plane_under_load_fail_no_request() {
     let bin_dir = tempfile::tempdir().unwrap();
@@ -94,6 +109,12 @@ async fn thirty_ends_and_upgrades_of_the_control_plane_under_load_fail_no_reques
     })
     .await;
     assert_eq!(only[0] as u64, *proxies.last().unwrap());
+    // … and none of them is left a zombie of the server, whose earlier
+    // images started them.
+    eventually(Duration::from_secs(10), "the old proxies to be reaped", || {
+        zombie_children(server_pid).is_empty().then_some(())
+    })
+    .await;
     // The app itself was never restarted.
     assert_eq!(server.live()["restarts"], 0);
 }
