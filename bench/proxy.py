@@ -209,15 +209,17 @@ def main():
         haproxy, haproxy_addr = start_haproxy(work, upstream)
         procs += [nginx, haproxy]
         contenders = {"direct": upstream, "nginx": nginx_addr, "haproxy": haproxy_addr, "baton": baton_addr}
-        # Whose CPU time counts for each contender (the proxy's own processes).
-        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [proxy_pid]}
         if os.environ.get("SPIKE", "1") != "0":
             spike, spike_addr = start_pingora_spike(work, upstream)
             procs.append(spike)
             contenders["pingora-spike"] = spike_addr
-            cpu_of["pingora-spike"] = [spike.pid]
         for addr in contenders.values():
             wait_answering(addr)
+        # Whose CPU time counts for each contender (the proxy's own
+        # processes; nginx's workers exist once it answers).
+        cpu_of = {"direct": [], "nginx": children(nginx.pid), "haproxy": [haproxy.pid], "baton": [proxy_pid]}
+        if "pingora-spike" in contenders:
+            cpu_of["pingora-spike"] = [spike.pid]
         results = {name: [] for name in contenders}
         tick_us = 1_000_000 / os.sysconf("SC_CLK_TCK")
         print(f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION} --latency, {ROUNDS} rounds interleaved, upstream nginx (1 worker) at {upstream}, {os.cpu_count()} cores")

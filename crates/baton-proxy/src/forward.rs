@@ -22,7 +22,7 @@ use crate::edge::{self, Client, X_REQUEST_ID};
 use crate::hold::Waited;
 use crate::inbound::{self, Inbound, InboundError};
 use crate::lookup::Picked;
-use crate::pool::{connect, ConnectError, Sender};
+use crate::pool::{connect, connect_for_upgrade, ConnectError, Sender};
 use crate::rescue::{self, Refusal};
 use crate::route::{normalise_host, RouteLimits};
 use crate::server::Proxy;
@@ -131,7 +131,7 @@ impl Proxy {
 
     async fn route_and_forward(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: &Client,
         request_id: &HeaderValue,
         entry: &mut Entry,
@@ -178,10 +178,17 @@ impl Proxy {
                 return Err(Refusal::BodyTooLarge { limit: max });
             }
         }
+        // A protocol switch (WebSocket) goes on a connection of its own.
+        let upgrade = crate::upgrade::requested(req.version(), req.headers());
+        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let body = Inbound::new(body, limits.max_body, self.edge().body_timeout);
-        let upstream = upstream_request(parts, body, client, host_header.as_ref(), request_id);
-        let mut outcome = send(target.begin(), upstream, &limits).await;
+        let mut upstream = upstream_request(parts, body, client, host_header.as_ref(), request_id);
+        if let Some(protocol) = &upgrade {
+            crate::upgrade::ask_upstream(upstream.headers_mut(), protocol.clone());
+        }
+        let fresh = upgrade.is_some();
+        let mut outcome = send(target.begin(), upstream, &limits, fresh).await;
         // A request that never left can go to the new target, if the route
         // switched while the old one refused the connection.
         if let Err(Failure {
@@ -201,12 +208,34 @@ impl Proxy {
                         entry.target = Some(Arc::clone(&next));
                         let next_limits = next_route.spec.limits;
                         entry.route = Some(next_route);
-                        outcome = send(next.begin(), request, &next_limits).await;
+                        outcome = send(next.begin(), request, &next_limits, fresh).await;
                     }
                 }
             }
         }
         match outcome {
+            Ok((mut response, _, in_flight))
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    && client_side.is_some() =>
+            {
+                in_flight.target().record_answer();
+                let upstream_side = hyper::upgrade::on(&mut response);
+                let (mut parts, _) = response.into_parts();
+                parts
+                    .headers
+                    .entry(X_REQUEST_ID)
+                    .or_insert_with(|| request_id.clone());
+                if let Some(client_side) = client_side {
+                    crate::upgrade::tunnel(
+                        client_side,
+                        upstream_side,
+                        in_flight,
+                        crate::server::hold_open(),
+                    );
+                }
+                self.log(entry, 101, 0, None);
+                Ok(Response::from_parts(parts, DownBody::Message(None)))
+            }
             Ok((response, sender, in_flight)) => {
                 in_flight.target().record_answer();
                 let (mut parts, body) = response.into_parts();
@@ -292,16 +321,18 @@ struct Failure {
 type Sent = (Response<Incoming>, Sender, InFlight);
 
 /// Sends a request to the target `in_flight` counts it on: on a pooled
-/// connection if one is idle, else on a new one; waits for the response's
-/// head at most the route's response timeout.
+/// connection if one is idle, else on a new one (always a new one when
+/// `fresh`: an upgrade); waits for the response's head at most the route's
+/// response timeout.
 async fn send(
     in_flight: InFlight,
     request: Request<Inbound>,
     limits: &RouteLimits,
+    fresh: bool,
 ) -> Result<Sent, Failure> {
     let target = Arc::clone(in_flight.target());
     let timeout = limits.response_timeout;
-    match tokio::time::timeout(timeout, send_now(&target, request, limits)).await {
+    match tokio::time::timeout(timeout, send_now(&target, request, limits, fresh)).await {
         Ok(Ok((response, sender))) => Ok((response, sender, in_flight)),
         Ok(Err((error, unsent))) => Err(Failure {
             error,
@@ -322,8 +353,19 @@ async fn send_now(
     target: &Target,
     request: Request<Inbound>,
     limits: &RouteLimits,
+    fresh: bool,
 ) -> Result<(Response<Incoming>, Sender), Unsent> {
     let mut request = request;
+    if fresh {
+        let mut sender = match connect_for_upgrade(target.addr, limits.connect_timeout).await {
+            Ok(sender) => sender,
+            Err(e) => return Err((e.into(), Some(request))),
+        };
+        return match sender.send_request(request).await {
+            Ok(response) => Ok((response, sender)),
+            Err(e) => Err((e.into(), None)),
+        };
+    }
     if let Some(mut sender) = target.pool().take().await {
         match sender.try_send_request(request).await {
             Ok(response) => return Ok((response, sender)),

@@ -27,6 +27,7 @@ mod rescue;
 mod route;
 mod server;
 mod target;
+mod upgrade;
 
 pub use access_log::{AccessLog, AccessRecord};
 pub use access_reader::AccessReader;

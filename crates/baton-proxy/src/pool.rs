@@ -90,17 +90,41 @@ pub(crate) async fn connect(
     addr: std::net::SocketAddr,
     timeout: Duration,
 ) -> Result<Sender, ConnectError> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| ConnectError::Timeout(timeout))??;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
+    let (sender, connection) = handshake(addr, timeout).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
     Ok(sender)
+}
+
+/// Opens a connection for one request that may switch protocols (a
+/// WebSocket): never pooled, and handed over whole on a 101.
+pub(crate) async fn connect_for_upgrade(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<Sender, ConnectError> {
+    let (sender, connection) = handshake(addr, timeout).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+type Connection = http1::Connection<TokioIo<tokio::net::TcpStream>, crate::inbound::Inbound>;
+
+async fn handshake(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<(Sender, Connection), ConnectError> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    stream.set_nodelay(true)?;
+    Ok(http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?)
 }

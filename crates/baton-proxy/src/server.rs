@@ -302,6 +302,7 @@ impl Proxy {
             }
         };
         let open = Arc::new(Open::default());
+        OPEN.with(|o| *o.borrow_mut() = Some(Arc::clone(&open)));
         loop {
             // A connection over the cap waits in the kernel's queue, not
             // in our memory, until another closes.
@@ -329,14 +330,11 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
             let stop = stop.clone();
-            let open = Arc::clone(&open);
-            open.count.fetch_add(1, Ordering::AcqRel);
+            let counted = open.guard();
             tokio::spawn(async move {
                 proxy.connection(stream, peer, stop).await;
                 drop(permit);
-                if open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    open.none.notify_waiters();
-                }
+                drop(counted);
             });
         }
         // Stopped: only this worker's handle on the socket closes; connections
@@ -402,7 +400,9 @@ impl Proxy {
                 async move {
                     activity.begin();
                     let mut response = Arc::clone(&proxy).handle(req, client).await;
-                    if proxy.stopping() {
+                    if proxy.stopping()
+                        && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    {
                         response.headers_mut().insert(
                             http::header::CONNECTION,
                             http::HeaderValue::from_static("close"),
@@ -420,7 +420,8 @@ impl Proxy {
             .writev(false)
             .timer(TokioTimer::new())
             .header_read_timeout(edge.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
         tokio::pin!(conn);
         let ended = tokio::select! {
             ended = conn.as_mut() => Some(ended),
@@ -453,11 +454,40 @@ impl Proxy {
     }
 }
 
-/// Connections a worker has open, and a wake-up when the last one closes.
+/// Connections a worker has open (client connections and upgraded
+/// tunnels), and a wake-up when the last one closes.
 #[derive(Default)]
-struct Open {
+pub(crate) struct Open {
     count: AtomicUsize,
     none: tokio::sync::Notify,
+}
+
+/// Counts as open on its worker while it lives.
+pub(crate) struct OpenGuard(Arc<Open>);
+
+impl Open {
+    fn guard(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(Arc::clone(self))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+thread_local! {
+    static OPEN: std::cell::RefCell<Option<Arc<Open>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Counts something long-lived (an upgraded tunnel) as open on the calling
+/// worker, so that a stopping worker waits for it.
+pub(crate) fn hold_open() -> Option<OpenGuard> {
+    OPEN.with(|open| open.borrow().as_ref().map(|o| o.guard()))
 }
 
 /// When a connection last finished a request, and whether one is under way.

@@ -126,13 +126,13 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
 
     let mut predecessor = None;
     let (listeners, routes) = if take_over {
-        let taken = tokio::time::timeout(
-            Duration::from_secs(10),
-            control::take_over(&files.socket()),
-        )
-        .await
-        .map_err(|_| anyhow!("the running proxy did not hand its sockets over within 10 s"))?
-        .context("cannot take over from the running proxy")?;
+        let taken =
+            tokio::time::timeout(Duration::from_secs(10), control::take_over(&files.socket()))
+                .await
+                .map_err(|_| {
+                    anyhow!("the running proxy did not hand its sockets over within 10 s")
+                })?
+                .context("cannot take over from the running proxy")?;
         let mut inherited = None;
         for (socket, addr) in &taken.sockets {
             if settings.listens_on(*addr) {

@@ -140,7 +140,10 @@ pub fn reap_inherited_children() {
     if inherited.is_empty() {
         return;
     }
-    tracing::debug!(?inherited, "children of the previous image, reaped as they end");
+    tracing::debug!(
+        ?inherited,
+        "children of the previous image, reaped as they end"
+    );
     tokio::spawn(async move {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         while !inherited.is_empty() {

@@ -111,9 +111,11 @@ async fn thirty_ends_and_upgrades_of_the_control_plane_under_load_fail_no_reques
     assert_eq!(only[0] as u64, *proxies.last().unwrap());
     // … and none of them is left a zombie of the server, whose earlier
     // images started them.
-    eventually(Duration::from_secs(10), "the old proxies to be reaped", || {
-        zombie_children(server_pid).is_empty().then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the old proxies to be reaped",
+        || zombie_children(server_pid).is_empty().then_some(()),
+    )
     .await;
     // The app itself was never restarted.
     assert_eq!(server.live()["restarts"], 0);
