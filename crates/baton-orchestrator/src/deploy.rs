@@ -338,8 +338,16 @@ impl Orchestrator {
                         let detail = if left == 0 {
                             "no request left in flight on the old target".to_string()
                         } else {
+                            // WebSockets and event streams had their drain
+                            // time: they close now, and reconnect to the new
+                            // release.
+                            let closed = self
+                                .proxy
+                                .cut_long_lived(old.record_id)
+                                .await
+                                .unwrap_or(0);
                             format!(
-                                "{left} requests still in flight after the drain timeout ({})",
+                                "{left} requests still in flight after the drain timeout ({}); {closed} WebSockets and event streams closed",
                                 humantime::format_duration(drain_timeout)
                             )
                         };

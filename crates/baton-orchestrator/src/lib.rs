@@ -220,6 +220,8 @@ pub struct TargetStatus {
     pub failures: u64,
     /// Requests it did not answer within the app's response timeout.
     pub timeouts: u64,
+    /// Open WebSockets and event streams (counted in `in_flight` too).
+    pub long_lived: usize,
 }
 
 impl Orchestrator {
@@ -759,6 +761,7 @@ impl Orchestrator {
             requests: stats.map(|s| s.requests).unwrap_or(0),
             failures: stats.map(|s| s.failures).unwrap_or(0),
             timeouts: stats.map(|s| s.timeouts).unwrap_or(0),
+            long_lived: stats.map(|s| s.long_lived).unwrap_or(0),
             record,
         }
     }

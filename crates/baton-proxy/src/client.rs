@@ -169,6 +169,15 @@ impl ProxyClient {
         }
     }
 
+    /// Closes the WebSockets and event streams still open on `target`;
+    /// returns how many were open.
+    pub async fn cut_long_lived(&self, target: i64) -> Result<usize, ProxyError> {
+        match self.ask(&Request::Cut { target }, ANSWER_WITHIN).await? {
+            Reply::Cut { closed } => Ok(closed),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The route of `key` as this control plane last set it.
     pub fn route(&self, key: &RouteKey) -> Option<RouteSpec> {
         self.mirror().get(key).cloned()

@@ -55,6 +55,10 @@ pub enum Request {
         target: i64,
         timeout_ms: u64,
     },
+    /// Close the target's WebSockets and event streams.
+    Cut {
+        target: i64,
+    },
     /// A successor asks for the listening sockets; answered with them, then
     /// with the table. The successor says `Serving` when it accepts.
     HandOver,
@@ -83,6 +87,9 @@ pub enum Reply {
     },
     Drained {
         left: usize,
+    },
+    Cut {
+        closed: usize,
     },
     HandingOver {
         listening: Vec<SocketAddr>,
@@ -382,6 +389,9 @@ impl Control {
                         .proxy
                         .drain(target, Duration::from_millis(timeout_ms))
                         .await,
+                },
+                Request::Cut { target } => Reply::Cut {
+                    closed: self.proxy.cut_long_lived(target),
                 },
                 Request::HandOver => return self.hand_over(line).await,
                 Request::Serving => Reply::Error {

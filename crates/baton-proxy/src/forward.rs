@@ -26,7 +26,7 @@ use crate::pool::{connect, connect_for_upgrade, ConnectError, Sender};
 use crate::rescue::{self, Refusal};
 use crate::route::{normalise_host, RouteLimits};
 use crate::server::Proxy;
-use crate::target::{InFlight, Target};
+use crate::target::{InFlight, LongLived, Target};
 use crate::PREVIEW_HEADER;
 
 /// What the proxy answers with: the target's response, or its own message.
@@ -245,12 +245,26 @@ impl Proxy {
                     .entry(X_REQUEST_ID)
                     .or_insert_with(|| request_id.clone());
                 let status = parts.status.as_u16();
+                // An event stream is long-lived: counted, and closed when its
+                // target's drain time is over.
+                let events = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+                let stream = events.then(|| {
+                    let (counted, mut cut) = in_flight.target().long_lived();
+                    let cut: CutSignal = Box::pin(async move {
+                        let _ = cut.wait_for(|cut| *cut).await;
+                    });
+                    (counted, cut)
+                });
                 let body = Tracked {
                     inner: body,
                     sender: Some(sender),
                     in_flight,
                     sent: 0,
                     log: Some((Arc::clone(self), entry.clone(), status)),
+                    stream,
                 };
                 Ok(Response::from_parts(parts, DownBody::Upstream(body)))
             }
@@ -444,7 +458,12 @@ pub(crate) struct Tracked {
     /// Written when the body ends (or the client goes): the proxy, the
     /// request and its status.
     log: Option<(Arc<Proxy>, Entry, u16)>,
+    /// For an event stream: counted as long-lived, and ended early when
+    /// its target's drain time is over.
+    stream: Option<(LongLived, CutSignal)>,
 }
+
+type CutSignal = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl Tracked {
     fn recycle(&mut self) {
@@ -474,6 +493,14 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some((_, cut)) = &mut self.stream {
+            if cut.as_mut().poll(cx).is_ready() {
+                // Ended here: the client (EventSource) reconnects, to the
+                // release live now.
+                self.stream = None;
+                return Poll::Ready(None);
+            }
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.recycle(),

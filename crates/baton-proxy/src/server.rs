@@ -121,7 +121,12 @@ impl Proxy {
     fn target(&self, named: &TargetRef) -> Arc<Target> {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         match targets.named.get(&named.id) {
-            Some(t) if t.addr == named.addr => Arc::clone(t),
+            Some(t) if t.addr == named.addr => {
+                // Named by a route again (a rollback to it): its new
+                // long-lived connections are welcome.
+                t.uncut();
+                Arc::clone(t)
+            }
             _ => {
                 let target = Target::new(named);
                 targets.named.insert(named.id, Arc::clone(&target));
@@ -209,6 +214,17 @@ impl Proxy {
             Some(target) => target.drain(timeout).await,
             None => 0,
         }
+    }
+
+    /// Closes the WebSockets and event streams still open on `target` (its
+    /// drain time is over); returns how many were open.
+    pub fn cut_long_lived(&self, target: i64) -> usize {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets
+            .named
+            .get(&target)
+            .map(|t| t.cut_long_lived())
+            .unwrap_or(0)
     }
 
     /// Whether the proxy is stopping (its responses close their connection).

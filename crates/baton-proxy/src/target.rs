@@ -25,6 +25,10 @@ pub(crate) struct Target {
     /// that accepts connections but answers nothing (hung, stopped) shows
     /// as not responding.
     unresponsive: std::sync::atomic::AtomicBool,
+    /// Open WebSockets (upgraded connections) and event streams.
+    long_lived: AtomicUsize,
+    /// Turned true to close them (the target's drain time is over).
+    cut: tokio::sync::watch::Sender<bool>,
     idle: Notify,
     /// Idle upstream connections, one pool per proxy worker thread so a
     /// connection is only ever used from the thread that drives it.
@@ -44,6 +48,9 @@ pub struct TargetStats {
     pub timeouts: u64,
     /// Its last request timed out and none was answered since.
     pub unresponsive: bool,
+    /// Open WebSockets and event streams (counted in `in_flight` too).
+    #[serde(default)]
+    pub long_lived: usize,
 }
 
 impl Target {
@@ -57,6 +64,8 @@ impl Target {
             failures: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             unresponsive: std::sync::atomic::AtomicBool::new(false),
+            long_lived: AtomicUsize::new(0),
+            cut: tokio::sync::watch::Sender::new(false),
             idle: Notify::new(),
             pools: (0..POOLS).map(|_| Pool::default()).collect(),
         })
@@ -74,7 +83,32 @@ impl Target {
             failures: self.failures.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             unresponsive: self.unresponsive.load(Ordering::Relaxed),
+            long_lived: self.long_lived.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a long-lived connection while the guard lives, and says when
+    /// it must close (the receiver turns true).
+    pub(crate) fn long_lived(self: &Arc<Self>) -> (LongLived, tokio::sync::watch::Receiver<bool>) {
+        self.long_lived.fetch_add(1, Ordering::Relaxed);
+        (
+            LongLived {
+                target: Arc::clone(self),
+            },
+            self.cut.subscribe(),
+        )
+    }
+
+    pub(crate) fn uncut(&self) {
+        self.cut
+            .send_if_modified(|cut| std::mem::replace(cut, false));
+    }
+
+    /// Closes the target's WebSockets and event streams (its drain time is
+    /// over); returns how many were open.
+    pub fn cut_long_lived(&self) -> usize {
+        self.cut.send_replace(true);
+        self.long_lived.load(Ordering::Relaxed)
     }
 
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
@@ -116,6 +150,17 @@ impl Target {
                 return self.in_flight.load(Ordering::Acquire);
             }
         }
+    }
+}
+
+/// Held for as long as a long-lived connection is open.
+pub(crate) struct LongLived {
+    target: Arc<Target>,
+}
+
+impl Drop for LongLived {
+    fn drop(&mut self) {
+        self.target.long_lived.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

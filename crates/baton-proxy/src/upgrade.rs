@@ -43,14 +43,21 @@ pub(crate) fn tunnel(
     in_flight: InFlight,
     open: Option<OpenGuard>,
 ) {
+    let (long_lived, mut cut) = in_flight.target().long_lived();
     tokio::spawn(async move {
-        let _counted = (in_flight, open);
+        let _counted = (in_flight, open, long_lived);
         match tokio::try_join!(client, upstream) {
             Ok((client, upstream)) => {
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                tokio::select! {
+                    copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(e) = copied {
+                            tracing::debug!(error = %e, "upgraded connection ended with an error");
+                        }
+                    }
+                    // The target's drain time is over: both sides close.
+                    _ = cut.wait_for(|cut| *cut) => {}
                 }
             }
             Err(e) => tracing::debug!(error = %e, "a side of an upgrade never switched"),

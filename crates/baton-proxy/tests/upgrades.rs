@@ -139,10 +139,58 @@ async fn a_websocket_is_tunnelled_both_ways_and_in_flight_until_it_closes() {
     assert!(lower.contains("x-request-id: "), "{head}");
     client.write_all(b"ping").await.unwrap();
     read_until(&mut client, "echo:ping").await;
-    // A deploy's drain waits for it.
+    // A deploy's drain waits for it; `baton status` counts it.
     until_in_flight(&p.proxy, 1, 1).await;
+    assert_eq!(p.proxy.stats(1).unwrap().long_lived, 1);
     drop(client);
     until_in_flight(&p.proxy, 1, 0).await;
+    assert_eq!(p.proxy.stats(1).unwrap().long_lived, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_drain_time_is_over_websockets_and_event_streams_are_closed() {
+    let p = proxy_to(websocket_app().await, 4).await;
+    let (mut socket, head) = open_websocket(p.addr).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    until_in_flight(&p.proxy, 4, 1).await;
+    assert_eq!(p.proxy.cut_long_lived(4), 1);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest))
+        .await
+        .expect("the WebSocket is closed")
+        .unwrap();
+    until_in_flight(&p.proxy, 4, 0).await;
+
+    // An event stream that never ends on its own is ended cleanly.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_until(&mut stream, "\r\n\r\n").await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nb\r\ndata: one\n\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let _ = stream.read(&mut buf).await;
+    });
+    let p = proxy_to(app, 5).await;
+    let mut client = TcpStream::connect(p.addr).await.unwrap();
+    let request = format!("GET /events HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    read_until(&mut client, "data: one").await;
+    assert_eq!(p.proxy.stats(5).unwrap().long_lived, 1);
+    assert_eq!(p.proxy.cut_long_lived(5), 1);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+        .await
+        .expect("the event stream is ended")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"),
+        "ended as a whole chunked body: {rest:?}"
+    );
+    until_in_flight(&p.proxy, 5, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
