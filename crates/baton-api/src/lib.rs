@@ -92,6 +92,7 @@ fn served_routes() -> Routes<AppState> {
         .post("/api/v1/apps/{app}/deployments", deploy)
         .post("/api/v1/apps/{app}/rollback", rollback)
         .post("/api/v1/apps/{app}/contracts", contract_by_hand)
+        .post("/api/v1/apps/{app}/maintenance", maintenance)
         .get("/api/v1/apps/{app}/logs", logs::logs)
         .get("/api/v1/apps/{app}/requests", logs::requests)
         .get(
@@ -398,6 +399,43 @@ async fn rollback(
         )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    #[serde(default = "production")]
+    environment: String,
+    on: bool,
+    message: Option<String>,
+}
+
+/// `baton maintenance on|off`: the proxy answers 503 with the message while
+/// the app keeps running; audited.
+async fn maintenance(
+    State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: MaintenanceBody = body(&raw)?;
+    auth::may_change(&principal, &app, &b.environment)?;
+    let message = b.on.then(|| b.message.unwrap_or_default());
+    let shown = o
+        .set_maintenance(
+            &app,
+            &b.environment,
+            message,
+            &auth::actor(&principal, &peer),
+        )
+        .await?;
+    Ok(Json(serde_json::json!({
+        "app": app,
+        "environment": b.environment,
+        "maintenance": shown,
+    })))
 }
 
 #[derive(Deserialize)]

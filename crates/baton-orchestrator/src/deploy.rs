@@ -447,6 +447,7 @@ impl Orchestrator {
             preview: preview.map(|m| m.proxy_target.clone()),
             hold_timeout: job.manifest.deploy.hold_timeout,
             limits: route_limits(&job.manifest),
+            maintenance: self.maintenance_of(&job.key),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod deploy;
 mod health;
+mod maintenance;
 mod migrate;
 pub use migrate::{database_options, ContractByHand};
 pub mod plan;
@@ -139,6 +140,9 @@ pub struct Orchestrator {
     previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
     flags: std::sync::OnceLock<Arc<dyn ApplyFlags>>,
     gate: std::sync::OnceLock<Arc<dyn ProductionGate>>,
+    /// Environments in maintenance, with their message (the store's
+    /// `maintenance`, read at start): every route given to the proxy says so.
+    pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -248,6 +252,7 @@ impl Orchestrator {
             previews: Mutex::new(HashMap::new()),
             flags: std::sync::OnceLock::new(),
             gate: std::sync::OnceLock::new(),
+            maintenance: Mutex::new(HashMap::new()),
         })
     }
 

@@ -32,9 +32,17 @@ impl Orchestrator {
         for record in self.store.active_targets().await? {
             self.recover_target(record, &mut report).await?;
         }
+        *self.maintenance.lock().unwrap_or_else(|e| e.into_inner()) = self
+            .store
+            .maintenance()
+            .await?
+            .into_iter()
+            .map(|(app, environment, message)| (RouteKey::new(app, environment), message))
+            .collect();
         let mut specs = Vec::new();
         for route in self.store.routes().await? {
             let key = RouteKey::new(&route.app, &route.environment);
+            let maintenance = self.maintenance_of(&key);
             let live = route.live_target.and_then(|id| self.managed(id));
             // The live release's manifest says how the proxy treats the app.
             let limits = match &live {
@@ -56,6 +64,7 @@ impl Orchestrator {
                 preview: None,
                 hold_timeout: std::time::Duration::from_millis(route.hold_timeout_ms.max(0) as u64),
                 limits,
+                maintenance,
             };
             specs.push(spec);
         }

@@ -266,6 +266,7 @@ mod tests {
             preview: None,
             hold_timeout: std::time::Duration::from_secs(1),
             limits: Default::default(),
+            maintenance: None,
         };
         Entry {
             started: Instant::now(),

@@ -34,6 +34,11 @@ impl Proxy {
                 host: host.to_string(),
             });
         };
+        if let Some(message) = &route.spec.maintenance {
+            return Err(Refusal::Maintenance {
+                message: message.clone(),
+            });
+        }
         if wait_for_hold && route.gate.is_held() {
             return Ok(Picked::Held(
                 Arc::clone(&route.gate),

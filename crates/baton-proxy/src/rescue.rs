@@ -32,6 +32,8 @@ pub(crate) enum Refusal {
         target: String,
         after: std::time::Duration,
     },
+    /// The app is in maintenance (`baton maintenance on`), with its message.
+    Maintenance { message: String },
 }
 
 impl Refusal {
@@ -44,6 +46,7 @@ impl Refusal {
             Refusal::BodyStalled => StatusCode::REQUEST_TIMEOUT,
             Refusal::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::Maintenance { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -57,6 +60,7 @@ impl Refusal {
             Refusal::BodyStalled => "body_timeout",
             Refusal::BadGateway { .. } => "bad_gateway",
             Refusal::GatewayTimeout { .. } => "gateway_timeout",
+            Refusal::Maintenance { .. } => "maintenance",
         }
     }
 
@@ -73,6 +77,7 @@ impl Refusal {
             Refusal::GatewayTimeout { target, after } => {
                 format!("{target} did not answer within {after:?}")
             }
+            Refusal::Maintenance { message } => message.clone(),
         }
     }
 
@@ -131,7 +136,10 @@ pub(crate) fn respond(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(X_REQUEST_ID, request_id.clone());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(refusal, Refusal::NoLiveTarget { .. }) {
+    if matches!(
+        refusal,
+        Refusal::NoLiveTarget { .. } | Refusal::Maintenance { .. }
+    ) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
     }
     if refusal.closes() {

@@ -69,6 +69,10 @@ pub struct RouteSpec {
     pub hold_timeout: Duration,
     /// Timeouts and sizes for this app's requests.
     pub limits: RouteLimits,
+    /// In maintenance: every request is answered 503 with this message,
+    /// and the app keeps running.
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 /// How long the proxy waits on an app and how much it takes from a client,
@@ -229,6 +233,7 @@ mod tests {
                 preview: None,
                 hold_timeout: Duration::from_secs(1),
                 limits: RouteLimits::default(),
+                maintenance: None,
             },
             gate: Arc::new(Gate::new(16)),
             live: live.map(target),

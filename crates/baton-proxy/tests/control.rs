@@ -89,6 +89,7 @@ fn route(live: TargetRef) -> RouteSpec {
         preview: None,
         hold_timeout: Duration::from_secs(30),
         limits: Default::default(),
+        maintenance: None,
     }
 }
 

@@ -105,6 +105,7 @@ fn route(live: Option<TargetRef>) -> RouteSpec {
         preview: None,
         hold_timeout: Duration::from_secs(10),
         limits: Default::default(),
+        maintenance: None,
     }
 }
 

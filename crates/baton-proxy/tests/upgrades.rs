@@ -93,6 +93,7 @@ async fn proxy_to(upstream: SocketAddr, id: i64) -> Running {
             preview: None,
             hold_timeout: Duration::from_secs(5),
             limits: Default::default(),
+            maintenance: None,
         })
         .unwrap();
     Running {

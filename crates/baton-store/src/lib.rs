@@ -191,6 +191,14 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE contracts;
     ALTER TABLE contracts_new RENAME TO contracts;
     CREATE INDEX contracts_app ON contracts (app, environment, state)",
+    // `baton maintenance on`: the proxy answers 503 with the message.
+    "CREATE TABLE maintenance (
+        app         TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        since       INTEGER NOT NULL,
+        PRIMARY KEY (app, environment)
+    )",
 ];
 
 #[derive(Clone)]
@@ -784,6 +792,53 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Puts an app's environment in maintenance with `message`, or out of
+    /// it (`None`), with its audit entry, in one transaction.
+    pub async fn set_maintenance(
+        &self,
+        app: &str,
+        environment: &str,
+        message: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        match message {
+            Some(message) => {
+                sqlx::query(
+                    "INSERT INTO maintenance (app, environment, message, since) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (app, environment) DO UPDATE SET message = excluded.message",
+                )
+                .bind(app)
+                .bind(environment)
+                .bind(message)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM maintenance WHERE app = ? AND environment = ?")
+                    .bind(app)
+                    .bind(environment)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        flags::audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every app and environment in maintenance: (app, environment, message).
+    pub async fn maintenance(&self) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query("SELECT app, environment, message FROM maintenance")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("app"), r.get("environment"), r.get("message")))
+            .collect())
     }
 
     pub async fn routes(&self) -> Result<Vec<RouteRecord>> {

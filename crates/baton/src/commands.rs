@@ -169,6 +169,33 @@ pub async fn rollback(
     finish(&api, common, deployment, no_wait).await
 }
 
+pub async fn maintenance(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    on: bool,
+    message: Option<String>,
+) -> Result<ExitCode> {
+    if !on && message.is_some() {
+        anyhow::bail!("--message goes with `baton maintenance on`");
+    }
+    let api = Api::new(&common.api);
+    let answer: serde_json::Value = api
+        .post_json(
+            &format!("/apps/{app}/maintenance"),
+            &json!({"environment": environment, "on": on, "message": message}),
+        )
+        .await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if let Some(shown) = answer["maintenance"].as_str() {
+        println!("{app} in {environment} is in maintenance: its visitors get 503 and {shown:?}; the app keeps running (`baton maintenance off {app}` to serve it again)");
+    } else {
+        println!("{app} in {environment} is served again");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn answer_preview(common: &Common, deployment: i64, verb: &str) -> Result<ExitCode> {
     let api = Api::new(&common.api);
     let _: serde_json::Value = api

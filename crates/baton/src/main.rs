@@ -41,6 +41,7 @@ Deploy:
   continue       Let a deployment paused in preview go on to the switch
   abort          Abandon a deployment paused in preview
   promote        Promote a release that passed staging to another environment
+  maintenance    Answer an app's visitors with 503 and a message (on|off)
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
@@ -136,6 +137,22 @@ enum Command {
         /// Return once the rollback has started instead of following it.
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Answer an app's visitors with 503, Retry-After and a message while
+    /// it keeps running (`on`), or serve it again (`off`).
+    Maintenance {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+        /// What visitors are told [default: down for maintenance; back soon].
+        #[arg(long)]
+        message: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -461,6 +478,15 @@ fn main() -> ExitCode {
                 no_wait,
                 common,
             } => commands::rollback(&common, &app, &env.environment, to.as_deref(), no_wait).await,
+            Command::Maintenance {
+                state,
+                app,
+                env,
+                message,
+                common,
+            } => {
+                commands::maintenance(&common, &app, &env.environment, state == "on", message).await
+            }
             Command::Continue { deployment, common } => {
                 commands::answer_preview(&common, deployment, "continue").await
             }
