@@ -208,6 +208,9 @@ pub struct EnvironmentStatus {
     pub live: Option<TargetStatus>,
     pub targets: Vec<TargetStatus>,
     pub last_deployment: Option<Deployment>,
+    /// The message visitors get while in maintenance (`baton maintenance`).
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -743,6 +746,7 @@ impl Orchestrator {
                 .cloned(),
             targets,
             last_deployment,
+            maintenance: self.maintenance_of(&RouteKey::new(&route.app, &route.environment)),
         })
     }
 

@@ -394,7 +394,9 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
             .as_ref()
             .map(|t| {
                 let id = baton_package::short_id(&t.record.release_id).to_string();
-                if !t.running {
+                if env.maintenance.is_some() {
+                    red(&format!("{id} (maintenance)"))
+                } else if !t.running {
                     red(&format!("{id} (down)"))
                 } else if !t.responding {
                     red(&format!("{id} (not responding)"))

@@ -256,8 +256,5 @@ fn server_holds_lock(data: &Path) -> bool {
     let Ok(file) = std::fs::File::open(data.join("server.lock")) else {
         return false;
     };
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(_) => false,
-        Err(_) => true,
-    }
+    Flock::lock(file, FlockArg::LockSharedNonblock).is_err()
 }

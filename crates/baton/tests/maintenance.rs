@@ -59,8 +59,11 @@ async fn maintenance_answers_503_with_the_message_through_deploys_and_restarts()
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["error"]["code"], "maintenance");
     assert_eq!(json["error"]["message"], "Back at 5 <b>pm</b>");
-    // The app keeps running.
+    // The app keeps running; status says so, and why visitors get 503.
     assert_eq!(server.live()["running"], true);
+    let status = server.json(&["status"]);
+    assert_eq!(status[0]["maintenance"], "Back at 5 <b>pm</b>");
+    assert!(server.baton_ok(&["status"]).contains("(maintenance)"));
 
     // A deploy and a restart keep it in maintenance.
     server.deploy(AppCopy::new("during maintenance").path());
@@ -75,6 +78,7 @@ async fn maintenance_answers_503_with_the_message_through_deploys_and_restarts()
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("during maintenance"), "{body}");
     assert_eq!(audited_actions(&server), "maintenance.on maintenance.off");
+    assert!(server.json(&["status"])[0]["maintenance"].is_null());
 
     // Wrong input says what to do.
     let out = server.baton(&["maintenance", "on", "nope"]);
