@@ -62,6 +62,10 @@ pub enum Request {
     /// A successor asks for the listening sockets; answered with them, then
     /// with the table. The successor says `Serving` when it accepts.
     HandOver,
+    /// The control plane asks for a handle on the listening sockets, to
+    /// keep them open (and give them to a proxy it starts) should this
+    /// proxy die: clients then wait in the accept queue, never refused.
+    Sockets,
     Serving,
     /// Stop accepting, finish what is in flight, exit.
     Stop,
@@ -94,6 +98,9 @@ pub enum Reply {
     HandingOver {
         listening: Vec<SocketAddr>,
         routes: Vec<RouteSpec>,
+    },
+    Sockets {
+        listening: Vec<SocketAddr>,
     },
     Stopping,
     Error {
@@ -394,6 +401,17 @@ impl Control {
                     closed: self.proxy.cut_long_lived(target),
                 },
                 Request::HandOver => return self.hand_over(line).await,
+                Request::Sockets => {
+                    if self.send_sockets(&mut line).await? {
+                        Reply::Sockets {
+                            listening: vec![self.info.listening],
+                        }
+                    } else {
+                        Reply::Error {
+                            message: "this proxy is stopping and has no socket to give".into(),
+                        }
+                    }
+                }
                 Request::Serving => Reply::Error {
                     message: "`serving` only follows a hand-over".into(),
                 },
@@ -410,7 +428,9 @@ impl Control {
 
     /// Gives a successor the listening sockets and the table; stops once
     /// it says it is serving. If it dies first, this proxy carries on.
-    async fn hand_over(&self, mut line: Line) -> std::io::Result<()> {
+    /// Sends handles on the listening sockets (none when stopping alone);
+    /// says whether there were any.
+    async fn send_sockets(&self, line: &mut Line) -> std::io::Result<bool> {
         let sockets: Vec<std::net::TcpListener> = self
             .listening
             .lock()
@@ -418,15 +438,21 @@ impl Control {
             .iter()
             .map(|l| l.try_clone())
             .collect::<std::io::Result<_>>()?;
-        if sockets.is_empty() {
+        let fds: Vec<_> = sockets.iter().map(|l| l.as_fd()).collect();
+        line.send_fds(&fds).await?;
+        Ok(!sockets.is_empty())
+    }
+
+    /// Gives a successor the listening sockets and the table; stops once
+    /// it says it is serving. If it dies first, this proxy carries on.
+    async fn hand_over(&self, mut line: Line) -> std::io::Result<()> {
+        if !self.send_sockets(&mut line).await? {
             return line
                 .send(&Reply::Error {
                     message: "this proxy is stopping and has no socket to hand over".into(),
                 })
                 .await;
         }
-        let fds: Vec<_> = sockets.iter().map(|l| l.as_fd()).collect();
-        line.send_fds(&fds).await?;
         line.send(&Reply::HandingOver {
             listening: vec![self.info.listening],
             routes: self.proxy.table().specs(),
@@ -447,6 +473,31 @@ impl Control {
             }
         }
     }
+}
+
+/// Handles on the listening sockets of the proxy at `socket`, with their
+/// addresses.
+pub async fn sockets(socket: &Path) -> std::io::Result<Vec<(std::net::TcpListener, SocketAddr)>> {
+    let exchange = async {
+        let mut line = Line::new(UnixStream::connect(socket).await?);
+        line.send(&Request::Sockets).await?;
+        let fds = line.receive_fds(16).await?;
+        match line.receive::<Reply>().await? {
+            Some(Reply::Sockets { listening }) if listening.len() == fds.len() => Ok(fds
+                .into_iter()
+                .map(std::net::TcpListener::from)
+                .zip(listening)
+                .collect()),
+            other => Err(std::io::Error::other(format!(
+                "the proxy did not give its sockets: {other:?}"
+            ))),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "the proxy did not answer")
+        })?
 }
 
 /// Returns once `flag` is true (or its sender is gone).

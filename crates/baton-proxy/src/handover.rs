@@ -13,13 +13,16 @@ use tokio::net::UnixStream;
 /// Sends `fds` with a one-byte message.
 pub(crate) async fn send_fds(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    // No descriptor at all: the marker byte goes alone.
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
     loop {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
             sendmsg::<()>(
                 stream.as_raw_fd(),
                 &[IoSlice::new(b"F")],
-                &[ControlMessage::ScmRights(&raw)],
+                cmsgs,
                 MsgFlags::MSG_NOSIGNAL,
                 None,
             )

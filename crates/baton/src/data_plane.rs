@@ -23,6 +23,21 @@ pub struct DataPlane {
     files: ProxyFiles,
     data: PathBuf,
     exe: PathBuf,
+    /// Handles on the proxy's listening sockets: while the proxy is dead
+    /// they stay open, so clients wait in the accept queue (never refused)
+    /// for the proxy this server starts again with them.
+    kept: std::sync::Mutex<Vec<std::net::TcpListener>>,
+}
+
+/// How a proxy process starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Binding its own socket.
+    Fresh,
+    /// Taking the sockets over from the proxy running now.
+    TakeOver,
+    /// With the sockets this server kept from a proxy that died.
+    Inherit,
 }
 
 impl DataPlane {
@@ -42,6 +57,7 @@ impl DataPlane {
             files,
             data: data.to_path_buf(),
             exe: exe.to_path_buf(),
+            kept: std::sync::Mutex::new(Vec::new()),
         };
         let info = match plane.client.hello().await {
             Ok(info) => {
@@ -59,16 +75,30 @@ impl DataPlane {
                         pid = info.pid,
                         "a new proxy takes over from the running one: {why}"
                     );
-                    plane.launch(true).await?
+                    plane.launch(Start::TakeOver).await?
                 }
             }
-            Err(_) => plane.launch(false).await?,
+            Err(_) => plane.launch(Start::Fresh).await?,
         };
+        plane.keep_sockets().await;
         Ok((plane, info))
     }
 
+    /// Takes handles on the running proxy's listening sockets.
+    async fn keep_sockets(&self) {
+        match baton_proxy::control::sockets(&self.files.socket()).await {
+            Ok(sockets) => {
+                *self.kept.lock().unwrap_or_else(|e| e.into_inner()) =
+                    sockets.into_iter().map(|(socket, _)| socket).collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep the proxy's sockets; if it dies, clients are refused until it is back")
+            }
+        }
+    }
+
     /// Starts a proxy process and waits until it serves.
-    async fn launch(&self, take_over: bool) -> Result<ProxyInfo> {
+    async fn launch(&self, start: Start) -> Result<ProxyInfo> {
         let mut command = tokio::process::Command::new(&self.exe);
         command
             .args(["proxy", "run", "--data"])
@@ -77,15 +107,36 @@ impl DataPlane {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(false);
-        if take_over {
+        if start == Start::TakeOver {
             command.arg("--take-over");
         }
-        // SAFETY: setsid is async-signal-safe and touches no memory.
+        let inherited: Vec<i32> = match start {
+            Start::Inherit => self
+                .kept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(std::os::fd::AsRawFd::as_raw_fd)
+                .collect(),
+            _ => Vec::new(),
+        };
+        for fd in &inherited {
+            command.arg("--listening-fd").arg(fd.to_string());
+        }
+        // SAFETY: setsid and fcntl are async-signal-safe and touch no
+        // memory; the descriptors stay open in the parent, which keeps
+        // them close-on-exec for everything else it starts.
         unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
+            command.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                for fd in &inherited {
+                    nix::fcntl::fcntl(
+                        *fd,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                    )
+                    .map_err(std::io::Error::from)?;
+                }
+                Ok(())
             });
         }
         let mut child = command
@@ -141,12 +192,13 @@ impl DataPlane {
                 }
             }
             if self.client.hello().await.is_ok() {
-                // A successor took over; watch it.
+                // A successor took over; watch it, and keep its sockets.
+                self.keep_sockets().await;
                 backoff = Duration::from_millis(100);
                 continue;
             }
             tracing::error!("the proxy is gone; starting it again");
-            match self.launch(false).await {
+            match self.launch(Start::Inherit).await {
                 Ok(info) => {
                     tracing::info!(pid = info.pid, "proxy started again");
                     if let Err(e) = self.client.resend().await {

@@ -46,6 +46,10 @@ enum ProxyCommand {
         /// data folder, which then finishes and exits.
         #[arg(long)]
         take_over: bool,
+        /// A listening socket inherited from the server (which kept it
+        /// while the previous proxy died), by descriptor number.
+        #[arg(long = "listening-fd", value_name = "FD")]
+        listening_fds: Vec<i32>,
     },
 }
 
@@ -61,9 +65,12 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode> {
     let data = args.data.unwrap_or_else(crate::server::default_data_dir);
     let files = ProxyFiles::in_data(&data);
     match args.command {
-        ProxyCommand::Run { take_over } => {
+        ProxyCommand::Run {
+            take_over,
+            listening_fds,
+        } => {
             crate::server::init_logging();
-            match serve(&data, &files, take_over).await {
+            match serve(&data, &files, take_over, &listening_fds).await {
                 Ok(code) => Ok(code),
                 Err(e) => {
                     // The server waiting for this proxy reads why it failed.
@@ -109,7 +116,12 @@ async fn hello(files: &ProxyFiles) -> Result<ProxyInfo> {
     }
 }
 
-async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitCode> {
+async fn serve(
+    data: &Path,
+    files: &ProxyFiles,
+    take_over: bool,
+    listening_fds: &[i32],
+) -> Result<ExitCode> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // Holding no other folder; a test or operator finds it by its data.
     std::env::set_current_dir(data)
@@ -157,7 +169,10 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
                 info.listening
             );
         }
-        let listeners = Proxy::bind(&settings.listen, settings.workers)?;
+        let listeners = match inherited(listening_fds, &settings)? {
+            Some(socket) => Listeners::from_socket(socket, settings.workers)?,
+            None => Proxy::bind(&settings.listen, settings.workers)?,
+        };
         (listeners, saved_routes(&files.routes()))
     };
 
@@ -250,6 +265,30 @@ async fn serve(data: &Path, files: &ProxyFiles, take_over: bool) -> Result<ExitC
     }
     tracing::info!("proxy stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The inherited listening socket that serves these settings, if any (the
+/// others are closed).
+fn inherited(fds: &[i32], settings: &ProxySettings) -> Result<Option<std::net::TcpListener>> {
+    use std::os::fd::FromRawFd;
+    let mut chosen = None;
+    for &fd in fds {
+        if fd <= 2 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            bail!("--listening-fd {fd} is not an open descriptor of this process");
+        }
+        // SAFETY: the server opened this descriptor for this process and
+        // named it; nothing else here owns it.
+        let socket = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        match socket.local_addr() {
+            Ok(addr) if settings.listens_on(addr) && chosen.is_none() => chosen = Some(socket),
+            _ => drop(socket),
+        }
+    }
+    Ok(chosen)
 }
 
 /// The table a previous proxy left, so a proxy started afresh (after a

@@ -130,7 +130,10 @@ async fn the_proxy_serves_while_the_control_plane_is_down_and_comes_back_if_kill
     assert_eq!(status, 200, "the proxy serves with no control plane");
     server.restart();
 
-    // The proxy itself killed: the server starts another, with the table.
+    // The proxy itself killed under load: the server starts another with
+    // the socket it kept open, so clients wait in its queue, never refused.
+    let load = Load::start(server.proxy, HOST, 16);
+    load.wait_for_more(200);
     let pid = server.proxy_info()["pid"].as_i64().unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -143,6 +146,24 @@ async fn the_proxy_serves_while_the_control_plane_is_down_and_comes_back_if_kill
         (info["pid"].as_i64()? != pid).then_some(info)
     })
     .await;
+    load.wait_for_more(200);
+    let outcomes = load.stop().await;
+    // Requests in flight in the killed process are lost with it; none is
+    // refused.
+    let refused: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| {
+            o.result
+                .as_ref()
+                .is_err_and(|e| e.contains("refused") || e.contains("os error 111"))
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused, first: {:?}",
+        refused.len(),
+        refused.first()
+    );
     let (status, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(server
