@@ -346,6 +346,14 @@ impl Orchestrator {
                                 .cut_long_lived(old.record_id)
                                 .await
                                 .unwrap_or(0);
+                            if closed > 0 {
+                                let message = format!(
+                                    "{closed} WebSockets and event streams on target {} closed after the drain timeout; their clients reconnect to the new release",
+                                    old.record_id
+                                );
+                                self.event(&job.key, EventKind::LongLivedClosed, &message)
+                                    .await;
+                            }
                             format!(
                                 "{left} requests still in flight after the drain timeout ({}); {closed} WebSockets and event streams closed",
                                 humantime::format_duration(drain_timeout)

@@ -72,6 +72,20 @@ impl Orchestrator {
                 None => on.remove(&key),
             };
         }
+        let (kind, said) = match &message {
+            Some(m) => (
+                baton_store::EventKind::MaintenanceOn,
+                format!(
+                    "maintenance on by {}: visitors get 503 and {m:?}",
+                    actor.name
+                ),
+            ),
+            None => (
+                baton_store::EventKind::MaintenanceOff,
+                format!("maintenance off by {}: served again", actor.name),
+            ),
+        };
+        self.event(&key, kind, &said).await;
         if let Some(spec) = self.proxy.route(&key) {
             let spec = baton_proxy::RouteSpec {
                 maintenance: message.clone(),

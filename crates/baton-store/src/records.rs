@@ -260,6 +260,9 @@ string_enum!(EventKind {
     ContractApplied => "contract_applied",
     ContractFailed => "contract_failed",
     EnvironmentRemoved => "environment_removed",
+    MaintenanceOn => "maintenance_on",
+    MaintenanceOff => "maintenance_off",
+    LongLivedClosed => "long_lived_closed",
 });
 
 impl Event {

@@ -79,6 +79,15 @@ async fn maintenance_answers_503_with_the_message_through_deploys_and_restarts()
     assert!(body.contains("during maintenance"), "{body}");
     assert_eq!(audited_actions(&server), "maintenance.on maintenance.off");
     assert!(server.json(&["status"])[0]["maintenance"].is_null());
+    let events = server.json(&["events", "hello"]);
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("maintenance"))
+        .collect();
+    assert_eq!(kinds, ["maintenance_off", "maintenance_on"], "newest first");
 
     // Wrong input says what to do.
     let out = server.baton(&["maintenance", "on", "nope"]);

@@ -171,4 +171,12 @@ async fn open_websockets_stay_on_their_release_until_the_drain_time_then_reconne
         .find(|e| e["app"] == "ws")
         .unwrap();
     assert_eq!(ws["live"]["long_lived"], 20, "{ws}");
+    let events = server.json(&["events", "ws"]);
+    let closed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "long_lived_closed")
+        .count();
+    assert_eq!(closed, 3, "one event per deploy: {events}");
 }
