@@ -414,8 +414,12 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
             .targets
             .iter()
             .map(|t| {
+                let open = match t.long_lived {
+                    0 => String::new(),
+                    n => format!(" ({n} open WebSockets/streams)"),
+                };
                 format!(
-                    "#{} {} {}",
+                    "#{} {} {}{open}",
                     t.record.id,
                     t.record.state,
                     baton_package::short_id(&t.record.release_id)

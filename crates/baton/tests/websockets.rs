@@ -171,6 +171,8 @@ async fn open_websockets_stay_on_their_release_until_the_drain_time_then_reconne
         .find(|e| e["app"] == "ws")
         .unwrap();
     assert_eq!(ws["live"]["long_lived"], 20, "{ws}");
+    let text = server.baton_ok(&["status"]);
+    assert!(text.contains("(20 open WebSockets/streams)"), "{text}");
     let events = server.json(&["events", "ws"]);
     let closed = events
         .as_array()
