@@ -409,7 +409,15 @@ async fn env_rows(
         .map(|s| {
             let (since, by) = live_since(s, &deployments);
             let (healthy, health) = match &s.live {
+                _ if s.maintenance.is_some() => (
+                    false,
+                    format!(
+                        "in maintenance: {}",
+                        s.maintenance.as_deref().unwrap_or_default()
+                    ),
+                ),
                 None => (false, "nothing live".to_string()),
+                Some(t) if t.running && !t.responding => (false, "not responding".into()),
                 Some(t) if t.running && t.record.state == TargetState::Live => {
                     (true, "healthy".into())
                 }

@@ -64,6 +64,19 @@ async fn maintenance_answers_503_with_the_message_through_deploys_and_restarts()
     let status = server.json(&["status"]);
     assert_eq!(status[0]["maintenance"], "Back at 5 <b>pm</b>");
     assert!(server.baton_ok(&["status"]).contains("(maintenance)"));
+    let overview = server
+        .http()
+        .get(format!("{}/", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        overview.contains("in maintenance: Back at 5 &#60;b&#62;pm&#60;/b&#62;"),
+        "the dashboard says so, escaped: {overview}"
+    );
 
     // A deploy and a restart keep it in maintenance.
     server.deploy(AppCopy::new("during maintenance").path());
