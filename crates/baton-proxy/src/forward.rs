@@ -141,6 +141,17 @@ impl Proxy {
     ) -> Result<Response<DownBody>, Refusal> {
         edge::check(req.version(), req.headers())
             .map_err(|m| Refusal::Malformed { reason: m.reason() })?;
+        // HTTP/2 names the host in `:authority`; the app, spoken to in
+        // HTTP/1.1, gets it as `Host` (and X-Forwarded-Host from it).
+        if req.version() == http::Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+            if let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
         // Held apart from the request, whose headers move on upstream.
         let host_header = req.headers().get(header::HOST).cloned();
         let uri_host = host_header

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::net::ToSocketAddrs;
 
 use tokio::net::TcpListener;
@@ -409,14 +409,18 @@ impl Proxy {
         let service = {
             let proxy = Arc::clone(&self);
             let activity = Arc::clone(&activity);
-            service_fn(move |req| {
+            service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let proxy = Arc::clone(&proxy);
                 let client = Arc::clone(&client);
                 let activity = Arc::clone(&activity);
+                // HTTP/2 has no `Connection` header: a stopping proxy's h2
+                // connections end with GOAWAY instead.
+                let http1 = req.version() < http::Version::HTTP_2;
                 async move {
                     activity.begin();
                     let mut response = Arc::clone(&proxy).handle(req, client).await;
-                    if proxy.stopping()
+                    if http1
+                        && proxy.stopping()
                         && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
                     {
                         response.headers_mut().insert(
@@ -429,15 +433,23 @@ impl Proxy {
                 }
             })
         };
-        let conn = http1::Builder::new()
+        // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), told apart by
+        // the connection's first bytes.
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
             .keep_alive(true)
             // Responses through a proxy are mostly small: one flat
             // buffer costs fewer instructions than gathering iovecs.
             .writev(false)
             .timer(TokioTimer::new())
-            .header_read_timeout(edge.header_timeout)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+            .header_read_timeout(edge.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(None);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let ended = tokio::select! {
             ended = conn.as_mut() => Some(ended),

@@ -504,3 +504,45 @@ async fn every_request_is_one_access_log_line_with_its_request_id() {
     assert_eq!(refused["error"], "unknown_host");
     assert_eq!(refused["host"], "nobody.test");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_with_prior_knowledge_reaches_the_app_over_http_1_1() {
+    let (up, _) = upstream("h2", false).await;
+    let p = proxy().await;
+    p.proxy
+        .set_route(route(Some(TargetRef::new(1, up, "r1"))))
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // Streams side by side on the one connection.
+    let asked: Vec<_> = (0..5)
+        .map(|n| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .uri(format!("http://{HOST}/n{n}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let version = response.version();
+                let status = response.status();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (n, version, status, String::from_utf8_lossy(&body).to_string())
+            })
+        })
+        .collect();
+    for answer in asked {
+        let (n, version, status, body) = answer.await.unwrap();
+        assert_eq!(version, hyper::Version::HTTP_2);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&format!("uri=/n{n}\n")), "{body}");
+        assert!(body.contains(&format!("xhost={HOST}")), "{body}");
+        assert!(body.contains("proto=http"), "{body}");
+    }
+}
