@@ -533,7 +533,12 @@ async fn http2_with_prior_knowledge_reaches_the_app_over_http_1_1() {
                 let version = response.version();
                 let status = response.status();
                 let body = response.into_body().collect().await.unwrap().to_bytes();
-                (n, version, status, String::from_utf8_lossy(&body).to_string())
+                (
+                    n,
+                    version,
+                    status,
+                    String::from_utf8_lossy(&body).to_string(),
+                )
             })
         })
         .collect();

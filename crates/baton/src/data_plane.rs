@@ -51,6 +51,9 @@ impl DataPlane {
         let files = ProxyFiles::in_data(data);
         std::fs::create_dir_all(&files.dir)
             .with_context(|| format!("cannot create {}", files.dir.display()))?;
+        // The proxy runs from elsewhere: it gets the folder's absolute path.
+        let data = &std::fs::canonicalize(data)
+            .with_context(|| format!("cannot resolve {}", data.display()))?;
         write_settings(&files, settings)?;
         let plane = DataPlane {
             client: Arc::new(ProxyClient::new(&files.socket())),

@@ -70,6 +70,11 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode> {
             listening_fds,
         } => {
             crate::server::init_logging();
+            // The proxy works from inside the data folder: an absolute path
+            // stays right after that.
+            let data = std::fs::canonicalize(&data)
+                .with_context(|| format!("no data folder at {}", data.display()))?;
+            let files = ProxyFiles::in_data(&data);
             match serve(&data, &files, take_over, &listening_fds).await {
                 Ok(code) => Ok(code),
                 Err(e) => {
