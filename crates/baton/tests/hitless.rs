@@ -276,3 +276,42 @@ async fn a_thousand_idle_api_connections_under_a_1024_open_files_limit_leave_the
     );
     drop(idle);
 }
+
+#[test]
+fn a_relative_data_folder_works_for_the_proxy_process_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(BIN)
+        .args(["server", "--data", "relative-data"])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let data = dir.path().join("relative-data");
+    let status = std::process::Command::new(BIN)
+        .args(["proxy", "status", "--json"])
+        .env("BATON_DATA", &data)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    kill_processes_under(&data);
+    assert!(ready.starts_with("baton server ready"), "{ready:?}");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
