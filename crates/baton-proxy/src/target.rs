@@ -90,7 +90,7 @@ impl Target {
     /// Counts a long-lived connection while the guard lives, and says when
     /// it must close (the receiver turns true).
     pub(crate) fn long_lived(self: &Arc<Self>) -> (LongLived, tokio::sync::watch::Receiver<bool>) {
-        self.long_lived.fetch_add(1, Ordering::Relaxed);
+        self.long_lived.fetch_add(1, Ordering::AcqRel);
         (
             LongLived {
                 target: Arc::clone(self),
@@ -107,8 +107,10 @@ impl Target {
     /// Closes the target's WebSockets and event streams (its drain time is
     /// over); returns how many were open.
     pub fn cut_long_lived(&self) -> usize {
+        // Counted first: once told, they start closing (on other threads).
+        let open = self.long_lived.load(Ordering::Acquire);
         self.cut.send_replace(true);
-        self.long_lived.load(Ordering::Relaxed)
+        open
     }
 
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
@@ -160,7 +162,7 @@ pub(crate) struct LongLived {
 
 impl Drop for LongLived {
     fn drop(&mut self) {
-        self.target.long_lived.fetch_sub(1, Ordering::Relaxed);
+        self.target.long_lived.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
