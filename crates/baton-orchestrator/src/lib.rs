@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use baton_manifest::Manifest;
 use baton_manifest::RuntimeKind;
-use baton_proxy::{ProxyClient, RouteKey};
+use baton_proxy::{ProxyClient, RouteKey, TargetStats};
 use baton_runtime::{ContainerSpec, DockerRuntime, LogFiles, Runtime, TargetHandle, TargetSpec};
 use baton_store::EventKind;
 use baton_store::{
@@ -722,12 +722,19 @@ impl Orchestrator {
     }
 
     pub async fn environment_status(&self, route: &RouteRecord) -> Result<EnvironmentStatus> {
-        let targets: Vec<TargetStatus> = self
+        let records = self
             .store
             .targets_of(&route.app, &route.environment)
-            .await?
+            .await?;
+        // The proxy's counters for all of them, in one question.
+        let ids: Vec<i64> = records.iter().map(|t| t.id).collect();
+        let stats = self.proxy.stats(&ids).await;
+        let targets: Vec<TargetStatus> = records
             .into_iter()
-            .map(|t| self.target_status(t))
+            .map(|t| {
+                let stats = stats.get(&t.id).copied().unwrap_or_default();
+                self.target_status(t, stats)
+            })
             .collect::<futures_util::future::JoinAll<_>>()
             .await;
         let last_deployment = self
@@ -750,27 +757,20 @@ impl Orchestrator {
         })
     }
 
-    async fn target_status(&self, record: TargetRecord) -> TargetStatus {
-        let managed = self.managed(record.id);
-        let stats = self
-            .proxy
-            .stats(&[record.id])
-            .await
-            .get(&record.id)
-            .copied();
-        let running = match &managed {
+    async fn target_status(&self, record: TargetRecord, stats: TargetStats) -> TargetStatus {
+        let running = match self.managed(record.id) {
             Some(m) => m.runtime.alive(&m.handle()).await,
             None => false,
         };
         TargetStatus {
             address: format!("127.0.0.1:{}", record.port),
             running,
-            responding: !stats.is_some_and(|s| s.unresponsive),
-            in_flight: stats.map(|s| s.in_flight).unwrap_or(0),
-            requests: stats.map(|s| s.requests).unwrap_or(0),
-            failures: stats.map(|s| s.failures).unwrap_or(0),
-            timeouts: stats.map(|s| s.timeouts).unwrap_or(0),
-            long_lived: stats.map(|s| s.long_lived).unwrap_or(0),
+            responding: !stats.unresponsive,
+            in_flight: stats.in_flight,
+            requests: stats.requests,
+            failures: stats.failures,
+            timeouts: stats.timeouts,
+            long_lived: stats.long_lived,
             record,
         }
     }

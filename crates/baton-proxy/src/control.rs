@@ -151,31 +151,30 @@ impl ProxySettings {
     }
 }
 
-/// Which executable a process runs: the running file itself, even after
-/// a package manager replaced it on disk.
+/// Which file a path is (device and inode), whatever its name: the binary a
+/// process runs even after a package manager replaced it on disk, or the
+/// control socket a proxy bound, told from a successor's at the same path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExeId {
+pub struct FileId {
     pub dev: u64,
     pub ino: u64,
 }
 
-impl ExeId {
-    pub fn of_this_process() -> std::io::Result<ExeId> {
+impl FileId {
+    pub fn of(path: &Path) -> std::io::Result<FileId> {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata("/proc/self/exe")?;
-        Ok(ExeId {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+        })?;
+        Ok(FileId {
             dev: meta.dev(),
             ino: meta.ino(),
         })
     }
 
-    pub fn of_file(path: &Path) -> std::io::Result<ExeId> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path)?;
-        Ok(ExeId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
+    /// The executable this process runs.
+    pub fn of_this_process() -> std::io::Result<FileId> {
+        FileId::of(Path::new("/proc/self/exe"))
     }
 }
 
@@ -184,7 +183,7 @@ impl ExeId {
 pub struct ProxyInfo {
     pub pid: u32,
     pub version: String,
-    pub exe: ExeId,
+    pub exe: FileId,
     pub listening: SocketAddr,
     pub settings: ProxySettings,
     /// Milliseconds since the Unix epoch.

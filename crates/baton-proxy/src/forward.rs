@@ -84,7 +84,7 @@ impl Proxy {
     /// Serves one request from `client`: checked at the edge, routed,
     /// held during a switch, forwarded, or answered by the proxy itself.
     pub(crate) async fn handle(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         client: Arc<Client>,
     ) -> Response<DownBody> {

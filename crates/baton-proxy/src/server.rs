@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -239,7 +239,8 @@ impl Proxy {
 
     /// How many requests wait at `key`'s hold right now.
     pub fn held_requests(&self, key: &RouteKey) -> usize {
-        self.gate(key).waiting()
+        let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.get(key).map(|gate| gate.waiting()).unwrap_or(0)
     }
 
     pub fn table(&self) -> Arc<RouteTable> {
@@ -405,7 +406,7 @@ impl Proxy {
             }
         }
         let client = Arc::new(Client::new(ip, edge.trusts(peer.ip()), "http"));
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::default());
         let service = {
             let proxy = Arc::clone(&self);
             let activity = Arc::clone(&activity);
@@ -418,7 +419,7 @@ impl Proxy {
                 let http1 = req.version() < http::Version::HTTP_2;
                 async move {
                     activity.begin();
-                    let mut response = Arc::clone(&proxy).handle(req, client).await;
+                    let mut response = proxy.handle(req, client).await;
                     if http1
                         && proxy.stopping()
                         && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -457,24 +458,26 @@ impl Proxy {
         };
         let ended = match ended {
             Some(ended) => ended,
-            None => loop {
-                self.stopping.store(true, Ordering::Relaxed);
+            None => {
                 // Stopping: a connection between two requests is closed
-                // only once it has been idle a while, so a client's next
-                // request is never cut as it arrives.
-                let wait = match activity.idle_for() {
-                    Some(idle) if idle >= IDLE_BEFORE_CLOSE => {
+                // only once it has stayed idle a while (no request begun or
+                // ended), so a client's next request is never cut as it
+                // arrives; meanwhile that request is answered with
+                // `Connection: close`.
+                let mut before = activity.idle_mark();
+                loop {
+                    tokio::select! {
+                        ended = conn.as_mut() => break ended,
+                        _ = tokio::time::sleep(IDLE_BEFORE_CLOSE) => {}
+                    }
+                    let now = activity.idle_mark();
+                    if now.is_some() && now == before {
                         conn.as_mut().graceful_shutdown();
                         break conn.as_mut().await;
                     }
-                    Some(idle) => IDLE_BEFORE_CLOSE - idle,
-                    None => IDLE_BEFORE_CLOSE,
-                };
-                tokio::select! {
-                    ended = conn.as_mut() => break ended,
-                    _ = tokio::time::sleep(wait) => {}
+                    before = now;
                 }
-            },
+            }
         };
         if let Err(e) = ended {
             tracing::debug!(error = %e, "client connection ended with an error");
@@ -518,42 +521,30 @@ pub(crate) fn hold_open() -> Option<OpenGuard> {
     OPEN.with(|open| open.borrow().as_ref().map(|o| o.guard()))
 }
 
-/// When a connection last finished a request, and whether one is under way.
+/// Whether a connection is answering a request, and how many it has
+/// answered: two counters, no clock on the data path.
+#[derive(Default)]
 struct Activity {
-    opened: Instant,
-    /// Requests being answered (a pipelining client may have several).
+    /// Requests being answered (a pipelining or HTTP/2 client may have
+    /// several).
     busy: AtomicUsize,
-    /// Milliseconds from `opened` to the end of the last request.
-    last_end: AtomicU64,
+    answered: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Activity {
-        Activity {
-            opened: Instant::now(),
-            busy: AtomicUsize::new(0),
-            last_end: AtomicU64::new(0),
-        }
-    }
-
     fn begin(&self) {
         self.busy.fetch_add(1, Ordering::AcqRel);
     }
 
     fn end(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
-        self.last_end.store(now, Ordering::Release);
+        self.answered.fetch_add(1, Ordering::Release);
         self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// How long the connection has waited for a request; `None` while one
+    /// What changes whenever a request begins or ends; `None` while one
     /// is being answered.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.busy.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_end.load(Ordering::Acquire));
-        Some(self.opened.elapsed().saturating_sub(last))
+    fn idle_mark(&self) -> Option<u64> {
+        (self.busy.load(Ordering::Acquire) == 0).then(|| self.answered.load(Ordering::Acquire))
     }
 }
 

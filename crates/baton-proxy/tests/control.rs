@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_proxy::control::{self, Control, ExeId, ProxyInfo, ProxySettings};
+use baton_proxy::control::{self, Control, FileId, ProxyInfo, ProxySettings};
 use baton_proxy::{Proxy, ProxyClient, RouteKey, RouteSpec, TargetRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -31,7 +31,7 @@ async fn start(dir: &Path) -> Running {
         info: ProxyInfo {
             pid: std::process::id(),
             version: "test".into(),
-            exe: ExeId::of_this_process().unwrap(),
+            exe: FileId::of_this_process().unwrap(),
             listening: addr,
             settings: ProxySettings {
                 listen: "127.0.0.1:0".into(),

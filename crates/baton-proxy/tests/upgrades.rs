@@ -163,22 +163,9 @@ async fn when_the_drain_time_is_over_websockets_and_event_streams_are_closed() {
     until_in_flight(&p.proxy, 4, 0).await;
 
     // An event stream that never ends on its own is ended cleanly.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_until(&mut stream, "\r\n\r\n").await;
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nb\r\ndata: one\n\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let _ = stream.read(&mut buf).await;
-    });
+    let (app, _never) = event_stream_app().await;
     let p = proxy_to(app, 5).await;
-    let mut client = TcpStream::connect(p.addr).await.unwrap();
-    let request = format!("GET /events HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
+    let mut client = open_events(p.addr).await;
     read_until(&mut client, "data: one").await;
     assert_eq!(p.proxy.stats(5).unwrap().long_lived, 1);
     assert_eq!(p.proxy.cut_long_lived(5), 1);
@@ -235,8 +222,9 @@ async fn a_stopping_proxy_lets_an_open_tunnel_run() {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_sent_events_are_passed_on_as_they_come() {
+/// An app answering one event stream: a first event, then a second (and
+/// the end) only once told.
+async fn event_stream_app() -> (SocketAddr, Arc<Notify>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = listener.local_addr().unwrap();
     let next = Arc::new(Notify::new());
@@ -248,19 +236,29 @@ async fn server_sent_events_are_passed_on_as_they_come() {
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nb\r\ndata: one\n\n\r\n")
             .await
             .unwrap();
-        // The second event only once the client has the first: a proxy
-        // that buffered would never deliver it.
         told.notified().await;
         stream
             .write_all(b"b\r\ndata: two\n\n\r\n0\r\n\r\n")
             .await
             .unwrap();
     });
-    let p = proxy_to(app, 3).await;
-    let mut client = TcpStream::connect(p.addr).await.unwrap();
-    let request =
-        format!("GET /events HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\n\r\n");
+    (app, next)
+}
+
+async fn open_events(proxy: SocketAddr) -> TcpStream {
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    let request = format!("GET /events HTTP/1.1\r\nHost: {HOST}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n");
     client.write_all(request.as_bytes()).await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_are_passed_on_as_they_come() {
+    // The second event only once the client has the first: a proxy that
+    // buffered would never deliver it.
+    let (app, next) = event_stream_app().await;
+    let p = proxy_to(app, 3).await;
+    let mut client = open_events(p.addr).await;
     let first = read_until(&mut client, "data: one").await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     assert!(!first.contains("data: two"));

@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 
 pub use docker::DockerRuntime;
 pub use logs::LogFiles;
-pub use process::ProcessRuntime;
+pub use process::{children_of, proc_stat, ProcStat, ProcessRuntime};
 pub use user::{app_command, base_env, AppUser};
 
 /// Everything needed to start one target.

@@ -107,15 +107,44 @@ fn parse(handle: &TargetHandle) -> Result<(u32, u64), RuntimeError> {
     Ok((pid, start.parse().map_err(|_| bad())?))
 }
 
-/// The process's start time (clock ticks since boot) and whether it is a
-/// zombie, from /proc. A pid alone can be reused; pid plus start time cannot.
-fn proc_start(pid: u32) -> Option<(u64, bool)> {
+/// What /proc says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Exited and not yet waited for by its parent.
+    pub zombie: bool,
+    pub parent: u32,
+    /// Clock ticks since boot: a pid alone can be reused, pid plus start
+    /// time cannot.
+    pub start: u64,
+}
+
+/// `/proc/PID/stat`, read, if the process exists.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let zombie = fields.first() == Some(&"Z");
-    Some((fields.get(19)?.parse().ok()?, zombie))
+    Some(ProcStat {
+        zombie: *fields.first()? == "Z",
+        parent: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The pids of `parent`'s children (zombies included).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.parent == parent))
+        .collect()
+}
+
+fn proc_start(pid: u32) -> Option<(u64, bool)> {
+    proc_stat(pid).map(|s| (s.start, s.zombie))
 }
 
 /// Kills what is left of a target's process group once its leader is gone
@@ -248,14 +277,6 @@ impl Runtime for ProcessRuntime {
                 // Adopted after a restart: not our child, so poll for it.
                 None => loop {
                     if !self.running(handle) {
-                        // Started by this very process before it re-executed
-                        // itself (an upgrade): still its child, so reap it.
-                        if let Ok(raw) = i32::try_from(pid) {
-                            let _ = nix::sys::wait::waitpid(
-                                Pid::from_raw(raw),
-                                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                            );
-                        }
                         end_group(pid);
                         return Exit::Vanished;
                     }

@@ -116,6 +116,22 @@ fn set(path: &Path, mode: u32, group: Option<u32>, tightened: &mut Vec<String>) 
     Ok(())
 }
 
+/// Writes `value` as JSON to `path` whole or not at all: beside it, synced,
+/// then renamed into place, so a crash never leaves half a file.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let partial = path.with_extension("json.partial");
+    let written = (|| -> std::io::Result<()> {
+        let mut file = fs::File::create(&partial)?;
+        std::io::Write::write_all(
+            &mut file,
+            &serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
+        )?;
+        file.sync_all()?;
+        fs::rename(&partial, path)
+    })();
+    written.with_context(|| format!("cannot write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use baton_proxy::control::{ExeId, ProxyFiles, ProxyInfo, ProxySettings};
+use baton_proxy::control::{FileId, ProxyFiles, ProxyInfo, ProxySettings};
 use baton_proxy::ProxyClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
@@ -54,7 +54,7 @@ impl DataPlane {
         // The proxy runs from elsewhere: it gets the folder's absolute path.
         let data = &std::fs::canonicalize(data)
             .with_context(|| format!("cannot resolve {}", data.display()))?;
-        write_settings(&files, settings)?;
+        crate::data_folder::write_json(&files.settings(), settings)?;
         let plane = DataPlane {
             client: Arc::new(ProxyClient::new(&files.socket())),
             files,
@@ -64,7 +64,7 @@ impl DataPlane {
         };
         let info = match plane.client.hello().await {
             Ok(info) => {
-                let own = ExeId::of_this_process()?;
+                let own = FileId::of_this_process()?;
                 if info.exe == own && settings.served_by(&info.settings, info.listening) {
                     tracing::info!(pid = info.pid, listening = %info.listening, "the proxy serves on; adopted");
                     info
@@ -236,12 +236,4 @@ impl DataPlane {
             }
         }
     }
-}
-
-fn write_settings(files: &ProxyFiles, settings: &ProxySettings) -> Result<()> {
-    let path = files.settings();
-    let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, serde_json::to_vec_pretty(settings)?)
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use baton_proxy::control::{
-    self, Control, ExeId, ProxyFiles, ProxyInfo, ProxySettings, Reply, Request,
+    self, Control, FileId, ProxyFiles, ProxyInfo, ProxySettings, Reply, Request,
 };
 use baton_proxy::{Listeners, Proxy, RouteSpec};
 use tokio::sync::watch;
@@ -159,7 +159,7 @@ async fn serve(
         let listeners = match inherited {
             Some(socket) => Listeners::from_socket(socket, settings.workers)?,
             // The address changed: the old one closes with its proxy.
-            None => Proxy::bind(&settings.listen, settings.workers)?,
+            None => bind(&settings)?,
         };
         let routes = taken.routes.clone();
         predecessor = Some(taken);
@@ -176,7 +176,7 @@ async fn serve(
         }
         let listeners = match inherited(listening_fds, &settings)? {
             Some(socket) => Listeners::from_socket(socket, settings.workers)?,
-            None => Proxy::bind(&settings.listen, settings.workers)?,
+            None => bind(&settings)?,
         };
         (listeners, saved_routes(&files.routes()))
     };
@@ -203,7 +203,7 @@ async fn serve(
         info: ProxyInfo {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            exe: ExeId::of_this_process()?,
+            exe: FileId::of_this_process()?,
             listening,
             settings: settings.clone(),
             started_ms: baton_store::now_ms(),
@@ -223,7 +223,7 @@ async fn serve(
         .with_context(|| format!("cannot listen on {}", bound.display()))?;
     std::fs::rename(&bound, files.socket())
         .with_context(|| format!("cannot place {}", files.socket().display()))?;
-    let socket_id = ExeId::of_file(&files.socket())?;
+    let socket_id = FileId::of(&files.socket())?;
 
     let serving =
         tokio::spawn(Arc::clone(&proxy).serve(listeners, stopped.clone(), settings.stop_timeout));
@@ -265,11 +265,18 @@ async fn serve(
     let _ = serving.await;
     persisting.abort();
     // The socket is this proxy's to remove only if no successor replaced it.
-    if ExeId::of_file(&files.socket()).ok() == Some(socket_id) {
+    if FileId::of(&files.socket()).ok() == Some(socket_id) {
         let _ = std::fs::remove_file(files.socket());
     }
     tracing::info!("proxy stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new listening socket for the settings' address.
+fn bind(settings: &ProxySettings) -> Result<Listeners> {
+    Proxy::bind(&settings.listen, settings.workers).map_err(|e| {
+        anyhow!("{e}; is another server using it? choose another address with --proxy-listen")
+    })
 }
 
 /// The inherited listening socket that serves these settings, if any (the
@@ -319,16 +326,11 @@ async fn persist(control: Arc<Control>, path: PathBuf) {
         }
         let specs = control.proxy.table().specs();
         let target = path.clone();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let partial = target.with_extension("json.partial");
-            let mut file = std::fs::File::create(&partial)?;
-            file.write_all(&serde_json::to_vec(&specs).map_err(std::io::Error::other)?)?;
-            file.sync_all()?;
-            std::fs::rename(&partial, &target)
-        })
-        .await;
+        let written =
+            tokio::task::spawn_blocking(move || crate::data_folder::write_json(&target, &specs))
+                .await;
         if let Ok(Err(e)) = written {
-            tracing::warn!(path = %path.display(), error = %e, "cannot save the route table");
+            tracing::warn!(error = %format!("{e:#}"), "cannot save the route table");
         }
     }
 }

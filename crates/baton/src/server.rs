@@ -121,7 +121,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     // Recorded now: once a package manager replaces the file, this
     // process's own link to it reads "(deleted)".
     let exe = std::env::current_exe().context("cannot find baton's own executable")?;
-    crate::upgrade::reap_inherited_children();
+    // After an upgrade: the API socket the previous image left.
+    let inherited_api = crate::upgrade::inherit();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Whatever the server creates (store, logs, uploads) is its own.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -165,13 +166,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         max_connections: (open_files * 3 / 4).max(256) as usize,
         stop_timeout: Duration::from_secs(30),
     };
-    let (data_plane, proxy_info) = crate::data_plane::DataPlane::start(&data, &exe, &settings)
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "{e:#}; is another server using the address? choose another with --proxy-listen"
-            )
-        })?;
+    let (data_plane, proxy_info) =
+        crate::data_plane::DataPlane::start(&data, &exe, &settings).await?;
     let data_plane = Arc::new(data_plane);
     let proxy = Arc::clone(&data_plane.client);
     let logs = LogFiles::new(data.join("logs"));
@@ -204,7 +200,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     );
 
     // Across an upgrade the API's socket is inherited, never closed.
-    let api_socket = match crate::upgrade::inherited_api_socket() {
+    let api_socket = match inherited_api {
         Some(socket) => socket,
         None => baton_proxy::listen_on(&args.api_listen)
             .map_err(|e| anyhow!("{e} (for the API); choose another address with --api-listen"))?,

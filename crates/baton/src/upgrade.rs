@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use baton_proxy::control::{ExeId, ProxyInfo};
+use baton_proxy::control::{FileId, ProxyInfo};
 use serde::{Deserialize, Serialize};
 
 /// The variable naming the API socket a re-executed server inherits, as
@@ -27,7 +27,7 @@ pub struct ServerRecord {
     pub pid: u32,
     pub version: String,
     pub exe: PathBuf,
-    pub exe_id: ExeId,
+    pub exe_id: FileId,
     pub started_ms: i64,
     pub proxy: ProxyInfo,
     /// Why the last upgrade asked of this server failed, and when.
@@ -40,11 +40,7 @@ fn record_path(data: &Path) -> PathBuf {
 }
 
 fn write_record(data: &Path, record: &ServerRecord) -> Result<()> {
-    let path = record_path(data);
-    let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, serde_json::to_vec_pretty(record)?)
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
+    crate::data_folder::write_json(&record_path(data), record)
 }
 
 fn read_record(data: &Path) -> Option<ServerRecord> {
@@ -59,7 +55,7 @@ pub fn record_ready(data: &Path, exe: &Path, proxy: &ProxyInfo) -> Result<()> {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             exe: exe.to_path_buf(),
-            exe_id: ExeId::of_this_process()?,
+            exe_id: FileId::of_this_process()?,
             started_ms: baton_store::now_ms(),
             proxy: proxy.clone(),
             upgrade_error: None,
@@ -120,23 +116,34 @@ pub fn exec(exe: &Path, argv: &[OsString], api: std::net::TcpListener) -> anyhow
     anyhow!("cannot execute {}: {e}", exe.display())
 }
 
-/// Children this process has at start were started by the image it
-/// replaced (proxies finishing their requests, apps' processes): the
-/// runtime that now runs does not know them, so this waits for each to end
-/// and reaps it, or it would stay a zombie. Call before starting anything.
-pub fn reap_inherited_children() {
-    let me = std::process::id().to_string();
-    let mut inherited: Vec<i32> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let parent = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?;
-            (parent == me).then_some(pid)
-        })
-        .collect();
+/// What the image this process replaced (an upgrade) left it: its API
+/// socket, taken here. Its children (proxies finishing their requests,
+/// apps' processes, which the runtime adopts like any others) are not the
+/// runtime's to wait for, so they are reaped here as they end, or they
+/// would stay zombies. `None` on a fresh
+/// start. Call before starting anything.
+pub fn inherit() -> Option<std::net::TcpListener> {
+    let value = std::env::var(API_FD).ok()?;
+    let (fd, pid) = value.split_once(':')?;
+    // Set by this very process before it re-executed, not by a parent.
+    if pid.parse::<u32>().ok()? != std::process::id() {
+        return None;
+    }
+    let fd: i32 = fd.parse().ok()?;
+    reap_children_of_previous_image();
+    // Not for the processes this one starts.
+    let _ = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    // SAFETY: the previous image of this very process left this descriptor
+    // open for us (the pid says so) and nothing else here owns it.
+    let socket = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+    socket.local_addr().ok().map(|_| socket)
+}
+
+fn reap_children_of_previous_image() {
+    let mut inherited = baton_runtime::children_of(std::process::id());
     if inherited.is_empty() {
         return;
     }
@@ -149,32 +156,16 @@ pub fn reap_inherited_children() {
         while !inherited.is_empty() {
             inherited.retain(|pid| {
                 matches!(
-                    waitpid(nix::unistd::Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)),
+                    waitpid(
+                        nix::unistd::Pid::from_raw(*pid as i32),
+                        Some(WaitPidFlag::WNOHANG)
+                    ),
                     Ok(WaitStatus::StillAlive)
                 )
             });
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-}
-
-/// The API socket a server inherits from the image it replaced, if any.
-pub fn inherited_api_socket() -> Option<std::net::TcpListener> {
-    let value = std::env::var(API_FD).ok()?;
-    let (fd, pid) = value.split_once(':')?;
-    if pid.parse::<u32>().ok()? != std::process::id() {
-        return None;
-    }
-    let fd: i32 = fd.parse().ok()?;
-    // Not for the processes this one starts.
-    let _ = nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    // SAFETY: the previous image of this very process left this descriptor
-    // open for us (the pid says so) and nothing else here owns it.
-    let socket = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-    socket.local_addr().ok().map(|_| socket)
 }
 
 /// `baton upgrade`: on the server's host, after replacing the binary.

@@ -38,17 +38,10 @@ fn proxy_processes(server: &Server) -> Vec<i32> {
 }
 
 /// Children of `parent` that exited and were never waited for.
-fn zombie_children(parent: u32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-            (fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str()))
-                .then_some(pid)
-        })
+fn zombie_children(parent: u32) -> Vec<u32> {
+    baton_runtime::children_of(parent)
+        .into_iter()
+        .filter(|pid| baton_runtime::proc_stat(*pid).is_some_and(|s| s.zombie))
         .collect()
 }
 
