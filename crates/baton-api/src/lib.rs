@@ -5,6 +5,7 @@
 //! `{"error": {"code", "message"}}` whose message names what was wrong.
 
 mod auth;
+mod certs;
 pub mod edge;
 mod flags;
 mod logs;
@@ -56,11 +57,13 @@ pub fn router(
     flags: Arc<FlagService>,
     auth: Arc<Auth>,
     pipeline: Arc<baton_pipeline::Pipeline>,
+    certs: Arc<baton_certs::Certs>,
     uploads: Uploads,
 ) -> Router {
     served_routes()
         .merge(flags::routes().with_state(flags))
         .merge(pipeline::routes().with_state(pipeline))
+        .merge(certs::routes().with_state(certs))
         .into_router()
         // Only API paths answer JSON; every other unknown path is the
         // dashboard's, which answers a page.
@@ -346,7 +349,7 @@ struct DeployBody {
     preview: bool,
 }
 
-fn production() -> String {
+pub(crate) fn production() -> String {
     baton_manifest::DEFAULT_ENVIRONMENT.to_string()
 }
 
@@ -553,6 +556,7 @@ mod tests {
             .iter()
             .chain(flags::routes().served())
             .chain(pipeline::routes().served())
+            .chain(certs::routes().served())
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
         documented.sort();

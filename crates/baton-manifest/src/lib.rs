@@ -87,6 +87,8 @@ pub struct Manifest {
     /// How the proxy treats this app's requests.
     #[serde(default)]
     pub proxy: ProxySection,
+    /// HTTPS for the app's hosts; plain HTTP only without it.
+    pub tls: Option<TlsSection>,
     /// Variables given to every target, in every environment. Numbers and
     /// booleans are taken as their text (`WORKERS = 4` is `"4"`).
     #[serde(default, deserialize_with = "env_values::deserialize")]
@@ -338,6 +340,42 @@ impl ProxySection {
     }
 }
 
+/// `[tls]`: HTTPS for the app's hosts, with a certificate issued over ACME
+/// (`acme = true`) or read from files on the server (`cert` and `key`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Certificates issued and renewed over ACME, by the CA the server is
+    /// set up with (`--acme-directory`), for every host.
+    #[serde(default)]
+    pub acme: bool,
+    /// A PEM certificate chain on the server, leaf first (absolute path).
+    pub cert: Option<std::path::PathBuf>,
+    /// Its PEM private key (absolute path).
+    pub key: Option<std::path::PathBuf>,
+    /// How the CA checks the hosts: "http-01" (plain HTTP, port 80; the
+    /// default) or "tls-alpn-01" (HTTPS, port 443).
+    #[serde(default = "defaults::acme_challenge")]
+    pub challenge: String,
+    /// Plain-HTTP requests are redirected to HTTPS once a certificate is
+    /// served for their host.
+    #[serde(default = "defaults::yes")]
+    pub redirect: bool,
+    /// `Strict-Transport-Security` max-age, e.g. "365d"; none by default
+    /// (browsers then refuse plain HTTP for that long: set it once HTTPS
+    /// works).
+    pub hsts: Option<String>,
+}
+
+impl TlsSection {
+    /// `hsts` as a duration (validated when the manifest is read).
+    pub fn hsts_max_age(&self) -> Option<Duration> {
+        self.hsts
+            .as_deref()
+            .and_then(|text| humantime::parse_duration(text).ok())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployPolicy {
@@ -397,6 +435,12 @@ pub struct EnvironmentConfig {
 }
 
 mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn acme_challenge() -> String {
+        "http-01".into()
+    }
     pub fn database_url_env() -> String {
         "DATABASE_URL".into()
     }
@@ -584,6 +628,55 @@ impl Manifest {
         }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        if let Some(tls) = &self.tls {
+            match (tls.acme, &tls.cert, &tls.key) {
+                (true, None, None) => {}
+                (true, _, _) => {
+                    return Err(invalid(
+                        "tls.acme",
+                        "choose one: `acme = true` (issued automatically) or `cert` and `key` (files), not both".into(),
+                    ))
+                }
+                (false, Some(_), Some(_)) => {}
+                (false, Some(_), None) => {
+                    return Err(invalid("tls.cert", "needs `key`, the certificate's private key".into()))
+                }
+                (false, None, Some(_)) => {
+                    return Err(invalid("tls.key", "needs `cert`, the certificate chain it belongs to".into()))
+                }
+                (false, None, None) => {
+                    return Err(invalid(
+                        "tls",
+                        "say where the certificate comes from: `acme = true`, or `cert` and `key` (PEM files on the server)".into(),
+                    ))
+                }
+            }
+            for (field, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                    return Err(invalid(
+                        field,
+                        "must be an absolute path on the server, like \"/etc/baton/tls/example.pem\"".into(),
+                    ));
+                }
+            }
+            if !["http-01", "tls-alpn-01"].contains(&tls.challenge.as_str()) {
+                return Err(invalid(
+                    "tls.challenge",
+                    format!(
+                        "{:?} is not a challenge Baton answers: use \"http-01\" or \"tls-alpn-01\"",
+                        tls.challenge
+                    ),
+                ));
+            }
+            if let Some(text) = &tls.hsts {
+                if humantime::parse_duration(text).is_err() {
+                    return Err(invalid(
+                        "tls.hsts",
+                        format!("{text:?} is not a duration: write it like \"365d\" or \"1h\""),
+                    ));
+                }
+            }
         }
         for (i, host) in self.deploy.preview_hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("deploy.preview_hosts[{i}]"), r))?;

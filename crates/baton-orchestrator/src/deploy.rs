@@ -456,6 +456,7 @@ impl Orchestrator {
             hold_timeout: job.manifest.deploy.hold_timeout,
             limits: route_limits(&job.manifest),
             maintenance: self.maintenance_of(&job.key),
+            tls: route_tls(&job.manifest),
         }
     }
 
@@ -653,6 +654,25 @@ fn planned(
 }
 
 /// The proxy's limits for an app, from its manifest's `[proxy]` section.
+/// How the proxy serves the app's hosts over HTTPS (its `[tls]`).
+pub(crate) fn route_tls(manifest: &Manifest) -> Option<baton_proxy::RouteTls> {
+    let tls = manifest.tls.as_ref()?;
+    let source = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) if !tls.acme => baton_proxy::TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => baton_proxy::TlsSource::Acme {
+            challenge: baton_proxy::AcmeChallenge::from_name(&tls.challenge).unwrap_or_default(),
+        },
+    };
+    Some(baton_proxy::RouteTls {
+        source,
+        redirect: tls.redirect,
+        hsts: tls.hsts_max_age(),
+    })
+}
+
 pub(crate) fn route_limits(manifest: &Manifest) -> baton_proxy::RouteLimits {
     baton_proxy::RouteLimits {
         connect_timeout: manifest.proxy.connect_timeout,

@@ -45,17 +45,20 @@ impl Orchestrator {
             let maintenance = self.maintenance_of(&key);
             let live = route.live_target.and_then(|id| self.managed(id));
             // The live release's manifest says how the proxy treats the app.
-            let limits = match &live {
+            let manifest = match &live {
                 Some(m) => self
                     .store
                     .release(&m.release)
                     .await
                     .ok()
-                    .and_then(|r| Manifest::parse(&r.manifest, "baton.toml").ok())
-                    .map(|manifest| crate::deploy::route_limits(&manifest))
-                    .unwrap_or_default(),
-                None => Default::default(),
+                    .and_then(|r| Manifest::parse(&r.manifest, "baton.toml").ok()),
+                None => None,
             };
+            let limits = manifest
+                .as_ref()
+                .map(crate::deploy::route_limits)
+                .unwrap_or_default();
+            let tls = manifest.as_ref().and_then(crate::deploy::route_tls);
             let spec = RouteSpec {
                 key,
                 hosts: route.hosts.clone(),
@@ -65,6 +68,7 @@ impl Orchestrator {
                 hold_timeout: std::time::Duration::from_millis(route.hold_timeout_ms.max(0) as u64),
                 limits,
                 maintenance,
+                tls,
             };
             specs.push(spec);
         }

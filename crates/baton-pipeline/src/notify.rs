@@ -28,6 +28,7 @@ fn title(kind: Option<EventKind>) -> Option<&'static str> {
         EventKind::Deployed => "deployed",
         EventKind::DeploymentFailed => "deployment failed",
         EventKind::RolledBack => "rolled back",
+        EventKind::CertificateFailed => "certificate failed",
         _ => return None,
     })
 }

@@ -15,6 +15,7 @@ use crate::control::{ask, Line, ProxyInfo, Reply, Request};
 use crate::route::{RouteKey, RouteSpec};
 use crate::server::ProxyError;
 use crate::target::TargetStats;
+use crate::tls::{CertificateSpec, Challenge};
 
 /// How long an ordinary control request may take.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -22,6 +23,12 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 pub struct ProxyClient {
     socket: PathBuf,
     routes: Mutex<BTreeMap<RouteKey, RouteSpec>>,
+    /// The certificates and challenges last given, for a proxy started
+    /// afresh.
+    certificates: Mutex<Vec<CertificateSpec>>,
+    challenges: Mutex<Vec<Challenge>>,
+    /// Told whenever the table changes (the certificates follow the hosts).
+    changed: tokio::sync::Notify,
 }
 
 impl ProxyClient {
@@ -29,6 +36,9 @@ impl ProxyClient {
         ProxyClient {
             socket: socket.to_path_buf(),
             routes: Mutex::new(BTreeMap::new()),
+            certificates: Mutex::new(Vec::new()),
+            challenges: Mutex::new(Vec::new()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -68,6 +78,7 @@ impl ProxyClient {
         match self.ask(&request, ANSWER_WITHIN).await? {
             Reply::Done => {
                 self.mirror().insert(spec.key.clone(), spec);
+                self.changed.notify_waiters();
                 Ok(())
             }
             Reply::Refused { refused } => Err(ProxyError::Control(
@@ -86,6 +97,7 @@ impl ProxyClient {
         match self.ask(&request, ANSWER_WITHIN).await? {
             Reply::Done => {
                 self.mirror().remove(key);
+                self.changed.notify_waiters();
                 Ok(())
             }
             other => Err(unexpected(other)),
@@ -106,24 +118,79 @@ impl ProxyClient {
             Reply::Refused { refused } => refused,
             other => return Err(unexpected(other)),
         };
-        let mut mirror = self.mirror();
-        mirror.clear();
-        for spec in specs {
-            if !refused.iter().any(|(key, _)| *key == spec.key) {
-                mirror.insert(spec.key.clone(), spec);
+        {
+            let mut mirror = self.mirror();
+            mirror.clear();
+            for spec in specs {
+                if !refused.iter().any(|(key, _)| *key == spec.key) {
+                    mirror.insert(spec.key.clone(), spec);
+                }
             }
         }
+        self.changed.notify_waiters();
         Ok(refused)
     }
 
-    /// Gives a proxy started afresh the table this control plane set.
+    /// Gives a proxy started afresh the table, certificates and challenges
+    /// this control plane set.
     pub async fn resend(&self) -> Result<(), ProxyError> {
         let specs: Vec<RouteSpec> = self.mirror().values().cloned().collect();
         let request = Request::ReplaceRoutes { routes: specs };
         match self.ask(&request, ANSWER_WITHIN).await? {
-            Reply::Done | Reply::Refused { .. } => Ok(()),
-            other => Err(unexpected(other)),
+            Reply::Done | Reply::Refused { .. } => {}
+            other => return Err(unexpected(other)),
         }
+        let certificates = lock(&self.certificates).clone();
+        let challenges = lock(&self.challenges).clone();
+        for request in [
+            Request::SetCertificates { certificates },
+            Request::SetChallenges { challenges },
+        ] {
+            match self.ask(&request, ANSWER_WITHIN).await? {
+                Reply::Done | Reply::NotServed { .. } => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves exactly these certificates over HTTPS; returns those the
+    /// proxy refused (by name, with why): the others are served.
+    pub async fn set_certificates(
+        &self,
+        certificates: Vec<CertificateSpec>,
+    ) -> Result<Vec<(String, String)>, ProxyError> {
+        let request = Request::SetCertificates {
+            certificates: certificates.clone(),
+        };
+        let refused = served(self.ask(&request, ANSWER_WITHIN).await?)?;
+        *lock(&self.certificates) = certificates;
+        Ok(refused)
+    }
+
+    /// Answers exactly these ACME challenges.
+    pub async fn set_challenges(&self, challenges: Vec<Challenge>) -> Result<(), ProxyError> {
+        let request = Request::SetChallenges {
+            challenges: challenges.clone(),
+        };
+        let refused = served(self.ask(&request, ANSWER_WITHIN).await?)?;
+        *lock(&self.challenges) = challenges;
+        match refused.first() {
+            None => Ok(()),
+            Some((name, why)) => Err(ProxyError::Control(format!(
+                "the proxy cannot answer the challenge for {name}: {why}"
+            ))),
+        }
+    }
+
+    /// Every route as this control plane last set it, in key order.
+    pub fn routes(&self) -> Vec<RouteSpec> {
+        self.mirror().values().cloned().collect()
+    }
+
+    /// Completes at the next change to the table (once enabled or polled).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// Makes new requests for `key` wait until the hold is released or
@@ -218,6 +285,19 @@ impl Hold {
             .ok()
             .flatten()
             .unwrap_or(0)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the proxy refused of certificates or challenges it was given.
+fn served(reply: Reply) -> Result<Vec<(String, String)>, ProxyError> {
+    match reply {
+        Reply::Done => Ok(Vec::new()),
+        Reply::NotServed { refused } => Ok(refused),
+        other => Err(unexpected(other)),
     }
 }
 

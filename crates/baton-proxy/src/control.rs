@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::route::{RouteKey, RouteSpec};
 use crate::server::Proxy;
 use crate::target::TargetStats;
+use crate::tls::{CertificateSpec, Challenge};
 
 /// The longest request or reply line (a whole route table fits).
 const MAX_LINE: u64 = 32 << 20;
@@ -58,6 +59,14 @@ pub enum Request {
     /// Close the target's WebSockets and event streams.
     Cut {
         target: i64,
+    },
+    /// Serve exactly these certificates over HTTPS.
+    SetCertificates {
+        certificates: Vec<CertificateSpec>,
+    },
+    /// Answer exactly these ACME challenges.
+    SetChallenges {
+        challenges: Vec<Challenge>,
     },
     /// A successor asks for the listening sockets; answered with them, then
     /// with the table. The successor says `Serving` when it accepts.
@@ -98,6 +107,13 @@ pub enum Reply {
     HandingOver {
         listening: Vec<SocketAddr>,
         routes: Vec<RouteSpec>,
+        #[serde(default)]
+        certificates: Vec<CertificateSpec>,
+    },
+    /// Certificates or challenges not taken (by name, with why); the
+    /// others are served.
+    NotServed {
+        refused: Vec<(String, String)>,
     },
     Sockets {
         listening: Vec<SocketAddr>,
@@ -114,6 +130,9 @@ pub enum Reply {
 pub struct ProxySettings {
     /// Address to serve app traffic on (port 0: any free port).
     pub listen: String,
+    /// Address to serve HTTPS on, if any (port 0: any free port).
+    #[serde(default)]
+    pub https_listen: Option<String>,
     pub workers: usize,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub proxy_protocol: Vec<ipnet::IpNet>,
@@ -137,12 +156,27 @@ impl ProxySettings {
 
     /// Whether a proxy listening on `addr` serves what these settings ask.
     pub fn listens_on(&self, addr: SocketAddr) -> bool {
-        match self.listen.parse::<SocketAddr>() {
+        address_is(&self.listen, addr)
+    }
+
+    /// Whether `addr` is the HTTPS address these settings ask for.
+    pub fn serves_https_on(&self, addr: SocketAddr) -> bool {
+        self.https_listen
+            .as_deref()
+            .is_some_and(|wanted| address_is(wanted, addr))
+    }
+}
+
+/// Whether a socket bound to `addr` is the one `wanted` asks for: a port 0
+/// asked for is whichever port it got, a name is compared by port.
+fn address_is(wanted: &str, addr: SocketAddr) -> bool {
+    {
+        match wanted.parse::<SocketAddr>() {
             Ok(wanted) if wanted.port() == 0 => wanted.ip() == addr.ip(),
             Ok(wanted) => wanted == addr,
             // A name: resolved by whoever binds it, so compare by port.
             Err(_) => {
-                self.listen
+                wanted
                     .rsplit_once(':')
                     .and_then(|(_, port)| port.parse::<u16>().ok())
                     == Some(addr.port())
@@ -185,6 +219,9 @@ pub struct ProxyInfo {
     pub version: String,
     pub exe: FileId,
     pub listening: SocketAddr,
+    /// Where it serves HTTPS, if it does.
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
     pub settings: ProxySettings,
     /// Milliseconds since the Unix epoch.
     pub started_ms: i64,
@@ -210,6 +247,10 @@ impl ProxyFiles {
     }
     pub fn settings(&self) -> PathBuf {
         self.dir.join("settings.json")
+    }
+    /// The certificates served (keys included: owner-only, like the folder).
+    pub fn certificates(&self) -> PathBuf {
+        self.dir.join("certificates.json")
     }
 }
 
@@ -399,12 +440,19 @@ impl Control {
                 Request::Cut { target } => Reply::Cut {
                     closed: self.proxy.cut_long_lived(target),
                 },
+                Request::SetCertificates { certificates } => {
+                    let refused = self.proxy.set_certificates(&certificates);
+                    self.changed.notify_one();
+                    not_served(refused)
+                }
+                Request::SetChallenges { challenges } => {
+                    not_served(self.proxy.set_challenges(&challenges))
+                }
                 Request::HandOver => return self.hand_over(line).await,
                 Request::Sockets => {
-                    if self.send_sockets(&mut line).await? {
-                        Reply::Sockets {
-                            listening: vec![self.info.listening],
-                        }
+                    let listening = self.send_sockets(&mut line).await?;
+                    if !listening.is_empty() {
+                        Reply::Sockets { listening }
                     } else {
                         Reply::Error {
                             message: "this proxy is stopping and has no socket to give".into(),
@@ -428,8 +476,8 @@ impl Control {
     /// Gives a successor the listening sockets and the table; stops once
     /// it says it is serving. If it dies first, this proxy carries on.
     /// Sends handles on the listening sockets (none when stopping alone);
-    /// says whether there were any.
-    async fn send_sockets(&self, line: &mut Line) -> std::io::Result<bool> {
+    /// returns their addresses, in the same order.
+    async fn send_sockets(&self, line: &mut Line) -> std::io::Result<Vec<SocketAddr>> {
         let sockets: Vec<std::net::TcpListener> = self
             .listening
             .lock()
@@ -437,15 +485,20 @@ impl Control {
             .iter()
             .map(|l| l.try_clone())
             .collect::<std::io::Result<_>>()?;
+        let listening = sockets
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
         let fds: Vec<_> = sockets.iter().map(|l| l.as_fd()).collect();
         line.send_fds(&fds).await?;
-        Ok(!sockets.is_empty())
+        Ok(listening)
     }
 
     /// Gives a successor the listening sockets and the table; stops once
     /// it says it is serving. If it dies first, this proxy carries on.
     async fn hand_over(&self, mut line: Line) -> std::io::Result<()> {
-        if !self.send_sockets(&mut line).await? {
+        let listening = self.send_sockets(&mut line).await?;
+        if listening.is_empty() {
             return line
                 .send(&Reply::Error {
                     message: "this proxy is stopping and has no socket to hand over".into(),
@@ -453,8 +506,9 @@ impl Control {
                 .await;
         }
         line.send(&Reply::HandingOver {
-            listening: vec![self.info.listening],
+            listening,
             routes: self.proxy.table().specs(),
+            certificates: self.proxy.certificate_specs(),
         })
         .await?;
         match line.receive::<Request>().await {
@@ -533,17 +587,20 @@ pub async fn take_over(socket: &Path) -> std::io::Result<TakeOver> {
     line.send(&Request::HandOver).await?;
     let fds = line.receive_fds(16).await?;
     match line.receive::<Reply>().await? {
-        Some(Reply::HandingOver { listening, routes }) if listening.len() == fds.len() => {
-            Ok(TakeOver {
-                sockets: fds
-                    .into_iter()
-                    .map(std::net::TcpListener::from)
-                    .zip(listening)
-                    .collect(),
-                routes,
-                line,
-            })
-        }
+        Some(Reply::HandingOver {
+            listening,
+            routes,
+            certificates,
+        }) if listening.len() == fds.len() => Ok(TakeOver {
+            certificates,
+            sockets: fds
+                .into_iter()
+                .map(std::net::TcpListener::from)
+                .zip(listening)
+                .collect(),
+            routes,
+            line,
+        }),
         other => Err(std::io::Error::other(format!(
             "the running proxy did not hand its sockets over: {other:?}"
         ))),
@@ -554,7 +611,16 @@ pub async fn take_over(socket: &Path) -> std::io::Result<TakeOver> {
 pub struct TakeOver {
     pub sockets: Vec<(std::net::TcpListener, SocketAddr)>,
     pub routes: Vec<RouteSpec>,
+    pub certificates: Vec<CertificateSpec>,
     line: Line,
+}
+
+fn not_served(refused: Vec<(String, String)>) -> Reply {
+    if refused.is_empty() {
+        Reply::Done
+    } else {
+        Reply::NotServed { refused }
+    }
 }
 
 impl TakeOver {

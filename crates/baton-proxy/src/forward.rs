@@ -24,7 +24,7 @@ use crate::inbound::{self, Inbound, InboundError};
 use crate::lookup::Picked;
 use crate::pool::{connect, connect_for_upgrade, ConnectError, Sender};
 use crate::rescue::{self, Refusal};
-use crate::route::{normalise_host, RouteLimits};
+use crate::route::{normalise_host, RouteLimits, RouteTls};
 use crate::server::Proxy;
 use crate::target::{InFlight, LongLived, Target};
 use crate::PREVIEW_HEADER;
@@ -79,6 +79,8 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 const PREVIEW: HeaderName = HeaderName::from_static(PREVIEW_HEADER);
+/// Where a CA looks for an HTTP-01 challenge's answer (RFC 8555 §8.3).
+const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 impl Proxy {
     /// Serves one request from `client`: checked at the edge, routed,
@@ -165,6 +167,23 @@ impl Proxy {
             .map(normalise_host)
             .unwrap_or_default();
         let wants_preview = req.headers().contains_key(PREVIEW);
+        // A CA checking an HTTP-01 challenge, whatever the host's route.
+        if client.scheme == "http" {
+            if let Some(answer) = req
+                .uri()
+                .path()
+                .strip_prefix(ACME_CHALLENGE_PATH)
+                .and_then(|token| self.certificates().token(token))
+            {
+                self.log(entry, 200, answer.len() as u64, None);
+                let mut response = Response::new(DownBody::Message(Some(Bytes::from(answer))));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return Ok(response);
+            }
+        }
 
         // One table lookup on the common path; a second only after a hold,
         // since the route has switched meanwhile.
@@ -180,6 +199,24 @@ impl Proxy {
         };
         entry.target = Some(Arc::clone(&target));
         let limits = route.spec.limits;
+        let hsts = match &route.spec.tls {
+            Some(tls) if client.scheme == "http" => {
+                if let Some(location) = self.https_location(tls, &host, &req, client) {
+                    entry.route = Some(route);
+                    self.log(entry, 308, 0, None);
+                    let mut response = Response::new(DownBody::Message(None));
+                    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+                    response.headers_mut().insert(header::LOCATION, location);
+                    response
+                        .headers_mut()
+                        .insert(X_REQUEST_ID, request_id.clone());
+                    return Ok(response);
+                }
+                None
+            }
+            Some(tls) => tls.hsts_header(),
+            None => None,
+        };
         entry.route = Some(route);
         // A declared length over the limit is refused before anything is read.
         if let Some(max) = limits.max_body {
@@ -258,6 +295,12 @@ impl Proxy {
                     .headers
                     .entry(X_REQUEST_ID)
                     .or_insert_with(|| request_id.clone());
+                if let Some(hsts) = hsts {
+                    parts
+                        .headers
+                        .entry(header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert(hsts);
+                }
                 let status = parts.status.as_u16();
                 // An event stream is long-lived: counted, and closed when its
                 // target's drain time is over.
@@ -315,6 +358,42 @@ impl Proxy {
                 })
             }
         }
+    }
+
+    /// Where a plain-HTTP request should go instead, if its route
+    /// redirects to HTTPS and a certificate is served for its host (until
+    /// one is, the app stays served over HTTP). A request a trusted proxy
+    /// says came over HTTPS is not redirected: it would loop.
+    fn https_location(
+        &self,
+        tls: &RouteTls,
+        host: &str,
+        req: &Request<Incoming>,
+        client: &Client,
+    ) -> Option<HeaderValue> {
+        if !tls.redirect || !self.certificates().serves(host) {
+            return None;
+        }
+        let port = self.https_port()?;
+        let forwarded_https = client.trusted
+            && req
+                .headers()
+                .get(edge::X_FORWARDED_PROTO)
+                .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+        if forwarded_https {
+            return None;
+        }
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let location = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{port}{path}")
+        };
+        HeaderValue::from_str(&location).ok()
     }
 
     /// Writes the request's access-log line, if the proxy keeps one.

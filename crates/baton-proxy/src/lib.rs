@@ -27,6 +27,7 @@ mod rescue;
 mod route;
 mod server;
 mod target;
+mod tls;
 mod upgrade;
 
 pub use access_log::{AccessLog, AccessRecord};
@@ -34,9 +35,12 @@ pub use access_reader::AccessReader;
 pub use client::{Hold, ProxyClient};
 pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
-pub use route::{RouteKey, RouteLimits, RouteSpec, RouteTable, TargetRef};
+pub use route::{
+    AcmeChallenge, RouteKey, RouteLimits, RouteSpec, RouteTable, RouteTls, TargetRef, TlsSource,
+};
 pub use server::{listen_on, Listeners, Proxy, ProxyError};
 pub use target::TargetStats;
+pub use tls::{certified_key, CertificateSpec, Challenge, TlsError, ACME_TLS_ALPN};
 
 /// The access log's file name, in the data folder's `logs`.
 pub const ACCESS_LOG: &str = "access.log";

@@ -73,6 +73,67 @@ pub struct RouteSpec {
     /// and the app keeps running.
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// HTTPS for the route's hosts (the app's `[tls]`), if it has any.
+    #[serde(default)]
+    pub tls: Option<RouteTls>,
+}
+
+/// How a route's hosts are served over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTls {
+    /// Where the certificate comes from (the control plane gets it; the
+    /// proxy serves what it is given).
+    pub source: TlsSource,
+    /// Plain-HTTP requests are redirected (308) to HTTPS once a
+    /// certificate is served for the host.
+    pub redirect: bool,
+    /// `Strict-Transport-Security: max-age` on HTTPS responses, if any.
+    pub hsts: Option<Duration>,
+}
+
+impl RouteTls {
+    pub(crate) fn hsts_header(&self) -> Option<http::HeaderValue> {
+        let max_age = self.hsts?;
+        http::HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())).ok()
+    }
+}
+
+/// How the CA checks that Baton serves a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcmeChallenge {
+    /// A token on plain HTTP, port 80 (RFC 8555 §8.3).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate on HTTPS, port 443 (RFC 8737).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn from_name(name: &str) -> Option<AcmeChallenge> {
+        match name {
+            "http-01" => Some(AcmeChallenge::Http01),
+            "tls-alpn-01" => Some(AcmeChallenge::TlsAlpn01),
+            _ => None,
+        }
+    }
+}
+
+/// Where a route's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TlsSource {
+    /// Issued and renewed over ACME, for every host of the route.
+    Acme {
+        #[serde(default)]
+        challenge: AcmeChallenge,
+    },
+    /// PEM files on the server: the chain (leaf first) and its key.
+    Files {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
 }
 
 /// How long the proxy waits on an app and how much it takes from a client,
@@ -234,6 +295,7 @@ mod tests {
                 hold_timeout: Duration::from_secs(1),
                 limits: RouteLimits::default(),
                 maintenance: None,
+                tls: None,
             },
             gate: Arc::new(Gate::new(16)),
             live: live.map(target),

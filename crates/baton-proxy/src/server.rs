@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::edge::{Client, EdgeConfig};
 use crate::hold::{Gate, HoldGuard};
 use crate::route::{Route, RouteKey, RouteSpec, RouteTable, TargetRef};
 use crate::target::{Target, TargetStats};
+use crate::tls::{CertificateSpec, Certificates, Challenge};
 
 /// How many requests one route may hold at once during a switch.
 const MAX_HELD_PER_ROUTE: usize = 10_000;
@@ -61,6 +62,12 @@ pub struct Proxy {
     targets: Mutex<Targets>,
     /// Set when the proxy stops: responses then say `Connection: close`.
     stopping: AtomicBool,
+    /// What HTTPS connections are served with.
+    certificates: Arc<Certificates>,
+    tls_config: Arc<rustls::ServerConfig>,
+    /// The HTTPS port (0 while the proxy serves no HTTPS): where plain
+    /// requests are redirected.
+    https_port: AtomicU16,
 }
 
 #[derive(Default)]
@@ -77,6 +84,7 @@ impl Proxy {
     }
 
     pub fn with(edge: EdgeConfig, access_log: Option<AccessLog>) -> Arc<Proxy> {
+        let certificates = Arc::new(Certificates::default());
         Arc::new(Proxy {
             table: ArcSwap::from_pointee(RouteTable::default()),
             gates: Mutex::new(HashMap::new()),
@@ -86,7 +94,35 @@ impl Proxy {
             access_log,
             targets: Mutex::new(Targets::default()),
             stopping: AtomicBool::new(false),
+            tls_config: crate::tls::server_config(Arc::clone(&certificates)),
+            certificates,
+            https_port: AtomicU16::new(0),
         })
+    }
+
+    /// Serves exactly these certificates over HTTPS; returns those
+    /// refused (by name, with why).
+    pub fn set_certificates(&self, specs: &[CertificateSpec]) -> Vec<(String, String)> {
+        self.certificates.replace(specs)
+    }
+
+    /// Answers exactly these ACME challenges; returns those refused.
+    pub fn set_challenges(&self, challenges: &[Challenge]) -> Vec<(String, String)> {
+        self.certificates.set_challenges(challenges)
+    }
+
+    /// The certificates served, as given (what a successor gets).
+    pub fn certificate_specs(&self) -> Vec<CertificateSpec> {
+        self.certificates.specs()
+    }
+
+    pub(crate) fn certificates(&self) -> &Certificates {
+        &self.certificates
+    }
+
+    /// The HTTPS port, when the proxy serves HTTPS.
+    pub(crate) fn https_port(&self) -> Option<u16> {
+        Some(self.https_port.load(Ordering::Relaxed)).filter(|p| *p != 0)
     }
 
     pub(crate) fn edge(&self) -> &EdgeConfig {
@@ -266,17 +302,21 @@ impl Proxy {
     /// single-threaded runtime: a connection, its requests and its upstream
     /// connections stay on one thread, with no cross-thread wake-ups on the
     /// data path. When `stop` turns true the proxy stops accepting (the
-    /// listening socket itself is left open for whoever else holds it: a
-    /// successor, after a hand-over), finishes what is in flight, closes
-    /// keep-alive connections politely, and returns, after `grace` at most.
+    /// listening sockets themselves are left open for whoever else holds
+    /// them: a successor, after a hand-over), finishes what is in flight,
+    /// closes keep-alive connections politely, and returns, after `grace` at
+    /// most.
     pub async fn serve(
         self: Arc<Self>,
         listeners: Listeners,
         stop: watch::Receiver<bool>,
         grace: Duration,
     ) {
+        if let Some(addr) = listeners.tls_addr() {
+            self.https_port.store(addr.port(), Ordering::Relaxed);
+        }
         let mut finished = Vec::new();
-        for (worker, socket) in listeners.sockets.into_iter().enumerate() {
+        for (worker, sockets) in listeners.per_worker().into_iter().enumerate() {
             let (done, wait) = oneshot::channel::<()>();
             let proxy = Arc::clone(&self);
             let stop = stop.clone();
@@ -289,7 +329,7 @@ impl Proxy {
                     {
                         Ok(runtime) => {
                             WORKER.with(|w| w.set(worker));
-                            runtime.block_on(proxy.accept_loop(socket, stop, grace));
+                            runtime.block_on(proxy.worker(sockets, stop, grace));
                         }
                         Err(e) => tracing::error!(error = %e, "cannot start a proxy worker"),
                     }
@@ -305,59 +345,28 @@ impl Proxy {
         }
     }
 
-    async fn accept_loop(
+    /// One worker: accepts on each of its handles (plain HTTP, HTTPS) until
+    /// stopped, then waits for its connections to close.
+    async fn worker(
         self: Arc<Self>,
-        socket: std::net::TcpListener,
-        mut stop: watch::Receiver<bool>,
+        sockets: Vec<(std::net::TcpListener, bool)>,
+        stop: watch::Receiver<bool>,
         grace: Duration,
     ) {
-        let listener = match TcpListener::from_std(socket) {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot use a proxy socket");
-                return;
-            }
-        };
         let open = Arc::new(Open::default());
         OPEN.with(|o| *o.borrow_mut() = Some(Arc::clone(&open)));
-        loop {
-            // A connection over the cap waits in the kernel's queue, not
-            // in our memory, until another closes.
-            let permit = tokio::select! {
-                permit = Arc::clone(&self.connections).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = stop.wait_for(|stop| *stop) => break,
-            };
-            let (stream, peer) = tokio::select! {
-                biased;
-                _ = stop.wait_for(|stop| *stop) => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a moment
-                        // rather than spinning; pending clients stay queued.
-                        tracing::warn!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let proxy = Arc::clone(&self);
-            let stop = stop.clone();
-            let counted = open.guard();
-            tokio::spawn(async move {
-                proxy.connection(stream, peer, stop).await;
-                drop(permit);
-                drop(counted);
-            });
+        let mut accepting = tokio::task::JoinSet::new();
+        for (socket, tls) in sockets {
+            accepting.spawn(Arc::clone(&self).accept_loop(
+                socket,
+                tls,
+                Arc::clone(&open),
+                stop.clone(),
+            ));
         }
-        // Stopped: only this worker's handle on the socket closes; connections
-        // still queued are accepted by whoever else holds it.
+        while accepting.join_next().await.is_some() {}
+        // Stopped: responses from now on close their connection.
         self.stopping.store(true, Ordering::Relaxed);
-        drop(listener);
         let all_closed = async {
             loop {
                 let none = open.none.notified();
@@ -377,6 +386,59 @@ impl Proxy {
         }
     }
 
+    async fn accept_loop(
+        self: Arc<Self>,
+        socket: std::net::TcpListener,
+        tls: bool,
+        open: Arc<Open>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let listener = match TcpListener::from_std(socket) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use a proxy socket");
+                return;
+            }
+        };
+        loop {
+            // A connection over the cap waits in the kernel's queue, not
+            // in our memory, until another closes.
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = stopped(&mut stop) => break,
+            };
+            let (stream, peer) = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment
+                        // rather than spinning; pending clients stay queued.
+                        tracing::warn!(error = %e, "proxy accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            let stop = stop.clone();
+            let counted = open.guard();
+            tokio::spawn(async move {
+                proxy.connection(stream, peer, tls, stop).await;
+                drop(permit);
+                drop(counted);
+            });
+        }
+        // Only this worker's handle on the socket closes; connections
+        // still queued are accepted by whoever else holds it.
+        drop(listener);
+    }
+
     /// One client connection, from its PROXY protocol header (if its peer
     /// speaks it) to its last response. Once the proxy stops, its next
     /// response closes it, and if it stays idle it is closed.
@@ -384,7 +446,8 @@ impl Proxy {
         self: Arc<Self>,
         mut stream: tokio::net::TcpStream,
         peer: SocketAddr,
-        mut stop: watch::Receiver<bool>,
+        tls: bool,
+        stop: watch::Receiver<bool>,
     ) {
         let edge = &self.edge;
         // A load balancer speaking the PROXY protocol names the client.
@@ -405,7 +468,40 @@ impl Proxy {
                 Err(_) => return,
             }
         }
-        let client = Arc::new(Client::new(ip, edge.trusts(peer.ip()), "http"));
+        let trusted = edge.trusts(peer.ip());
+        if !tls {
+            let client = Arc::new(Client::new(ip, trusted, "http"));
+            return self.serve_http(stream, client, stop).await;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&self.tls_config));
+        let stream = match tokio::time::timeout(edge.header_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        // A CA validating a TLS-ALPN-01 challenge only needed the handshake.
+        if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+            return;
+        }
+        let client = Arc::new(Client::new(ip, trusted, "https"));
+        self.serve_http(stream, client, stop).await
+    }
+
+    /// HTTP over one connection (plain or TLS): its requests, until the
+    /// client closes it or the proxy stops.
+    async fn serve_http<S>(
+        self: Arc<Self>,
+        stream: S,
+        client: Arc<Client>,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let edge = &self.edge;
         let activity = Arc::new(Activity::default());
         let service = {
             let proxy = Arc::clone(&self);
@@ -511,6 +607,12 @@ impl Drop for OpenGuard {
     }
 }
 
+/// Returns once `stop` turns true (holding no borrow of it, so the
+/// future stays `Send`).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 thread_local! {
     static OPEN: std::cell::RefCell<Option<Arc<Open>>> = const { std::cell::RefCell::new(None) };
 }
@@ -548,19 +650,20 @@ impl Activity {
     }
 }
 
-/// The proxy's listening socket (one handle per worker), ready for [`Proxy::serve`].
+/// The proxy's listening sockets, plain HTTP and (if asked) HTTPS, with
+/// one handle on each per worker, ready for [`Proxy::serve`].
 pub struct Listeners {
-    sockets: Vec<std::net::TcpListener>,
-    local: SocketAddr,
+    groups: Vec<Group>,
 }
 
-impl Listeners {
-    /// Handles on a socket already listening (bound here, or received from
-    /// the process this one takes over from), one per worker.
-    pub fn from_socket(
-        socket: std::net::TcpListener,
-        workers: usize,
-    ) -> std::io::Result<Listeners> {
+struct Group {
+    sockets: Vec<std::net::TcpListener>,
+    local: SocketAddr,
+    tls: bool,
+}
+
+impl Group {
+    fn new(socket: std::net::TcpListener, workers: usize, tls: bool) -> std::io::Result<Group> {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let mut sockets = Vec::with_capacity(workers.max(1));
@@ -568,16 +671,70 @@ impl Listeners {
             sockets.push(socket.try_clone()?);
         }
         sockets.push(socket);
-        Ok(Listeners { sockets, local })
+        Ok(Group {
+            sockets,
+            local,
+            tls,
+        })
+    }
+}
+
+impl Listeners {
+    /// Handles on a plain-HTTP socket already listening (bound here, or
+    /// received from the process this one takes over from), one per worker.
+    pub fn from_socket(
+        socket: std::net::TcpListener,
+        workers: usize,
+    ) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            groups: vec![Group::new(socket, workers, false)?],
+        })
     }
 
+    /// Adds an HTTPS socket, served with TLS, one handle per worker.
+    pub fn with_tls(
+        mut self,
+        socket: std::net::TcpListener,
+        workers: usize,
+    ) -> std::io::Result<Listeners> {
+        self.groups.push(Group::new(socket, workers, true)?);
+        Ok(self)
+    }
+
+    /// The plain-HTTP address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.groups[0].local
     }
 
-    /// Another handle on the same socket: what a successor is given.
-    pub fn socket(&self) -> std::io::Result<std::net::TcpListener> {
-        self.sockets[0].try_clone()
+    /// The HTTPS address, if the proxy serves HTTPS.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.groups.iter().find(|g| g.tls).map(|g| g.local)
+    }
+
+    /// Another handle on each socket: what a successor is given.
+    pub fn sockets(&self) -> std::io::Result<Vec<std::net::TcpListener>> {
+        self.groups
+            .iter()
+            .map(|g| g.sockets[0].try_clone())
+            .collect()
+    }
+
+    /// Each worker's handles, with whether each is HTTPS.
+    fn per_worker(self) -> Vec<Vec<(std::net::TcpListener, bool)>> {
+        let workers = self
+            .groups
+            .iter()
+            .map(|g| g.sockets.len())
+            .max()
+            .unwrap_or(0);
+        let mut all: Vec<Vec<(std::net::TcpListener, bool)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for group in self.groups {
+            for (worker, socket) in group.sockets.into_iter().enumerate() {
+                all[worker].push((socket, group.tls));
+            }
+        }
+        all
     }
 }
 

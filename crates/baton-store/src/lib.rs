@@ -7,6 +7,7 @@
 
 mod accounts;
 mod audit;
+mod certificates;
 mod flags;
 mod pipeline;
 mod records;
@@ -20,6 +21,7 @@ use sqlx::{Row, SqlitePool};
 
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
+pub use certificates::CertificateRecord;
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
@@ -199,6 +201,8 @@ const MIGRATIONS: &[&str] = &[
         since       INTEGER NOT NULL,
         PRIMARY KEY (app, environment)
     )",
+    // HTTPS: the apps' certificates and the ACME accounts they come from.
+    certificates::CERTIFICATES_SCHEMA,
 ];
 
 #[derive(Clone)]

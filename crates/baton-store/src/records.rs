@@ -263,6 +263,8 @@ string_enum!(EventKind {
     MaintenanceOn => "maintenance_on",
     MaintenanceOff => "maintenance_off",
     LongLivedClosed => "long_lived_closed",
+    CertificateIssued => "certificate_issued",
+    CertificateFailed => "certificate_failed",
 });
 
 impl Event {

@@ -196,6 +196,109 @@ pub async fn maintenance(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A certificate as the API shows it.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Certificate {
+    app: String,
+    environment: String,
+    source: String,
+    hosts: Vec<String>,
+    served: bool,
+    issuer: Option<String>,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+    renewed_at: Option<i64>,
+    last_error: Option<String>,
+    failed_at: Option<i64>,
+    next_attempt: Option<i64>,
+}
+
+/// `baton certs`: one line per app and environment with HTTPS.
+pub async fn certs(common: &Common) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let all: Vec<Certificate> = api.get("/certs").await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!(
+            "no app serves HTTPS: give one a [tls] section in its baton.toml (see README, HTTPS)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![vec![
+        "APP".to_string(),
+        "ENV".into(),
+        "HOSTS".into(),
+        "SOURCE".into(),
+        "ISSUER".into(),
+        "EXPIRES".into(),
+        "RENEWED".into(),
+        "STATUS".into(),
+    ]];
+    let mut errors = Vec::new();
+    for c in &all {
+        let status = match (&c.last_error, c.served) {
+            (None, true) => green("served"),
+            (None, false) => dim("pending"),
+            (Some(_), true) => red("served; renewal failed"),
+            (Some(_), false) => red("failed; plain HTTP only"),
+        };
+        if let Some(e) = &c.last_error {
+            errors.push(format!("{} in {}: {e}", c.app, c.environment));
+        }
+        rows.push(vec![
+            c.app.clone(),
+            c.environment.clone(),
+            c.hosts.join(","),
+            c.source.clone(),
+            c.issuer.clone().unwrap_or_else(|| "-".into()),
+            c.not_after.map(when).unwrap_or_else(|| "-".into()),
+            c.renewed_at.map(ago).unwrap_or_else(|| "-".into()),
+            status,
+        ]);
+    }
+    table(&rows);
+    for e in errors {
+        println!("{} {e}", red("last error:"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton certs renew APP`: waits for the new certificate, or says why not.
+pub async fn renew_certificate(common: &Common, app: &str, environment: &str) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let c: Certificate = api
+        .post_json(
+            &format!("/apps/{app}/certs/renew"),
+            &json!({"environment": environment}),
+        )
+        .await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        println!(
+            "{app} in {environment}: certificate for {} from {}, valid until {}, served now",
+            c.hosts.join(", "),
+            c.issuer.as_deref().unwrap_or("?"),
+            c.not_after.map(when).unwrap_or_else(|| "?".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A moment relative to now: "in 89d", or "3h ago".
+fn when(ms: i64) -> String {
+    let ahead = (ms - baton_store::now_ms()) / 1000;
+    match ahead {
+        ..=0 => ago(ms),
+        1..=3599 => format!("in {}m", ahead / 60),
+        3600..=172_799 => format!("in {}h", ahead / 3600),
+        _ => format!("in {}d", ahead / 86400),
+    }
+}
+
 pub async fn answer_preview(common: &Common, deployment: i64, verb: &str) -> Result<ExitCode> {
     let api = Api::new(&common.api);
     let _: serde_json::Value = api

@@ -121,7 +121,16 @@ fn set(path: &Path, mode: u32, group: Option<u32>, tightened: &mut Vec<String>) 
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let partial = path.with_extension("json.partial");
     let written = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&partial)?;
+        // Owner-only whatever the umask: some of these hold keys.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)?
+        };
         std::io::Write::write_all(
             &mut file,
             &serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,

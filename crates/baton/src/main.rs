@@ -49,6 +49,7 @@ Inspect:
   deployments    An app's deployments, newest first
   logs           Output of an app's live target, or its requests (--requests)
   events         What happened to an app's targets and deployments
+  certs          HTTPS certificates: hosts, issuer, expiry, last error (renew)
 
 Flags:
   flags          Feature flags: per app and environment, flags.toml, API keys, audit
@@ -153,6 +154,14 @@ enum Command {
         /// What visitors are told [default: down for maintenance; back soon].
         #[arg(long)]
         message: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// HTTPS certificates: each app's hosts, issuer, expiry, last renewal
+    /// and last error; `renew` gets a new one now.
+    Certs {
+        #[command(subcommand)]
+        action: Option<CertsAction>,
         #[command(flatten)]
         common: Common,
     },
@@ -411,6 +420,18 @@ pub struct EnvArg {
     pub environment: String,
 }
 
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Get a new certificate now (ACME), or read the cert and key files
+    /// again, and serve it without a restart.
+    Renew {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+    },
+}
+
 #[derive(clap::Args, Clone)]
 pub struct Common {
     /// Print machine-readable JSON instead of text.
@@ -487,6 +508,12 @@ fn main() -> ExitCode {
             } => {
                 commands::maintenance(&common, &app, &env.environment, state == "on", message).await
             }
+            Command::Certs { action, common } => match action {
+                None => commands::certs(&common).await,
+                Some(CertsAction::Renew { app, env }) => {
+                    commands::renew_certificate(&common, &app, &env.environment).await
+                }
+            },
             Command::Continue { deployment, common } => {
                 commands::answer_preview(&common, deployment, "continue").await
             }

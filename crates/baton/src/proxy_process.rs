@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use baton_proxy::control::{
     self, Control, FileId, ProxyFiles, ProxyInfo, ProxySettings, Reply, Request,
 };
-use baton_proxy::{Listeners, Proxy, RouteSpec};
+use baton_proxy::{Listeners, Proxy};
 use tokio::sync::watch;
 
 #[derive(clap::Args)]
@@ -142,7 +142,7 @@ async fn serve(
     crate::api_listener::raise_open_files_limit();
 
     let mut predecessor = None;
-    let (listeners, routes) = if take_over {
+    let (listeners, routes, certificates) = if take_over {
         let taken =
             tokio::time::timeout(Duration::from_secs(10), control::take_over(&files.socket()))
                 .await
@@ -150,20 +150,22 @@ async fn serve(
                     anyhow!("the running proxy did not hand its sockets over within 10 s")
                 })?
                 .context("cannot take over from the running proxy")?;
-        let mut inherited = None;
+        let mut plain = None;
+        let mut https = None;
         for (socket, addr) in &taken.sockets {
             if settings.listens_on(*addr) {
-                inherited = Some(socket.try_clone()?);
+                plain = Some(socket.try_clone()?);
+            } else if settings.serves_https_on(*addr) {
+                https = Some(socket.try_clone()?);
             }
         }
-        let listeners = match inherited {
-            Some(socket) => Listeners::from_socket(socket, settings.workers)?,
-            // The address changed: the old one closes with its proxy.
-            None => bind(&settings)?,
-        };
+        // An address that changed is bound afresh; the old one closes
+        // with its proxy.
+        let listeners = listen(&settings, plain, https)?;
         let routes = taken.routes.clone();
+        let certificates = taken.certificates.clone();
         predecessor = Some(taken);
-        (listeners, routes)
+        (listeners, routes, certificates)
     } else {
         if let Ok(Reply::Hello { info }) =
             control::ask(&files.socket(), &Request::Hello, Duration::from_secs(2)).await
@@ -174,11 +176,13 @@ async fn serve(
                 info.listening
             );
         }
-        let listeners = match inherited(listening_fds, &settings)? {
-            Some(socket) => Listeners::from_socket(socket, settings.workers)?,
-            None => bind(&settings)?,
-        };
-        (listeners, saved_routes(&files.routes()))
+        let (plain, https) = inherited(listening_fds, &settings)?;
+        let listeners = listen(&settings, plain, https)?;
+        (
+            listeners,
+            saved(&files.routes(), "routes"),
+            saved(&files.certificates(), "certificates"),
+        )
     };
 
     let access_log =
@@ -196,6 +200,9 @@ async fn serve(
     for (key, e) in proxy.replace_routes(routes) {
         tracing::error!(route = %key, error = %e, "route not restored");
     }
+    for (name, e) in proxy.set_certificates(&certificates) {
+        tracing::error!(certificate = name, error = e, "certificate not restored");
+    }
     let (stop, stopped) = watch::channel(false);
     let listening = listeners.local_addr();
     let control = Arc::new(Control {
@@ -205,10 +212,11 @@ async fn serve(
             version: env!("CARGO_PKG_VERSION").to_string(),
             exe: FileId::of_this_process()?,
             listening,
+            https: listeners.tls_addr(),
             settings: settings.clone(),
             started_ms: baton_store::now_ms(),
         },
-        listening: std::sync::Mutex::new(vec![listeners.socket()?]),
+        listening: std::sync::Mutex::new(listeners.sockets()?),
         stop,
         changed: tokio::sync::Notify::new(),
     });
@@ -228,7 +236,7 @@ async fn serve(
     let serving =
         tokio::spawn(Arc::clone(&proxy).serve(listeners, stopped.clone(), settings.stop_timeout));
     tokio::spawn(control::serve_control(Arc::clone(&control), unix));
-    let persisting = tokio::spawn(persist(Arc::clone(&control), files.routes()));
+    let persisting = tokio::spawn(persist(Arc::clone(&control), files.clone()));
 
     let mut signals = crate::server::Signals::listen()?;
     tracing::info!(pid = std::process::id(), %listening, take_over, "proxy serving");
@@ -272,18 +280,41 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A new listening socket for the settings' address.
-fn bind(settings: &ProxySettings) -> Result<Listeners> {
-    Proxy::bind(&settings.listen, settings.workers).map_err(|e| {
-        anyhow!("{e}; is another server using it? choose another address with --proxy-listen")
-    })
+/// The proxy's listening sockets: those inherited, else bound afresh for
+/// the settings' addresses.
+fn listen(
+    settings: &ProxySettings,
+    plain: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
+) -> Result<Listeners> {
+    let plain = match plain {
+        Some(socket) => socket,
+        None => baton_proxy::listen_on(&settings.listen).map_err(|e| {
+            anyhow!("{e}; is another server using it? choose another address with --proxy-listen")
+        })?,
+    };
+    let listeners = Listeners::from_socket(plain, settings.workers)?;
+    let Some(wanted) = &settings.https_listen else {
+        return Ok(listeners);
+    };
+    let https = match https {
+        Some(socket) => socket,
+        None => baton_proxy::listen_on(wanted).map_err(|e| {
+            anyhow!("{e}; is another server using it? choose another address with --https-listen")
+        })?,
+    };
+    Ok(listeners.with_tls(https, settings.workers)?)
 }
 
-/// The inherited listening socket that serves these settings, if any (the
-/// others are closed).
-fn inherited(fds: &[i32], settings: &ProxySettings) -> Result<Option<std::net::TcpListener>> {
+/// The inherited listening sockets that serve these settings, plain and
+/// HTTPS, if any (the others are closed).
+fn inherited(
+    fds: &[i32],
+    settings: &ProxySettings,
+) -> Result<(Option<std::net::TcpListener>, Option<std::net::TcpListener>)> {
     use std::os::fd::FromRawFd;
-    let mut chosen = None;
+    let mut plain = None;
+    let mut https = None;
     for &fd in fds {
         if fd <= 2 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
             bail!("--listening-fd {fd} is not an open descriptor of this process");
@@ -296,28 +327,30 @@ fn inherited(fds: &[i32], settings: &ProxySettings) -> Result<Option<std::net::T
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
         match socket.local_addr() {
-            Ok(addr) if settings.listens_on(addr) && chosen.is_none() => chosen = Some(socket),
+            Ok(addr) if settings.listens_on(addr) && plain.is_none() => plain = Some(socket),
+            Ok(addr) if settings.serves_https_on(addr) && https.is_none() => https = Some(socket),
             _ => drop(socket),
         }
     }
-    Ok(chosen)
+    Ok((plain, https))
 }
 
-/// The table a previous proxy left, so a proxy started afresh (after a
-/// crash of its own) serves at once, before the control plane says more.
-fn saved_routes(path: &Path) -> Vec<RouteSpec> {
+/// What a previous proxy left (its table, its certificates), so a proxy
+/// started afresh (after a crash of its own) serves at once, before the
+/// control plane says more.
+fn saved<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Vec<T> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(path = %path.display(), error = %e, "saved routes unreadable; starting empty until the server sends its table");
+            tracing::warn!(path = %path.display(), error = %e, "saved {what} unreadable; starting with none until the server sends them");
             Vec::new()
         }),
         Err(_) => Vec::new(),
     }
 }
 
-/// Writes the table after every change (the latest one, written whole and
-/// renamed into place), until the proxy stops.
-async fn persist(control: Arc<Control>, path: PathBuf) {
+/// Writes the table and the certificates after every change (the latest,
+/// each written whole and renamed into place), until the proxy stops.
+async fn persist(control: Arc<Control>, files: ProxyFiles) {
     let mut stopped = control.stop.subscribe();
     loop {
         tokio::select! {
@@ -325,12 +358,15 @@ async fn persist(control: Arc<Control>, path: PathBuf) {
             _ = control::until_true(&mut stopped) => return,
         }
         let specs = control.proxy.table().specs();
-        let target = path.clone();
-        let written =
-            tokio::task::spawn_blocking(move || crate::data_folder::write_json(&target, &specs))
-                .await;
+        let certificates = control.proxy.certificate_specs();
+        let files = files.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            crate::data_folder::write_json(&files.routes(), &specs)?;
+            crate::data_folder::write_json(&files.certificates(), &certificates)
+        })
+        .await;
         if let Ok(Err(e)) = written {
-            tracing::warn!(error = %format!("{e:#}"), "cannot save the route table");
+            tracing::warn!(error = %format!("{e:#}"), "cannot save the route table or the certificates");
         }
     }
 }

@@ -30,6 +30,21 @@ pub struct ServerArgs {
     /// Address the proxy serves app traffic on.
     #[arg(long, env = "BATON_PROXY_LISTEN", default_value = "127.0.0.1:8080")]
     proxy_listen: String,
+    /// Address the proxy serves HTTPS on (apps with a [tls] section), e.g.
+    /// 0.0.0.0:443; without it, no HTTPS.
+    #[arg(long, env = "BATON_HTTPS_LISTEN")]
+    https_listen: Option<String>,
+    /// The ACME CA's directory URL, for apps with `acme = true` in [tls]
+    /// (Let's Encrypt's staging directory while trying things out).
+    #[arg(long, env = "BATON_ACME_DIRECTORY", default_value = baton_certs::LETS_ENCRYPT)]
+    acme_directory: String,
+    /// The e-mail address the CA writes to about your certificates.
+    #[arg(long, env = "BATON_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// A PEM root certificate the CA's own HTTPS is checked against,
+    /// instead of the system's (a private or test CA).
+    #[arg(long, env = "BATON_ACME_CA", value_name = "PEM")]
+    acme_ca: Option<PathBuf>,
     /// Address the control-plane API listens on.
     #[arg(long, env = "BATON_API_LISTEN", default_value = "127.0.0.1:7070")]
     api_listen: String,
@@ -160,6 +175,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     };
     let settings = baton_proxy::control::ProxySettings {
         listen: args.proxy_listen.clone(),
+        https_listen: args.https_listen.clone(),
         workers,
         trusted_proxies: args.trusted_proxies.clone(),
         proxy_protocol: args.proxy_protocol.clone(),
@@ -224,6 +240,27 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     .with_context(|| format!("cannot start the pipeline in {}", data.display()))?;
     orchestrator.gate_production_with(Arc::new(AnnouncementGate(Arc::clone(&pipeline))));
 
+    if let Some(ca) = &args.acme_ca {
+        if !ca.is_file() {
+            return Err(anyhow!(
+                "--acme-ca {}: no such file; give the PEM root the CA's HTTPS is signed by",
+                ca.display()
+            ));
+        }
+    }
+    let certs = baton_certs::Certs::new(
+        orchestrator.store().clone(),
+        Arc::clone(&proxy),
+        Some(baton_certs::AcmeSettings {
+            directory: args.acme_directory.clone(),
+            contact: args.acme_email.clone(),
+            ca_file: args.acme_ca.clone(),
+        }),
+    );
+    if proxy_info.https.is_none() {
+        tracing::info!("no --https-listen: apps are served over plain HTTP only");
+    }
+    let certificates = tokio::spawn(Arc::clone(&certs).run(stop_rx.clone()));
     let reaper = tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets(stop_rx.clone()));
     let supervisor = tokio::spawn(Arc::clone(&data_plane).supervise(stop_rx.clone()));
     // OFREP and Unleash clients use the API listener too: one port to open.
@@ -253,6 +290,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         Arc::clone(&flags),
         auth,
         Arc::clone(&pipeline),
+        Arc::clone(&certs),
         uploads,
     )
     .merge(baton_web::router(web))
@@ -279,8 +317,12 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let mut signals = Signals::listen()?;
     crate::upgrade::record_ready(&data, &exe, &proxy_info)?;
     // One line on stdout for scripts that wait for readiness.
+    let https = proxy_info
+        .https
+        .map(|addr| format!(" https https://{addr}"))
+        .unwrap_or_default();
     println!(
-        "baton server ready: api http://{api_addr} proxy http://{proxy_addr} data {}",
+        "baton server ready: api http://{api_addr} proxy http://{proxy_addr}{https} data {}",
         data.display()
     );
     let _ = std::io::stdout().flush();
@@ -304,6 +346,9 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         tracing::info!("stopping: finishing requests in flight; apps and the proxy keep running");
     }
     let _ = stop_tx.send(true);
+    // An issuance cut short is tried again by the next start; every
+    // record it writes is written whole.
+    certificates.abort();
     flags.stop();
     let services = async {
         let _ = reaper.await;

@@ -32,6 +32,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub api: SocketAddr,
     pub proxy: SocketAddr,
+    /// The proxy's HTTPS address, when started with BATON_HTTPS_LISTEN.
+    pub https: Option<SocketAddr>,
     /// The executable the server runs (a copy, for upgrade tests).
     pub bin: PathBuf,
 }
@@ -76,12 +78,13 @@ impl Server {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         std::fs::write(dir.path().join("env"), serde_json::to_string(&env).unwrap()).unwrap();
-        let (child, api, proxy) = spawn(bin, dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+        let (child, api, proxy, https) = spawn(bin, dir.path(), "127.0.0.1:0", "127.0.0.1:0");
         Server {
             dir,
             child: Some(child),
             api,
             proxy,
+            https,
             bin: bin.to_path_buf(),
         }
     }
@@ -147,7 +150,7 @@ impl Server {
 
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, api, proxy) = spawn(
+        let (child, api, proxy, _) = spawn(
             &self.bin,
             self.dir.path(),
             &self.api.to_string(),
@@ -287,7 +290,12 @@ impl Drop for Server {
     }
 }
 
-fn spawn(bin: &Path, dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, SocketAddr) {
+fn spawn(
+    bin: &Path,
+    dir: &Path,
+    api: &str,
+    proxy: &str,
+) -> (Child, SocketAddr, SocketAddr, Option<SocketAddr>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -340,8 +348,11 @@ fn spawn(bin: &Path, dir: &Path, api: &str, proxy: &str) -> (Child, SocketAddr, 
     assert_eq!(&words[..3], ["baton", "server", "ready:"], "{ready}");
     let api = words[4].trim_start_matches("http://").parse().unwrap();
     let proxy = words[6].trim_start_matches("http://").parse().unwrap();
+    // "… proxy http://P https https://H data D" when it serves HTTPS.
+    let https =
+        (words[7] == "https").then(|| words[8].trim_start_matches("https://").parse().unwrap());
     std::thread::spawn(move || for _ in lines {});
-    (child, api, proxy)
+    (child, api, proxy, https)
 }
 
 /// Logs in through the API from test code, sync or async alike (on a
