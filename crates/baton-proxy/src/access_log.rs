@@ -267,6 +267,7 @@ mod tests {
             hold_timeout: std::time::Duration::from_secs(1),
             limits: Default::default(),
             maintenance: None,
+            tls: None,
         };
         Entry {
             started: Instant::now(),

@@ -170,17 +170,15 @@ impl ProxySettings {
 /// Whether a socket bound to `addr` is the one `wanted` asks for: a port 0
 /// asked for is whichever port it got, a name is compared by port.
 fn address_is(wanted: &str, addr: SocketAddr) -> bool {
-    {
-        match wanted.parse::<SocketAddr>() {
-            Ok(wanted) if wanted.port() == 0 => wanted.ip() == addr.ip(),
-            Ok(wanted) => wanted == addr,
-            // A name: resolved by whoever binds it, so compare by port.
-            Err(_) => {
-                wanted
-                    .rsplit_once(':')
-                    .and_then(|(_, port)| port.parse::<u16>().ok())
-                    == Some(addr.port())
-            }
+    match wanted.parse::<SocketAddr>() {
+        Ok(wanted) if wanted.port() == 0 => wanted.ip() == addr.ip(),
+        Ok(wanted) => wanted == addr,
+        // A name: resolved by whoever binds it, so compare by port.
+        Err(_) => {
+            wanted
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                == Some(addr.port())
         }
     }
 }

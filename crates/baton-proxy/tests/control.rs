@@ -33,8 +33,10 @@ async fn start(dir: &Path) -> Running {
             version: "test".into(),
             exe: FileId::of_this_process().unwrap(),
             listening: addr,
+            https: None,
             settings: ProxySettings {
                 listen: "127.0.0.1:0".into(),
+                https_listen: None,
                 workers: 1,
                 trusted_proxies: vec![],
                 proxy_protocol: vec![],
@@ -43,7 +45,7 @@ async fn start(dir: &Path) -> Running {
             },
             started_ms: 0,
         },
-        listening: std::sync::Mutex::new(vec![listeners.socket().unwrap()]),
+        listening: std::sync::Mutex::new(listeners.sockets().unwrap()),
         stop,
         changed: tokio::sync::Notify::new(),
     });
@@ -90,6 +92,7 @@ fn route(live: TargetRef) -> RouteSpec {
         hold_timeout: Duration::from_secs(30),
         limits: Default::default(),
         maintenance: None,
+        tls: None,
     }
 }
 

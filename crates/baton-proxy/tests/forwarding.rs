@@ -106,6 +106,7 @@ fn route(live: Option<TargetRef>) -> RouteSpec {
         hold_timeout: Duration::from_secs(10),
         limits: Default::default(),
         maintenance: None,
+        tls: None,
     }
 }
 

@@ -94,6 +94,7 @@ async fn proxy_to(upstream: SocketAddr, id: i64) -> Running {
             hold_timeout: Duration::from_secs(5),
             limits: Default::default(),
             maintenance: None,
+            tls: None,
         })
         .unwrap();
     Running {

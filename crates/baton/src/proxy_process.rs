@@ -150,12 +150,14 @@ async fn serve(
                     anyhow!("the running proxy did not hand its sockets over within 10 s")
                 })?
                 .context("cannot take over from the running proxy")?;
+        // A proxy gives its plain socket first, then its HTTPS one: told
+        // apart by place, as two "port 0" addresses look alike.
         let mut plain = None;
         let mut https = None;
-        for (socket, addr) in &taken.sockets {
-            if settings.listens_on(*addr) {
+        for (n, (socket, addr)) in taken.sockets.iter().enumerate() {
+            if n == 0 && settings.listens_on(*addr) {
                 plain = Some(socket.try_clone()?);
-            } else if settings.serves_https_on(*addr) {
+            } else if n == 1 && settings.serves_https_on(*addr) {
                 https = Some(socket.try_clone()?);
             }
         }
@@ -315,7 +317,8 @@ fn inherited(
     use std::os::fd::FromRawFd;
     let mut plain = None;
     let mut https = None;
-    for &fd in fds {
+    // In the order the proxy gave them: plain first, then HTTPS.
+    for (n, &fd) in fds.iter().enumerate() {
         if fd <= 2 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
             bail!("--listening-fd {fd} is not an open descriptor of this process");
         }
@@ -327,8 +330,8 @@ fn inherited(
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
         match socket.local_addr() {
-            Ok(addr) if settings.listens_on(addr) && plain.is_none() => plain = Some(socket),
-            Ok(addr) if settings.serves_https_on(addr) && https.is_none() => https = Some(socket),
+            Ok(addr) if n == 0 && settings.listens_on(addr) => plain = Some(socket),
+            Ok(addr) if n == 1 && settings.serves_https_on(addr) => https = Some(socket),
             _ => drop(socket),
         }
     }
