@@ -4,11 +4,15 @@ It listens on $PORT, answers /health, and says which release it is.
 Tell it to misbehave through its environment (see baton.toml):
   STARTUP_DELAY_MS=3000  wait that long before listening (a slow boot)
   FAIL_HEALTH=1          answer /health with 503 (a bad release)
+  FAIL_PERCENT=20        answer that share of the other requests with 500
+                         (a release that passes its checks, then fails users)
 /slow?ms=2000 answers after that many milliseconds (a long request).
 """
 
+import itertools
 import os
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -16,6 +20,10 @@ from urllib.parse import parse_qs, urlparse
 MESSAGE = "Hello from Baton's example app!"
 RELEASE = os.environ.get("BATON_RELEASE", "unknown")[:12]
 FAIL_HEALTH = os.environ.get("FAIL_HEALTH") == "1"
+FAIL_PERCENT = int(os.environ.get("FAIL_PERCENT", "0"))
+# Every hundred requests, exactly FAIL_PERCENT fail, spread out.
+COUNTER = itertools.count()
+COUNTER_LOCK = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -27,6 +35,11 @@ class Handler(BaseHTTPRequestHandler):
             if FAIL_HEALTH:
                 return self.reply(503, "unhealthy on purpose (FAIL_HEALTH=1)\n")
             return self.reply(200, "ok\n")
+        if FAIL_PERCENT:
+            with COUNTER_LOCK:
+                n = next(COUNTER)
+            if (n * 37) % 100 < FAIL_PERCENT:
+                return self.reply(500, f"failing on purpose (FAIL_PERCENT={FAIL_PERCENT})\nrelease: {RELEASE}\n")
         if url.path == "/slow":
             ms = int(parse_qs(url.query).get("ms", ["1000"])[0])
             time.sleep(ms / 1000)

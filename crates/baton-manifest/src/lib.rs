@@ -394,6 +394,75 @@ pub struct DeployPolicy {
     /// Extra host names that reach the release being previewed.
     #[serde(default)]
     pub preview_hosts: Vec<String>,
+    /// "blue-green" (all traffic at once, the default) or "canary" (a
+    /// growing share of the clients, by `steps`, watched as it goes).
+    #[serde(default = "defaults::strategy")]
+    pub strategy: String,
+    /// A canary's steps: shares ("5%") and pauses ("pause 2m"; "pause"
+    /// alone waits for `baton canary promote`); 100 % at the end.
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// A canary whose 5xx rate is above this (and above the old release's)
+    /// is aborted, e.g. "1%".
+    #[serde(default = "defaults::max_error_rate")]
+    pub max_error_rate: String,
+    /// Requests the canary must have answered before its rate is judged.
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: u64,
+}
+
+/// One step of a canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryStep {
+    /// This share of the clients (percent) reaches the new release.
+    Share(u8),
+    /// Watch this long; `None`: until `baton canary promote`.
+    Pause(Option<Duration>),
+}
+
+impl CanaryStep {
+    pub fn parse(text: &str) -> Result<CanaryStep, String> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("pause") {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                return Ok(CanaryStep::Pause(None));
+            }
+            return humantime::parse_duration(rest)
+                .map(|d| CanaryStep::Pause(Some(d)))
+                .map_err(|e| format!("{text:?}: {e}; write a pause like \"pause 2m\", or \"pause\" to wait for `baton canary promote`"));
+        }
+        match text.strip_suffix('%').and_then(|n| n.trim().parse::<u8>().ok()) {
+            Some(n) if (1..=100).contains(&n) => Ok(CanaryStep::Share(n)),
+            _ => Err(format!(
+                "{text:?} is not a step: write a share like \"5%\" (1 to 100) or a pause like \"pause 2m\""
+            )),
+        }
+    }
+}
+
+impl DeployPolicy {
+    pub fn is_canary(&self) -> bool {
+        self.strategy == "canary"
+    }
+
+    /// The canary's steps (validated when the manifest is read).
+    pub fn canary_steps(&self) -> Vec<CanaryStep> {
+        self.steps
+            .iter()
+            .filter_map(|s| CanaryStep::parse(s).ok())
+            .collect()
+    }
+
+    /// `max_error_rate` as a fraction (validated when read).
+    pub fn max_error_fraction(&self) -> f64 {
+        parse_percent(&self.max_error_rate).unwrap_or(0.01)
+    }
+}
+
+fn parse_percent(text: &str) -> Option<f64> {
+    let n: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (0.0..=100.0).contains(&n).then_some(n / 100.0)
 }
 
 impl Default for DeployPolicy {
@@ -404,6 +473,10 @@ impl Default for DeployPolicy {
             keep_warm: defaults::keep_warm(),
             hold_timeout: defaults::hold_timeout(),
             preview_hosts: Vec::new(),
+            strategy: defaults::strategy(),
+            steps: Vec::new(),
+            max_error_rate: defaults::max_error_rate(),
+            min_requests: defaults::min_requests(),
         }
     }
 }
@@ -440,6 +513,15 @@ mod defaults {
     }
     pub fn acme_challenge() -> String {
         "http-01".into()
+    }
+    pub fn strategy() -> String {
+        "blue-green".into()
+    }
+    pub fn max_error_rate() -> String {
+        "1%".into()
+    }
+    pub fn min_requests() -> u64 {
+        20
     }
     pub fn database_url_env() -> String {
         "DATABASE_URL".into()
@@ -628,6 +710,54 @@ impl Manifest {
         }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        match self.deploy.strategy.as_str() {
+            "blue-green" if !self.deploy.steps.is_empty() => {
+                return Err(invalid(
+                    "deploy.steps",
+                    "steps are a canary's: add strategy = \"canary\"".into(),
+                ))
+            }
+            "blue-green" => {}
+            "canary" => {
+                if self.deploy.steps.is_empty() {
+                    return Err(invalid(
+                        "deploy.steps",
+                        "a canary needs steps, like [\"5%\", \"pause 2m\", \"25%\", \"pause\", \"100%\"]".into(),
+                    ));
+                }
+                let mut last = 0;
+                for (i, step) in self.deploy.steps.iter().enumerate() {
+                    match CanaryStep::parse(step) {
+                        Ok(CanaryStep::Share(n)) if n <= last => {
+                            return Err(invalid(
+                                &format!("deploy.steps[{i}]"),
+                                format!(
+                                "{n}% after {last}%: each share must be larger than the one before"
+                            ),
+                            ))
+                        }
+                        Ok(CanaryStep::Share(n)) => last = n,
+                        Ok(CanaryStep::Pause(_)) => {}
+                        Err(reason) => return Err(invalid(&format!("deploy.steps[{i}]"), reason)),
+                    }
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "deploy.strategy",
+                    format!("{other:?} is not a strategy: use \"blue-green\" or \"canary\""),
+                ))
+            }
+        }
+        if parse_percent(&self.deploy.max_error_rate).is_none() {
+            return Err(invalid(
+                "deploy.max_error_rate",
+                format!(
+                    "{:?} is not a percentage: write it like \"1%\" or \"0.5%\"",
+                    self.deploy.max_error_rate
+                ),
+            ));
         }
         if let Some(tls) = &self.tls {
             match (tls.acme, &tls.cert, &tls.key) {

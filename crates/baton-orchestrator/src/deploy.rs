@@ -234,6 +234,7 @@ impl Orchestrator {
             job.preview,
             old.is_some(),
             job.manifest.database.is_some(),
+            job.manifest.deploy.is_canary(),
         );
         let mut contracts = Vec::new();
         // A rollback to a warm target starts nothing: that target is the new one.
@@ -286,6 +287,14 @@ impl Orchestrator {
                             self.stop_target(target, "its deployment was abandoned in preview")
                                 .await;
                         }
+                        return Err(e);
+                    }
+                }
+                StepKind::Canary => {
+                    let target = planned(&new, step)?;
+                    let Some(old) = &old else { continue };
+                    if let Err(e) = self.step(d, step, self.canary(job, target, old)).await {
+                        self.stop_target(target, "its canary was aborted").await;
                         return Err(e);
                     }
                 }
@@ -441,7 +450,7 @@ impl Orchestrator {
         Ok((managed, Some(detail)))
     }
 
-    fn route_spec(
+    pub(crate) fn route_spec(
         &self,
         job: &Job,
         live: Option<&Managed>,
@@ -457,6 +466,7 @@ impl Orchestrator {
             limits: route_limits(&job.manifest),
             maintenance: self.maintenance_of(&job.key),
             tls: route_tls(&job.manifest),
+            canary: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! undo ([`plan::recovery`]). It never serves HTTP itself and never reads
 //! request traffic; the API calls it, the proxy obeys it.
 
+mod canary;
 mod deploy;
 mod health;
 mod maintenance;
@@ -674,7 +675,9 @@ impl Orchestrator {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&deployment)
             .ok_or_else(|| {
-                Error::Refused(format!("deployment {deployment} is not waiting in preview"))
+                Error::Refused(format!(
+                    "deployment {deployment} is not waiting in preview or in a canary"
+                ))
             })?;
         let action = if go_on {
             "deployment.continue"

@@ -18,6 +18,7 @@ pub fn steps(
     preview: bool,
     has_previous: bool,
     has_database: bool,
+    canary: bool,
 ) -> Vec<StepKind> {
     let mut steps = Vec::new();
     if has_database && kind == DeploymentKind::Deploy {
@@ -29,6 +30,10 @@ pub fn steps(
     steps.push(StepKind::HealthCheck);
     if preview {
         steps.push(StepKind::Preview);
+    }
+    // A canary needs a release to compare with; a rollback goes at once.
+    if canary && has_previous && kind == DeploymentKind::Deploy {
+        steps.push(StepKind::Canary);
     }
     steps.extend([StepKind::Hold, StepKind::Switch, StepKind::Release]);
     if has_previous {
@@ -137,16 +142,18 @@ mod tests {
     #[test]
     fn a_deploy_with_a_database_migrates_first_and_a_rollback_never_does() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, true, true)[..2],
+            steps(DeploymentKind::Deploy, false, false, true, true, false)[..2],
             [Migrate, StartTarget]
         );
-        assert!(!steps(DeploymentKind::Rollback, false, false, true, true).contains(&Migrate));
+        assert!(
+            !steps(DeploymentKind::Rollback, false, false, true, true, false).contains(&Migrate)
+        );
     }
 
     #[test]
     fn first_deploy_has_nothing_to_drain() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, false, false),
+            steps(DeploymentKind::Deploy, false, false, false, false, false),
             vec![StartTarget, HealthCheck, Hold, Switch, Release]
         );
     }
@@ -154,7 +161,7 @@ mod tests {
     #[test]
     fn later_deploy_drains_and_keeps_the_old_target_warm() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, true, false),
+            steps(DeploymentKind::Deploy, false, false, true, false, false),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -170,7 +177,7 @@ mod tests {
     #[test]
     fn preview_comes_between_the_health_check_and_the_hold() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, true, true, false),
+            steps(DeploymentKind::Deploy, false, true, true, false, false),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -187,12 +194,29 @@ mod tests {
     #[test]
     fn rollback_to_a_warm_target_starts_nothing() {
         assert_eq!(
-            steps(DeploymentKind::Rollback, true, false, true, false),
+            steps(DeploymentKind::Rollback, true, false, true, false, false),
             vec![HealthCheck, Hold, Switch, Release, Drain, KeepWarm]
         );
+        // A canary comes after the checks, before the switch; never for a
+        // first deploy (nothing to compare with) or a rollback.
+        assert_eq!(
+            steps(DeploymentKind::Deploy, false, false, true, false, true),
+            vec![
+                StartTarget,
+                HealthCheck,
+                Canary,
+                Hold,
+                Switch,
+                Release,
+                Drain,
+                KeepWarm
+            ]
+        );
+        assert!(!steps(DeploymentKind::Deploy, false, false, false, false, true).contains(&Canary));
+        assert!(!steps(DeploymentKind::Rollback, true, false, true, false, true).contains(&Canary));
         // A release no longer warm is deployed like any other.
         assert_eq!(
-            steps(DeploymentKind::Rollback, false, false, true, false)[0],
+            steps(DeploymentKind::Rollback, false, false, true, false, false)[0],
             StartTarget
         );
     }

@@ -69,6 +69,7 @@ impl Orchestrator {
                 limits,
                 maintenance,
                 tls,
+                canary: None,
             };
             specs.push(spec);
         }

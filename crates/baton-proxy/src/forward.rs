@@ -187,18 +187,23 @@ impl Proxy {
 
         // One table lookup on the common path; a second only after a hold,
         // since the route has switched meanwhile.
-        let (target, route) = match self.pick(&host, wants_preview, true)? {
+        let (side, new_bucket) = crate::canary::side(req.headers());
+        let (target, route) = match self.pick(&host, wants_preview, side, true)? {
             Picked::Target(target, route) => (target, route),
             Picked::Held(gate, hold_timeout) => {
                 let waited = gate.wait(hold_timeout).await;
                 if waited != Waited::Released {
                     tracing::warn!(host = %host, ?waited, "request went on without waiting for the switch");
                 }
-                self.pick_now(&host, wants_preview)?
+                self.pick_now(&host, wants_preview, side)?
             }
         };
         entry.target = Some(Arc::clone(&target));
         let limits = route.spec.limits;
+        // A client new to a canary keeps its bucket from now on.
+        let keep_bucket = (new_bucket && route.canary.is_some())
+            .then(|| crate::canary::cookie(side))
+            .flatten();
         let hsts = match &route.spec.tls {
             Some(tls) if client.scheme == "http" => {
                 if let Some(location) = self.https_location(tls, &host, &req, client) {
@@ -248,7 +253,7 @@ impl Proxy {
             ..
         }) = &outcome
         {
-            if let Ok((next, next_route)) = self.pick_now(&host, wants_preview) {
+            if let Ok((next, next_route)) = self.pick_now(&host, wants_preview, side) {
                 if next.id != target.id {
                     tracing::info!(host = %host, from = target.id, to = next.id, "retrying on the new target");
                     if let Err(Failure {
@@ -288,8 +293,11 @@ impl Proxy {
                 Ok(Response::from_parts(parts, DownBody::Message(None)))
             }
             Ok((response, sender, in_flight)) => {
-                in_flight.target().record_answer();
+                in_flight.target().record_status(response.status());
                 let (mut parts, body) = response.into_parts();
+                if let Some(cookie) = keep_bucket {
+                    parts.headers.append(header::SET_COOKIE, cookie);
+                }
                 strip_hop_by_hop(&mut parts.headers);
                 parts
                     .headers

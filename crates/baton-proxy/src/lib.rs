@@ -14,6 +14,7 @@
 
 mod access_log;
 mod access_reader;
+mod canary;
 mod client;
 pub mod control;
 mod edge;
@@ -36,7 +37,8 @@ pub use client::{Hold, ProxyClient};
 pub use edge::{EdgeConfig, X_REQUEST_ID};
 pub use hold::HoldGuard;
 pub use route::{
-    AcmeChallenge, RouteKey, RouteLimits, RouteSpec, RouteTable, RouteTls, TargetRef, TlsSource,
+    AcmeChallenge, CanarySpec, RouteKey, RouteLimits, RouteSpec, RouteTable, RouteTls, TargetRef,
+    TlsSource,
 };
 pub use server::{listen_on, Listeners, Proxy, ProxyError};
 pub use target::TargetStats;

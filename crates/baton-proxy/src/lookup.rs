@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::hold::Gate;
 use crate::rescue::Refusal;
-use crate::route::Route;
+use crate::route::{Route, Side};
 use crate::server::Proxy;
 use crate::target::Target;
 
@@ -26,6 +26,7 @@ impl Proxy {
         &self,
         host: &str,
         wants_preview: bool,
+        side: Side,
         wait_for_hold: bool,
     ) -> Result<Picked, Refusal> {
         let table = self.current();
@@ -45,7 +46,7 @@ impl Proxy {
                 route.spec.hold_timeout,
             ));
         }
-        match route.pick(wants_preview || preview_host) {
+        match route.pick_for(wants_preview || preview_host, side) {
             Some(target) => Ok(Picked::Target(Arc::clone(target), Arc::clone(route))),
             None => Err(Refusal::NoLiveTarget {
                 route: route.spec.key.to_string(),
@@ -58,8 +59,9 @@ impl Proxy {
         &self,
         host: &str,
         wants_preview: bool,
+        side: Side,
     ) -> Result<(Arc<Target>, Arc<Route>), Refusal> {
-        match self.pick(host, wants_preview, false)? {
+        match self.pick(host, wants_preview, side, false)? {
             Picked::Target(target, route) => Ok((target, route)),
             Picked::Held(..) => unreachable!("a hold is only reported when asked for"),
         }

@@ -76,6 +76,18 @@ pub struct RouteSpec {
     /// HTTPS for the route's hosts (the app's `[tls]`), if it has any.
     #[serde(default)]
     pub tls: Option<RouteTls>,
+    /// A canary: a share of the clients reaches this target instead of the
+    /// live one.
+    #[serde(default)]
+    pub canary: Option<CanarySpec>,
+}
+
+/// A canary step: `percent` of the clients (by their sticky bucket) reach
+/// `target`; the others the live one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    pub target: TargetRef,
+    pub percent: u8,
 }
 
 /// How a route's hosts are served over HTTPS.
@@ -166,15 +178,37 @@ pub(crate) struct Route {
     pub gate: Arc<Gate>,
     pub live: Option<Arc<Target>>,
     pub preview: Option<Arc<Target>>,
+    /// The canary's target and its share, in percent.
+    pub canary: Option<(Arc<Target>, u8)>,
+}
+
+/// Which side of a canary a client is on: its bucket (0–99, kept in a
+/// cookie), or a release it asked for (testers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Bucket(u8),
+    Canary,
+    Stable,
 }
 
 impl Route {
     /// The target a request should reach.
+    #[cfg(test)]
     pub fn pick(&self, preview: bool) -> Option<&Arc<Target>> {
+        self.pick_for(preview, Side::Stable)
+    }
+
+    /// The target a request should reach, for a client on `side` of a
+    /// canary: a bucket below the canary's share reaches it, so a client
+    /// moves from the old release to the new one only as the share grows.
+    pub(crate) fn pick_for(&self, preview: bool, side: Side) -> Option<&Arc<Target>> {
         if preview {
-            self.preview.as_ref().or(self.live.as_ref())
-        } else {
-            self.live.as_ref()
+            return self.preview.as_ref().or(self.live.as_ref());
+        }
+        match (&self.canary, side) {
+            (Some((canary, _)), Side::Canary) => Some(canary),
+            (Some((canary, percent)), Side::Bucket(bucket)) if bucket < *percent => Some(canary),
+            _ => self.live.as_ref(),
         }
     }
 }
@@ -253,9 +287,12 @@ impl RouteTable {
 
     /// The proxy's own targets every route names.
     pub(crate) fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
-        self.routes
-            .values()
-            .flat_map(|r| r.live.iter().chain(r.preview.iter()))
+        self.routes.values().flat_map(|r| {
+            r.live
+                .iter()
+                .chain(r.preview.iter())
+                .chain(r.canary.iter().map(|(t, _)| t))
+        })
     }
 }
 
@@ -296,10 +333,12 @@ mod tests {
                 limits: RouteLimits::default(),
                 maintenance: None,
                 tls: None,
+                canary: None,
             },
             gate: Arc::new(Gate::new(16)),
             live: live.map(target),
             preview: None,
+            canary: None,
         }
     }
 

@@ -149,6 +149,10 @@ impl Proxy {
             gate: self.gate(&spec.key),
             live: target(&spec.live),
             preview: target(&spec.preview),
+            canary: spec
+                .canary
+                .as_ref()
+                .map(|c| (self.target(&c.target), c.percent.min(100))),
             spec,
         }
     }

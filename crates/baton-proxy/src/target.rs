@@ -20,6 +20,8 @@ pub(crate) struct Target {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Responses with a 5xx status from the target itself.
+    server_errors: AtomicU64,
     timeouts: AtomicU64,
     /// Set when a request timed out, cleared by the next answer: a target
     /// that accepts connections but answers nothing (hung, stopped) shows
@@ -51,6 +53,10 @@ pub struct TargetStats {
     /// Open WebSockets and event streams (counted in `in_flight` too).
     #[serde(default)]
     pub long_lived: usize,
+    /// Responses with a 5xx status from the target itself (the proxy's
+    /// own 502 and 504 are `failures`).
+    #[serde(default)]
+    pub server_errors: u64,
 }
 
 impl Target {
@@ -62,6 +68,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             unresponsive: std::sync::atomic::AtomicBool::new(false),
             long_lived: AtomicUsize::new(0),
@@ -84,6 +91,7 @@ impl Target {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             unresponsive: self.unresponsive.load(Ordering::Relaxed),
             long_lived: self.long_lived.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -127,6 +135,13 @@ impl Target {
             self.timeouts.fetch_add(1, Ordering::Relaxed);
             self.unresponsive.store(true, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn record_status(&self, status: http::StatusCode) {
+        if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.record_answer();
     }
 
     pub(crate) fn record_answer(&self) {

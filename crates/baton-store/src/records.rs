@@ -41,6 +41,7 @@ string_enum!(StepKind {
     StartTarget => "start_target",
     HealthCheck => "health_check",
     Preview => "preview",
+    Canary => "canary",
     Hold => "hold",
     Switch => "switch",
     Release => "release",
@@ -265,6 +266,7 @@ string_enum!(EventKind {
     LongLivedClosed => "long_lived_closed",
     CertificateIssued => "certificate_issued",
     CertificateFailed => "certificate_failed",
+    CanaryStep => "canary_step",
 });
 
 impl Event {

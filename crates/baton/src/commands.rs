@@ -196,6 +196,67 @@ pub async fn maintenance(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `baton canary status|promote|abort APP`: the app's running canary.
+pub async fn canary(
+    common: &Common,
+    action: &str,
+    app: &str,
+    environment: &str,
+) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let deployments: Vec<Deployment> = api
+        .get(&format!("/apps/{app}/deployments?limit=20"))
+        .await?;
+    let running = deployments.into_iter().find(|d| {
+        d.environment == environment
+            && d.state == DeploymentState::Running
+            && d.steps
+                .iter()
+                .any(|s| s.step == baton_store::StepKind::Canary)
+    });
+    let Some(deployment) = running else {
+        anyhow::bail!(
+            "{app} has no canary running in {environment}; deploy a release whose baton.toml has [deploy] strategy = \"canary\""
+        );
+    };
+    match action {
+        "promote" => answer_preview(common, deployment.id, "continue").await,
+        "abort" => answer_preview(common, deployment.id, "abort").await,
+        _ => {
+            let events: Vec<Event> = api.get(&format!("/apps/{app}/events?limit=50")).await?;
+            let steps: Vec<&Event> = events
+                .iter()
+                .filter(|e| {
+                    e.environment == environment
+                        && e.kind == "canary_step"
+                        && e.at >= deployment.created_at
+                })
+                .collect();
+            if common.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"deployment": deployment, "steps": steps})
+                    )?
+                );
+            } else {
+                println!(
+                    "deployment {} of {} in {}: canary of release {}",
+                    deployment.id,
+                    app,
+                    environment,
+                    baton_package::short_id(&deployment.release_id)
+                );
+                for e in steps.iter().rev() {
+                    println!("  {} {}", dim(&ago(e.at)), e.message);
+                }
+                println!("`baton canary promote {app}` to send everyone to it, `baton canary abort {app}` to go back");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// A certificate as the API shows it.
 #[derive(serde::Deserialize, serde::Serialize)]
 struct Certificate {

@@ -42,6 +42,7 @@ Deploy:
   abort          Abandon a deployment paused in preview
   promote        Promote a release that passed staging to another environment
   maintenance    Answer an app's visitors with 503 and a message (on|off)
+  canary         A canary deployment: its step and figures, promote or abort it
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
@@ -154,6 +155,19 @@ enum Command {
         /// What visitors are told [default: down for maintenance; back soon].
         #[arg(long)]
         message: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A canary deployment (`strategy = "canary"`): `status` shows its
+    /// steps and figures, `promote` sends every client to the new release
+    /// now, `abort` sends them all back to the old one.
+    Canary {
+        #[arg(value_parser = ["status", "promote", "abort"])]
+        action: String,
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
         #[command(flatten)]
         common: Common,
     },
@@ -508,6 +522,12 @@ fn main() -> ExitCode {
             } => {
                 commands::maintenance(&common, &app, &env.environment, state == "on", message).await
             }
+            Command::Canary {
+                action,
+                app,
+                env,
+                common,
+            } => commands::canary(&common, &action, &app, &env.environment).await,
             Command::Certs { action, common } => match action {
                 None => commands::certs(&common).await,
                 Some(CertsAction::Renew { app, env }) => {

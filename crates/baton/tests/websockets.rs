@@ -161,7 +161,11 @@ async fn open_websockets_stay_on_their_release_until_the_drain_time_then_reconne
             assert_eq!(talked.wrong_release, 0, "a socket changed release");
             // Every message answered, but the one on its way when the
             // connection was closed at the end of the drain.
-            assert!(talked.unanswered <= 1, "{} messages lost", talked.unanswered);
+            assert!(
+                talked.unanswered <= 1,
+                "{} messages lost",
+                talked.unanswered
+            );
             // Never closed before its drain time (2 s) after the switch.
             assert!(
                 talked.closed_ms >= switched + 2_000,
@@ -207,7 +211,10 @@ async fn server_sent_events_arrive_as_they_are_sent() {
     let stream = TcpStream::connect(server.proxy).await.unwrap();
     let (read, mut writer) = stream.into_split();
     writer
-        .write_all(format!("GET /events HTTP/1.1\r\nHost: {WS_HOST}\r\nAccept: text/event-stream\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET /events HTTP/1.1\r\nHost: {WS_HOST}\r\nAccept: text/event-stream\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let mut reader = BufReader::new(read);
@@ -215,7 +222,10 @@ async fn server_sent_events_arrive_as_they_are_sent() {
     let mut line = String::new();
     while delays.len() < 20 {
         line.clear();
-        assert!(reader.read_line(&mut line).await.unwrap() > 0, "the stream ended early");
+        assert!(
+            reader.read_line(&mut line).await.unwrap() > 0,
+            "the stream ended early"
+        );
         if let Some(sent) = line.trim_end().strip_prefix("data: ") {
             let sent: f64 = sent.parse().unwrap();
             let now = std::time::SystemTime::now()

@@ -1,0 +1,194 @@
+//! Canary deployments: the proxy splits the clients by a sticky bucket,
+//! the orchestrator walks the steps while comparing the two releases' 5xx
+//! rates from the proxy's counters, and aborts a failing canary by itself.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::*;
+
+/// The example app as a canary with these steps.
+fn canary_app(message: &str, steps: &str) -> AppCopy {
+    let app = AppCopy::new(message);
+    app.edit(
+        "baton.toml",
+        "[deploy]\n",
+        &format!("[deploy]\nstrategy = \"canary\"\nsteps = {steps}\n"),
+    );
+    app
+}
+
+/// A client that keeps the proxy's bucket cookie, as a browser does:
+/// the releases it was answered by, in order.
+async fn sticky_client(proxy: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Vec<String> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut cookie: Option<String> = None;
+    let mut seen = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let mut request = client.get(format!("http://{proxy}/")).header("host", HOST);
+        if let Some(c) = &cookie {
+            request = request.header("cookie", c.as_str());
+        }
+        let response = request.send().await.unwrap();
+        if let Some(set) = response.headers().get("set-cookie") {
+            let set = set.to_str().unwrap();
+            assert!(cookie.is_none(), "a kept bucket is never replaced: {set}");
+            cookie = Some(set.split(';').next().unwrap().to_string());
+        }
+        let body = response.text().await.unwrap();
+        seen.push(release_of(&body).unwrap_or_default());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_walks_its_steps_with_no_failed_request_and_clients_stay_put() {
+    let server = Server::start();
+    let first = server.deploy(&example_dir());
+    let old = first["release_id"].as_str().unwrap().to_string();
+    let load = Load::start(server.proxy, HOST, 32);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sticky: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(sticky_client(server.proxy, Arc::clone(&stop))))
+        .collect();
+    load.wait_for_more(200);
+    let app = canary_app(
+        "Hello from the canary",
+        r#"["5%", "pause 1s", "25%", "pause 1s", "50%", "pause 1s", "100%"]"#,
+    );
+    let deployment = server.deploy(app.path());
+    let new = deployment["release_id"].as_str().unwrap().to_string();
+    let canary = deployment["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "canary")
+        .expect("a canary step");
+    assert!(
+        canary["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("canary passed at 50%"),
+        "{canary}"
+    );
+    load.wait_for_more(200);
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = load.stop().await;
+    assert_no_failures(&outcomes, 500);
+    // Each client sees the old release until its step moves it, then the
+    // new one: never back.
+    for client in sticky {
+        let seen = client.await.unwrap();
+        let short = |r: &str| r[..12].to_string();
+        let first_new = seen
+            .iter()
+            .position(|r| *r == short(&new))
+            .unwrap_or(seen.len());
+        assert!(
+            seen[..first_new].iter().all(|r| *r == short(&old)),
+            "{seen:?}"
+        );
+        assert!(
+            seen[first_new..].iter().all(|r| *r == short(&new)),
+            "a client went back to the old release: {seen:?}"
+        );
+    }
+    let events = server.baton_ok(&["events", "hello"]);
+    for share in ["5%", "25%", "50%"] {
+        assert!(
+            events.contains(&format!("at {share} of the clients")),
+            "{events}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_aborted_by_itself_and_everyone_is_back_on_the_old_release() {
+    let server = Server::start();
+    let first = server.deploy(&example_dir());
+    let old = first["release_id"].as_str().unwrap()[..12].to_string();
+    let load = Load::start(server.proxy, HOST, 32);
+    load.wait_for_more(200);
+    let bad = canary_app("Hello from a bad canary", r#"["5%", "pause 5m", "100%"]"#);
+    bad.set_env("FAIL_PERCENT", "20");
+    let out = server.baton(&["deploy", bad.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "the deploy fails");
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("aborted by itself"), "{said}");
+    assert!(
+        said.contains("every client is back on the old release"),
+        "{said}"
+    );
+    let deployments = server.json(&["deployments", "hello"]);
+    let failed = &deployments[0];
+    assert_eq!(failed["state"], "failed");
+    let canary = failed["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "canary")
+        .unwrap();
+    let aborted_at = canary["finished_at"].as_i64().unwrap();
+    load.wait_for_more(500);
+    let outcomes = load.stop().await;
+    // Every request after the abort reached the old release.
+    let late: Vec<&Outcome> = outcomes.iter().filter(|o| o.started > aborted_at).collect();
+    assert!(late.len() > 100);
+    assert!(
+        late.iter().all(|o| o.result.as_deref() == Ok(old.as_str())),
+        "after the abort: {:?}",
+        late.iter()
+            .find(|o| o.result.as_deref() != Ok(old.as_str()))
+    );
+    // The users who were on the canary are back within a second.
+    let last_on_canary = outcomes
+        .iter()
+        .filter(|o| o.result.as_deref() != Ok(old.as_str()))
+        .map(|o| o.ended)
+        .max()
+        .unwrap_or(aborted_at);
+    assert!(
+        last_on_canary <= aborted_at + 1000,
+        "{} ms after the abort",
+        last_on_canary - aborted_at
+    );
+    let failed_requests = outcomes.iter().filter(|o| o.result.is_err()).count();
+    eprintln!(
+        "failing canary: {failed_requests} failed user requests of {}, aborted {} ms after the deploy began",
+        outcomes.len(),
+        aborted_at - failed["created_at"].as_i64().unwrap()
+    );
+    assert!(failed_requests > 0, "the canary's 500s reached some users");
+    assert!(failed_requests < 60, "{failed_requests} failed requests");
+    let events = server.baton_ok(&["events", "hello"]);
+    assert!(events.contains("deployment_failed"), "{events}");
+}
+
+#[test]
+fn canary_steps_are_checked_when_the_manifest_is_read() {
+    let server = Server::start();
+    let app = canary_app("x", r#"["25%", "5%"]"#);
+    let out = server.baton(&["deploy", app.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("deploy.steps[1]") && said.contains("larger than"),
+        "{said}"
+    );
+    let none = AppCopy::new("y");
+    none.edit(
+        "baton.toml",
+        "[deploy]\n",
+        "[deploy]\nstrategy = \"canary\"\n",
+    );
+    let out = server.baton(&["deploy", none.path().to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("a canary needs steps"), "{said}");
+    let said = server.baton(&["canary", "promote", "hello"]);
+    assert!(!said.status.success());
+    assert!(String::from_utf8_lossy(&said.stderr).contains("no canary running"));
+}
