@@ -6,6 +6,7 @@ Tell it to misbehave through its environment (see baton.toml):
   FAIL_HEALTH=1          answer /health with 503 (a bad release)
   FAIL_PERCENT=20        answer that share of the other requests with 500
                          (a release that passes its checks, then fails users)
+  FAIL_AFTER_MS=30000    … only once it has run that long
 /slow?ms=2000 answers after that many milliseconds (a long request).
 """
 
@@ -21,6 +22,8 @@ MESSAGE = "Hello from Baton's example app!"
 RELEASE = os.environ.get("BATON_RELEASE", "unknown")[:12]
 FAIL_HEALTH = os.environ.get("FAIL_HEALTH") == "1"
 FAIL_PERCENT = int(os.environ.get("FAIL_PERCENT", "0"))
+FAIL_AFTER = int(os.environ.get("FAIL_AFTER_MS", "0")) / 1000
+STARTED = time.monotonic()
 # Every hundred requests, exactly FAIL_PERCENT fail, spread out.
 COUNTER = itertools.count()
 COUNTER_LOCK = threading.Lock()
@@ -35,7 +38,7 @@ class Handler(BaseHTTPRequestHandler):
             if FAIL_HEALTH:
                 return self.reply(503, "unhealthy on purpose (FAIL_HEALTH=1)\n")
             return self.reply(200, "ok\n")
-        if FAIL_PERCENT:
+        if FAIL_PERCENT and time.monotonic() - STARTED >= FAIL_AFTER:
             with COUNTER_LOCK:
                 n = next(COUNTER)
             if (n * 37) % 100 < FAIL_PERCENT:

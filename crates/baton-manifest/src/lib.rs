@@ -409,6 +409,11 @@ pub struct DeployPolicy {
     /// Requests the canary must have answered before its rate is judged.
     #[serde(default = "defaults::min_requests")]
     pub min_requests: u64,
+    /// After the switch, the new release is watched this long (e.g. "5m"):
+    /// above `max_error_rate` it is rolled back by itself, to the release
+    /// kept warm. None by default.
+    #[serde(default)]
+    pub watch: Option<String>,
 }
 
 /// One step of a canary.
@@ -454,6 +459,14 @@ impl DeployPolicy {
             .collect()
     }
 
+    /// The watch window after the switch (validated when read).
+    pub fn watch_window(&self) -> Option<Duration> {
+        self.watch
+            .as_deref()
+            .and_then(|text| humantime::parse_duration(text).ok())
+            .filter(|d| !d.is_zero())
+    }
+
     /// `max_error_rate` as a fraction (validated when read).
     pub fn max_error_fraction(&self) -> f64 {
         parse_percent(&self.max_error_rate).unwrap_or(0.01)
@@ -477,6 +490,7 @@ impl Default for DeployPolicy {
             steps: Vec::new(),
             max_error_rate: defaults::max_error_rate(),
             min_requests: defaults::min_requests(),
+            watch: None,
         }
     }
 }
@@ -748,6 +762,25 @@ impl Manifest {
                     "deploy.strategy",
                     format!("{other:?} is not a strategy: use \"blue-green\" or \"canary\""),
                 ))
+            }
+        }
+        if let Some(text) = &self.deploy.watch {
+            match humantime::parse_duration(text) {
+                Err(_) => {
+                    return Err(invalid(
+                        "deploy.watch",
+                        format!("{text:?} is not a duration: write it like \"5m\""),
+                    ))
+                }
+                Ok(watch) if watch > self.deploy.keep_warm => {
+                    return Err(invalid(
+                        "deploy.watch",
+                        format!(
+                            "a watch of {text} needs the old release kept warm as long, to roll back to: set keep_warm to at least {text}"
+                        ),
+                    ))
+                }
+                Ok(_) => {}
             }
         }
         if parse_percent(&self.deploy.max_error_rate).is_none() {

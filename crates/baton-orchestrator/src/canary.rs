@@ -179,3 +179,87 @@ impl Orchestrator {
         self.proxy.set_route(spec).await.map_err(|e| e.to_string())
     }
 }
+
+impl Orchestrator {
+    /// Watches the new release for the manifest's `watch` window after the
+    /// switch; one answering 5xx above `max_error_rate` (once it has
+    /// answered `min_requests`) is rolled back by itself to the release
+    /// kept warm, and the deployment fails with the figures.
+    pub(crate) async fn watch_after_switch(
+        &self,
+        job: &Job,
+        new: &Arc<Managed>,
+        old: &Arc<Managed>,
+    ) -> std::result::Result<((), Option<String>), String> {
+        let policy = &job.manifest.deploy;
+        let Some(window) = policy.watch_window() else {
+            return Ok(((), None));
+        };
+        let ids = [new.record_id];
+        let start = self.proxy.stats(&ids).await;
+        let started = Instant::now();
+        let figures = |stats: &std::collections::HashMap<i64, TargetStats>| {
+            Figures::since(
+                &stats.get(&new.record_id).copied().unwrap_or_default(),
+                &start.get(&new.record_id).copied().unwrap_or_default(),
+            )
+        };
+        loop {
+            let is = figures(&self.proxy.stats(&ids).await);
+            if is.requests >= policy.min_requests && is.rate() > policy.max_error_fraction() {
+                let after = started.elapsed().as_secs_f64();
+                return self.roll_back_watched(job, new, old, is, after).await;
+            }
+            if started.elapsed() >= window {
+                return Ok((
+                    (),
+                    Some(format!(
+                        "watched for {}: {is}",
+                        humantime::format_duration(window)
+                    )),
+                ));
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+    }
+
+    async fn roll_back_watched(
+        &self,
+        job: &Job,
+        new: &Arc<Managed>,
+        old: &Arc<Managed>,
+        is: Figures,
+        after: f64,
+    ) -> std::result::Result<((), Option<String>), String> {
+        let failing = format!(
+            "the new release answered {is} in its first {after:.1} s live, above max_error_rate {}",
+            job.manifest.deploy.max_error_rate
+        );
+        let warm =
+            old.state() == baton_store::TargetState::Warm && old.runtime.alive(&old.handle()).await;
+        if !warm {
+            // Nothing to go back to: said, and the new release stays.
+            let message = format!("{failing}; no warm release to roll back to, so it stays live");
+            self.event(&job.key, EventKind::DeploymentFailed, &message)
+                .await;
+            return Ok(((), Some(message)));
+        }
+        self.store
+            .put_route(&self.route_record(job, Some(old.record_id), None))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.proxy
+            .set_route(self.route_spec(job, Some(old), None))
+            .await
+            .map_err(|e| format!("{failing}; the roll back failed: {e}"))?;
+        let _ = self
+            .transition(old, baton_store::TargetState::Live, None)
+            .await;
+        self.stop_target(new, "rolled back by the watch").await;
+        Err(format!(
+            "{failing}; rolled back by itself to release {} (target {}), which serves every request again",
+            baton_package::short_id(&old.release),
+            old.record_id
+        ))
+    }
+}

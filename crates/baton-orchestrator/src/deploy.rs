@@ -235,6 +235,7 @@ impl Orchestrator {
             old.is_some(),
             job.manifest.database.is_some(),
             job.manifest.deploy.is_canary(),
+            job.manifest.deploy.watch_window().is_some(),
         );
         let mut contracts = Vec::new();
         // A rollback to a warm target starts nothing: that target is the new one.
@@ -376,6 +377,13 @@ impl Orchestrator {
                     let Some(old) = &old else { continue };
                     self.step(d, step, self.keep_warm(job, old)).await?;
                 }
+                StepKind::Watch => {
+                    let (Some(old), Some(target)) = (&old, &new) else {
+                        continue;
+                    };
+                    self.step(d, step, self.watch_after_switch(job, target, old))
+                        .await?;
+                }
                 // Recorded by a restarted server, never planned.
                 StepKind::Recover => {}
             }
@@ -470,7 +478,12 @@ impl Orchestrator {
         }
     }
 
-    fn route_record(&self, job: &Job, live: Option<i64>, preview: Option<i64>) -> RouteRecord {
+    pub(crate) fn route_record(
+        &self,
+        job: &Job,
+        live: Option<i64>,
+        preview: Option<i64>,
+    ) -> RouteRecord {
         RouteRecord {
             app: job.key.app.clone(),
             environment: job.key.environment.clone(),

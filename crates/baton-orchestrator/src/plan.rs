@@ -19,6 +19,7 @@ pub fn steps(
     has_previous: bool,
     has_database: bool,
     canary: bool,
+    watch: bool,
 ) -> Vec<StepKind> {
     let mut steps = Vec::new();
     if has_database && kind == DeploymentKind::Deploy {
@@ -38,6 +39,10 @@ pub fn steps(
     steps.extend([StepKind::Hold, StepKind::Switch, StepKind::Release]);
     if has_previous {
         steps.extend([StepKind::Drain, StepKind::KeepWarm]);
+        // Watched against the release kept warm, to roll back to.
+        if watch && kind == DeploymentKind::Deploy {
+            steps.push(StepKind::Watch);
+        }
     }
     steps
 }
@@ -142,18 +147,41 @@ mod tests {
     #[test]
     fn a_deploy_with_a_database_migrates_first_and_a_rollback_never_does() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, true, true, false)[..2],
+            steps(
+                DeploymentKind::Deploy,
+                false,
+                false,
+                true,
+                true,
+                false,
+                false
+            )[..2],
             [Migrate, StartTarget]
         );
-        assert!(
-            !steps(DeploymentKind::Rollback, false, false, true, true, false).contains(&Migrate)
-        );
+        assert!(!steps(
+            DeploymentKind::Rollback,
+            false,
+            false,
+            true,
+            true,
+            false,
+            false
+        )
+        .contains(&Migrate));
     }
 
     #[test]
     fn first_deploy_has_nothing_to_drain() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, false, false, false),
+            steps(
+                DeploymentKind::Deploy,
+                false,
+                false,
+                false,
+                false,
+                false,
+                false
+            ),
             vec![StartTarget, HealthCheck, Hold, Switch, Release]
         );
     }
@@ -161,7 +189,15 @@ mod tests {
     #[test]
     fn later_deploy_drains_and_keeps_the_old_target_warm() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, true, false, false),
+            steps(
+                DeploymentKind::Deploy,
+                false,
+                false,
+                true,
+                false,
+                false,
+                false
+            ),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -177,7 +213,15 @@ mod tests {
     #[test]
     fn preview_comes_between_the_health_check_and_the_hold() {
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, true, true, false, false),
+            steps(
+                DeploymentKind::Deploy,
+                false,
+                true,
+                true,
+                false,
+                false,
+                false
+            ),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -194,13 +238,29 @@ mod tests {
     #[test]
     fn rollback_to_a_warm_target_starts_nothing() {
         assert_eq!(
-            steps(DeploymentKind::Rollback, true, false, true, false, false),
+            steps(
+                DeploymentKind::Rollback,
+                true,
+                false,
+                true,
+                false,
+                false,
+                false
+            ),
             vec![HealthCheck, Hold, Switch, Release, Drain, KeepWarm]
         );
         // A canary comes after the checks, before the switch; never for a
         // first deploy (nothing to compare with) or a rollback.
         assert_eq!(
-            steps(DeploymentKind::Deploy, false, false, true, false, true),
+            steps(
+                DeploymentKind::Deploy,
+                false,
+                false,
+                true,
+                false,
+                true,
+                false
+            ),
             vec![
                 StartTarget,
                 HealthCheck,
@@ -212,11 +272,61 @@ mod tests {
                 KeepWarm
             ]
         );
-        assert!(!steps(DeploymentKind::Deploy, false, false, false, false, true).contains(&Canary));
-        assert!(!steps(DeploymentKind::Rollback, true, false, true, false, true).contains(&Canary));
+        assert!(!steps(
+            DeploymentKind::Deploy,
+            false,
+            false,
+            false,
+            false,
+            true,
+            false
+        )
+        .contains(&Canary));
+        assert!(!steps(
+            DeploymentKind::Rollback,
+            true,
+            false,
+            true,
+            false,
+            true,
+            false
+        )
+        .contains(&Canary));
+        // A watch comes last, with the old release warm.
+        assert_eq!(
+            steps(
+                DeploymentKind::Deploy,
+                false,
+                false,
+                true,
+                false,
+                false,
+                true
+            )
+            .last(),
+            Some(&Watch)
+        );
+        assert!(!steps(
+            DeploymentKind::Deploy,
+            false,
+            false,
+            false,
+            false,
+            false,
+            true
+        )
+        .contains(&Watch));
         // A release no longer warm is deployed like any other.
         assert_eq!(
-            steps(DeploymentKind::Rollback, false, false, true, false, false)[0],
+            steps(
+                DeploymentKind::Rollback,
+                false,
+                false,
+                true,
+                false,
+                false,
+                false
+            )[0],
             StartTarget
         );
     }

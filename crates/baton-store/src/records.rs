@@ -47,6 +47,7 @@ string_enum!(StepKind {
     Release => "release",
     Drain => "drain",
     KeepWarm => "keep_warm",
+    Watch => "watch",
     Recover => "recover",
 });
 string_enum!(ContractState {

@@ -192,3 +192,64 @@ fn canary_steps_are_checked_when_the_manifest_is_read() {
     assert!(!said.status.success());
     assert!(String::from_utf8_lossy(&said.stderr).contains("no canary running"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_a_watch_rolls_back_a_release_that_starts_failing_after_the_switch() {
+    let server = Server::start();
+    let first = server.deploy(&example_dir());
+    let old = first["release_id"].as_str().unwrap()[..12].to_string();
+    let load = Load::start(server.proxy, HOST, 16);
+    load.wait_for_more(100);
+    let app = AppCopy::new("Hello, failing later");
+    app.edit("baton.toml", "[deploy]\n", "[deploy]\nwatch = \"30s\"\n");
+    app.set_env("FAIL_PERCENT", "50");
+    app.set_env("FAIL_AFTER_MS", "3000");
+    let out = server.baton(&["deploy", app.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "the deploy fails once rolled back");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.contains("rolled back by itself"), "{said}");
+    let deployments = server.json(&["deployments", "hello"]);
+    let failed = &deployments[0];
+    let watch = failed["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "watch")
+        .unwrap();
+    let rolled_back_at = watch["finished_at"].as_i64().unwrap();
+    let switched = failed["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "switch")
+        .unwrap()["finished_at"]
+        .as_i64()
+        .unwrap();
+    assert!(rolled_back_at - switched < 30_000, "within the window");
+    load.wait_for_more(300);
+    let outcomes = load.stop().await;
+    let late: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.started > rolled_back_at)
+        .collect();
+    assert!(
+        late.iter().all(|o| o.result.as_deref() == Ok(old.as_str())),
+        "after the roll back, the old release answers: {:?}",
+        late.iter()
+            .find(|o| o.result.as_deref() != Ok(old.as_str()))
+    );
+    assert_eq!(server.live()["release_id"].as_str().unwrap()[..12], old);
+    // The event (what the notification channels send) carries the figures.
+    let events = server.json(&["events", "hello"]);
+    let failure = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "deployment_failed")
+        .unwrap();
+    let message = failure["message"].as_str().unwrap();
+    assert!(
+        message.contains("% 5xx (") && message.contains("rolled back by itself"),
+        "{message}"
+    );
+}
