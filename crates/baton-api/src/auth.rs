@@ -54,7 +54,9 @@ pub async fn require(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if PUBLIC.contains(&path) || !path.starts_with("/api/v1/") {
+    // The API, and the metrics beside it (Prometheus' usual path).
+    let guarded = path.starts_with("/api/v1/") || path == crate::metrics::PATH;
+    if PUBLIC.contains(&path) || !guarded {
         return next.run(request).await;
     }
     let headers = request.headers();

@@ -9,6 +9,7 @@ mod certs;
 pub mod edge;
 mod flags;
 mod logs;
+mod metrics;
 mod pipeline;
 mod routes;
 mod upload;
@@ -82,6 +83,7 @@ fn served_routes() -> Routes<AppState> {
     Routes::new()
         .get("/api/v1/openapi.json", openapi)
         .get("/api/v1/health", health)
+        .get(metrics::PATH, metrics::metrics)
         .get("/api/v1/status", status)
         .get("/api/v1/apps", apps)
         .get("/api/v1/apps/{app}/releases", releases)

@@ -77,6 +77,16 @@ impl Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A target the orchestrator is responsible for, as it lives in memory.
+/// One target's figures, as the proxy counts them.
+#[derive(Debug, Clone)]
+pub struct TargetFigures {
+    pub key: RouteKey,
+    pub target: i64,
+    pub release: String,
+    pub state: TargetState,
+    pub stats: baton_proxy::TargetStats,
+}
+
 pub(crate) struct Managed {
     pub record_id: i64,
     pub key: RouteKey,
@@ -326,6 +336,34 @@ impl Orchestrator {
             port,
             container,
         })
+    }
+
+    /// Every running target's figures from the proxy, with what it is
+    /// (app and environment, release, state): what `/metrics` shows.
+    pub async fn target_metrics(&self) -> Vec<TargetFigures> {
+        let targets: Vec<Arc<Managed>> = self
+            .managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let ids: Vec<i64> = targets.iter().map(|m| m.record_id).collect();
+        let stats = self.proxy.stats(&ids).await;
+        let mut all: Vec<TargetFigures> = targets
+            .iter()
+            .filter_map(|m| {
+                Some(TargetFigures {
+                    key: m.key.clone(),
+                    target: m.record_id,
+                    release: m.release.clone(),
+                    state: m.state(),
+                    stats: *stats.get(&m.record_id)?,
+                })
+            })
+            .collect();
+        all.sort_by_key(|f| f.target);
+        all
     }
 
     pub(crate) fn managed(&self, id: i64) -> Option<Arc<Managed>> {

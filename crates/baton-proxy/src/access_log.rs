@@ -268,6 +268,7 @@ mod tests {
             limits: Default::default(),
             maintenance: None,
             tls: None,
+            canary: None,
         };
         Entry {
             started: Instant::now(),
@@ -282,6 +283,7 @@ mod tests {
                 gate: Arc::new(crate::hold::Gate::new(1)),
                 live: None,
                 preview: None,
+                canary: None,
             })),
             target: Some(Target::new(&crate::TargetRef::new(
                 1,

@@ -293,7 +293,9 @@ impl Proxy {
                 Ok(Response::from_parts(parts, DownBody::Message(None)))
             }
             Ok((response, sender, in_flight)) => {
-                in_flight.target().record_status(response.status());
+                in_flight
+                    .target()
+                    .record_status(response.status(), entry.started.elapsed());
                 let (mut parts, body) = response.into_parts();
                 if let Some(cookie) = keep_bucket {
                     parts.headers.append(header::SET_COOKIE, cookie);
@@ -580,6 +582,7 @@ impl Drop for Tracked {
         if self.inner.is_end_stream() {
             self.recycle();
         }
+        self.in_flight.target().add_bytes(self.sent);
         if let Some((proxy, entry, status)) = self.log.take() {
             proxy.log(&entry, status, self.sent, None);
         }

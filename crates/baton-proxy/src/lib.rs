@@ -41,7 +41,7 @@ pub use route::{
     TlsSource,
 };
 pub use server::{listen_on, Listeners, Proxy, ProxyError};
-pub use target::TargetStats;
+pub use target::{TargetMetrics, TargetStats, LATENCY_BUCKETS};
 pub use tls::{certified_key, CertificateSpec, Challenge, TlsError, ACME_TLS_ALPN};
 
 /// The access log's file name, in the data folder's `logs`.

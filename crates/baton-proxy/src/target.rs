@@ -22,6 +22,14 @@ pub(crate) struct Target {
     failures: AtomicU64,
     /// Responses with a 5xx status from the target itself.
     server_errors: AtomicU64,
+    /// Responses by status class (1xx … 5xx), the target's own.
+    by_class: [AtomicU64; 5],
+    /// Time to the response's head, in `LATENCY_BUCKETS`, with the sum
+    /// (microseconds) and the count.
+    latency: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_sum_us: AtomicU64,
+    /// Response body bytes sent to clients.
+    bytes: AtomicU64,
     timeouts: AtomicU64,
     /// Set when a request timed out, cleared by the next answer: a target
     /// that accepts connections but answers nothing (hung, stopped) shows
@@ -40,6 +48,12 @@ pub(crate) struct Target {
 /// Pools per target; workers beyond this share (modulo).
 const POOLS: usize = 16;
 
+/// Upper bounds (seconds) of the latency histogram's buckets, as
+/// Prometheus' defaults; the last bucket (+Inf) is the count.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// A snapshot of a target's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TargetStats {
@@ -57,6 +71,22 @@ pub struct TargetStats {
     /// own 502 and 504 are `failures`).
     #[serde(default)]
     pub server_errors: u64,
+    /// What `/metrics` shows of it.
+    #[serde(default)]
+    pub metrics: TargetMetrics,
+}
+
+/// A target's figures for Prometheus: responses by status class, the time
+/// to the response's head (a histogram over `LATENCY_BUCKETS`: each count
+/// is of its bucket alone; slower ones are the rest of `latency_count`),
+/// and body bytes sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TargetMetrics {
+    pub by_class: [u64; 5],
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len()],
+    pub latency_count: u64,
+    pub latency_sum_us: u64,
+    pub bytes: u64,
 }
 
 impl Target {
@@ -69,6 +99,10 @@ impl Target {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
+            by_class: Default::default(),
+            latency: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             unresponsive: std::sync::atomic::AtomicBool::new(false),
             long_lived: AtomicUsize::new(0),
@@ -92,6 +126,20 @@ impl Target {
             unresponsive: self.unresponsive.load(Ordering::Relaxed),
             long_lived: self.long_lived.load(Ordering::Relaxed),
             server_errors: self.server_errors.load(Ordering::Relaxed),
+            metrics: self.metrics(),
+        }
+    }
+
+    fn metrics(&self) -> TargetMetrics {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let by_class = std::array::from_fn(|i| load(&self.by_class[i]));
+        let latency_buckets = std::array::from_fn(|i| load(&self.latency[i]));
+        TargetMetrics {
+            latency_count: by_class.iter().sum(),
+            by_class,
+            latency_buckets,
+            latency_sum_us: load(&self.latency_sum_us),
+            bytes: load(&self.bytes),
         }
     }
 
@@ -137,11 +185,24 @@ impl Target {
         }
     }
 
-    pub(crate) fn record_status(&self, status: http::StatusCode) {
+    /// Counts a response of the target's, `took` after its request began.
+    pub(crate) fn record_status(&self, status: http::StatusCode, took: Duration) {
         if status.is_server_error() {
             self.server_errors.fetch_add(1, Ordering::Relaxed);
         }
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
+            self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.record_answer();
+    }
+
+    pub(crate) fn add_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn record_answer(&self) {

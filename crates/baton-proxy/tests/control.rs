@@ -93,6 +93,7 @@ fn route(live: TargetRef) -> RouteSpec {
         limits: Default::default(),
         maintenance: None,
         tls: None,
+        canary: None,
     }
 }
 

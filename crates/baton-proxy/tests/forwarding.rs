@@ -107,6 +107,7 @@ fn route(live: Option<TargetRef>) -> RouteSpec {
         limits: Default::default(),
         maintenance: None,
         tls: None,
+        canary: None,
     }
 }
 

@@ -95,6 +95,7 @@ async fn proxy_to(upstream: SocketAddr, id: i64) -> Running {
             limits: Default::default(),
             maintenance: None,
             tls: None,
+            canary: None,
         })
         .unwrap();
     Running {

@@ -205,6 +205,18 @@ const MIGRATIONS: &[&str] = &[
     certificates::CERTIFICATES_SCHEMA,
 ];
 
+/// How many deployments of one kind ended (or stand) in one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentCount {
+    pub app: String,
+    pub environment: String,
+    pub kind: String,
+    pub state: String,
+    pub count: u64,
+    /// Seconds the finished ones took, in all.
+    pub seconds: f64,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -859,6 +871,29 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(RouteRecord::from_row))
+    }
+
+    /// Deployments by app, environment, kind and state, with the seconds
+    /// the finished ones took in all: the control plane's figures.
+    pub async fn deployment_counts(&self) -> Result<Vec<DeploymentCount>> {
+        let rows = sqlx::query(
+            "SELECT app, environment, kind, state, COUNT(*) AS n,
+                    COALESCE(SUM(finished_at - created_at), 0) AS took_ms
+             FROM deployments GROUP BY app, environment, kind, state ORDER BY app, environment, kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeploymentCount {
+                app: r.get("app"),
+                environment: r.get("environment"),
+                kind: r.get("kind"),
+                state: r.get("state"),
+                count: r.get::<i64, _>("n").max(0) as u64,
+                seconds: r.get::<i64, _>("took_ms").max(0) as f64 / 1000.0,
+            })
+            .collect())
     }
 
     // ---- events ----
