@@ -59,16 +59,35 @@ fn forced(value: &str) -> Option<Side> {
     }
 }
 
-/// A bucket for a new client: spread evenly, no two successive ones alike.
+/// A bucket for a new client: spread evenly over the hundred. A
+/// xorshift generator per thread: a few instructions, nothing shared
+/// between the proxy's workers.
 fn new_bucket() -> u8 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        ((x >> 32) % 100) as u8
+    })
+}
+
+/// A different nonzero start for each thread.
+fn seed() -> u64 {
+    static THREADS: AtomicU64 = AtomicU64::new(1);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    // A multiplicative hash of the two (Fibonacci hashing).
-    ((n ^ nanos).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u8 % 100
+    (nanos
+        ^ THREADS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        | 1
 }
 
 /// The cookie that keeps a client in its bucket (a day; every page).

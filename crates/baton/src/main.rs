@@ -162,6 +162,7 @@ enum Command {
     /// steps and figures, `promote` sends every client to the new release
     /// now, `abort` sends them all back to the old one.
     Canary {
+        /// `status`, `promote` or `abort`.
         #[arg(value_parser = ["status", "promote", "abort"])]
         action: String,
         /// The app's name (as in its baton.toml).
