@@ -8,6 +8,8 @@ Tell it to misbehave through its environment (see baton.toml):
                          (a release that passes its checks, then fails users)
   FAIL_AFTER_MS=30000    … only once it has run that long
 /slow?ms=2000 answers after that many milliseconds (a long request).
+/page is an HTML page that includes Baton's live-update script (with
+[proxy] live_updates = true it says when a new version is live).
 """
 
 import itertools
@@ -43,15 +45,22 @@ class Handler(BaseHTTPRequestHandler):
                 n = next(COUNTER)
             if (n * 37) % 100 < FAIL_PERCENT:
                 return self.reply(500, f"failing on purpose (FAIL_PERCENT={FAIL_PERCENT})\nrelease: {RELEASE}\n")
+        if url.path == "/page":
+            return self.reply(
+                200,
+                f"<!doctype html><meta charset=utf-8><title>hello</title><h1>{MESSAGE}</h1>"
+                f"<p>release {RELEASE}</p><script src=\"/_baton/live.js\" defer></script>\n",
+                "text/html; charset=utf-8",
+            )
         if url.path == "/slow":
             ms = int(parse_qs(url.query).get("ms", ["1000"])[0])
             time.sleep(ms / 1000)
         self.reply(200, f"{MESSAGE}\nrelease: {RELEASE}\npath: {url.path}\n")
 
-    def reply(self, status, text):
+    def reply(self, status, text, content_type="text/plain; charset=utf-8"):
         body = text.encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

@@ -318,6 +318,11 @@ pub struct ProxySection {
     /// Largest request body, e.g. "10M"; 413 beyond. None by default.
     #[serde(default)]
     pub max_body: Option<String>,
+    /// The proxy answers `/_baton/events` (server-sent events naming the
+    /// release that serves the visitor) and `/_baton/live.js` (a script
+    /// that shows "a new version is available") on the app's hosts.
+    #[serde(default)]
+    pub live_updates: bool,
 }
 
 impl Default for ProxySection {
@@ -326,6 +331,7 @@ impl Default for ProxySection {
             connect_timeout: defaults::connect_timeout(),
             response_timeout: defaults::response_timeout(),
             max_body: None,
+            live_updates: false,
         }
     }
 }

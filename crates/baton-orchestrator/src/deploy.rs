@@ -475,6 +475,7 @@ impl Orchestrator {
             maintenance: self.maintenance_of(&job.key),
             tls: route_tls(&job.manifest),
             canary: None,
+            live_updates: job.manifest.proxy.live_updates,
         }
     }
 

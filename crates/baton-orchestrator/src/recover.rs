@@ -70,6 +70,7 @@ impl Orchestrator {
                 maintenance,
                 tls,
                 canary: None,
+                live_updates: manifest.as_ref().is_some_and(|m| m.proxy.live_updates),
             };
             specs.push(spec);
         }

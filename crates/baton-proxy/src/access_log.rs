@@ -269,6 +269,7 @@ mod tests {
             maintenance: None,
             tls: None,
             canary: None,
+            live_updates: false,
         };
         Entry {
             started: Instant::now(),

@@ -36,6 +36,8 @@ use crate::PREVIEW_HEADER;
 pub(crate) enum DownBody {
     Upstream(Tracked),
     Message(Option<Bytes>),
+    /// A live-update stream (`/_baton/events`).
+    Events(crate::live::Events),
 }
 
 impl Body for DownBody {
@@ -49,6 +51,7 @@ impl Body for DownBody {
         match self.get_mut() {
             DownBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             DownBody::Message(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+            DownBody::Events(events) => Pin::new(events).poll_frame(cx),
         }
     }
 
@@ -56,6 +59,7 @@ impl Body for DownBody {
         match self {
             DownBody::Upstream(body) => body.is_end_stream(),
             DownBody::Message(text) => text.is_none(),
+            DownBody::Events(_) => false,
         }
     }
 
@@ -65,6 +69,7 @@ impl Body for DownBody {
             DownBody::Message(text) => {
                 SizeHint::with_exact(text.as_ref().map(|t| t.len() as u64).unwrap_or(0))
             }
+            DownBody::Events(events) => events.size_hint(),
         }
     }
 }
@@ -222,6 +227,19 @@ impl Proxy {
             Some(tls) => tls.hsts_header(),
             None => None,
         };
+        if route.spec.live_updates {
+            let path = req.uri().path();
+            if path == crate::live::EVENTS_PATH || path == crate::live::SCRIPT_PATH {
+                let response = if path == crate::live::SCRIPT_PATH {
+                    self.live_script()
+                } else {
+                    self.live_events(host.to_string(), side)
+                };
+                entry.route = Some(route);
+                self.log(entry, 200, 0, None);
+                return Ok(response);
+            }
+        }
         entry.route = Some(route);
         // A declared length over the limit is refused before anything is read.
         if let Some(max) = limits.max_body {

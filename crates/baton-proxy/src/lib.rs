@@ -22,6 +22,7 @@ mod forward;
 mod handover;
 mod hold;
 mod inbound;
+mod live;
 mod lookup;
 mod pool;
 mod rescue;

@@ -80,6 +80,10 @@ pub struct RouteSpec {
     /// live one.
     #[serde(default)]
     pub canary: Option<CanarySpec>,
+    /// The proxy answers `/_baton/events` and `/_baton/live.js` on the
+    /// route's hosts: pages learn that a new version is live.
+    #[serde(default)]
+    pub live_updates: bool,
 }
 
 /// A canary step: `percent` of the clients (by their sticky bucket) reach
@@ -334,6 +338,7 @@ mod tests {
                 maintenance: None,
                 tls: None,
                 canary: None,
+                live_updates: false,
             },
             gate: Arc::new(Gate::new(16)),
             live: live.map(target),

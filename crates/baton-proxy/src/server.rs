@@ -68,6 +68,9 @@ pub struct Proxy {
     /// The HTTPS port (0 while the proxy serves no HTTPS): where plain
     /// requests are redirected.
     https_port: AtomicU16,
+    /// Bumped at every change to the table (and when the proxy stops):
+    /// what live-update streams follow.
+    versions: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -97,6 +100,7 @@ impl Proxy {
             tls_config: crate::tls::server_config(Arc::clone(&certificates)),
             certificates,
             https_port: AtomicU16::new(0),
+            versions: watch::Sender::new(0),
         })
     }
 
@@ -118,6 +122,11 @@ impl Proxy {
 
     pub(crate) fn certificates(&self) -> &Certificates {
         &self.certificates
+    }
+
+    /// Follows the table's changes.
+    pub(crate) fn table_versions(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
     }
 
     /// The HTTPS port, when the proxy serves HTTPS.
@@ -180,6 +189,7 @@ impl Proxy {
     fn install(&self, next: RouteTable) {
         let named: std::collections::HashSet<i64> = next.targets().map(|t| t.id).collect();
         self.table.store(Arc::new(next));
+        self.versions.send_modify(|v| *v += 1);
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         let Targets {
             named: all,
@@ -369,8 +379,10 @@ impl Proxy {
             ));
         }
         while accepting.join_next().await.is_some() {}
-        // Stopped: responses from now on close their connection.
+        // Stopped: responses from now on close their connection, and
+        // live-update streams end.
         self.stopping.store(true, Ordering::Relaxed);
+        self.versions.send_modify(|v| *v += 1);
         let all_closed = async {
             loop {
                 let none = open.none.notified();

@@ -94,6 +94,7 @@ fn route(live: TargetRef) -> RouteSpec {
         maintenance: None,
         tls: None,
         canary: None,
+        live_updates: false,
     }
 }
 

@@ -108,6 +108,7 @@ fn route(live: Option<TargetRef>) -> RouteSpec {
         maintenance: None,
         tls: None,
         canary: None,
+        live_updates: false,
     }
 }
 

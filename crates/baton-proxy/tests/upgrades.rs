@@ -96,6 +96,7 @@ async fn proxy_to(upstream: SocketAddr, id: i64) -> Running {
             maintenance: None,
             tls: None,
             canary: None,
+            live_updates: false,
         })
         .unwrap();
     Running {

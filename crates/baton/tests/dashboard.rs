@@ -9,45 +9,11 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::{json, Value};
-
-const SELENIUM: &str = "selenium==4.27.1";
-
-fn python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-venv");
-    let python = venv.join("bin/python");
-    let marker = venv.join("installed.txt");
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(SELENIUM) {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SELENIUM,
-        ]));
-        std::fs::write(&marker, SELENIUM).unwrap();
-    }
-    python
-}
-
-fn run(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn add_user(server: &Server, name: &str, role: &str, password: &str) {
     let mut child = Command::new(BIN)
@@ -88,7 +54,7 @@ fn a_person_deploys_watches_flips_a_flag_and_rolls_back_in_the_browser() {
             "{tool} is missing: run ./scripts/test (it installs chromium and chromium-driver)"
         );
     }
-    let python = python();
+    let python = selenium_python();
     let server = Server::start();
     // Two releases: v1 boots slowly in staging, so its deployment there is
     // still running when its page opens.

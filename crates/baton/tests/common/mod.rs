@@ -829,3 +829,40 @@ pub fn docker(args: &[&str]) -> Vec<String> {
         .filter(|l| !l.is_empty())
         .collect()
 }
+
+const SELENIUM: &str = "selenium==4.27.1";
+
+/// A Python with selenium (from PyPI, pinned) in a venv under the target
+/// folder, made once; for the tests that drive headless Chromium.
+pub fn selenium_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join("installed.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(SELENIUM) {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SELENIUM,
+        ]));
+        std::fs::write(&marker, SELENIUM).unwrap();
+    }
+    python
+}
+
+/// Runs a command, failing the test with its output if it fails.
+pub fn run(command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
