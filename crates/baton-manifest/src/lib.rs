@@ -382,7 +382,7 @@ impl TlsSection {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployPolicy {
     /// How long a new target has to become healthy.
@@ -415,6 +415,15 @@ pub struct DeployPolicy {
     /// Requests the canary must have answered before its rate is judged.
     #[serde(default = "defaults::min_requests")]
     pub min_requests: u64,
+    /// A PromQL query asked of the server's Prometheus (`--prometheus`) at
+    /// every look at a canary (`{{release}}`, `{{app}}` and
+    /// `{{environment}}` are filled in): above `query_max`, the canary is
+    /// aborted.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The highest value `query` may give.
+    #[serde(default)]
+    pub query_max: Option<f64>,
     /// After the switch, the new release is watched this long (e.g. "5m"):
     /// above `max_error_rate` it is rolled back by itself, to the release
     /// kept warm. None by default.
@@ -496,6 +505,8 @@ impl Default for DeployPolicy {
             steps: Vec::new(),
             max_error_rate: defaults::max_error_rate(),
             min_requests: defaults::min_requests(),
+            query: None,
+            query_max: None,
             watch: None,
         }
     }
@@ -788,6 +799,24 @@ impl Manifest {
                 }
                 Ok(_) => {}
             }
+        }
+        match (&self.deploy.query, self.deploy.query_max) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "deploy.query_max",
+                    "a query needs the highest value it may give, e.g. query_max = 0.01".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "deploy.query_max",
+                    "goes with `query`, the PromQL it bounds".into(),
+                ))
+            }
+            (Some(_), Some(max)) if !max.is_finite() => {
+                return Err(invalid("deploy.query_max", "must be a number".into()))
+            }
+            _ => {}
         }
         if parse_percent(&self.deploy.max_error_rate).is_none() {
             return Err(invalid(

@@ -18,6 +18,9 @@ use crate::{Managed, Orchestrator};
 
 /// How often the two releases' figures are compared.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
+/// How often a canary's PromQL query is asked (Prometheus scrapes every
+/// few seconds: asking more often learns nothing).
+const QUERY_EVERY: Duration = Duration::from_secs(1);
 
 /// The two releases' figures since the canary began.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,6 +78,11 @@ impl Orchestrator {
         old: &Arc<Managed>,
     ) -> std::result::Result<((), Option<String>), String> {
         let policy = &job.manifest.deploy;
+        if policy.query.is_some() && self.prometheus.get().is_none() {
+            return Err("the canary has a `query`, but the server was started without --prometheus URL to ask it of; nothing was changed".into());
+        }
+        let mut asked = Instant::now() - QUERY_EVERY;
+        let mut query_note = String::new();
         let mut answer = self.await_preview(job.deployment.id);
         let ids = [old.record_id, new.record_id];
         let start = self.proxy.stats(&ids).await;
@@ -125,6 +133,23 @@ impl Orchestrator {
                     )));
                     break;
                 }
+                if let (Some(query), Some(max)) = (&policy.query, policy.query_max) {
+                    if asked.elapsed() >= QUERY_EVERY {
+                        asked = Instant::now();
+                        match self.promql(job, new, query).await {
+                            Ok(Some(value)) if value > max => {
+                                outcome = Err(Stop::Aborted(format!(
+                                    "the canary at {share}%: Prometheus answered {value} to its query, above query_max {max}; aborted by itself after {:.1} s",
+                                    started.elapsed().as_secs_f64()
+                                )));
+                                break;
+                            }
+                            Ok(Some(value)) => query_note = format!("; query {value} (max {max})"),
+                            Ok(None) => query_note = "; query: no data yet".into(),
+                            Err(e) => query_note = format!("; query failed: {e}"),
+                        }
+                    }
+                }
                 if until.is_some_and(|t| Instant::now() >= t) {
                     break;
                 }
@@ -149,7 +174,7 @@ impl Orchestrator {
             Ok(()) | Err(Stop::Promoted) => Ok((
                 (),
                 Some(format!(
-                    "canary passed at {share}%: new release {is}, old release {was}"
+                    "canary passed at {share}%: new release {is}, old release {was}{query_note}"
                 )),
             )),
             Err(Stop::Aborted(why)) => {
@@ -162,6 +187,42 @@ impl Orchestrator {
                 ))
             }
         }
+    }
+
+    /// The value of a canary's PromQL query (its first series), with
+    /// `{{release}}`, `{{app}}` and `{{environment}}` filled in.
+    async fn promql(
+        &self,
+        job: &Job,
+        new: &Managed,
+        query: &str,
+    ) -> std::result::Result<Option<f64>, String> {
+        let base = self.prometheus.get().ok_or("no --prometheus to ask")?;
+        let query = query
+            .replace("{{release}}", baton_package::short_id(&new.release))
+            .replace("{{app}}", &job.key.app)
+            .replace("{{environment}}", &job.key.environment);
+        let answer: serde_json::Value = self
+            .health
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", query.as_str())])
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Prometheus at {base}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("Prometheus at {base} did not answer JSON: {e}"))?;
+        if answer["status"] != "success" {
+            return Err(format!(
+                "Prometheus refused {query:?}: {}",
+                answer["error"].as_str().unwrap_or("no reason given")
+            ));
+        }
+        Ok(answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite()))
     }
 
     /// The route with `old` live and, if given, the canary at its share.

@@ -151,6 +151,8 @@ pub struct Orchestrator {
     previews: Mutex<HashMap<i64, oneshot::Sender<bool>>>,
     flags: std::sync::OnceLock<Arc<dyn ApplyFlags>>,
     gate: std::sync::OnceLock<Arc<dyn ProductionGate>>,
+    /// The Prometheus a canary's `query` is asked of (`--prometheus`).
+    pub(crate) prometheus: std::sync::OnceLock<String>,
     /// Environments in maintenance, with their message (the store's
     /// `maintenance`, read at start): every route given to the proxy says so.
     pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
@@ -266,6 +268,7 @@ impl Orchestrator {
             previews: Mutex::new(HashMap::new()),
             flags: std::sync::OnceLock::new(),
             gate: std::sync::OnceLock::new(),
+            prometheus: std::sync::OnceLock::new(),
             maintenance: Mutex::new(HashMap::new()),
         })
     }
@@ -278,6 +281,12 @@ impl Orchestrator {
     /// Sets what may hold releases back from production (once).
     pub fn gate_production_with(&self, gate: Arc<dyn ProductionGate>) {
         let _ = self.gate.set(gate);
+    }
+
+    /// Sets the Prometheus (its base URL) that canaries with a `query`
+    /// ask (once).
+    pub fn query_prometheus_at(&self, url: String) {
+        let _ = self.prometheus.set(url.trim_end_matches('/').to_string());
     }
 
     pub fn store(&self) -> &Store {

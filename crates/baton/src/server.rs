@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// Address the control-plane API listens on.
     #[arg(long, env = "BATON_API_LISTEN", default_value = "127.0.0.1:7070")]
     api_listen: String,
+    /// A Prometheus (its base URL, e.g. http://127.0.0.1:9090) that
+    /// canaries with a `query` in their [deploy] section ask.
+    #[arg(long, env = "BATON_PROMETHEUS", value_name = "URL")]
+    prometheus: Option<String>,
     /// Proxy worker threads [default: one per core].
     #[arg(long, env = "BATON_PROXY_WORKERS")]
     proxy_workers: Option<usize>,
@@ -202,6 +206,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("cannot load the flags from the store: {e}"))?;
     orchestrator.apply_flags_with(Arc::new(ReleaseFlags(Arc::clone(&flags))));
+    if let Some(url) = &args.prometheus {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(anyhow!(
+                "--prometheus {url:?}: give Prometheus' base URL, like http://127.0.0.1:9090"
+            ));
+        }
+        orchestrator.query_prometheus_at(url.clone());
+    }
     let report = orchestrator
         .recover()
         .await

@@ -19,12 +19,11 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(api: std::net::SocketAddr, token: &str) -> Prometheus {
+        Prometheus::start_on(free_port(), api, token)
+    }
+
+    fn start_on(port: u16, api: std::net::SocketAddr, token: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         std::fs::write(dir.path().join("token"), token).unwrap();
         let config = format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: baton\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{api}']\n",
@@ -79,6 +78,14 @@ impl Prometheus {
             .as_str()
             .and_then(|v| v.parse().ok())
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Prometheus {
@@ -169,4 +176,40 @@ async fn prometheus_scrapes_the_proxy_figures_per_release() {
     assert!((rate - 0.1).abs() < 1e-9, "5xx share by PromQL: {rate}");
     let up = prometheus.query("up{job=\"baton\"}").await;
     assert_eq!(up, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promql_query_against_prometheus_aborts_a_canary() {
+    let port = free_port();
+    let prometheus_url = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with(&[("BATON_PROMETHEUS", &prometheus_url)]);
+    let first = server.deploy(&example_dir());
+    let old = first["release_id"].as_str().unwrap()[..12].to_string();
+    let _prometheus = Prometheus::start_on(port, server.api, &server.admin_token());
+    let load = Load::start(server.proxy, HOST, 16);
+    load.wait_for_more(100);
+    let bad = AppCopy::new("Hello, judged by Prometheus");
+    bad.set_env("FAIL_PERCENT", "20");
+    // The proxy's own analysis would let it through (100 %): the query
+    // decides.
+    bad.edit(
+        "baton.toml",
+        "[deploy]\n",
+        "[deploy]\nstrategy = \"canary\"\nsteps = [\"50%\", \"pause 5m\", \"100%\"]\nmax_error_rate = \"100%\"\nquery = 'sum(baton_proxy_responses_total{app=\"{{app}}\",release=\"{{release}}\",code=\"5xx\"}) / sum(baton_proxy_requests_total{app=\"{{app}}\",release=\"{{release}}\"})'\nquery_max = 0.05\n",
+    );
+    let out = server.baton(&["deploy", bad.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "the canary is aborted");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("Prometheus answered") && said.contains("above query_max 0.05"),
+        "{said}"
+    );
+    load.wait_for_more(200);
+    let outcomes = load.stop().await;
+    let deployments = server.json(&["deployments", "hello"]);
+    let aborted_at = deployments[0]["finished_at"].as_i64().unwrap();
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.started > aborted_at)
+        .all(|o| o.result.as_deref() == Ok(old.as_str())));
 }
