@@ -100,10 +100,12 @@ impl Proxy {
         let mut entry = Entry {
             started: Instant::now(),
             at: std::time::SystemTime::now(),
+            // HTTP/2 names the host in `:authority`.
             host: req
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
                 .unwrap_or("")
                 .into(),
             method: req.method().clone(),
