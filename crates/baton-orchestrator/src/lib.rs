@@ -375,6 +375,15 @@ impl Orchestrator {
         all
     }
 
+    /// The canary an app's environment is running, if any: its target and
+    /// its share of the clients (percent).
+    pub fn canary_of(&self, key: &RouteKey) -> Option<(i64, u8)> {
+        self.proxy
+            .route(key)
+            .and_then(|spec| spec.canary)
+            .map(|c| (c.target.id, c.percent))
+    }
+
     pub(crate) fn managed(&self, id: i64) -> Option<Arc<Managed>> {
         self.managed
             .lock()

@@ -489,6 +489,7 @@ struct AppPage {
     app: String,
     csrf: String,
     environments: Vec<EnvRow>,
+    traffic: Vec<TrafficRow>,
     releases: Vec<ReleaseRow>,
     deployable: Vec<String>,
     deployments: Vec<DeploymentRow>,
@@ -572,6 +573,7 @@ async fn app_page(
             when: ago(d.created_at),
         })
         .collect();
+    let traffic = traffic_rows(web, app).await;
     let mut page = Page::of(user);
     page.error = error;
     let csrf = page.csrf.clone().unwrap_or_default();
@@ -581,12 +583,78 @@ async fn app_page(
             app: app.to_string(),
             csrf,
             environments,
+            traffic,
             releases: release_rows,
             deployable,
             deployments,
         },
         status,
     )
+}
+
+/// One release serving an app's environment: its share of the traffic
+/// and how it answers, as the proxy counts them (since the target began),
+/// with the bars of the page's chart (SVG, drawn on the server).
+pub struct TrafficRow {
+    pub environment: String,
+    pub release: String,
+    pub role: String,
+    pub requests: u64,
+    pub errors: String,
+    pub p99: String,
+    /// Bar lengths out of 200: the 5xx share (of 10 %), the p99 (of the
+    /// slowest release's).
+    pub error_bar: u32,
+    pub p99_bar: u32,
+    pub canary: bool,
+}
+
+/// The app's live and canary targets' figures, environment by environment.
+async fn traffic_rows(web: &Web, app: &str) -> Vec<TrafficRow> {
+    let mut rows = Vec::new();
+    let mut slowest: f64 = 0.0;
+    let mut p99s = Vec::new();
+    for f in web.orchestrator.target_metrics().await {
+        if f.key.app != app {
+            continue;
+        }
+        let canary = web.orchestrator.canary_of(&f.key);
+        let is_canary = canary.is_some_and(|(id, _)| id == f.target);
+        let role = match (f.state, canary) {
+            (baton_store::TargetState::Live, Some((_, share))) => {
+                format!("live, {}% of the clients", 100 - share)
+            }
+            (baton_store::TargetState::Live, None) => "live".to_string(),
+            (_, Some((_, share))) if is_canary => format!("canary, {share}% of the clients"),
+            _ => continue,
+        };
+        let requests = f.stats.requests;
+        let errors = (f.stats.server_errors + f.stats.failures) as f64 / requests.max(1) as f64;
+        let p99 = describe::percentile(&f.stats.metrics, 0.99);
+        slowest = slowest.max(p99.unwrap_or(0.0));
+        p99s.push(p99);
+        rows.push(TrafficRow {
+            environment: f.key.environment.clone(),
+            release: short(&f.release),
+            role,
+            requests,
+            errors: format!("{:.1}%", errors * 100.0),
+            p99: p99
+                .map(|s| format!("≤ {} ms", (s * 1000.0).round()))
+                .unwrap_or_else(|| "–".into()),
+            // A 10 % 5xx share fills the bar.
+            error_bar: ((errors / 0.10).min(1.0) * 200.0).round() as u32,
+            p99_bar: 0,
+            canary: is_canary,
+        });
+    }
+    for (row, p99) in rows.iter_mut().zip(p99s) {
+        if let (Some(p99), true) = (p99, slowest > 0.0) {
+            row.p99_bar = ((p99 / slowest) * 200.0).round() as u32;
+        }
+    }
+    rows.sort_by(|a, b| (&a.environment, a.canary).cmp(&(&b.environment, b.canary)));
+    rows
 }
 
 /// How many of an app's deployments are read to judge its releases.

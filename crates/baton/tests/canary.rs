@@ -253,3 +253,45 @@ async fn blue_green_with_a_watch_rolls_back_a_release_that_starts_failing_after_
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_canary_shows_in_the_dashboard_and_is_promoted_by_hand() {
+    let server = Server::start();
+    server.deploy(&example_dir());
+    let app = canary_app("Hello from a paused canary", r#"["25%", "pause", "100%"]"#);
+    let started = server.baton_ok(&["deploy", "--no-wait", app.path().to_str().unwrap()]);
+    let status = eventually(
+        std::time::Duration::from_secs(30),
+        "the canary at 25%",
+        || {
+            let out = server.baton(&["canary", "status", "hello"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.contains("at 25% of the clients").then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        status.contains("baton canary promote hello"),
+        "{status}\n{started}"
+    );
+    for _ in 0..200 {
+        get_fresh(server.proxy, HOST, "/").await.unwrap();
+    }
+    let page = server
+        .http()
+        .get(format!("{}/apps/hello", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Traffic by release"), "{page}");
+    assert!(page.contains("canary, 25% of the clients"), "{page}");
+    assert!(page.contains("live, 75% of the clients"), "{page}");
+    assert!(page.contains("<svg"), "{page}");
+    let promoted = server.baton_ok(&["canary", "promote", "hello"]);
+    assert!(promoted.contains("is live"), "{promoted}");
+    let (_, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
+    assert!(body.contains("Hello from a paused canary"), "{body}");
+}
