@@ -193,9 +193,39 @@ fn canary_steps_are_checked_when_the_manifest_is_read() {
     assert!(String::from_utf8_lossy(&said.stderr).contains("no canary running"));
 }
 
+/// A Slack-compatible channel of the test's own: each notification's
+/// text arrives on the receiver.
+async fn slack_receiver() -> (String, tokio::sync::mpsc::Receiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(8);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(axum::routing::post(move |body: axum::body::Bytes| {
+        let tx = tx.clone();
+        async move {
+            let message: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let _ = tx
+                .send(message["text"].as_str().unwrap_or("").to_string())
+                .await;
+            "ok"
+        }
+    }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_with_a_watch_rolls_back_a_release_that_starts_failing_after_the_switch() {
-    let server = Server::start();
+    let (hook, mut notified) = slack_receiver().await;
+    let config = tempfile::tempdir().unwrap();
+    let pipeline = config.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[channels]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"{hook}\"\nevents = [\"deployment_failed\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&[("BATON_PIPELINE", pipeline.to_str().unwrap())]);
     let first = server.deploy(&example_dir());
     let old = first["release_id"].as_str().unwrap()[..12].to_string();
     let load = Load::start(server.proxy, HOST, 16);
@@ -251,6 +281,15 @@ async fn blue_green_with_a_watch_rolls_back_a_release_that_starts_failing_after_
     assert!(
         message.contains("% 5xx (") && message.contains("rolled back by itself"),
         "{message}"
+    );
+    // The deployment channels are told: the cause, the figures, the action.
+    let text = tokio::time::timeout(std::time::Duration::from_secs(30), notified.recv())
+        .await
+        .expect("a notification within 30 s")
+        .unwrap();
+    assert!(
+        text.contains("% 5xx (") && text.contains("rolled back by itself"),
+        "{text}"
     );
 }
 
