@@ -7,6 +7,7 @@ Tell it to misbehave through its environment (see baton.toml):
   FAIL_PERCENT=20        answer that share of the other requests with 500
                          (a release that passes its checks, then fails users)
   FAIL_AFTER_MS=30000    … only once it has run that long
+  DELAY_MS=300           answer every request but /health that much later (a slow release)
 /slow?ms=2000 answers after that many milliseconds (a long request).
 /page is an HTML page that includes Baton's live-update script (with
 [proxy] live_updates = true it says when a new version is live).
@@ -26,6 +27,7 @@ FAIL_HEALTH = os.environ.get("FAIL_HEALTH") == "1"
 FAIL_PERCENT = int(os.environ.get("FAIL_PERCENT", "0"))
 FAIL_AFTER = int(os.environ.get("FAIL_AFTER_MS", "0")) / 1000
 STARTED = time.monotonic()
+DELAY = int(os.environ.get("DELAY_MS", "0")) / 1000
 # Every hundred requests, exactly FAIL_PERCENT fail, spread out.
 COUNTER = itertools.count()
 COUNTER_LOCK = threading.Lock()
@@ -40,6 +42,8 @@ class Handler(BaseHTTPRequestHandler):
             if FAIL_HEALTH:
                 return self.reply(503, "unhealthy on purpose (FAIL_HEALTH=1)\n")
             return self.reply(200, "ok\n")
+        if DELAY:
+            time.sleep(DELAY)
         if FAIL_PERCENT and time.monotonic() - STARTED >= FAIL_AFTER:
             with COUNTER_LOCK:
                 n = next(COUNTER)

@@ -415,6 +415,11 @@ pub struct DeployPolicy {
     /// Requests the canary must have answered before its rate is judged.
     #[serde(default = "defaults::min_requests")]
     pub min_requests: u64,
+    /// A canary (or a watched release) whose 99th-percentile response time
+    /// is above this (and above the old release's) is aborted, e.g.
+    /// "500ms". None by default.
+    #[serde(default)]
+    pub max_p99: Option<String>,
     /// A PromQL query asked of the server's Prometheus (`--prometheus`) at
     /// every look at a canary (`{{release}}`, `{{app}}` and
     /// `{{environment}}` are filled in): above `query_max`, the canary is
@@ -482,6 +487,13 @@ impl DeployPolicy {
             .filter(|d| !d.is_zero())
     }
 
+    /// `max_p99` as a duration (validated when read).
+    pub fn max_p99_time(&self) -> Option<Duration> {
+        self.max_p99
+            .as_deref()
+            .and_then(|text| humantime::parse_duration(text).ok())
+    }
+
     /// `max_error_rate` as a fraction (validated when read).
     pub fn max_error_fraction(&self) -> f64 {
         parse_percent(&self.max_error_rate).unwrap_or(0.01)
@@ -505,6 +517,7 @@ impl Default for DeployPolicy {
             steps: Vec::new(),
             max_error_rate: defaults::max_error_rate(),
             min_requests: defaults::min_requests(),
+            max_p99: None,
             query: None,
             query_max: None,
             watch: None,
@@ -798,6 +811,14 @@ impl Manifest {
                     ))
                 }
                 Ok(_) => {}
+            }
+        }
+        if let Some(text) = &self.deploy.max_p99 {
+            if humantime::parse_duration(text).is_err() {
+                return Err(invalid(
+                    "deploy.max_p99",
+                    format!("{text:?} is not a duration: write it like \"500ms\""),
+                ));
             }
         }
         match (&self.deploy.query, self.deploy.query_max) {

@@ -27,6 +27,9 @@ const QUERY_EVERY: Duration = Duration::from_secs(1);
 struct Figures {
     requests: u64,
     errors: u64,
+    /// The 99th percentile of the time to the response head (seconds, a
+    /// bucket's bound).
+    p99: Option<f64>,
 }
 
 impl Figures {
@@ -35,6 +38,17 @@ impl Figures {
         Figures {
             requests: now.requests.saturating_sub(start.requests),
             errors: errors(now).saturating_sub(errors(start)),
+            p99: now.metrics.since(&start.metrics).percentile(0.99),
+        }
+    }
+
+    /// Whether its p99 is above `max` (and above `other`'s, if given).
+    fn slower_than(&self, max: Option<Duration>, other: Option<&Figures>) -> bool {
+        match (max, self.p99) {
+            (Some(max), Some(p99)) => {
+                p99 > max.as_secs_f64() && other.is_none_or(|o| o.p99.is_some_and(|q| p99 > q))
+            }
+            _ => false,
         }
     }
 
@@ -55,7 +69,11 @@ impl std::fmt::Display for Figures {
             self.rate() * 100.0,
             self.errors,
             self.requests
-        )
+        )?;
+        if let Some(p99) = self.p99 {
+            write!(f, ", p99 ≤ {} ms", (p99 * 1000.0).round())?;
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +147,16 @@ impl Orchestrator {
                     outcome = Err(Stop::Aborted(format!(
                         "the canary at {share}% answered {is}, above max_error_rate {} (the old release: {was}); aborted by itself after {:.1} s",
                         policy.max_error_rate,
+                        started.elapsed().as_secs_f64()
+                    )));
+                    break;
+                }
+                if is.requests >= policy.min_requests
+                    && is.slower_than(policy.max_p99_time(), Some(&was))
+                {
+                    outcome = Err(Stop::Aborted(format!(
+                        "the canary at {share}% answered {is}, slower than max_p99 {} (the old release: {was}); aborted by itself after {:.1} s",
+                        policy.max_p99.as_deref().unwrap_or(""),
                         started.elapsed().as_secs_f64()
                     )));
                     break;
@@ -267,7 +295,10 @@ impl Orchestrator {
         };
         loop {
             let is = figures(&self.proxy.stats(&ids).await);
-            if is.requests >= policy.min_requests && is.rate() > policy.max_error_fraction() {
+            if is.requests >= policy.min_requests
+                && (is.rate() > policy.max_error_fraction()
+                    || is.slower_than(policy.max_p99_time(), None))
+            {
                 let after = started.elapsed().as_secs_f64();
                 return self.roll_back_watched(job, new, old, is, after).await;
             }
@@ -292,9 +323,15 @@ impl Orchestrator {
         is: Figures,
         after: f64,
     ) -> std::result::Result<((), Option<String>), String> {
+        let policy = &job.manifest.deploy;
         let failing = format!(
-            "the new release answered {is} in its first {after:.1} s live, above max_error_rate {}",
-            job.manifest.deploy.max_error_rate
+            "the new release answered {is} in its first {after:.1} s live, above max_error_rate {}{}",
+            policy.max_error_rate,
+            policy
+                .max_p99
+                .as_deref()
+                .map(|p| format!(" or max_p99 {p}"))
+                .unwrap_or_default()
         );
         let warm =
             old.state() == baton_store::TargetState::Warm && old.runtime.alive(&old.handle()).await;
@@ -315,6 +352,10 @@ impl Orchestrator {
             .map_err(|e| format!("{failing}; the roll back failed: {e}"))?;
         let _ = self
             .transition(old, baton_store::TargetState::Live, None)
+            .await;
+        let _ = self
+            .proxy
+            .drain(new.record_id, job.manifest.deploy.drain_timeout)
             .await;
         self.stop_target(new, "rolled back by the watch").await;
         Err(format!(

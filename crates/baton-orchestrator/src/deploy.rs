@@ -295,6 +295,11 @@ impl Orchestrator {
                     let target = planned(&new, step)?;
                     let Some(old) = &old else { continue };
                     if let Err(e) = self.step(d, step, self.canary(job, target, old)).await {
+                        // Its requests in flight finish before it stops.
+                        let _ = self
+                            .proxy
+                            .drain(target.record_id, job.manifest.deploy.drain_timeout)
+                            .await;
                         self.stop_target(target, "its canary was aborted").await;
                         return Err(e);
                     }

@@ -89,6 +89,39 @@ pub struct TargetMetrics {
     pub bytes: u64,
 }
 
+impl TargetMetrics {
+    /// What was counted since `earlier` (a snapshot of the same target).
+    pub fn since(&self, earlier: &TargetMetrics) -> TargetMetrics {
+        TargetMetrics {
+            by_class: std::array::from_fn(|i| self.by_class[i].saturating_sub(earlier.by_class[i])),
+            latency_buckets: std::array::from_fn(|i| {
+                self.latency_buckets[i].saturating_sub(earlier.latency_buckets[i])
+            }),
+            latency_count: self.latency_count.saturating_sub(earlier.latency_count),
+            latency_sum_us: self.latency_sum_us.saturating_sub(earlier.latency_sum_us),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
+
+    /// The upper bound (seconds) of the latency bucket holding the `q`
+    /// quantile of the responses; none before any response, or when it
+    /// lies beyond the last bucket (over 10 s).
+    pub fn percentile(&self, q: f64) -> Option<f64> {
+        if self.latency_count == 0 {
+            return None;
+        }
+        let wanted = (self.latency_count as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (count, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            seen += count;
+            if seen >= wanted {
+                return Some(bound);
+            }
+        }
+        None
+    }
+}
+
 impl Target {
     pub fn new(named: &TargetRef) -> Arc<Target> {
         Arc::new(Target {

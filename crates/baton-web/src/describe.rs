@@ -439,25 +439,3 @@ mod tests {
         assert!(refusal.contains("baton deploy DIR"), "{refusal}");
     }
 }
-
-/// The upper bound (seconds) of the latency bucket holding the `q`
-/// quantile of a target's responses; none before any response, or when it
-/// lies beyond the last bucket.
-pub fn percentile(metrics: &baton_proxy::TargetMetrics, q: f64) -> Option<f64> {
-    if metrics.latency_count == 0 {
-        return None;
-    }
-    let wanted = (metrics.latency_count as f64 * q).ceil() as u64;
-    let mut seen = 0;
-    for (count, bound) in metrics
-        .latency_buckets
-        .iter()
-        .zip(baton_proxy::LATENCY_BUCKETS)
-    {
-        seen += count;
-        if seen >= wanted {
-            return Some(bound);
-        }
-    }
-    None
-}

@@ -340,3 +340,35 @@ async fn a_paused_canary_shows_in_the_dashboard_and_is_promoted_by_hand() {
     let (_, body) = get_fresh(server.proxy, HOST, "/").await.unwrap();
     assert!(body.contains("Hello from a paused canary"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_is_aborted_on_its_p99() {
+    let server = Server::start();
+    let first = server.deploy(&example_dir());
+    let old = first["release_id"].as_str().unwrap()[..12].to_string();
+    let load = Load::start(server.proxy, HOST, 16);
+    load.wait_for_more(100);
+    let slow = canary_app("Hello, slowly", r#"["20%", "pause 5m", "100%"]"#);
+    slow.edit(
+        "baton.toml",
+        "strategy = \"canary\"\n",
+        "strategy = \"canary\"\nmax_p99 = \"100ms\"\n",
+    );
+    slow.set_env("DELAY_MS", "300");
+    let out = server.baton(&["deploy", slow.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "the slow canary is aborted");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("slower than max_p99 100ms") && said.contains("p99 ≤ 500 ms"),
+        "{said}"
+    );
+    let outcomes = load.stop().await;
+    let aborted_at = server.json(&["deployments", "hello"])[0]["finished_at"]
+        .as_i64()
+        .unwrap();
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.started > aborted_at)
+        .all(|o| o.result.as_deref() == Ok(old.as_str())));
+    assert_no_failures(&outcomes, 100);
+}
