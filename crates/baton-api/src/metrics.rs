@@ -28,9 +28,12 @@ pub(crate) const PATH: &str = "/metrics";
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn metrics(State(o): State<Arc<Orchestrator>>) -> ApiResult<impl IntoResponse> {
+    let (builds, notifications) = o.store().pipeline_counts().await?;
     let snapshot = Snapshot {
         targets: o.target_metrics().await,
         deployments: o.store().deployment_counts().await?,
+        builds,
+        notifications,
     };
     let mut registry = Registry::with_prefix("baton");
     registry.register_collector(Box::new(snapshot));
@@ -44,6 +47,10 @@ pub(crate) async fn metrics(State(o): State<Arc<Orchestrator>>) -> ApiResult<imp
 struct Snapshot {
     targets: Vec<TargetFigures>,
     deployments: Vec<DeploymentCount>,
+    /// (app, state, count)
+    builds: Vec<(String, String, u64)>,
+    /// (channel, event kind, state, count)
+    notifications: Vec<(String, String, String, u64)>,
 }
 
 fn target_labels(f: &TargetFigures) -> [(&'static str, String); 5] {
@@ -147,6 +154,30 @@ impl Collector for Snapshot {
         for d in &self.deployments {
             let labels = deployment_labels(d);
             ConstCounter::new(d.seconds).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "builds",
+            "Pipeline builds, by app and state (passed, failed, running, …)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (app, state, n) in &self.builds {
+            let labels = [("app", app.clone()), ("state", state.clone())];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "notifications",
+            "Notifications, by channel, event and state (delivered, pending, failed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (channel, event, state, n) in &self.notifications {
+            let labels = [
+                ("channel", channel.clone()),
+                ("event", event.clone()),
+                ("state", state.clone()),
+            ];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

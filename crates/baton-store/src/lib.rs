@@ -896,6 +896,40 @@ impl Store {
             .collect())
     }
 
+    /// Pipeline builds by app and state, and notifications by channel,
+    /// event kind and state: the rest of the control plane's figures.
+    pub async fn pipeline_counts(
+        &self,
+    ) -> Result<(
+        Vec<(String, String, u64)>,
+        Vec<(String, String, String, u64)>,
+    )> {
+        let builds = sqlx::query(
+            "SELECT COALESCE(app, '') AS app, state, COUNT(*) AS n FROM builds GROUP BY app, state ORDER BY app, state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| (r.get("app"), r.get("state"), r.get::<i64, _>("n").max(0) as u64))
+        .collect();
+        let notifications = sqlx::query(
+            "SELECT channel, event_kind, state, COUNT(*) AS n FROM notifications GROUP BY channel, event_kind, state ORDER BY channel, event_kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get("channel"),
+                r.get("event_kind"),
+                r.get("state"),
+                r.get::<i64, _>("n").max(0) as u64,
+            )
+        })
+        .collect();
+        Ok((builds, notifications))
+    }
+
     // ---- events ----
 
     pub async fn record_event(

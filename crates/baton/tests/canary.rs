@@ -297,6 +297,24 @@ async fn blue_green_with_a_watch_rolls_back_a_release_that_starts_failing_after_
         text.contains("% 5xx (") && text.contains("rolled back by itself"),
         "{text}"
     );
+    // … and /metrics counts that notification.
+    let metrics = eventually(std::time::Duration::from_secs(10), "the notification counted", || {
+        let text = block_on(async {
+            server
+                .http()
+                .get(format!("{}/metrics", server.api_url()))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        text.contains("baton_notifications_total{channel=\"ops\",event=\"deployment_failed\",state=\"delivered\"} 1")
+            .then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("baton_deployments_total{app=\"hello\",environment=\"production\",kind=\"deploy\",state=\"failed\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
