@@ -98,6 +98,7 @@ fn served_routes() -> Routes<AppState> {
         .post("/api/v1/apps/{app}/rollback", rollback)
         .post("/api/v1/apps/{app}/contracts", contract_by_hand)
         .post("/api/v1/apps/{app}/maintenance", maintenance)
+        .get("/api/v1/apps/{app}/canary", canary)
         .get("/api/v1/apps/{app}/logs", logs::logs)
         .get("/api/v1/apps/{app}/requests", logs::requests)
         .get(
@@ -526,6 +527,30 @@ async fn answer_preview(
         StatusCode::ACCEPTED,
         Json(json!({"deployment": id, answer: true})),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvironmentQuery {
+    #[serde(default = "production")]
+    environment: String,
+}
+
+/// `baton canary status`: the share and both releases' figures.
+async fn canary(
+    State(o): State<AppState>,
+    Path(app): Path<String>,
+    Query(q): Query<EnvironmentQuery>,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let key = baton_proxy::RouteKey::new(&app, &q.environment);
+    match o.canary_view(&key).await {
+        Some(view) => Ok(Json(view)),
+        None => Err(ApiError::not_found(format!(
+            "{app} has no canary running in {}",
+            q.environment
+        ))),
+    }
 }
 
 async fn events(

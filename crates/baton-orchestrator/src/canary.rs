@@ -365,3 +365,49 @@ impl Orchestrator {
         ))
     }
 }
+
+/// A running canary as `baton canary status` shows it: the share, and both
+/// releases' figures since their targets started.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CanaryView {
+    /// Percent of the clients on the canary.
+    pub share: u8,
+    pub stable: ReleaseFigures,
+    pub canary: ReleaseFigures,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReleaseFigures {
+    pub target: i64,
+    pub release: String,
+    pub requests: u64,
+    /// 5xx from the app, and the proxy's 502 and 504.
+    pub errors: u64,
+    /// The 99th percentile of the time to the response head, in ms (a
+    /// histogram bucket's bound).
+    pub p99_ms: Option<f64>,
+}
+
+impl Orchestrator {
+    /// The canary running in an app's environment, if one is.
+    pub async fn canary_view(&self, key: &baton_proxy::RouteKey) -> Option<CanaryView> {
+        let (canary, share) = self.canary_of(key)?;
+        let figures = self.target_metrics().await;
+        let of = |f: &crate::TargetFigures| ReleaseFigures {
+            target: f.target,
+            release: f.release.clone(),
+            requests: f.stats.requests,
+            errors: f.stats.server_errors + f.stats.failures,
+            p99_ms: f.stats.metrics.percentile(0.99).map(|s| s * 1000.0),
+        };
+        let new = figures.iter().find(|f| f.target == canary)?;
+        let old = figures
+            .iter()
+            .find(|f| f.key == *key && f.state == baton_store::TargetState::Live)?;
+        Some(CanaryView {
+            share,
+            stable: of(old),
+            canary: of(new),
+        })
+    }
+}

@@ -14,6 +14,7 @@ mod migrate;
 pub use migrate::{database_options, ContractByHand};
 pub mod plan;
 mod recover;
+pub use canary::{CanaryView, ReleaseFigures};
 pub use recover::RecoveryReport;
 mod supervise;
 mod teardown;

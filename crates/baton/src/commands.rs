@@ -232,11 +232,16 @@ pub async fn canary(
                         && e.at >= deployment.created_at
                 })
                 .collect();
+            // The figures now, while the canary still has its share.
+            let view: Option<serde_json::Value> = api
+                .get(&format!("/apps/{app}/canary?environment={environment}"))
+                .await
+                .ok();
             if common.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &json!({"deployment": deployment, "steps": steps})
+                        &json!({"deployment": deployment, "steps": steps, "figures": view})
                     )?
                 );
             } else {
@@ -249,6 +254,24 @@ pub async fn canary(
                 );
                 for e in steps.iter().rev() {
                     println!("  {} {}", dim(&ago(e.at)), e.message);
+                }
+                if let Some(view) = &view {
+                    for (name, side) in [("canary", &view["canary"]), ("live", &view["stable"])] {
+                        let requests = side["requests"].as_u64().unwrap_or(0);
+                        let errors = side["errors"].as_u64().unwrap_or(0);
+                        println!(
+                            "  {name:6} {}  {requests} requests, {:.1}% 5xx, p99 {}",
+                            side["release"]
+                                .as_str()
+                                .map(baton_package::short_id)
+                                .unwrap_or("?"),
+                            errors as f64 * 100.0 / requests.max(1) as f64,
+                            side["p99_ms"]
+                                .as_f64()
+                                .map(|ms| format!("≤ {ms:.0} ms"))
+                                .unwrap_or_else(|| "–".into())
+                        );
+                    }
                 }
                 println!("`baton canary promote {app}` to send everyone to it, `baton canary abort {app}` to go back");
             }

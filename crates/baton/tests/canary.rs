@@ -340,6 +340,27 @@ async fn a_paused_canary_shows_in_the_dashboard_and_is_promoted_by_hand() {
     for _ in 0..200 {
         get_fresh(server.proxy, HOST, "/").await.unwrap();
     }
+    // Both releases' figures, now.
+    let status = server.baton_ok(&["canary", "status", "hello"]);
+    assert!(
+        status.contains("canary ") && status.contains("live ") && status.contains("% 5xx, p99 ≤"),
+        "{status}"
+    );
+    let api: serde_json::Value = server
+        .http()
+        .get(format!("{}/api/v1/apps/hello/canary", server.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["share"], 25);
+    let json = server.json(&["canary", "status", "hello"]);
+    assert_eq!(json["figures"]["share"], 25, "{json}");
+    let canary = api["canary"]["requests"].as_u64().unwrap();
+    let stable = api["stable"]["requests"].as_u64().unwrap();
+    assert!(canary > 0 && canary + stable >= 200, "{api}");
     let page = server
         .http()
         .get(format!("{}/apps/hello", server.api_url()))
