@@ -23,7 +23,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, baton_binary
+
 RUNS = int(os.environ.get("RUNS", "5"))
 SHARE = int(os.environ.get("SHARE", "5"))
 FAIL_PERCENT = int(os.environ.get("FAIL_PERCENT", "20"))
@@ -102,9 +103,7 @@ def one_run(baton):
 
 
 def main():
-    baton = os.environ.get("BATON_BIN") or os.path.join(ROOT, "target/release/baton")
-    if not os.path.exists(baton):
-        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "baton"], cwd=ROOT, check=True)
+    baton = baton_binary()
     print(f"canary at {SHARE}% of the clients, failing {FAIL_PERCENT}% of its requests, under wrk -c32; {RUNS} runs")
     results = []
     for n in range(RUNS):

@@ -39,7 +39,8 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, baton_binary, sh
+
 EVENTS = int(os.environ.get("EVENTS", "5"))
 EVERY = float(os.environ.get("EVERY", "2"))
 CONNECTIONS = os.environ.get("CONNECTIONS", "16")
@@ -49,8 +50,6 @@ BATON_API = "127.0.0.1:18571"
 NGINX = "127.0.0.1:18591"
 
 
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, **kw)
 
 
 def ensure_tools():
@@ -61,11 +60,6 @@ def ensure_tools():
         sh("apt-get", "install", "-y", "-qq", *missing)
 
 
-def baton_binary():
-    if os.environ.get("BATON_BIN"):
-        return os.environ["BATON_BIN"]
-    sh("cargo", "build", "--release", "--locked", "-p", "baton", cwd=ROOT)
-    return os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release/baton")
 
 
 class Baton:

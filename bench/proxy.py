@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,8 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, baton_binary, children, cpu_ticks, sh, stop_group, to_ms, upstream_folder
+
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 DURATION = os.environ.get("DURATION", "10s")
 CONNECTIONS = os.environ.get("CONNECTIONS", "64")
@@ -35,8 +35,6 @@ THREADS = os.environ.get("THREADS", "2")
 HOST = "bench.localhost"
 
 
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, **kw)
 
 
 def ensure_tools():
@@ -47,15 +45,10 @@ def ensure_tools():
     os.environ["PATH"] += ":/usr/sbin"
 
 
-def target_dir():
-    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 
 
 def start_baton(work):
-    baton = os.environ.get("BATON_BIN")
-    if not baton:
-        sh("cargo", "build", "--release", "--locked", "-p", "baton", cwd=ROOT)
-        baton = os.path.join(target_dir(), "release/baton")
+    baton = baton_binary()
     data = f"{work}/data"
     server = subprocess.Popen(
         [baton, "server", "--data", data, "--api-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"],
@@ -155,26 +148,10 @@ def wait_answering(addr):
     raise SystemExit(f"nothing answers on {addr}")
 
 
-def to_ms(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def cpu_ticks(pids):
-    """User plus system CPU time of processes, in clock ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, IndexError):
-            pass
-    return total
 
 
-def children(pid):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def wrk(addr):
@@ -239,17 +216,14 @@ def main():
             print(f"{name:13} {rps:>10.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.1f} {rps / ng[0]:>14.2f} {p99 / ng[2]:>12.2f} {cpu / ng[3]:>12.2f}")
     finally:
         for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            stop_group(p.pid)
+        leftover = upstream_folder(upstream_pid) if upstream_pid else None
         for pid in stray + ([upstream_pid] if upstream_pid else []):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            stop_group(pid)
         time.sleep(0.3)
         shutil.rmtree(work, ignore_errors=True)
+        if leftover:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, baton_binary, children, cpu_ticks, sh, stop_group, to_ms, upstream_folder
+
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = os.environ.get("DURATION", "8s")
 CONNECTIONS = os.environ.get("CONNECTIONS", "64")
@@ -62,8 +63,6 @@ BODY = b"hello from the upstream\n"
 MEASURES = ("h1 keep-alive", "h2", "handshakes")
 
 
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, **kw)
 
 
 def seconds(text):
@@ -105,15 +104,10 @@ def make_certificate(work):
     return f"{d}/chain.pem", f"{d}/key.pem", f"{d}/combined.pem", f"{d}/ca.pem"
 
 
-def target_dir():
-    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 
 
 def start_baton(work, chain, key):
-    baton = os.environ.get("BATON_BIN")
-    if not baton:
-        sh("cargo", "build", "--release", "--locked", "-p", "baton", cwd=ROOT)
-        baton = os.path.join(target_dir(), "release/baton")
+    baton = baton_binary()
     data = f"{work}/data"
     server = subprocess.Popen(
         [baton, "server", "--data", data, "--api-listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0",
@@ -264,26 +258,10 @@ def wait_answering(name, addr, ca):
     raise SystemExit(f"{name} does not answer HTTPS on {addr}: {error!r}")
 
 
-def to_ms(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def cpu_ticks(pids):
-    """User plus system CPU time of processes, in clock ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, IndexError):
-            pass
-    return total
 
 
-def children(pid):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def bounded_run(args):
@@ -338,28 +316,8 @@ def h2load(name, addr, work):
     return float(finished.group(1)), p50, p99, done
 
 
-def upstream_folder(group):
-    """The folder the bench upstream's run.sh made for its nginx (its -p),
-    looked for among the upstream's process group (a log stamper leads it)."""
-    for entry in os.listdir("/proc"):
-        try:
-            if not entry.isdigit() or int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[2]) != group:
-                continue
-            # nginx rewrites its arguments as one line ("nginx: master process nginx -p ...").
-            args = open(f"/proc/{entry}/cmdline").read().replace("\0", " ")
-        except (OSError, IndexError, ValueError):
-            continue
-        folder = re.search(r"-p (/tmp/baton-bench-upstream\.[^\s/]+)", args)
-        if folder:
-            return folder.group(1)
-    return None
 
 
-def stop_group(pid):
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
 
 
 def main():

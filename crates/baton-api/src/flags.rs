@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::routes::Routes;
-use crate::{body, check_app, ApiError, ApiResult, Limit};
+use crate::{body, check_app, ApiError, ApiResult, Environment, Limit};
 
 type Flags = Arc<FlagService>;
 
@@ -75,21 +75,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
             },
             principal,
         ))
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Environment {
-    #[serde(default = "crate::production")]
-    environment: String,
-}
-
-impl Environment {
-    fn checked(self) -> ApiResult<String> {
-        baton_manifest::check_name("environment", &self.environment)
-            .map_err(ApiError::bad_request)?;
-        Ok(self.environment)
     }
 }
 

@@ -529,26 +529,35 @@ async fn answer_preview(
     ))
 }
 
+/// `?environment=` (production when left out), checked as a name.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EnvironmentQuery {
+pub(crate) struct Environment {
     #[serde(default = "production")]
     environment: String,
+}
+
+impl Environment {
+    pub(crate) fn checked(self) -> ApiResult<String> {
+        baton_manifest::check_name("environment", &self.environment)
+            .map_err(ApiError::bad_request)?;
+        Ok(self.environment)
+    }
 }
 
 /// `baton canary status`: the share and both releases' figures.
 async fn canary(
     State(o): State<AppState>,
     Path(app): Path<String>,
-    Query(q): Query<EnvironmentQuery>,
+    Query(environment): Query<Environment>,
 ) -> ApiResult<impl IntoResponse> {
     check_app(&app)?;
-    let key = baton_proxy::RouteKey::new(&app, &q.environment);
+    let environment = environment.checked()?;
+    let key = baton_proxy::RouteKey::new(&app, &environment);
     match o.canary_view(&key).await {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::not_found(format!(
-            "{app} has no canary running in {}",
-            q.environment
+            "{app} has no canary running in {environment}; deploy a release whose baton.toml has [deploy] strategy = \"canary\""
         ))),
     }
 }

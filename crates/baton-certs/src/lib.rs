@@ -22,9 +22,50 @@ use std::time::Duration;
 
 use baton_proxy::{CertificateSpec, ProxyClient, RouteKey, RouteSpec, TlsSource};
 use baton_store::{now_ms, CertificateRecord, EventKind, Store};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use describe::{covers, Described};
+
+/// A certificate as the API and `baton certs` show it: everything but its
+/// chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub app: String,
+    pub environment: String,
+    /// `acme` or `files`.
+    pub source: String,
+    pub hosts: Vec<String>,
+    /// Whether a certificate is served now.
+    pub served: bool,
+    pub issuer: Option<String>,
+    /// Milliseconds since the epoch, as every time in the store.
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub renewed_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub failed_at: Option<i64>,
+    pub next_attempt: Option<i64>,
+}
+
+impl From<CertificateRecord> for CertificateView {
+    fn from(c: CertificateRecord) -> CertificateView {
+        CertificateView {
+            served: c.chain_pem.is_some() && c.key_pem.is_some(),
+            app: c.app,
+            environment: c.environment,
+            source: c.source,
+            hosts: c.hosts,
+            issuer: c.issuer,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            renewed_at: c.renewed_at,
+            last_error: c.last_error,
+            failed_at: c.failed_at,
+            next_attempt: c.next_attempt,
+        }
+    }
+}
 
 /// Where certificates are issued over ACME.
 #[derive(Debug, Clone)]
@@ -143,25 +184,35 @@ impl Certs {
         }
     }
 
-    /// Every certificate record: what `baton certs` shows.
-    pub async fn list(&self) -> Result<Vec<CertificateRecord>, CertsError> {
-        Ok(self.store.certificates().await?)
+    /// Every certificate: what `baton certs` shows.
+    pub async fn list(&self) -> Result<Vec<CertificateView>, CertsError> {
+        Ok(self
+            .store
+            .certificates()
+            .await?
+            .into_iter()
+            .map(CertificateView::from)
+            .collect())
     }
 
     /// Gets a new certificate for an app's environment now (ACME), or
     /// reads its files again; returns the record, or why it failed (the
     /// previous certificate, if any, is still served).
-    pub async fn renew(&self, key: &RouteKey) -> Result<CertificateRecord, CertsError> {
+    pub async fn renew(&self, key: &RouteKey) -> Result<CertificateView, CertsError> {
         let started = now_ms();
-        if !self
-            .proxy
-            .routes()
-            .iter()
-            .any(|spec| spec.key == *key && spec.tls.is_some())
-        {
-            return Err(CertsError::NotFound(format!(
-                "{key} serves no HTTPS: add a [tls] section to its baton.toml and deploy it"
-            )));
+        match self.proxy.route(key) {
+            None => {
+                return Err(CertsError::NotFound(format!(
+                    "{} is not deployed in {}: `baton status` lists what is",
+                    key.app, key.environment
+                )))
+            }
+            Some(spec) if spec.tls.is_none() => {
+                return Err(CertsError::NotFound(format!(
+                    "{key} serves no HTTPS: add a [tls] section to its baton.toml and deploy it"
+                )))
+            }
+            Some(_) => {}
         }
         self.pass(Some(key)).await;
         let record = self
@@ -170,7 +221,11 @@ impl Certs {
             .await?
             .into_iter()
             .find(|c| c.app == key.app && c.environment == key.environment)
-            .ok_or_else(|| CertsError::Failed(format!("no certificate was recorded for {key}")))?;
+            .ok_or_else(|| {
+                CertsError::Failed(format!(
+                    "no certificate was recorded for {key}: the store could not be written; the server's log says why"
+                ))
+            })?;
         match (&record.last_error, record.failed_at) {
             (Some(error), Some(at)) if at >= started => Err(CertsError::Failed(format!(
                 "{key}: {error} (still served: {})",
@@ -180,7 +235,7 @@ impl Certs {
                     "plain HTTP only"
                 }
             ))),
-            _ => Ok(record),
+            _ => Ok(record.into()),
         }
     }
 
@@ -263,128 +318,129 @@ impl Certs {
         }
         match &want.source {
             TlsSource::Files { cert, key } => {
-                let read = describe::read_files(cert, key).await;
-                let outcome = read.and_then(|(chain, key)| {
-                    let described = Described::of(&chain, &key)?;
-                    Ok((chain, key, described))
-                });
-                match outcome {
-                    Ok((chain, key, described)) => {
-                        let fresh = record.chain_pem.as_deref() != Some(chain.as_str())
-                            || record.key_pem.as_deref() != Some(key.as_str());
-                        let uncovered: Vec<&String> = want
-                            .hosts
-                            .iter()
-                            .filter(|h| !covers(&described.names, h))
-                            .collect();
-                        let problem = if !uncovered.is_empty() {
-                            Some(format!(
-                                "{} does not cover {} (it names {}); browsers will refuse it there",
-                                cert.display(),
-                                join(&uncovered),
-                                described.names.join(", ")
-                            ))
-                        } else if described.not_after <= now {
-                            Some(format!("{} has expired; replace the file", cert.display()))
-                        } else {
-                            None
-                        };
-                        if fresh {
-                            self.event(
-                                &want.key,
-                                EventKind::CertificateIssued,
-                                &format!(
-                                    "certificate for {} read from {}, issued by {}, valid until {}",
-                                    want.hosts.join(", "),
-                                    cert.display(),
-                                    described.issuer,
-                                    describe::date(described.not_after)
-                                ),
-                            )
-                            .await;
-                            record.chain_pem = Some(chain);
-                            record.key_pem = Some(key);
-                            record.issuer = Some(described.issuer);
-                            record.not_before = Some(described.not_before);
-                            record.not_after = Some(described.not_after);
-                            record.renewed_at = Some(now);
-                        }
-                        self.note(&want.key, &mut record, problem, now).await;
-                    }
-                    Err(problem) => self.note(&want.key, &mut record, Some(problem), now).await,
-                }
+                self.from_files(want, cert, key, &mut record, now).await;
                 (record, FILES_EVERY)
             }
             TlsSource::Acme { challenge } => {
-                let Some(acme) = &self.acme else {
-                    let problem = "the server has no ACME CA: start `baton server` with --acme-directory (and --acme-email), or give this app `cert` and `key` files".to_string();
-                    self.note(&want.key, &mut record, Some(problem), now).await;
-                    return (record, Duration::from_secs(3600));
-                };
-                let renew_at = describe::renew_at(record.not_before, record.not_after);
-                let needed =
-                    forced || changed || record.chain_pem.is_none() || now >= renew_at.unwrap_or(0);
-                if !needed {
-                    return (record, millis(renew_at.unwrap_or(now) - now));
-                }
-                if let Some(next) = record
-                    .next_attempt
-                    .filter(|next| *next > now && !forced && !changed)
-                {
-                    return (record, millis(next - now));
-                }
-                let issued =
-                    tokio::time::timeout(ISSUE_WITHIN, acme.issue(&want.hosts, *challenge))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(format!(
-                                "the CA did not finish within {}s",
-                                ISSUE_WITHIN.as_secs()
-                            ))
-                        })
-                        .and_then(|(chain, key)| {
-                            let described = Described::of(&chain, &key)?;
-                            Ok((chain, key, described))
-                        });
-                // Whatever happened, no challenge is left answered.
-                acme.clear_challenges().await;
-                match issued {
-                    Ok((chain, key, described)) => {
-                        self.event(
-                            &want.key,
-                            EventKind::CertificateIssued,
-                            &format!(
-                                "certificate for {} issued by {}, valid until {}",
-                                want.hosts.join(", "),
-                                described.issuer,
-                                describe::date(described.not_after)
-                            ),
-                        )
-                        .await;
-                        record.chain_pem = Some(chain);
-                        record.key_pem = Some(key);
-                        record.issuer = Some(described.issuer);
-                        record.not_before = Some(described.not_before);
-                        record.not_after = Some(described.not_after);
-                        record.renewed_at = Some(now);
-                        record.last_error = None;
-                        record.failed_at = None;
-                        record.attempts = 0;
-                        record.next_attempt = None;
-                        let next =
-                            describe::renew_at(record.not_before, record.not_after).unwrap_or(now);
-                        (record, millis(next - now))
-                    }
-                    Err(problem) => {
-                        record.attempts += 1;
-                        let wait = backoff(record.attempts);
-                        record.next_attempt = Some(now + wait.as_millis() as i64);
-                        let problem =
-                            format!("{problem}; trying again in {}", describe::span(wait));
-                        self.note(&want.key, &mut record, Some(problem), now).await;
-                        (record, wait)
-                    }
-                }
+                let due = self
+                    .from_acme(want, *challenge, &mut record, forced || changed, now)
+                    .await;
+                (record, due)
+            }
+        }
+    }
+
+    /// Reads the route's certificate files; a new pair is served, a problem
+    /// (unreadable, not a pair, not covering a host, expired) is said.
+    async fn from_files(
+        &self,
+        want: &Wanted,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        record: &mut CertificateRecord,
+        now: i64,
+    ) {
+        let read = describe::read_files(cert, key)
+            .await
+            .and_then(|(chain, key_pem)| with_description(chain, key_pem))
+            .map_err(|problem| format!("{} and {}: {problem}", cert.display(), key.display()));
+        let (chain, key_pem, described) = match read {
+            Ok(read) => read,
+            Err(problem) => return self.note(&want.key, record, Some(problem), now).await,
+        };
+        let uncovered: Vec<&str> = want
+            .hosts
+            .iter()
+            .filter(|h| !covers(&described.names, h))
+            .map(String::as_str)
+            .collect();
+        let problem = if !uncovered.is_empty() {
+            Some(format!(
+                "{} does not cover {} (it names {}); browsers will refuse it there: give a certificate for every host",
+                cert.display(),
+                uncovered.join(", "),
+                described.names.join(", ")
+            ))
+        } else if described.not_after <= now {
+            Some(format!("{} has expired; replace the file", cert.display()))
+        } else {
+            None
+        };
+        let fresh = record.chain_pem.as_deref() != Some(chain.as_str())
+            || record.key_pem.as_deref() != Some(key_pem.as_str());
+        if fresh {
+            let said = format!(
+                "certificate for {} read from {}, issued by {}, valid until {}",
+                want.hosts.join(", "),
+                cert.display(),
+                described.issuer,
+                describe::date(described.not_after)
+            );
+            self.event(&want.key, EventKind::CertificateIssued, &said)
+                .await;
+            serve(record, chain, key_pem, described, now);
+        }
+        self.note(&want.key, record, problem, now).await;
+    }
+
+    /// Issues the route's certificate over ACME if it is due (or `now`
+    /// asked for); returns how long until it is due again.
+    async fn from_acme(
+        &self,
+        want: &Wanted,
+        challenge: baton_proxy::AcmeChallenge,
+        record: &mut CertificateRecord,
+        at_once: bool,
+        now: i64,
+    ) -> Duration {
+        let Some(acme) = &self.acme else {
+            let problem = "the server has no ACME CA: start `baton server` with --acme-directory (and --acme-email), or give this app `cert` and `key` files".to_string();
+            self.note(&want.key, record, Some(problem), now).await;
+            return Duration::from_secs(3600);
+        };
+        let renew_at = describe::renew_at(record.not_before, record.not_after);
+        let needed = at_once || record.chain_pem.is_none() || now >= renew_at.unwrap_or(0);
+        if !needed {
+            return millis(renew_at.unwrap_or(now) - now);
+        }
+        if let Some(next) = record.next_attempt.filter(|next| *next > now && !at_once) {
+            return millis(next - now);
+        }
+        let issued = tokio::time::timeout(ISSUE_WITHIN, acme.issue(&want.hosts, challenge))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the CA did not finish within {}s",
+                    ISSUE_WITHIN.as_secs()
+                ))
+            })
+            .and_then(|(chain, key)| with_description(chain, key));
+        // Whatever happened, no challenge is left answered.
+        acme.clear_challenges().await;
+        match issued {
+            Ok((chain, key, described)) => {
+                let said = format!(
+                    "certificate for {} issued by {}, valid until {}",
+                    want.hosts.join(", "),
+                    described.issuer,
+                    describe::date(described.not_after)
+                );
+                self.event(&want.key, EventKind::CertificateIssued, &said)
+                    .await;
+                serve(record, chain, key, described, now);
+                record.attempts = 0;
+                record.next_attempt = None;
+                self.note(&want.key, record, None, now).await;
+                let next = describe::renew_at(record.not_before, record.not_after).unwrap_or(now);
+                millis(next - now)
+            }
+            Err(problem) => {
+                record.attempts += 1;
+                let wait = backoff(record.attempts);
+                record.next_attempt = Some(now + wait.as_millis() as i64);
+                let problem = format!("{problem}; trying again in {}", describe::span(wait));
+                self.note(&want.key, record, Some(problem), now).await;
+                wait
             }
         }
     }
@@ -461,6 +517,29 @@ impl Certs {
     }
 }
 
+/// A chain and key, with what the leaf says of itself (checked to be a
+/// pair TLS can serve).
+fn with_description(chain: String, key: String) -> Result<(String, String, Described), String> {
+    let described = Described::of(&chain, &key)?;
+    Ok((chain, key, described))
+}
+
+/// Makes the record serve this certificate, obtained `now`.
+fn serve(
+    record: &mut CertificateRecord,
+    chain: String,
+    key: String,
+    described: Described,
+    now: i64,
+) {
+    record.chain_pem = Some(chain);
+    record.key_pem = Some(key);
+    record.issuer = Some(described.issuer);
+    record.not_before = Some(described.not_before);
+    record.not_after = Some(described.not_after);
+    record.renewed_at = Some(now);
+}
+
 fn backoff(attempts: i64) -> Duration {
     let doublings = (attempts.max(1) - 1).min(16) as u32;
     (BACKOFF_FIRST * 2u32.pow(doublings)).min(BACKOFF_MAX)
@@ -468,14 +547,6 @@ fn backoff(attempts: i64) -> Duration {
 
 fn millis(ms: i64) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
-}
-
-fn join(hosts: &[&String]) -> String {
-    hosts
-        .iter()
-        .map(|h| h.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! A canary: the new release takes a growing share of the clients, step by
 //! step (`[deploy] steps`), while the proxy's counters for the two releases
-//! are compared. A canary answering 5xx more often than `max_error_rate`
-//! (and than the old release), once it has answered `min_requests`, is
-//! aborted on its own: every client goes back to the old release, and the
-//! deployment fails with the figures. `baton canary promote` ends it early
-//! (or ends a `pause` with no time); `baton canary abort` aborts it.
+//! are compared. A canary answering 5xx more often than `max_error_rate`,
+//! or slower than `max_p99` (each also worse than the old release), once
+//! it has answered `min_requests`, is aborted on its own: every client goes
+//! back to the old release, and the deployment fails with the figures.
+//! `baton canary promote` ends it early (or ends a `pause` with no time);
+//! `baton canary abort` aborts it. A blue-green `watch` judges the new
+//! release after the switch by the same limits (`failing`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_manifest::CanaryStep;
+use baton_manifest::{CanaryStep, DeployPolicy};
 use baton_proxy::{CanarySpec, TargetStats};
 use baton_store::EventKind;
 
@@ -33,11 +36,17 @@ struct Figures {
 }
 
 impl Figures {
+    /// Target `id`'s figures between two snapshots of the proxy's counters.
+    fn of(id: i64, now: &HashMap<i64, TargetStats>, start: &HashMap<i64, TargetStats>) -> Figures {
+        let counted =
+            |stats: &HashMap<i64, TargetStats>| stats.get(&id).copied().unwrap_or_default();
+        Figures::since(&counted(now), &counted(start))
+    }
+
     fn since(now: &TargetStats, start: &TargetStats) -> Figures {
-        let errors = |s: &TargetStats| s.server_errors + s.failures;
         Figures {
             requests: now.requests.saturating_sub(start.requests),
-            errors: errors(now).saturating_sub(errors(start)),
+            errors: now.errors().saturating_sub(start.errors()),
             p99: now.metrics.since(&start.metrics).percentile(0.99),
         }
     }
@@ -77,6 +86,26 @@ impl std::fmt::Display for Figures {
     }
 }
 
+/// Why a release's figures fail the manifest's limits, once it has answered
+/// `min_requests`: a 5xx rate above `max_error_rate`, or a p99 above
+/// `max_p99`, each also worse than `other`'s (the release it is compared
+/// with), if there is one.
+fn failing(policy: &DeployPolicy, is: &Figures, other: Option<&Figures>) -> Option<String> {
+    if is.requests < policy.min_requests {
+        return None;
+    }
+    if is.rate() > policy.max_error_fraction() && other.is_none_or(|o| is.rate() > o.rate()) {
+        return Some(format!("above max_error_rate {}", policy.max_error_rate));
+    }
+    if is.slower_than(policy.max_p99_time(), other) {
+        return Some(format!(
+            "slower than max_p99 {}",
+            policy.max_p99.as_deref().unwrap_or_default()
+        ));
+    }
+    None
+}
+
 /// How a canary ended, short of the switch.
 enum Stop {
     /// Promoted by hand: go on to the switch now.
@@ -105,14 +134,11 @@ impl Orchestrator {
         let ids = [old.record_id, new.record_id];
         let start = self.proxy.stats(&ids).await;
         let started = Instant::now();
-        let figures = |stats: &std::collections::HashMap<i64, TargetStats>| {
-            let of = |id: i64| {
-                Figures::since(
-                    &stats.get(&id).copied().unwrap_or_default(),
-                    &start.get(&id).copied().unwrap_or_default(),
-                )
-            };
-            (of(old.record_id), of(new.record_id))
+        let figures = |now: &HashMap<i64, TargetStats>| {
+            (
+                Figures::of(old.record_id, now, &start),
+                Figures::of(new.record_id, now, &start),
+            )
         };
         let mut share = 0u8;
         let mut outcome = Ok(());
@@ -140,23 +166,9 @@ impl Orchestrator {
             loop {
                 let stats = self.proxy.stats(&ids).await;
                 let (was, is) = figures(&stats);
-                if is.requests >= policy.min_requests
-                    && is.rate() > policy.max_error_fraction()
-                    && is.rate() > was.rate()
-                {
+                if let Some(why) = failing(policy, &is, Some(&was)) {
                     outcome = Err(Stop::Aborted(format!(
-                        "the canary at {share}% answered {is}, above max_error_rate {} (the old release: {was}); aborted by itself after {:.1} s",
-                        policy.max_error_rate,
-                        started.elapsed().as_secs_f64()
-                    )));
-                    break;
-                }
-                if is.requests >= policy.min_requests
-                    && is.slower_than(policy.max_p99_time(), Some(&was))
-                {
-                    outcome = Err(Stop::Aborted(format!(
-                        "the canary at {share}% answered {is}, slower than max_p99 {} (the old release: {was}); aborted by itself after {:.1} s",
-                        policy.max_p99.as_deref().unwrap_or(""),
+                        "the canary at {share}% answered {is}, {why} (the old release: {was}); aborted by itself after {:.1} s",
                         started.elapsed().as_secs_f64()
                     )));
                     break;
@@ -271,9 +283,8 @@ impl Orchestrator {
 
 impl Orchestrator {
     /// Watches the new release for the manifest's `watch` window after the
-    /// switch; one answering 5xx above `max_error_rate` (once it has
-    /// answered `min_requests`) is rolled back by itself to the release
-    /// kept warm, and the deployment fails with the figures.
+    /// switch; one failing the limits (`failing`) is rolled back by itself
+    /// to the release kept warm, and the deployment fails with the figures.
     pub(crate) async fn watch_after_switch(
         &self,
         job: &Job,
@@ -287,20 +298,14 @@ impl Orchestrator {
         let ids = [new.record_id];
         let start = self.proxy.stats(&ids).await;
         let started = Instant::now();
-        let figures = |stats: &std::collections::HashMap<i64, TargetStats>| {
-            Figures::since(
-                &stats.get(&new.record_id).copied().unwrap_or_default(),
-                &start.get(&new.record_id).copied().unwrap_or_default(),
-            )
-        };
         loop {
-            let is = figures(&self.proxy.stats(&ids).await);
-            if is.requests >= policy.min_requests
-                && (is.rate() > policy.max_error_fraction()
-                    || is.slower_than(policy.max_p99_time(), None))
-            {
-                let after = started.elapsed().as_secs_f64();
-                return self.roll_back_watched(job, new, old, is, after).await;
+            let is = Figures::of(new.record_id, &self.proxy.stats(&ids).await, &start);
+            if let Some(why) = failing(policy, &is, None) {
+                let failing = format!(
+                    "the new release answered {is} in its first {:.1} s live, {why}",
+                    started.elapsed().as_secs_f64()
+                );
+                return self.roll_back_watched(job, new, old, failing).await;
             }
             if started.elapsed() >= window {
                 return Ok((
@@ -315,24 +320,15 @@ impl Orchestrator {
         }
     }
 
+    /// Puts the release kept warm live again (the deployment's own switch,
+    /// the other way), and retires the failing one.
     async fn roll_back_watched(
         &self,
         job: &Job,
         new: &Arc<Managed>,
         old: &Arc<Managed>,
-        is: Figures,
-        after: f64,
+        failing: String,
     ) -> std::result::Result<((), Option<String>), String> {
-        let policy = &job.manifest.deploy;
-        let failing = format!(
-            "the new release answered {is} in its first {after:.1} s live, above max_error_rate {}{}",
-            policy.max_error_rate,
-            policy
-                .max_p99
-                .as_deref()
-                .map(|p| format!(" or max_p99 {p}"))
-                .unwrap_or_default()
-        );
         let warm =
             old.state() == baton_store::TargetState::Warm && old.runtime.alive(&old.handle()).await;
         if !warm {
@@ -342,22 +338,10 @@ impl Orchestrator {
                 .await;
             return Ok(((), Some(message)));
         }
-        self.store
-            .put_route(&self.route_record(job, Some(old.record_id), None))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.proxy
-            .set_route(self.route_spec(job, Some(old), None))
+        self.switch(job, old, Some(new))
             .await
             .map_err(|e| format!("{failing}; the roll back failed: {e}"))?;
-        let _ = self
-            .transition(old, baton_store::TargetState::Live, None)
-            .await;
-        let _ = self
-            .proxy
-            .drain(new.record_id, job.manifest.deploy.drain_timeout)
-            .await;
-        self.stop_target(new, "rolled back by the watch").await;
+        self.retire(job, new, "rolled back by the watch").await;
         Err(format!(
             "{failing}; rolled back by itself to release {} (target {}), which serves every request again",
             baton_package::short_id(&old.release),
@@ -397,7 +381,7 @@ impl Orchestrator {
             target: f.target,
             release: f.release.clone(),
             requests: f.stats.requests,
-            errors: f.stats.server_errors + f.stats.failures,
+            errors: f.stats.errors(),
             p99_ms: f.stats.metrics.percentile(0.99).map(|s| s * 1000.0),
         };
         let new = figures.iter().find(|f| f.target == canary)?;

@@ -295,12 +295,7 @@ impl Orchestrator {
                     let target = planned(&new, step)?;
                     let Some(old) = &old else { continue };
                     if let Err(e) = self.step(d, step, self.canary(job, target, old)).await {
-                        // Its requests in flight finish before it stops.
-                        let _ = self
-                            .proxy
-                            .drain(target.record_id, job.manifest.deploy.drain_timeout)
-                            .await;
-                        self.stop_target(target, "its canary was aborted").await;
+                        self.retire(job, target, "its canary was aborted").await;
                         return Err(e);
                     }
                 }
@@ -552,7 +547,7 @@ impl Orchestrator {
         }
     }
 
-    async fn switch(
+    pub(crate) async fn switch(
         &self,
         job: &Job,
         new: &Arc<Managed>,
@@ -638,6 +633,16 @@ impl Orchestrator {
                 humantime::format_duration(keep)
             )),
         ))
+    }
+
+    /// Stops a target no route sends to any more, once its requests in
+    /// flight have finished (or the app's drain timeout has passed).
+    pub(crate) async fn retire(&self, job: &Job, target: &Arc<Managed>, reason: &str) {
+        let _ = self
+            .proxy
+            .drain(target.record_id, job.manifest.deploy.drain_timeout)
+            .await;
+        self.stop_target(target, reason).await;
     }
 
     /// Stops a target for good: marks it stopping (so its supervisor lets it

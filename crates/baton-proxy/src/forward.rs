@@ -92,20 +92,29 @@ impl Proxy {
     /// held during a switch, forwarded, or answered by the proxy itself.
     pub(crate) async fn handle(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: Arc<Client>,
     ) -> Response<DownBody> {
+        // HTTP/2 names the host in `:authority`; the app, spoken to in
+        // HTTP/1.1, gets it as `Host` (and X-Forwarded-Host from it).
+        if req.version() == http::Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+            if let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
         let request_id = edge::request_id(req.headers());
         // Only shared handles here: the line is formatted off the data path.
         let mut entry = Entry {
             started: Instant::now(),
             at: std::time::SystemTime::now(),
-            // HTTP/2 names the host in `:authority`.
             host: req
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().authority().map(|a| a.as_str()))
                 .unwrap_or("")
                 .into(),
             method: req.method().clone(),
@@ -150,17 +159,6 @@ impl Proxy {
     ) -> Result<Response<DownBody>, Refusal> {
         edge::check(req.version(), req.headers())
             .map_err(|m| Refusal::Malformed { reason: m.reason() })?;
-        // HTTP/2 names the host in `:authority`; the app, spoken to in
-        // HTTP/1.1, gets it as `Host` (and X-Forwarded-Host from it).
-        if req.version() == http::Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
-            if let Some(host) = req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(header::HOST, host);
-            }
-        }
         // Held apart from the request, whose headers move on upstream.
         let host_header = req.headers().get(header::HOST).cloned();
         let uri_host = host_header

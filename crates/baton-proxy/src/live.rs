@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::Response;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame};
 use tokio::sync::mpsc;
 
 use crate::forward::DownBody;
@@ -51,10 +51,6 @@ impl Body for Events {
         self.0
             .poll_recv(cx)
             .map(|event| event.map(|e| Ok(Frame::data(e))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

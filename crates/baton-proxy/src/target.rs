@@ -20,8 +20,6 @@ pub(crate) struct Target {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
-    /// Responses with a 5xx status from the target itself.
-    server_errors: AtomicU64,
     /// Responses by status class (1xx … 5xx), the target's own.
     by_class: [AtomicU64; 5],
     /// Time to the response's head, in `LATENCY_BUCKETS`, with the sum
@@ -67,10 +65,6 @@ pub struct TargetStats {
     /// Open WebSockets and event streams (counted in `in_flight` too).
     #[serde(default)]
     pub long_lived: usize,
-    /// Responses with a 5xx status from the target itself (the proxy's
-    /// own 502 and 504 are `failures`).
-    #[serde(default)]
-    pub server_errors: u64,
     /// What `/metrics` shows of it.
     #[serde(default)]
     pub metrics: TargetMetrics,
@@ -87,6 +81,15 @@ pub struct TargetMetrics {
     pub latency_count: u64,
     pub latency_sum_us: u64,
     pub bytes: u64,
+}
+
+impl TargetStats {
+    /// Requests that went wrong: the target's 5xx, and the proxy's own
+    /// 502 and 504 (it refused or did not answer). What a canary and the
+    /// dashboard judge a release by.
+    pub fn errors(&self) -> u64 {
+        self.metrics.by_class[4] + self.failures
+    }
 }
 
 impl TargetMetrics {
@@ -131,7 +134,6 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            server_errors: AtomicU64::new(0),
             by_class: Default::default(),
             latency: Default::default(),
             latency_sum_us: AtomicU64::new(0),
@@ -158,7 +160,6 @@ impl Target {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             unresponsive: self.unresponsive.load(Ordering::Relaxed),
             long_lived: self.long_lived.load(Ordering::Relaxed),
-            server_errors: self.server_errors.load(Ordering::Relaxed),
             metrics: self.metrics(),
         }
     }
@@ -220,9 +221,6 @@ impl Target {
 
     /// Counts a response of the target's, `took` after its request began.
     pub(crate) fn record_status(&self, status: http::StatusCode, took: Duration) {
-        if status.is_server_error() {
-            self.server_errors.fetch_add(1, Ordering::Relaxed);
-        }
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
         let seconds = took.as_secs_f64();

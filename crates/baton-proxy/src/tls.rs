@@ -73,15 +73,15 @@ impl fmt::Debug for Challenge {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{name}: the certificate chain holds no PEM certificate")]
+    #[error("{name}: the chain holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the chain in PEM, leaf first")]
     NoCertificate { name: String },
-    #[error("{name}: the certificate chain is not valid PEM: {why}")]
+    #[error("{name}: the chain is not valid PEM ({why}); give the chain in PEM, leaf first")]
     BadChain { name: String, why: String },
-    #[error("{name}: the private key is not a PEM key (PKCS#8, PKCS#1 or SEC1): {why}")]
+    #[error("{name}: the private key is not a PEM key ({why}); give it in PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC)")]
     BadKey { name: String, why: String },
-    #[error("{name}: the private key is of a kind TLS cannot sign with: {why}")]
+    #[error("{name}: TLS cannot sign with this kind of private key ({why}); use an RSA, ECDSA P-256/P-384 or Ed25519 key")]
     Unsupported { name: String, why: String },
-    #[error("{name}: the private key does not belong to the certificate")]
+    #[error("{name}: the private key does not belong to the certificate; give the key the certificate was issued for")]
     Mismatch { name: String },
 }
 

@@ -629,7 +629,7 @@ async fn traffic_rows(web: &Web, app: &str) -> Vec<TrafficRow> {
             _ => continue,
         };
         let requests = f.stats.requests;
-        let errors = (f.stats.server_errors + f.stats.failures) as f64 / requests.max(1) as f64;
+        let errors = f.stats.errors() as f64 / requests.max(1) as f64;
         let p99 = f.stats.metrics.percentile(0.99);
         slowest = slowest.max(p99.unwrap_or(0.0));
         p99s.push(p99);

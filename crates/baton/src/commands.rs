@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
+use baton_certs::CertificateView;
 use baton_orchestrator::EnvironmentStatus;
 use baton_store::{Deployment, DeploymentState, Event, Release, Step, StepState};
 use futures_util::StreamExt;
@@ -280,27 +281,10 @@ pub async fn canary(
     }
 }
 
-/// A certificate as the API shows it.
-#[derive(serde::Deserialize, serde::Serialize)]
-struct Certificate {
-    app: String,
-    environment: String,
-    source: String,
-    hosts: Vec<String>,
-    served: bool,
-    issuer: Option<String>,
-    not_before: Option<i64>,
-    not_after: Option<i64>,
-    renewed_at: Option<i64>,
-    last_error: Option<String>,
-    failed_at: Option<i64>,
-    next_attempt: Option<i64>,
-}
-
 /// `baton certs`: one line per app and environment with HTTPS.
 pub async fn certs(common: &Common) -> Result<ExitCode> {
     let api = Api::new(&common.api);
-    let all: Vec<Certificate> = api.get("/certs").await?;
+    let all: Vec<CertificateView> = api.get("/certs").await?;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(ExitCode::SUCCESS);
@@ -353,7 +337,7 @@ pub async fn certs(common: &Common) -> Result<ExitCode> {
 /// `baton certs renew APP`: waits for the new certificate, or says why not.
 pub async fn renew_certificate(common: &Common, app: &str, environment: &str) -> Result<ExitCode> {
     let api = Api::new(&common.api);
-    let c: Certificate = api
+    let c: CertificateView = api
         .post_json(
             &format!("/apps/{app}/certs/renew"),
             &json!({"environment": environment}),

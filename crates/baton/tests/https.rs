@@ -125,16 +125,11 @@ async fn certificates_from_files_are_served_by_sni_with_http2_redirect_and_hsts(
     let key_file = write(keys.path(), "hello.key", &key);
 
     let app = AppCopy::new("Hello over TLS");
-    std::fs::write(
-        app.path().join("baton.toml"),
-        std::fs::read_to_string(app.path().join("baton.toml")).unwrap()
-            + &format!(
-                "\n[tls]\ncert = {:?}\nkey = {:?}\nhsts = \"1d\"\n",
-                cert_file.display().to_string(),
-                key_file.display().to_string()
-            ),
-    )
-    .unwrap();
+    app.append(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\nhsts = \"1d\"",
+        cert_file.display().to_string(),
+        key_file.display().to_string()
+    ));
     server.deploy(app.path());
     let certs = eventually(
         std::time::Duration::from_secs(30),
@@ -284,12 +279,7 @@ async fn certificates_from_files_are_served_by_sni_with_http2_redirect_and_hsts(
 async fn unreadable_certificate_files_leave_the_app_served_over_http() {
     let server = https_server(&[]);
     let app = AppCopy::new("Hello, no certificate yet");
-    std::fs::write(
-        app.path().join("baton.toml"),
-        std::fs::read_to_string(app.path().join("baton.toml")).unwrap()
-            + "\n[tls]\ncert = \"/nonexistent/hello.pem\"\nkey = \"/nonexistent/hello.key\"\n",
-    )
-    .unwrap();
+    app.append("[tls]\ncert = \"/nonexistent/hello.pem\"\nkey = \"/nonexistent/hello.key\"");
     server.deploy(app.path());
     let certs = eventually(
         std::time::Duration::from_secs(30),
@@ -323,12 +313,7 @@ async fn unreadable_certificate_files_leave_the_app_served_over_http() {
 
     // A relative path or a half-given pair is refused at deploy, by name.
     let bad = AppCopy::new("bad");
-    std::fs::write(
-        bad.path().join("baton.toml"),
-        std::fs::read_to_string(bad.path().join("baton.toml")).unwrap()
-            + "\n[tls]\ncert = \"hello.pem\"\n",
-    )
-    .unwrap();
+    bad.append("[tls]\ncert = \"hello.pem\"");
     let out = server.baton(&["deploy", bad.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
@@ -336,15 +321,6 @@ async fn unreadable_certificate_files_leave_the_app_served_over_http() {
         said.contains("tls.cert") && said.contains("needs `key`"),
         "{said}"
     );
-}
-
-/// A free port on loopback (bound, then let go).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Debian's pebble (an ACME CA for tests) and its DNS server, which
@@ -483,20 +459,33 @@ fn wait_for_line(child: &mut Child, marker: &str) {
 /// An app copy named `name` answering for `hosts`, with `[tls]` lines.
 fn tls_app(name: &str, hosts: &[&str], message: &str, tls: &str) -> AppCopy {
     let app = AppCopy::new(message);
-    let path = app.path().join("baton.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("name = \"hello\"", &format!("name = {name:?}"))
-        .replace(
-            "hosts = [\"hello.localhost\"]",
-            &format!("hosts = {hosts:?}"),
-        )
-        .replace(
-            "preview_hosts = [\"next.hello.localhost\"]",
-            &format!("preview_hosts = [\"next.{}\"]", hosts[0]),
-        );
-    std::fs::write(&path, format!("{text}\n[tls]\n{tls}\n")).unwrap();
+    app.edit(
+        "baton.toml",
+        "name = \"hello\"",
+        &format!("name = {name:?}"),
+    );
+    app.edit(
+        "baton.toml",
+        "hosts = [\"hello.localhost\"]",
+        &format!("hosts = {hosts:?}"),
+    );
+    app.edit(
+        "baton.toml",
+        "preview_hosts = [\"next.hello.localhost\"]",
+        &format!("preview_hosts = [\"next.{}\"]", hosts[0]),
+    );
+    app.append(&format!("[tls]\n{tls}"));
     app
+}
+
+/// The app's certificate once it is served or has failed (which the
+/// caller's assertions tell apart, with the record in the message).
+async fn settled_cert(server: &Server, app: &str, what: &str) -> Value {
+    eventually(std::time::Duration::from_secs(60), what, || {
+        let c = served_cert(server, app);
+        (c["served"] == true || c["last_error"].is_string()).then_some(c)
+    })
+    .await
 }
 
 fn served_cert(server: &Server, app: &str) -> Value {
@@ -526,7 +515,7 @@ fn https_load(https: SocketAddr, host: &str, root: &Path, clients: usize, stop: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_issues_by_http01_and_tls_alpn01_renews_under_load_and_reports_a_refused_challenge() {
     // Baton first: pebble validates on its ports.
-    let keys = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     let port = free_port();
     let placeholder = format!("https://127.0.0.1:{port}/dir");
     let mut server = https_server(&[("BATON_ACME_DIRECTORY", &placeholder)]);
@@ -541,20 +530,11 @@ async fn acme_issues_by_http01_and_tls_alpn01_renews_under_load_and_reports_a_re
         ("BATON_ACME_EMAIL", "ops@example.test"),
     ]);
     server.restart();
-    let _ = keys;
 
     // HTTP-01.
     let app = tls_app("shop", &["shop.test"], "Shop over ACME", "acme = true");
     server.deploy(app.path());
-    let cert = eventually(
-        std::time::Duration::from_secs(60),
-        "the HTTP-01 certificate",
-        || {
-            let c = served_cert(&server, "shop");
-            (c["served"] == true || c["last_error"].is_string()).then_some(c)
-        },
-    )
-    .await;
+    let cert = settled_cert(&server, "shop", "the HTTP-01 certificate").await;
     assert_eq!(cert["served"], true, "{cert}");
     assert_eq!(cert["source"], "acme");
     assert!(
@@ -580,15 +560,7 @@ async fn acme_issues_by_http01_and_tls_alpn01_renews_under_load_and_reports_a_re
         "acme = true\nchallenge = \"tls-alpn-01\"",
     );
     server.deploy(alpn.path());
-    let cert = eventually(
-        std::time::Duration::from_secs(60),
-        "the TLS-ALPN-01 certificate",
-        || {
-            let c = served_cert(&server, "chat");
-            (c["served"] == true || c["last_error"].is_string()).then_some(c)
-        },
-    )
-    .await;
+    let cert = settled_cert(&server, "chat", "the TLS-ALPN-01 certificate").await;
     assert_eq!(cert["served"], true, "{cert}");
     let (code, out, err) = curl(https, "chat.test", "/", &root, &[]);
     assert_eq!(code, 0, "{err}");
@@ -596,7 +568,7 @@ async fn acme_issues_by_http01_and_tls_alpn01_renews_under_load_and_reports_a_re
 
     // A renewal swapped in while 16 HTTPS clients keep going.
     let before = served_subject_serial(https, "shop.test", &root);
-    let stop = keys.path().join("stop");
+    let stop = scratch.path().join("stop");
     let load = https_load(https, "shop.test", &root, 16, &stop);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let renewed = server.baton_ok(&["certs", "renew", "shop"]);

@@ -12,9 +12,7 @@ use common::*;
 
 fn live_app(message: &str) -> AppCopy {
     let app = AppCopy::new(message);
-    let path = app.path().join("baton.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, format!("{text}\n[proxy]\nlive_updates = true\n")).unwrap();
+    app.append("[proxy]\nlive_updates = true");
     app
 }
 
@@ -37,26 +35,23 @@ async fn the_events_name_the_release_and_the_script_is_served() {
         .await
         .unwrap();
     let mut reader = tokio::io::BufReader::new(stream);
-    let mut releases = Vec::new();
-    let mut line = String::new();
-    let second = loop {
-        line.clear();
-        reader.read_line(&mut line).await.unwrap();
-        if let Some(release) = line.trim_end().strip_prefix("data: ") {
-            releases.push(release.to_string());
-            if releases.len() == 1 {
-                // Connected and told: now a deploy.
-                let proxy_app = live_app("two");
-                let server = &server;
-                let deployed = tokio::task::block_in_place(|| server.deploy(proxy_app.path()));
-                let _ = deployed;
-            } else {
-                break releases[1].clone();
+    // The release that serves this client, as the next `release` event says.
+    async fn told(reader: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).await.unwrap();
+            if let Some(release) = line.trim_end().strip_prefix("data: ") {
+                return release.to_string();
             }
         }
-    };
-    assert_eq!(releases[0], first["release_id"].as_str().unwrap());
-    assert_ne!(second, releases[0]);
+    }
+    let before = told(&mut reader).await;
+    // Connected and told: now a deploy.
+    server.deploy(live_app("two").path());
+    let after = told(&mut reader).await;
+    assert_eq!(before, first["release_id"].as_str().unwrap());
+    assert_ne!(after, before);
     // Without live_updates the paths are the app's own.
     let plain = AppCopy::new("three");
     server.deploy(plain.path());

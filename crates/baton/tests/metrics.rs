@@ -80,14 +80,6 @@ impl Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -434,6 +434,13 @@ impl AppCopy {
         std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     }
 
+    /// Adds lines (a section of its own) at the end of the manifest.
+    pub fn append(&self, lines: &str) {
+        let path = self.dir.path().join("baton.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}\n{lines}\n")).unwrap();
+    }
+
     /// Sets a variable in the manifest's [env] section.
     pub fn set_env(&self, key: &str, value: &str) {
         self.edit(
@@ -865,4 +872,14 @@ pub fn run(command: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A free port on loopback (bound, then let go), for a program of the
+/// test's own that must be told its port before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
