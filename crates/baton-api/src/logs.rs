@@ -24,6 +24,8 @@ pub(crate) struct LogsQuery {
     lines: Option<usize>,
     #[serde(default)]
     follow: bool,
+    /// A worker's output (`[processes.NAME]`) instead of the web one's.
+    process: Option<String>,
 }
 
 impl LogsQuery {
@@ -62,6 +64,7 @@ struct Follow {
     orchestrator: AppState,
     app: String,
     environment: String,
+    process: Option<String>,
     target: i64,
     offset: u64,
     first: Option<String>,
@@ -74,11 +77,18 @@ pub(crate) async fn logs(
 ) -> ApiResult<Response> {
     check_app(&app)?;
     let environment = q.environment();
-    let target = o.live_target(&app, &environment).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "{app} has no live target in {environment}; deploy it first with `baton deploy`"
-        ))
-    })?;
+    let process = q.process.clone().filter(|p| p != "web");
+    let target = o
+        .output_target(&app, &environment, process.as_deref())
+        .await?
+        .ok_or_else(|| match &process {
+            None => ApiError::not_found(format!(
+                "{app} has no live target in {environment}; deploy it first with `baton deploy`"
+            )),
+            Some(name) => ApiError::not_found(format!(
+                "{app} runs no {name} process in {environment}; its live release's baton.toml needs [processes.{name}]"
+            )),
+        })?;
     let logs = o.logs().clone();
     let offset = logs.len(target.id);
     let text = text_of(logs.tail(target.id, q.lines()));
@@ -90,6 +100,7 @@ pub(crate) async fn logs(
         orchestrator: o,
         app,
         environment,
+        process,
         target: target.id,
         offset,
         first: Some(text),
@@ -104,7 +115,11 @@ pub(crate) async fn logs(
                 s.offset += chunk.len() as u64;
                 return Some((Ok(Bytes::from(chunk)), s));
             }
-            if let Ok(Some(live)) = s.orchestrator.live_target(&s.app, &s.environment).await {
+            if let Ok(Some(live)) = s
+                .orchestrator
+                .output_target(&s.app, &s.environment, s.process.as_deref())
+                .await
+            {
                 if live.id != s.target {
                     s.target = live.id;
                     s.offset = 0;

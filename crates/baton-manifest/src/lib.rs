@@ -101,7 +101,30 @@ pub struct Manifest {
     pub database: Option<DatabaseSection>,
     /// What the pipeline does with a pushed commit or a pull request.
     pub pipeline: Option<PipelineSection>,
+    /// Processes besides the web one (queue workers, consumers), by name:
+    /// started for each deployment once its web release is live.
+    #[serde(default)]
+    pub processes: BTreeMap<String, ProcessSection>,
 }
+
+/// `[processes.NAME]`: a process with no port, run beside the web one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// Run with `sh -c` in the release's folder (for Docker apps, in its
+    /// image).
+    pub command: String,
+    /// How many run at once (`baton scale` overrides it).
+    #[serde(default = "defaults::instances")]
+    pub instances: u32,
+    /// How long a replaced worker has, after SIGTERM, to finish its
+    /// current job before it is killed.
+    #[serde(default = "defaults::worker_stop_timeout", with = "duration")]
+    pub stop_timeout: Duration,
+}
+
+/// The most instances of one process Baton runs.
+pub const MAX_INSTANCES: u32 = 64;
 
 /// `[pipeline]`: the build and test steps a pushed commit must pass, and
 /// where a passing build goes.
@@ -564,6 +587,12 @@ pub struct EnvironmentConfig {
 }
 
 mod defaults {
+    pub fn instances() -> u32 {
+        1
+    }
+    pub fn worker_stop_timeout() -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
     pub fn release_timeout() -> std::time::Duration {
         std::time::Duration::from_secs(10 * 60)
     }
@@ -769,6 +798,28 @@ impl Manifest {
         }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        for (name, process) in &self.processes {
+            let field = format!("processes.{name}");
+            check_name("process", name).map_err(|reason| invalid(&field, reason))?;
+            if name == "web" {
+                return Err(invalid(
+                    &field,
+                    "`web` is the process [web] describes; name this one after what it does, like [processes.worker]".into(),
+                ));
+            }
+            if process.command.trim().is_empty() {
+                return Err(invalid(
+                    &format!("{field}.command"),
+                    "is empty: give the command that runs this process".into(),
+                ));
+            }
+            if process.instances > MAX_INSTANCES {
+                return Err(invalid(
+                    &format!("{field}.instances"),
+                    format!("{} is more than {MAX_INSTANCES}", process.instances),
+                ));
+            }
         }
         if let Some(command) = &self.deploy.release_command {
             if command.trim().is_empty() {

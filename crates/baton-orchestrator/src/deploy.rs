@@ -259,6 +259,7 @@ impl Orchestrator {
             canary: job.manifest.deploy.is_canary(),
             watch: job.manifest.deploy.watch_window().is_some(),
             release_command: job.manifest.deploy.release_command.is_some(),
+            processes: !job.manifest.processes.is_empty() || self.has_workers(&job.key),
         });
         let mut contracts = Vec::new();
         // A rollback to a warm target starts nothing: that target is the new one.
@@ -275,6 +276,15 @@ impl Orchestrator {
             match step {
                 StepKind::Migrate => {
                     contracts = self.step(d, step, self.migrate_expand(job)).await?;
+                }
+                StepKind::Processes => {
+                    self.step(d, step, async {
+                        self.reconcile_processes(&job.key)
+                            .await
+                            .map(|done| ((), Some(done.describe())))
+                            .map_err(|e| e.to_string())
+                    })
+                    .await?;
                 }
                 StepKind::ReleaseCommand => {
                     self.step(d, step, self.release_command(job)).await?;
@@ -431,6 +441,7 @@ impl Orchestrator {
                 d,
                 port,
                 kind,
+                baton_runtime::WEB,
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -451,6 +462,7 @@ impl Orchestrator {
             &job.key.environment,
             &job.release,
             &job.manifest,
+            baton_runtime::WEB,
             port,
             config,
         ) {

@@ -16,6 +16,8 @@ mod maintenance;
 mod migrate;
 pub use migrate::{database_options, ContractByHand};
 pub mod plan;
+mod processes;
+pub use processes::Reconciled;
 mod recover;
 pub use canary::{CanaryView, ReleaseFigures};
 pub use recover::RecoveryReport;
@@ -324,9 +326,24 @@ impl Orchestrator {
         environment: &str,
         release: &Release,
         manifest: &Manifest,
+        process: &str,
         port: u16,
         config: BTreeMap<String, String>,
     ) -> Result<TargetSpec> {
+        let command = if process == baton_runtime::WEB {
+            manifest.web.command.clone()
+        } else {
+            manifest
+                .processes
+                .get(process)
+                .map(|p| p.command.clone())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "release {} has no [processes.{process}]",
+                        baton_package::short_id(&release.id)
+                    ))
+                })?
+        };
         let container = match manifest.runtime {
             RuntimeKind::Process => None,
             RuntimeKind::Docker => {
@@ -351,8 +368,9 @@ impl Orchestrator {
             app: release.app.clone(),
             environment: environment.to_string(),
             release: release.id.clone(),
+            process: process.to_string(),
             dir: self.release_dir(&release.id),
-            command: manifest.web.command.clone(),
+            command,
             // The config's values win over the manifest's.
             env: manifest
                 .environment(environment)
@@ -879,7 +897,11 @@ impl Orchestrator {
             None => false,
         };
         TargetStatus {
-            address: format!("127.0.0.1:{}", record.port),
+            // Workers listen on nothing.
+            address: match record.port {
+                0 => String::new(),
+                port => format!("127.0.0.1:{port}"),
+            },
             running,
             responding: !stats.unresponsive,
             in_flight: stats.in_flight,
@@ -970,6 +992,14 @@ pub(crate) fn noted<T>(written: baton_store::Result<T>, what: &str) {
 
 pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How long a target of `process` has to exit after SIGTERM.
+pub(crate) fn stop_timeout(manifest: &Manifest, process: &str) -> Duration {
+    match manifest.processes.get(process) {
+        Some(worker) => worker.stop_timeout,
+        None => manifest.web.stop_timeout,
+    }
 }
 
 fn check_environment(environment: &str) -> Result<()> {

@@ -587,8 +587,13 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
                     0 => String::new(),
                     n => format!(" ({n} open WebSockets/streams)"),
                 };
+                // Workers are named; web targets are the default.
+                let process = match t.record.process.as_str() {
+                    "web" => String::new(),
+                    name => format!("{name} "),
+                };
                 format!(
-                    "#{} {} {}{open}",
+                    "#{} {process}{} {}{open}",
                     t.record.id,
                     t.record.state,
                     baton_package::short_id(&t.record.release_id)
@@ -742,13 +747,17 @@ pub async fn logs(
     common: &Common,
     app: &str,
     environment: &str,
+    process: Option<&str>,
     follow: bool,
     lines: usize,
 ) -> Result<ExitCode> {
     let api = Api::new(&common.api);
+    let process = process
+        .map(|name| format!("&process={name}"))
+        .unwrap_or_default();
     let response = api
         .stream(&format!(
-            "/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}"
+            "/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}{process}"
         ))
         .await?;
     let mut stdout = std::io::stdout();

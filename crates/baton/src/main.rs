@@ -47,6 +47,7 @@ Deploy:
   restart        Deploy the live release again, with zero downtime
   config         An app's variables outside its code: set, unset, list
   run            Run a one-off command in the live release's environment
+  scale          Set how many instances of a worker run
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
@@ -196,6 +197,19 @@ enum Command {
         #[command(subcommand)]
         command: app_config::ConfigCommand,
     },
+    /// Set how many instances of a worker run (`worker=3`), over the
+    /// manifest's `instances`, at once and for the next deploys.
+    Scale {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        /// PROCESS=COUNT pairs, like `worker=3`.
+        #[arg(required = true, value_name = "PROCESS=COUNT")]
+        counts: Vec<String>,
+        #[command(flatten)]
+        env: EnvArg,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Run a one-off command in the live release's folder, with its
     /// environment and config (`baton run shop -- python manage.py
     /// migrate`); its output streams back and its exit code is ours.
@@ -275,8 +289,12 @@ enum Command {
         /// Show the app's requests (the proxy's access log): time, status,
         /// method, host and path, duration, bytes, release, request id; with
         /// --json, the access log's own JSON lines.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "process")]
         requests: bool,
+        /// A worker's output (`[processes.NAME]`, its first instance)
+        /// instead of the web process's.
+        #[arg(long, value_name = "NAME")]
+        process: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -575,6 +593,12 @@ fn main() -> ExitCode {
                 common,
             } => app_config::restart(&common, &app, &env.environment, no_wait).await,
             Command::Config { command } => app_config::config(command).await,
+            Command::Scale {
+                app,
+                counts,
+                env,
+                common,
+            } => app_config::scale(&common, &app, &env.environment, &counts).await,
             Command::Run {
                 app,
                 env,
@@ -604,13 +628,15 @@ fn main() -> ExitCode {
                 follow,
                 lines,
                 requests,
+                process,
                 common,
             } => {
                 let environment = &env.environment;
                 if requests {
                     commands::requests(&common, &app, environment, follow, lines).await
                 } else {
-                    commands::logs(&common, &app, environment, follow, lines).await
+                    let process = process.as_deref();
+                    commands::logs(&common, &app, environment, process, follow, lines).await
                 }
             }
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
