@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod build;
 pub mod flags;
+pub use build::BuildSection;
 
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
@@ -101,6 +103,8 @@ pub struct Manifest {
     pub database: Option<DatabaseSection>,
     /// What the pipeline does with a pushed commit or a pull request.
     pub pipeline: Option<PipelineSection>,
+    /// The command a process release runs once, when it is created.
+    pub build: Option<BuildSection>,
 }
 
 /// `[pipeline]`: the build and test steps a pushed commit must pass, and
@@ -1034,6 +1038,9 @@ impl Manifest {
                 check_env_key(key)
                     .map_err(|r| invalid(&format!("environments.{name}.env.{key}"), r))?;
             }
+        }
+        if let Some(build) = &self.build {
+            build::check(build, self.runtime).map_err(|(field, reason)| invalid(&field, reason))?;
         }
         self.check_preview_hosts_are_not_live()
             .map_err(|(field, reason)| invalid(&field, reason))
