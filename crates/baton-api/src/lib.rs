@@ -116,6 +116,10 @@ fn served_routes() -> Routes<AppState> {
         .delete("/api/v1/tokens/{id}", auth::revoke_token)
         .get("/api/v1/users", auth::users)
         .post("/api/v1/users", auth::create_user)
+        .get(
+            "/api/v1/apps/{app}/releases/{release}/build-log",
+            logs::build_log,
+        )
 }
 
 /// An API error: an HTTP status, a machine-readable code (by default the

@@ -6,6 +6,7 @@
 //! undo ([`plan::recovery`]). It never serves HTTP itself and never reads
 //! request traffic; the API calls it, the proxy obeys it.
 
+mod build;
 mod canary;
 mod deploy;
 mod health;
@@ -157,6 +158,8 @@ pub struct Orchestrator {
     /// Environments in maintenance, with their message (the store's
     /// `maintenance`, read at start): every route given to the proxy says so.
     pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
+    /// Process releases' `[build]`: who runs them, which run now.
+    builds: build::Builds,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -271,6 +274,7 @@ impl Orchestrator {
             gate: std::sync::OnceLock::new(),
             prometheus: std::sync::OnceLock::new(),
             maintenance: Mutex::new(HashMap::new()),
+            builds: build::Builds::default(),
         })
     }
 
@@ -498,14 +502,21 @@ impl Orchestrator {
         }
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
-        let files = tokio::task::spawn_blocking(move || {
-            let limits = baton_package::Limits::default();
-            baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
-                .map(|unpacked| unpacked.files)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let files = match (&manifest.build, manifest.runtime) {
+            // The release is what its build makes of the archive, once.
+            (Some(build), RuntimeKind::Process) => {
+                self.build_release(app, &id, archive, &manifest, build)
+                    .await?
+            }
+            _ => tokio::task::spawn_blocking(move || {
+                let limits = baton_package::Limits::default();
+                baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
+                    .map(|unpacked| unpacked.files)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        };
         let release = Release {
             id,
             app: app.to_string(),

@@ -206,6 +206,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("cannot load the flags from the store: {e}"))?;
     orchestrator.apply_flags_with(Arc::new(ReleaseFlags(Arc::clone(&flags))));
+    // A process release's [build] runs as its targets will.
+    orchestrator.build_releases_as(app_user.clone());
     if let Some(url) = &args.prometheus {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(anyhow!(
