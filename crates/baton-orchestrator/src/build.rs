@@ -193,8 +193,8 @@ impl Orchestrator {
                     ),
                     Failure::Baton(reason) => format!("the built release was refused: {reason}"),
                 };
-                note(&log, &what).await;
                 let tail = tail(&log).await;
+                note(&log, &what).await;
                 crate::noted(
                     self.store
                         .record_event(
@@ -207,7 +207,7 @@ impl Orchestrator {
                     "record_event",
                 );
                 Err(Error::Invalid(format!(
-                    "release {short}: {what}; nothing was recorded and the live release is untouched. Its last output:\n{tail}\n(the whole output: GET /api/v1/apps/{app}/releases/{id}/build-log)"
+                    "release {short}: {what}; nothing was recorded, and what runs is untouched. Its last output:\n{tail}\n(the whole output: GET /api/v1/apps/{app}/releases/{id}/build-log)"
                 )))
             }
         }
@@ -370,11 +370,25 @@ async fn note(log: &Path, line: &str) {
 
 /// The last lines of a build's log, each cut to a readable length.
 async fn tail(log: &Path) -> String {
-    const LAST_BYTES: usize = 16 * 1024;
-    let bytes = tokio::fs::read(log).await.unwrap_or_default();
-    let text =
-        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(LAST_BYTES)..]).into_owned();
-    let lines: Vec<&str> = text.lines().collect();
+    const LAST_BYTES: u64 = 16 * 1024;
+    let log = log.to_path_buf();
+    let bytes = blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&log)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(LAST_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.take(LAST_BYTES).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    })
+    .await
+    .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // The command's own output: Baton's notes say nothing the error does not.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.starts_with("[baton] "))
+        .collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..]
         .iter()
         .map(|line| {

@@ -12,6 +12,7 @@ mod data_folder;
 mod data_plane;
 mod db;
 mod flags;
+mod init;
 mod output;
 mod pipeline;
 mod proxy_process;
@@ -43,6 +44,7 @@ Deploy:
   promote        Promote a release that passed staging to another environment
   maintenance    Answer an app's visitors with 503 and a message (on|off)
   canary         A canary deployment: its step and figures, promote or abort it
+  init           Write a first baton.toml for an app folder, guessed from its files
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
@@ -125,6 +127,21 @@ enum Command {
         no_wait: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Write a first baton.toml for an app folder, guessed from what it
+    /// holds (Dockerfile, requirements.txt or pyproject.toml, package.json,
+    /// Gemfile, go.mod, Cargo.toml, Procfile), each guess explained in a
+    /// comment.
+    Init {
+        /// The app's folder; `-` prints the current folder's manifest.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing baton.toml.
+        #[arg(long)]
+        force: bool,
+        /// Print the manifest instead of writing it.
+        #[arg(long)]
+        print: bool,
     },
     /// Go back to the previous release (or the one named with --to).
     Rollback {
@@ -507,6 +524,7 @@ fn main() -> ExitCode {
                 no_wait,
                 common,
             } => commands::deploy(&common, &dir, &env.environment, preview, no_wait).await,
+            Command::Init { dir, force, print } => init::run(&dir, force, print),
             Command::Rollback {
                 app,
                 to,
