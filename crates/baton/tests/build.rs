@@ -118,7 +118,7 @@ async fn a_python_app_gets_its_requirements_from_pypi_built_once_into_a_sealed_r
         meta(&folder.join(".deps/six.py")).uid(),
         nix::unistd::geteuid().as_raw()
     );
-    assert_eq!(release_folders(&server), [release.clone()]);
+    assert_eq!(release_folders(&server), [release.as_str()]);
 
     // The output is kept with the release.
     let kept = server
@@ -182,7 +182,7 @@ async fn a_failing_build_fails_the_deploy_with_its_output_and_leaves_the_live_re
     // Nothing of it was recorded or left; the live release still serves.
     let releases = server.json(&["releases", "hello"]);
     assert_eq!(releases.as_array().unwrap().len(), 1, "{releases}");
-    assert_eq!(release_folders(&server), [live_release.clone()]);
+    assert_eq!(release_folders(&server), [live_release.as_str()]);
     let (status, body) = get_fresh(server.proxy, common::HOST, "/").await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("built and live"), "{body}");
@@ -207,5 +207,5 @@ async fn a_failing_build_fails_the_deploy_with_its_output_and_leaves_the_live_re
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(release_folders(&server), [live_release]);
+    assert_eq!(release_folders(&server), [live_release.as_str()]);
 }
