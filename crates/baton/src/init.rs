@@ -671,7 +671,16 @@ pub fn run(dir: &Path, force: bool, print: bool) -> Result<ExitCode> {
             dir.display()
         );
     }
-    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    // Written beside and renamed: whole or not at all, and a link in its
+    // place is replaced, never written through.
+    let partial = dir.join(format!(".{FILE_NAME}.baton-init"));
+    std::fs::write(&partial, &text)
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            e
+        })
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let built = parsed
         .build
         .as_ref()

@@ -198,6 +198,24 @@ fn an_existing_manifest_is_kept_unless_forced_and_print_writes_nothing() {
     let out = init(&["--force", dir.to_str().unwrap()]);
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(&manifest).unwrap(), printed);
+
+    // A link in its place is replaced, never written through.
+    let elsewhere = root.path().join("elsewhere.toml");
+    std::fs::write(&elsewhere, "# not baton's\n").unwrap();
+    std::fs::remove_file(&manifest).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &manifest).unwrap();
+    let out = init(&["--force", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "# not baton's\n"
+    );
+    assert!(std::fs::symlink_metadata(&manifest).unwrap().is_file());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        2,
+        "no partial file left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
