@@ -676,9 +676,8 @@ pub fn run(dir: &Path, force: bool, print: bool) -> Result<ExitCode> {
     let partial = dir.join(format!(".{FILE_NAME}.baton-init"));
     std::fs::write(&partial, &text)
         .and_then(|()| std::fs::rename(&partial, &path))
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = std::fs::remove_file(&partial);
-            e
         })
         .with_context(|| format!("cannot write {}", path.display()))?;
     let built = parsed
