@@ -37,6 +37,17 @@ pub(crate) struct Builds {
     running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+impl Builds {
+    /// Whether release `id` is being built now (its folder is not a
+    /// release yet).
+    pub(crate) fn running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+}
+
 /// How a build command ended, when it did not succeed.
 enum Failure {
     Exited(String),

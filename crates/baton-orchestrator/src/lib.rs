@@ -589,7 +589,8 @@ impl Orchestrator {
     /// the folders nothing else runs; such a release cannot start until its
     /// folder is sent again (`baton deploy DIR` unpacks it anew).
     pub fn release_files_present(&self, id: &str) -> bool {
-        self.release_dir(id).is_dir()
+        // A folder whose `[build]` runs is not a release yet.
+        self.release_dir(id).is_dir() && !self.builds.running(id)
     }
 
     /// Starts a deployment and returns its record at once; the deployment

@@ -209,3 +209,37 @@ async fn a_failing_build_fails_the_deploy_with_its_output_and_leaves_the_live_re
     );
     assert_eq!(release_folders(&server), [live_release.as_str()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_archive_sent_twice_at_once_is_built_once() {
+    let server = Server::start();
+    let app = AppCopy::new("built once");
+    app.append("[build]\ncommand = \"sleep 1; echo built > built.txt\"");
+    let package = baton_package::pack(app.path()).unwrap();
+    let url = format!(
+        "{}/api/v1/apps/hello/releases?environment=production",
+        server.api_url()
+    );
+    let upload = || {
+        server
+            .http()
+            .post(&url)
+            .header("Content-Type", "application/x-tar")
+            .body(package.archive.clone())
+            .send()
+    };
+    let (first, second) = tokio::join!(upload(), upload());
+    let mut created = Vec::new();
+    for answer in [first.unwrap(), second.unwrap()] {
+        assert!(answer.status().is_success(), "{}", answer.status());
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["release"]["id"], package.id.as_str(), "{body}");
+        created.push(body["created"].as_bool().unwrap());
+    }
+    created.sort();
+    assert_eq!(created, [false, true], "one upload recorded it");
+    let log = std::fs::read_to_string(server.data().join(format!("logs/build-{}.log", package.id)))
+        .unwrap();
+    assert_eq!(log.matches("[baton] building release").count(), 1, "{log}");
+    assert_eq!(release_folders(&server), [package.id.as_str()]);
+}
