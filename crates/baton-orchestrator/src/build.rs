@@ -1,9 +1,9 @@
 //! A process release's `[build]`: its command runs once, when the release is
 //! created, in the release's own folder, before the release is recorded.
 //! The archive is unpacked writable for the app user, the command runs as
-//! that user (`baton_runtime::app_command`: the fixed base environment plus
-//! the manifest's `[env]`, a home of its own, network access) within its
-//! time limit, its output kept in `DATA/logs/build-<release>.log`, then the
+//! that user (`Runtimes::app_user`, through `baton_runtime::app_command`:
+//! the fixed base environment plus the manifest's `[env]`, a home of its
+//! own, network access) within its time limit, its output kept in `DATA/logs/build-<release>.log`, then the
 //! folder is sealed read-only and renamed into place
 //! (`baton_package::seal_built`). A release id is built at most once at a
 //! time, and never again once recorded while its folder is there; a failed
@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_manifest::{BuildSection, Manifest};
@@ -30,10 +30,9 @@ const TAIL_LINES: usize = 20;
 /// (something it started may hold the pipe open).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Who builds run as, and the builds under way (one per release id).
+/// The builds under way (one per release id).
 #[derive(Default)]
 pub(crate) struct Builds {
-    user: OnceLock<Option<AppUser>>,
     running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -57,13 +56,6 @@ enum Failure {
 }
 
 impl Orchestrator {
-    /// Sets who release builds run as: the app user, or `None` for the
-    /// server's own user when it is not root (once). Unset, a root server
-    /// builds nothing (`app_command` refuses root).
-    pub fn build_releases_as(&self, user: Option<AppUser>) {
-        let _ = self.builds.user.set(user);
-    }
-
     /// Where the output of a process release's `[build]` is kept.
     pub fn build_log(&self, release: &str) -> PathBuf {
         self.logs.dir().join(format!("build-{release}.log"))
@@ -119,7 +111,8 @@ impl Orchestrator {
         build: &BuildSection,
     ) -> Result<usize> {
         let short = baton_package::short_id(id).to_string();
-        let user = self.builds.user.get().cloned().flatten();
+        // As one-off commands and targets run: never root.
+        let user = self.runtimes.app_user.clone();
         let dir = self.release_dir(id);
         let home = self.releases_dir.join(format!(".home-{id}"));
         let log = self.build_log(id);

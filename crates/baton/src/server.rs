@@ -194,20 +194,21 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let runtimes = Runtimes {
         process: Arc::new(process_runtime(logs.clone(), app_user.clone(), &data)),
         docker: Arc::new(DockerRuntime::new(logs.clone())),
+        app_user: app_user.clone(),
     };
+    let config_key = baton_store::ConfigKey::load_or_create(&data.join("config.key"))?;
     let orchestrator = Orchestrator::new(
         store,
         Arc::clone(&proxy),
         runtimes,
         logs,
         data.join("releases"),
+        config_key,
     );
     let flags = FlagService::load(orchestrator.store().clone())
         .await
         .map_err(|e| anyhow!("cannot load the flags from the store: {e}"))?;
     orchestrator.apply_flags_with(Arc::new(ReleaseFlags(Arc::clone(&flags))));
-    // A process release's [build] runs as its targets will.
-    orchestrator.build_releases_as(app_user.clone());
     if let Some(url) = &args.prometheus {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(anyhow!(
