@@ -118,6 +118,10 @@ fn served_routes() -> Routes<AppState> {
         .get("/api/v1/users", auth::users)
         .post("/api/v1/users", auth::create_user)
         .merge(config::routes())
+        .get(
+            "/api/v1/apps/{app}/releases/{release}/build-log",
+            logs::build_log,
+        )
 }
 
 /// An API error: an HTTP status, a machine-readable code (by default the

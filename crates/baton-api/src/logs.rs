@@ -208,22 +208,59 @@ pub(crate) async fn image_log(
     Path((app, release)): Path<(String, String)>,
     Query(q): Query<ImageLogQuery>,
 ) -> ApiResult<Response> {
+    release_log(
+        &app,
+        &release,
+        q.offset,
+        |release| o.image_log(release),
+        "image build",
+    )
+    .await
+}
+
+/// `GET /api/v1/apps/{app}/releases/{release}/build-log?offset=N`: the
+/// output of a process release's `[build]`, as `image-log` is a Docker
+/// release's.
+pub(crate) async fn build_log(
+    State(o): State<AppState>,
+    Path((app, release)): Path<(String, String)>,
+    Query(q): Query<ImageLogQuery>,
+) -> ApiResult<Response> {
+    release_log(
+        &app,
+        &release,
+        q.offset,
+        |release| o.build_log(release),
+        "build",
+    )
+    .await
+}
+
+/// A release's build output (`what`) kept at `path_of(release)`, from byte
+/// `offset` on, at most 1 MiB an answer.
+async fn release_log(
+    app: &str,
+    release: &str,
+    offset: u64,
+    path_of: impl FnOnce(&str) -> std::path::PathBuf,
+    what: &str,
+) -> ApiResult<Response> {
     use std::io::{Read, Seek, SeekFrom};
-    check_app(&app)?;
+    check_app(app)?;
     // A release id is 64 hex digits: nothing else may name a file.
     if release.len() != 64 || !release.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(format!(
             "{release:?} is not a release id (64 hex digits)"
         )));
     }
-    let path = o.image_log(&release);
+    let path = path_of(release);
     let text = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
         let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        file.seek(SeekFrom::Start(q.offset))?;
+        file.seek(SeekFrom::Start(offset))?;
         let mut bytes = Vec::new();
         // At most 1 MiB an answer; the client asks again from where it is.
         file.take(1024 * 1024).read_to_end(&mut bytes)?;
@@ -237,7 +274,7 @@ pub(crate) async fn image_log(
         )
             .into_response()),
         None => Err(ApiError::not_found(format!(
-            "release {} of {app} has no image build output (not built yet, or a process app)",
+            "release {} of {app} has no {what} output (not built yet, or built another way)",
             &release[..12]
         ))),
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod build;
 pub mod flags;
+pub use build::BuildSection;
 
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
@@ -105,6 +107,8 @@ pub struct Manifest {
     /// started for each deployment once its web release is live.
     #[serde(default)]
     pub processes: BTreeMap<String, ProcessSection>,
+    /// The command a process release runs once, when it is created.
+    pub build: Option<BuildSection>,
 }
 
 /// `[processes.NAME]`: a process with no port, run beside the web one.
@@ -1120,6 +1124,9 @@ impl Manifest {
                 check_env_key(key)
                     .map_err(|r| invalid(&format!("environments.{name}.env.{key}"), r))?;
             }
+        }
+        if let Some(build) = &self.build {
+            build::check(build, self.runtime).map_err(|(field, reason)| invalid(&field, reason))?;
         }
         self.check_preview_hosts_are_not_live()
             .map_err(|(field, reason)| invalid(&field, reason))

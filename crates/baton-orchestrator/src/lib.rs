@@ -6,6 +6,7 @@
 //! undo ([`plan::recovery`]). It never serves HTTP itself and never reads
 //! request traffic; the API calls it, the proxy obeys it.
 
+mod build;
 mod canary;
 mod commands;
 mod config;
@@ -164,6 +165,8 @@ pub struct Orchestrator {
     pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
     /// Seals and opens the apps' config values (`DATA/config.key`).
     pub(crate) config_key: baton_store::ConfigKey,
+    /// Process releases' `[build]`: who runs them, which run now.
+    builds: build::Builds,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -283,6 +286,7 @@ impl Orchestrator {
             prometheus: std::sync::OnceLock::new(),
             maintenance: Mutex::new(HashMap::new()),
             config_key,
+            builds: build::Builds::default(),
         })
     }
 
@@ -533,14 +537,21 @@ impl Orchestrator {
         }
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
-        let files = tokio::task::spawn_blocking(move || {
-            let limits = baton_package::Limits::default();
-            baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
-                .map(|unpacked| unpacked.files)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let files = match (&manifest.build, manifest.runtime) {
+            // The release is what its build makes of the archive, once.
+            (Some(build), RuntimeKind::Process) => {
+                self.build_release(app, &id, archive, &manifest, build)
+                    .await?
+            }
+            _ => tokio::task::spawn_blocking(move || {
+                let limits = baton_package::Limits::default();
+                baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
+                    .map(|unpacked| unpacked.files)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        };
         let release = Release {
             id,
             app: app.to_string(),
@@ -613,7 +624,8 @@ impl Orchestrator {
     /// the folders nothing else runs; such a release cannot start until its
     /// folder is sent again (`baton deploy DIR` unpacks it anew).
     pub fn release_files_present(&self, id: &str) -> bool {
-        self.release_dir(id).is_dir()
+        // A folder whose `[build]` runs is not a release yet.
+        self.release_dir(id).is_dir() && !self.builds.running(id)
     }
 
     /// Starts a deployment and returns its record at once; the deployment

@@ -282,6 +282,7 @@ string_enum!(EventKind {
     ConfigChanged => "config_changed",
     ReleaseCommandFailed => "release_command_failed",
     Scaled => "scaled",
+    ReleaseBuildFailed => "release_build_failed",
 });
 
 impl Event {

@@ -46,6 +46,15 @@ pub async fn deploy(
                 dim("Uploading; the server builds the release's image (once per release)…")
             );
         }
+        if let Some(build) = built(&manifest) {
+            println!(
+                "{}",
+                dim(&format!(
+                    "Uploading; the server runs the release's build, {:?} (once per release)…",
+                    build.command
+                ))
+            );
+        }
     }
     let started = std::time::Instant::now();
     let docker = manifest.runtime == baton_manifest::RuntimeKind::Docker && !common.json;
@@ -54,16 +63,25 @@ pub async fn deploy(
         api.post_bytes::<serde_json::Value>(&upload_path, package.archive, "application/x-tar");
     // A Docker release's image is built while the upload waits: show the
     // engine's output as it comes (the release id is known here already).
+    // A process release's [build] likewise, through its own log.
+    let building = built(&manifest).is_some() && !common.json;
     let created = if docker {
         let path = format!("/apps/{}/releases/{}/image-log", manifest.name, package.id);
+        follow_image_build(&api, &path, upload).await?
+    } else if building {
+        let path = format!("/apps/{}/releases/{}/build-log", manifest.name, package.id);
         follow_image_build(&api, &path, upload).await?
     } else {
         upload.await?
     };
-    if docker {
+    if docker || building {
         println!(
             "{} in {}",
-            dim("Release recorded, image built"),
+            dim(if docker {
+                "Release recorded, image built"
+            } else {
+                "Release recorded, built"
+            }),
             millis(started.elapsed().as_millis() as i64)
         );
     }
@@ -91,7 +109,17 @@ pub async fn deploy(
     }
 }
 
-/// Runs `upload` while printing the image build's output as it grows.
+/// A process app's `[build]`, which the server runs when it records the
+/// release.
+fn built(manifest: &baton_manifest::Manifest) -> Option<&baton_manifest::BuildSection> {
+    manifest
+        .build
+        .as_ref()
+        .filter(|_| manifest.runtime == baton_manifest::RuntimeKind::Process)
+}
+
+/// Runs `upload` while printing the build's output (the image's, or a
+/// process release's `[build]`) as it grows.
 async fn follow_image_build(
     api: &Api,
     path: &str,

@@ -13,6 +13,7 @@ mod data_folder;
 mod data_plane;
 mod db;
 mod flags;
+mod init;
 mod output;
 mod pipeline;
 mod proxy_process;
@@ -48,6 +49,7 @@ Deploy:
   config         An app's variables outside its code: set, unset, list
   run            Run a one-off command in the live release's environment
   scale          Set how many instances of a worker run
+  init           Write a first baton.toml for an app folder, guessed from its files
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
@@ -130,6 +132,21 @@ enum Command {
         no_wait: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Write a first baton.toml for an app folder, guessed from what it
+    /// holds (Dockerfile, requirements.txt or pyproject.toml, package.json,
+    /// Gemfile, go.mod, Cargo.toml, Procfile), each guess explained in a
+    /// comment.
+    Init {
+        /// The app's folder; `-` prints the current folder's manifest.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing baton.toml.
+        #[arg(long)]
+        force: bool,
+        /// Print the manifest instead of writing it.
+        #[arg(long)]
+        print: bool,
     },
     /// Go back to the previous release (or the one named with --to).
     Rollback {
@@ -564,6 +581,7 @@ fn main() -> ExitCode {
                 no_wait,
                 common,
             } => commands::deploy(&common, &dir, &env.environment, preview, no_wait).await,
+            Command::Init { dir, force, print } => init::run(&dir, force, print),
             Command::Rollback {
                 app,
                 to,
