@@ -8,6 +8,7 @@ mod auth;
 mod certs;
 pub mod edge;
 mod flags;
+mod lifecycle;
 mod logs;
 mod metrics;
 mod pipeline;
@@ -62,9 +63,14 @@ pub fn router(
     uploads: Uploads,
 ) -> Router {
     served_routes()
-        .merge(flags::routes().with_state(flags))
-        .merge(pipeline::routes().with_state(pipeline))
+        .merge(flags::routes().with_state(Arc::clone(&flags)))
+        .merge(pipeline::routes().with_state(Arc::clone(&pipeline)))
         .merge(certs::routes().with_state(certs))
+        .merge(lifecycle::routes().with_state(lifecycle::Lifecycle {
+            orchestrator: Arc::clone(&orchestrator),
+            flags: Arc::clone(&flags),
+            pipeline: Arc::clone(&pipeline),
+        }))
         .into_router()
         // Only API paths answer JSON; every other unknown path is the
         // dashboard's, which answers a page.
@@ -253,8 +259,10 @@ async fn status(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
     Ok(Json(o.status().await?))
 }
 
+/// `baton apps`: every app, with each environment's live release, state
+/// and hosts.
 async fn apps(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(o.store().apps().await?))
+    Ok(Json(o.apps().await?))
 }
 
 async fn releases(

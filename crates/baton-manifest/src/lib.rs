@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub mod flags;
+mod retention;
+pub use retention::RetentionSection;
 
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
@@ -101,6 +103,8 @@ pub struct Manifest {
     pub database: Option<DatabaseSection>,
     /// What the pipeline does with a pushed commit or a pull request.
     pub pipeline: Option<PipelineSection>,
+    /// How many releases and how much target output the server keeps.
+    pub retention: Option<RetentionSection>,
 }
 
 /// `[pipeline]`: the build and test steps a pushed commit must pass, and
@@ -698,6 +702,11 @@ mod duration {
 }
 
 impl Manifest {
+    /// `[retention]`, or its defaults.
+    pub fn retention(&self) -> RetentionSection {
+        self.retention.clone().unwrap_or_default()
+    }
+
     /// Reads `baton.toml` from an app folder.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(FILE_NAME);
@@ -736,6 +745,11 @@ impl Manifest {
             reason,
         };
         check_name("app", &self.name).map_err(|reason| invalid("name", reason))?;
+        if let Some(retention) = &self.retention {
+            retention
+                .check()
+                .map_err(|(field, reason)| invalid(field, reason))?;
+        }
         if let Some(text) = &self.proxy.max_body {
             if parse_size(text).is_none() {
                 return Err(invalid(

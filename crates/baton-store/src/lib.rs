@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod certificates;
 mod flags;
+mod lifecycle;
 mod pipeline;
 mod records;
 
@@ -22,6 +23,7 @@ use sqlx::{Row, SqlitePool};
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use certificates::CertificateRecord;
+pub use lifecycle::ReleaseUse;
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,

@@ -268,6 +268,7 @@ string_enum!(EventKind {
     CertificateIssued => "certificate_issued",
     CertificateFailed => "certificate_failed",
     CanaryStep => "canary_step",
+    ReleasesPruned => "releases_pruned",
 });
 
 impl Event {
