@@ -601,6 +601,7 @@ mod tests {
             .chain(flags::routes().served())
             .chain(pipeline::routes().served())
             .chain(certs::routes().served())
+            .chain(lifecycle::routes().served())
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
         documented.sort();

@@ -68,7 +68,12 @@ async fn destroy(
         .collect();
     let destroyed = l
         .orchestrator
-        .destroy(&app, environment, &auth::actor(&principal, &peer), &build_logs)
+        .destroy(
+            &app,
+            environment,
+            &auth::actor(&principal, &peer),
+            &build_logs,
+        )
         .await?;
     if let Err(e) = l.flags.reload().await {
         tracing::error!(app, error = %e, "cannot rebuild the flag snapshot after destroying an app");

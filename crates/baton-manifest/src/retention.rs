@@ -107,10 +107,14 @@ mod tests {
     #[test]
     fn retention_refuses_keeping_nothing_and_ages_without_units() {
         let zero = format!("{BASE}[retention]\nreleases = 0\n");
-        let e = Manifest::parse(&zero, "baton.toml").unwrap_err().to_string();
+        let e = Manifest::parse(&zero, "baton.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("retention.releases"), "{e}");
         let unitless = format!("{BASE}[retention]\nlogs = 14\n");
-        let e = Manifest::parse(&unitless, "baton.toml").unwrap_err().to_string();
+        let e = Manifest::parse(&unitless, "baton.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has no unit"), "{e}");
     }
 }

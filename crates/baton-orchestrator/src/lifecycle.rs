@@ -198,9 +198,7 @@ impl Orchestrator {
             crate::check_environment(environment)?;
         }
         if !self.store.owns_anything(app, environment).await? {
-            let scope = environment
-                .map(|e| format!(" in {e}"))
-                .unwrap_or_default();
+            let scope = environment.map(|e| format!(" in {e}")).unwrap_or_default();
             return Err(Error::NotFound(format!(
                 "the server has nothing of app {app}{scope}; `baton apps` lists the apps it knows"
             )));
@@ -278,7 +276,13 @@ impl Orchestrator {
                 })?;
         }
         let rows = self.store.delete_app(app, environment).await?;
-        tracing::info!(app, environment, rows, files = removed_files, "app destroyed");
+        tracing::info!(
+            app,
+            environment,
+            rows,
+            files = removed_files,
+            "app destroyed"
+        );
         Ok(Destroyed {
             app: app.to_string(),
             environment: environment.map(str::to_string),

@@ -23,8 +23,8 @@ use sqlx::{Row, SqlitePool};
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use certificates::CertificateRecord;
-pub use lifecycle::ReleaseUse;
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
+pub use lifecycle::ReleaseUse;
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
     ReleaseNote, ReviewApp,

@@ -38,7 +38,10 @@ pub async fn apps(common: &Common) -> Result<ExitCode> {
                 app.app.clone(),
                 dim("-"),
                 dim("none"),
-                dim(&format!("{}, never deployed", count(app.releases, "release"))),
+                dim(&format!(
+                    "{}, never deployed",
+                    count(app.releases, "release")
+                )),
                 String::new(),
             ]);
         }
@@ -48,9 +51,7 @@ pub async fn apps(common: &Common) -> Result<ExitCode> {
                 EnvironmentState::Deploying | EnvironmentState::NotServed => {
                     dim(env.state.as_str())
                 }
-                EnvironmentState::Down | EnvironmentState::Maintenance => {
-                    red(env.state.as_str())
-                }
+                EnvironmentState::Down | EnvironmentState::Maintenance => red(env.state.as_str()),
             };
             rows.push(vec![
                 app.app.clone(),

@@ -150,7 +150,11 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
             .map(|e| e["state"].as_str().unwrap().to_string())
     };
     assert_eq!(state_of("production").as_deref(), Some("live"), "{apps}");
-    assert_eq!(state_of("staging").as_deref(), Some("maintenance"), "{apps}");
+    assert_eq!(
+        state_of("staging").as_deref(),
+        Some("maintenance"),
+        "{apps}"
+    );
 
     let status = server.json(&["status"]);
     let shop_targets = targets_of(&status, "shop");
@@ -161,7 +165,9 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
         .unwrap()
         .iter()
         .all(|env| env["disk"]["releases"].as_u64().unwrap() > 0));
-    let (status_code, _) = get_fresh(server.proxy, "shop.localhost", "/").await.unwrap();
+    let (status_code, _) = get_fresh(server.proxy, "shop.localhost", "/")
+        .await
+        .unwrap();
     assert_eq!(status_code, 200);
 
     // Refused: without --yes off a terminal, to a viewer and a deployer,
@@ -169,7 +175,10 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     let out = baton_as(&server, None, &["destroy", "shop"]);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("not a terminal") && said.contains("--yes"), "{said}");
+    assert!(
+        said.contains("not a terminal") && said.contains("--yes"),
+        "{said}"
+    );
     for (name, role, refusal) in [
         ("vera", "viewer", "viewers cannot change anything"),
         ("dan", "deployer", "only an admin"),
@@ -182,7 +191,10 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     }
     let answer = server
         .http()
-        .delete(format!("{}/api/v1/apps/shop?confirm=shoe", server.api_url()))
+        .delete(format!(
+            "{}/api/v1/apps/shop?confirm=shoe",
+            server.api_url()
+        ))
         .send()
         .await
         .unwrap();
@@ -190,26 +202,42 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["code"], "confirmation_required", "{body}");
     // Nothing of it was touched.
-    let (status_code, _) = get_fresh(server.proxy, "shop.localhost", "/").await.unwrap();
+    let (status_code, _) = get_fresh(server.proxy, "shop.localhost", "/")
+        .await
+        .unwrap();
     assert_eq!(status_code, 200);
 
     let destroyed = server.json(&["destroy", "shop", "--yes"]);
-    assert_eq!(destroyed["environments"], serde_json::json!(["production", "staging"]), "{destroyed}");
+    assert_eq!(
+        destroyed["environments"],
+        serde_json::json!(["production", "staging"]),
+        "{destroyed}"
+    );
 
     // No process: every target's process group is gone (stop waits for it).
     for (id, _, pid) in &shop_targets {
         assert!(!group_alive(*pid), "target {id} (pid {pid}) still runs");
     }
     // No route: the proxy answers its hosts 404.
-    for host in ["shop.localhost", "staging.shop.localhost", "next.shop.localhost"] {
+    for host in [
+        "shop.localhost",
+        "staging.shop.localhost",
+        "next.shop.localhost",
+    ] {
         let (code, _) = get_fresh(server.proxy, host, "/").await.unwrap();
         assert_eq!(code, 404, "{host}");
     }
     // No file: release folders and output.
     let data = server.data();
     for (id, release, _) in &shop_targets {
-        assert!(!data.join("releases").join(release).exists(), "release {release}");
-        assert!(!data.join("logs").join(format!("{id}.log")).exists(), "output of {id}");
+        assert!(
+            !data.join("releases").join(release).exists(),
+            "release {release}"
+        );
+        assert!(
+            !data.join("logs").join(format!("{id}.log")).exists(),
+            "output of {id}"
+        );
     }
     let mut left: Vec<String> = std::fs::read_dir(data.join("releases"))
         .unwrap()
@@ -242,7 +270,9 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     // A name can be used again at once.
     let again = server.deploy(first.path());
     assert_eq!(again["state"], "succeeded", "{again}");
-    let (code, body) = get_fresh(server.proxy, "shop.localhost", "/").await.unwrap();
+    let (code, body) = get_fresh(server.proxy, "shop.localhost", "/")
+        .await
+        .unwrap();
     assert_eq!((code, body.contains("shop v1")), (200, true), "{body}");
 }
 
@@ -271,10 +301,14 @@ async fn destroying_one_environment_keeps_the_others() {
 
     server.baton_ok(&["destroy", "shop", "-e", "staging", "--yes"]);
     assert!(!group_alive(staging[0].2), "staging's target still runs");
-    let (code, _) = get_fresh(server.proxy, "staging.shop.localhost", "/").await.unwrap();
+    let (code, _) = get_fresh(server.proxy, "staging.shop.localhost", "/")
+        .await
+        .unwrap();
     assert_eq!(code, 404);
     // Production serves on, from the same release folder.
-    let (code, body) = get_fresh(server.proxy, "shop.localhost", "/").await.unwrap();
+    let (code, body) = get_fresh(server.proxy, "shop.localhost", "/")
+        .await
+        .unwrap();
     assert_eq!((code, body.contains("shop v1")), (200, true), "{body}");
     assert!(server.data().join("releases").join(&staging[0].1).exists());
     let flags = server.json(&["flags", "list", "shop", "-e", "staging"]);
