@@ -309,3 +309,88 @@ async fn run(
         .await?
         .rows_affected())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{now_ms, Actor, DeploymentKind, DeploymentState, Release, Store, TargetState};
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+        (dir, store)
+    }
+
+    async fn deployed(s: &Store, app: &str, environment: &str, release: &str) -> i64 {
+        s.put_release(&Release {
+            id: release.into(),
+            app: app.into(),
+            created_at: now_ms(),
+            size: 1,
+            files: 1,
+            manifest: String::new(),
+            image: None,
+        })
+        .await
+        .unwrap();
+        let d = s
+            .begin_deployment(
+                app,
+                environment,
+                release,
+                DeploymentKind::Deploy,
+                None,
+                &Actor::system("test"),
+                "deployment.create",
+                serde_json::json!({}),
+            )
+            .await
+            .unwrap();
+        s.set_deployment_state(d.id, DeploymentState::Succeeded, None)
+            .await
+            .unwrap();
+        s.create_target(app, environment, release, d.id, 4000, "process")
+            .await
+            .unwrap()
+            .id
+    }
+
+    #[tokio::test]
+    async fn deleting_an_app_leaves_only_its_audit_entries_and_other_apps() {
+        let (_dir, s) = store().await;
+        deployed(&s, "shop", "production", "s1").await;
+        deployed(&s, "shop", "staging", "s2").await;
+        deployed(&s, "blog", "production", "b1").await;
+        assert_eq!(
+            s.environments_of("shop").await.unwrap(),
+            ["production", "staging"]
+        );
+        assert!(s.delete_app("shop", Some("staging")).await.unwrap() > 0);
+        assert_eq!(s.environments_of("shop").await.unwrap(), ["production"]);
+        assert!(s.owns_anything("shop", None).await.unwrap());
+        s.delete_app("shop", None).await.unwrap();
+        assert!(!s.owns_anything("shop", None).await.unwrap());
+        assert_eq!(s.known_apps().await.unwrap(), ["blog"]);
+        assert!(!s.audit_log(Some("shop"), 10).await.unwrap().is_empty());
+        assert_eq!(s.deployments("blog", 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn releases_a_target_runs_are_needed_and_never_deleted() {
+        let (_dir, s) = store().await;
+        let old = deployed(&s, "shop", "production", "r1").await;
+        s.set_target_state(old, TargetState::Stopped, None)
+            .await
+            .unwrap();
+        deployed(&s, "shop", "production", "r2").await;
+        let uses = s.release_uses("shop").await.unwrap();
+        let needed: Vec<(&str, bool)> = uses.iter().map(|u| (u.id.as_str(), u.needed)).collect();
+        assert!(needed.contains(&("r1", false)) && needed.contains(&("r2", true)));
+        let deleted = s
+            .delete_releases("shop", &["r1".into(), "r2".into()])
+            .await
+            .unwrap();
+        assert_eq!(deleted, ["r1"]);
+        assert!(s.release("r2").await.is_ok());
+        assert!(s.stopped_targets("shop").await.unwrap().is_empty());
+    }
+}
