@@ -3,8 +3,8 @@
 //! deploy), and the output of its stopped targets for `[retention] logs`
 //! (at most `log_files` files). Never removed, whatever the numbers say: a
 //! release a target still runs (live, warm, a review app's, another
-//! environment's), one a pending contract migration or an unfinished
-//! deployment names, and the one just deployed. Records go before files,
+//! environment's), one a pending contract migration, an unfinished
+//! deployment or a waiting promotion names, and the one just deployed. Records go before files,
 //! so nothing the store names is ever missing from disk but output.
 
 use std::time::Duration;

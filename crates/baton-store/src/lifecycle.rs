@@ -35,8 +35,8 @@ pub struct ReleaseUse {
     /// The later of its creation and its newest deployment (ms).
     pub last_used: i64,
     pub image: Option<String>,
-    /// Run by a target that is not stopped, or named by a pending contract
-    /// or an unfinished deployment.
+    /// Run by a target that is not stopped, or named by a pending contract,
+    /// an unfinished deployment or a promotion waiting for its gate.
     pub needed: bool,
 }
 
@@ -199,6 +199,7 @@ impl Store {
                     EXISTS (SELECT 1 FROM targets t WHERE t.release_id = r.id AND t.state NOT IN ('stopped', 'failed'))
                     OR EXISTS (SELECT 1 FROM contracts c WHERE c.release_id = r.id AND c.state = 'pending')
                     OR EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.state IN ('running', 'previewing'))
+                    OR EXISTS (SELECT 1 FROM promotions p WHERE p.release_id = r.id AND p.state = 'waiting')
                     AS needed
              FROM releases r WHERE r.app = ?
              ORDER BY last_used DESC, r.id",

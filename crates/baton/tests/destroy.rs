@@ -129,7 +129,23 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     server.baton_ok(&["deploy", first.path().to_str().unwrap(), "-e", "staging"]);
     server.baton_ok(&["flags", "create", "shop", "new-checkout"]);
     server.baton_ok(&["flags", "create", "shop", "beta", "-e", "staging"]);
-    server.json(&["flags", "keys", "create", "shop", "web"]);
+    let key = server.json(&["flags", "keys", "create", "shop", "web"]);
+    let key = key["key"].as_str().unwrap().to_string();
+    let evaluate = || async {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/ofrep/v1/evaluate/flags/new-checkout",
+                server.api_url()
+            ))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(r#"{"context": {"targetingKey": "alice"}}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
     server.baton_ok(&["maintenance", "on", "shop", "-e", "staging"]);
 
     let apps = server.json(&["apps"]);
@@ -169,6 +185,7 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
         .await
         .unwrap();
     assert_eq!(status_code, 200);
+    assert_eq!(evaluate().await, 200, "the flag answers with the app's key");
 
     // Refused: without --yes off a terminal, to a viewer and a deployer,
     // and through the API without the name again.
@@ -248,6 +265,8 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     let mut hello_releases: Vec<String> = hello_targets.iter().map(|t| t.1.clone()).collect();
     hello_releases.dedup();
     assert_eq!(left, hello_releases, "only hello's release folders remain");
+    // The flag service forgot the app: its key opens nothing.
+    assert_eq!(evaluate().await, 401, "the destroyed app's key still works");
     // No row but the audit log's, which has the destroy.
     assert_eq!(rows_of(&data, "shop"), "audit: 1\n");
     let apps = server.json(&["apps"]);
