@@ -4,8 +4,9 @@
 //! (at most `log_files` files). Never removed, whatever the numbers say: a
 //! release a target still runs (live, warm, a review app's, another
 //! environment's), one a pending contract migration, an unfinished
-//! deployment or a waiting promotion names, and the one just deployed. Records go before files,
-//! so nothing the store names is ever missing from disk but output.
+//! deployment or a waiting promotion names, and the one just deployed.
+//! Records go before files, so nothing the store names is ever missing
+//! from disk but output.
 
 use std::time::Duration;
 
