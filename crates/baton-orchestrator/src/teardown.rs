@@ -90,8 +90,8 @@ impl Orchestrator {
                 tracing::warn!(error = %e, "cannot remove the route from the proxy; the server's next start does");
             }
         }
-        let mut releases = Vec::new();
-        for target in &targets {
+        // All at once: each may take its stop_timeout.
+        let stops = targets.iter().map(|target| async move {
             if let Some(managed) = self.managed(target.id) {
                 let reason = format!("environment {} was removed", target.environment);
                 self.stop_target(&managed, &reason).await;
@@ -103,6 +103,10 @@ impl Orchestrator {
                     "set_target_state",
                 );
             }
+        });
+        futures_util::future::join_all(stops).await;
+        let mut releases = Vec::new();
+        for target in &targets {
             removed.targets.push(target.id);
             if !releases.contains(&target.release_id) {
                 releases.push(target.release_id.clone());

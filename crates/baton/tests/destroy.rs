@@ -172,6 +172,16 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
         "{apps}"
     );
 
+    let text = server.baton_ok(&["apps"]);
+    let staging_line = text
+        .lines()
+        .find(|l| l.starts_with("shop") && l.contains("staging"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        staging_line.contains("maintenance") && staging_line.contains("staging.shop.localhost"),
+        "{text}"
+    );
+
     let status = server.json(&["status"]);
     let shop_targets = targets_of(&status, "shop");
     assert_eq!(shop_targets.len(), 3, "live, warm and staging: {status}");
