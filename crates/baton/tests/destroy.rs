@@ -343,3 +343,22 @@ async fn destroying_one_environment_keeps_the_others() {
     let flags = server.json(&["flags", "list", "shop", "-e", "staging"]);
     assert_eq!(flags.as_array().map(Vec::len), Some(0), "{flags}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroying_a_docker_app_removes_its_containers_and_images() {
+    let app = DockerApp::new("destroy", "version 1");
+    let server = Server::start();
+    let first = server.deploy(app.path());
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let second = DockerApp::named(app.name, "version 2");
+    server.deploy(second.path());
+    assert_eq!(app.images().len(), 2);
+    assert_eq!(app.containers().len(), 2, "live and warm");
+
+    server.baton_ok(&["destroy", app.name, "--yes"]);
+    assert!(app.containers().is_empty(), "{:?}", app.containers());
+    assert!(app.images().is_empty(), "{:?}", app.images());
+    let (code, _) = get_fresh(server.proxy, app.host, "/").await.unwrap();
+    assert_eq!(code, 404);
+    assert_eq!(rows_of(&server.data(), app.name), "audit: 1\n");
+}
