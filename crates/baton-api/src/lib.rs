@@ -6,6 +6,7 @@
 
 mod auth;
 mod certs;
+mod config;
 pub mod edge;
 mod flags;
 mod lifecycle;
@@ -122,6 +123,7 @@ fn served_routes() -> Routes<AppState> {
         .delete("/api/v1/tokens/{id}", auth::revoke_token)
         .get("/api/v1/users", auth::users)
         .post("/api/v1/users", auth::create_user)
+        .merge(config::routes())
 }
 
 /// An API error: an HTTP status, a machine-readable code (by default the

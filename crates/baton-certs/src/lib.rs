@@ -318,12 +318,12 @@ impl Certs {
         }
         match &want.source {
             TlsSource::Files { cert, key } => {
-                self.from_files(want, cert, key, &mut record, now).await;
+                self.read_files(want, cert, key, &mut record, now).await;
                 (record, FILES_EVERY)
             }
             TlsSource::Acme { challenge } => {
                 let due = self
-                    .from_acme(want, *challenge, &mut record, forced || changed, now)
+                    .issue_over_acme(want, *challenge, &mut record, forced || changed, now)
                     .await;
                 (record, due)
             }
@@ -332,7 +332,7 @@ impl Certs {
 
     /// Reads the route's certificate files; a new pair is served, a problem
     /// (unreadable, not a pair, not covering a host, expired) is said.
-    async fn from_files(
+    async fn read_files(
         &self,
         want: &Wanted,
         cert: &std::path::Path,
@@ -385,7 +385,7 @@ impl Certs {
 
     /// Issues the route's certificate over ACME if it is due (or `now`
     /// asked for); returns how long until it is due again.
-    async fn from_acme(
+    async fn issue_over_acme(
         &self,
         want: &Wanted,
         challenge: baton_proxy::AcmeChallenge,

@@ -438,6 +438,16 @@ pub struct DeployPolicy {
     /// kept warm. None by default.
     #[serde(default)]
     pub watch: Option<String>,
+    /// Run once per deploy in the new release's folder and environment
+    /// (after the expand migrations, before its targets start), like
+    /// Heroku's release phase: e.g. "python manage.py collectstatic". A
+    /// failure (non-zero exit) fails the deploy; the live release stays.
+    #[serde(default)]
+    pub release_command: Option<String>,
+    /// How long the release command may run before it is stopped and the
+    /// deploy fails.
+    #[serde(default = "defaults::release_timeout", with = "duration")]
+    pub release_timeout: Duration,
 }
 
 /// One step of a canary.
@@ -525,6 +535,8 @@ impl Default for DeployPolicy {
             query: None,
             query_max: None,
             watch: None,
+            release_command: None,
+            release_timeout: defaults::release_timeout(),
         }
     }
 }
@@ -556,6 +568,9 @@ pub struct EnvironmentConfig {
 }
 
 mod defaults {
+    pub fn release_timeout() -> std::time::Duration {
+        std::time::Duration::from_secs(10 * 60)
+    }
     pub fn yes() -> bool {
         true
     }
@@ -768,6 +783,26 @@ impl Manifest {
         }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        if let Some(command) = &self.deploy.release_command {
+            if command.trim().is_empty() {
+                return Err(invalid(
+                    "deploy.release_command",
+                    "is empty: give the command to run before each release starts, or remove the line".into(),
+                ));
+            }
+            if self.runtime == RuntimeKind::Docker {
+                return Err(invalid(
+                    "deploy.release_command",
+                    "runs in a release's folder, which Docker apps do not have: run it in the image's entrypoint, or use the process runtime".into(),
+                ));
+            }
+        }
+        if self.deploy.release_timeout.is_zero() {
+            return Err(invalid(
+                "deploy.release_timeout",
+                "must be longer than zero".into(),
+            ));
         }
         match self.deploy.strategy.as_str() {
             "blue-green" if !self.deploy.steps.is_empty() => {

@@ -30,16 +30,27 @@ pub(crate) struct Job {
 
 type StepResult<T> = std::result::Result<(T, Option<String>), String>;
 
+/// What a deployment puts live: a release, with the config version its
+/// target runs with (none before the first `baton config set`).
+pub(crate) struct Runs {
+    pub release: Release,
+    pub config_version: Option<i64>,
+}
+
 impl Orchestrator {
     pub(crate) async fn start_deployment(
         self: &Arc<Self>,
         kind: DeploymentKind,
         environment: &str,
-        release: Release,
+        runs: Runs,
         preview: bool,
         warm: Option<Arc<Managed>>,
         actor: &Actor,
     ) -> Result<Deployment> {
+        let Runs {
+            release,
+            config_version,
+        } = runs;
         let manifest = Manifest::parse(&release.manifest, "baton.toml").map_err(|e| {
             Error::Invalid(format!(
                 "release {}: {e}",
@@ -69,11 +80,13 @@ impl Orchestrator {
         let action = match kind {
             DeploymentKind::Rollback => "deployment.rollback",
             DeploymentKind::Deploy => "deployment.create",
+            DeploymentKind::Restart => "deployment.restart",
         };
         let detail = serde_json::json!({
             "release": release.id,
             "from": previous,
             "preview": preview,
+            "config_version": config_version,
         });
         let deployment = self
             .store
@@ -83,6 +96,7 @@ impl Orchestrator {
                 &release.id,
                 kind,
                 previous,
+                config_version,
                 actor,
                 action,
                 detail,
@@ -118,6 +132,14 @@ impl Orchestrator {
             self.record_contracts(&job, contracts).await;
         }
         let outcome = outcome.map(|_| ());
+        if outcome.is_ok() && kind == DeploymentKind::Rollback {
+            self.restore_config(&job.deployment).await;
+        }
+        let config = job
+            .deployment
+            .config_version
+            .map(|v| format!(" with config version {v}"))
+            .unwrap_or_default();
         let (state, error, event, message) = match &outcome {
             Ok(()) => (
                 DeploymentState::Succeeded,
@@ -127,7 +149,7 @@ impl Orchestrator {
                 } else {
                     EventKind::Deployed
                 },
-                format!("deployment {id}: release {short} is live{by}"),
+                format!("deployment {id}: release {short} is live{config}{by}"),
             ),
             Err(e) => (
                 DeploymentState::Failed,
@@ -233,15 +255,16 @@ impl Orchestrator {
             .await
             .map_err(|e| e.to_string())?;
         let old = live.and_then(|t| self.managed(t.id));
-        let steps = plan::steps(
-            job.deployment.kind,
-            job.warm.is_some(),
-            job.preview,
-            old.is_some(),
-            job.manifest.database.is_some(),
-            job.manifest.deploy.is_canary(),
-            job.manifest.deploy.watch_window().is_some(),
-        );
+        let steps = plan::steps(&plan::Shape {
+            kind: job.deployment.kind,
+            warm_target: job.warm.is_some(),
+            preview: job.preview,
+            has_previous: old.is_some(),
+            has_database: job.manifest.database.is_some(),
+            canary: job.manifest.deploy.is_canary(),
+            watch: job.manifest.deploy.watch_window().is_some(),
+            release_command: job.manifest.deploy.release_command.is_some(),
+        });
         let mut contracts = Vec::new();
         // A rollback to a warm target starts nothing: that target is the new one.
         let mut new: Option<Arc<Managed>> = None;
@@ -257,6 +280,9 @@ impl Orchestrator {
             match step {
                 StepKind::Migrate => {
                     contracts = self.step(d, step, self.migrate_expand(job)).await?;
+                }
+                StepKind::ReleaseCommand => {
+                    self.step(d, step, self.release_command(job)).await?;
                 }
                 StepKind::StartTarget => {
                     new = Some(self.step(d, step, self.start_target(job)).await?);
@@ -417,12 +443,21 @@ impl Orchestrator {
             .set_deployment_target(d, record.id)
             .await
             .map_err(|e| e.to_string())?;
+        let config = self
+            .config_values(
+                &job.key.app,
+                &job.key.environment,
+                job.deployment.config_version,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
         let started = match self.target_spec(
             record.id,
             &job.key.environment,
             &job.release,
             &job.manifest,
             port,
+            config,
         ) {
             Ok(spec) => runtime
                 .start(&spec)

@@ -7,6 +7,9 @@
 //! request traffic; the API calls it, the proxy obeys it.
 
 mod canary;
+mod commands;
+mod config;
+pub use config::{ConfigChange, ConfigChanged, ConfigListing, ConfigVar};
 mod deploy;
 mod health;
 mod maintenance;
@@ -23,7 +26,7 @@ mod lifecycle;
 pub use lifecycle::{AppEnvironment, AppSummary, Destroyed, DiskUse, EnvironmentState};
 mod retention;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -160,6 +163,8 @@ pub struct Orchestrator {
     /// Environments in maintenance, with their message (the store's
     /// `maintenance`, read at start): every route given to the proxy says so.
     pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
+    /// Seals and opens the apps' config values (`DATA/config.key`).
+    pub(crate) config_key: baton_store::ConfigKey,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -199,6 +204,9 @@ pub struct Runtimes {
     /// Connects to the engine on first use; an unreachable engine fails only
     /// the Docker apps' deploys, with the engine named.
     pub docker: Arc<DockerRuntime>,
+    /// Who one-off commands (release commands, `baton run`) run as; `None`
+    /// only when the server is not root.
+    pub app_user: Option<baton_runtime::AppUser>,
 }
 
 pub use baton_store::{Actor, Fault};
@@ -259,6 +267,7 @@ impl Orchestrator {
         runtimes: Runtimes,
         logs: LogFiles,
         releases_dir: PathBuf,
+        config_key: baton_store::ConfigKey,
     ) -> Arc<Orchestrator> {
         let health = reqwest::Client::builder()
             .no_proxy()
@@ -278,6 +287,7 @@ impl Orchestrator {
             gate: std::sync::OnceLock::new(),
             prometheus: std::sync::OnceLock::new(),
             maintenance: Mutex::new(HashMap::new()),
+            config_key,
         })
     }
 
@@ -322,6 +332,7 @@ impl Orchestrator {
         release: &Release,
         manifest: &Manifest,
         port: u16,
+        config: BTreeMap<String, String>,
     ) -> Result<TargetSpec> {
         let container = match manifest.runtime {
             RuntimeKind::Process => None,
@@ -349,7 +360,13 @@ impl Orchestrator {
             release: release.id.clone(),
             dir: self.release_dir(&release.id),
             command: manifest.web.command.clone(),
-            env: manifest.environment(environment).env,
+            // The config's values win over the manifest's.
+            env: manifest
+                .environment(environment)
+                .env
+                .into_iter()
+                .chain(config)
+                .collect(),
             port,
             container,
         })
@@ -610,12 +627,21 @@ impl Orchestrator {
                 }
             }
         }
-        self.refuse_if_live(&request.app, &request.environment, &release.id)
+        // A deploy runs with the environment's newest config.
+        let config = self
+            .store
+            .config_version(&request.app, &request.environment, None)
+            .await?
+            .map(|v| v.version);
+        self.refuse_if_live(&request.app, &request.environment, &release.id, config)
             .await?;
         self.start_deployment(
             DeploymentKind::Deploy,
             &request.environment,
-            release,
+            deploy::Runs {
+                release,
+                config_version: config,
+            },
             request.preview,
             None,
             &request.actor,
@@ -624,10 +650,20 @@ impl Orchestrator {
     }
 
     /// The one rule for deploys, promotions and rollbacks alike: asking for
-    /// the release that is live already starts nothing.
-    async fn refuse_if_live(&self, app: &str, environment: &str, release: &str) -> Result<()> {
-        let live = self.live_target(app, environment).await?;
-        if live.is_some_and(|t| t.release_id == release) {
+    /// the release that is live already, with the config it runs with,
+    /// starts nothing.
+    async fn refuse_if_live(
+        &self,
+        app: &str,
+        environment: &str,
+        release: &str,
+        config: Option<i64>,
+    ) -> Result<()> {
+        let Some(live) = self.live_target(app, environment).await? else {
+            return Ok(());
+        };
+        if live.release_id == release && self.config_of_target(live.deployment_id).await? == config
+        {
             return Err(Error::AlreadyLive {
                 app: app.to_string(),
                 environment: environment.to_string(),
@@ -689,12 +725,29 @@ impl Orchestrator {
                 self.store.release(&previous).await?
             }
         };
-        self.refuse_if_live(app, environment, &release.id).await?;
-        let warm = targets
+        let warm_record = targets
             .iter()
             .rev()
-            .find(|t| t.state == TargetState::Warm && t.release_id == release.id)
-            .and_then(|t| self.managed(t.id));
+            .find(|t| t.state == TargetState::Warm && t.release_id == release.id);
+        // Release and config go back together: the warm target's, or the
+        // one the release last ran with here.
+        let config = match warm_record {
+            Some(t) => self.config_of_target(t.deployment_id).await?,
+            None => self
+                .store
+                .deployments(app, 1000)
+                .await?
+                .into_iter()
+                .find(|d| {
+                    d.environment == environment
+                        && d.release_id == release.id
+                        && d.state == baton_store::DeploymentState::Succeeded
+                })
+                .and_then(|d| d.config_version),
+        };
+        self.refuse_if_live(app, environment, &release.id, config)
+            .await?;
+        let warm = warm_record.and_then(|t| self.managed(t.id));
         // Warm or not: a contract applied by hand (`--force`) may have run
         // while the release was warm.
         self.check_rollback_schema(&RouteKey::new(app, environment), &release)
@@ -702,7 +755,10 @@ impl Orchestrator {
         self.start_deployment(
             DeploymentKind::Rollback,
             environment,
-            release,
+            deploy::Runs {
+                release,
+                config_version: config,
+            },
             false,
             warm,
             actor,

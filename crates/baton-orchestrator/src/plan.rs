@@ -4,43 +4,55 @@
 
 use baton_store::{Deployment, DeploymentKind, StepKind, TargetRecord, TargetState};
 
+/// What a deployment is, as far as its steps go.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub kind: DeploymentKind,
+    /// A rollback to a release whose target is still warm.
+    pub warm_target: bool,
+    pub preview: bool,
+    /// Something is live before it.
+    pub has_previous: bool,
+    pub has_database: bool,
+    pub canary: bool,
+    pub watch: bool,
+    /// `[deploy] release_command`.
+    pub release_command: bool,
+}
+
 /// The steps of a deployment, in order.
 ///
 /// A deploy of an app with a database first applies the expand half of its
-/// pending migrations; it starts a new target and checks it; a rollback to a
-/// release that is still warm only re-checks the warm target. All then hold,
-/// switch, release, and (when something was live before) drain and keep
-/// warm. The contract half runs later, outside the deployment, once no
-/// older release is live or warm.
-pub fn steps(
-    kind: DeploymentKind,
-    warm_target: bool,
-    preview: bool,
-    has_previous: bool,
-    has_database: bool,
-    canary: bool,
-    watch: bool,
-) -> Vec<StepKind> {
+/// pending migrations, then runs its release command; it starts a new
+/// target and checks it; a rollback to a release that is still warm only
+/// re-checks the warm target. All then hold, switch, release, and (when
+/// something was live before) drain and keep warm. The contract half runs
+/// later, outside the deployment, once no older release is live or warm.
+pub fn steps(shape: &Shape) -> Vec<StepKind> {
+    let deploy = shape.kind == DeploymentKind::Deploy;
     let mut steps = Vec::new();
-    if has_database && kind == DeploymentKind::Deploy {
+    if shape.has_database && deploy {
         steps.push(StepKind::Migrate);
     }
-    if !(kind == DeploymentKind::Rollback && warm_target) {
+    if shape.release_command && deploy {
+        steps.push(StepKind::ReleaseCommand);
+    }
+    if !(shape.kind == DeploymentKind::Rollback && shape.warm_target) {
         steps.push(StepKind::StartTarget);
     }
     steps.push(StepKind::HealthCheck);
-    if preview {
+    if shape.preview {
         steps.push(StepKind::Preview);
     }
     // A canary needs a release to compare with; a rollback goes at once.
-    if canary && has_previous && kind == DeploymentKind::Deploy {
+    if shape.canary && shape.has_previous && deploy {
         steps.push(StepKind::Canary);
     }
     steps.extend([StepKind::Hold, StepKind::Switch, StepKind::Release]);
-    if has_previous {
+    if shape.has_previous {
         steps.extend([StepKind::Drain, StepKind::KeepWarm]);
         // Watched against the release kept warm, to roll back to.
-        if watch && kind == DeploymentKind::Deploy {
+        if shape.watch && deploy {
             steps.push(StepKind::Watch);
         }
     }
@@ -144,10 +156,49 @@ mod tests {
     use baton_store::{DeploymentState, Step, StepState};
     use StepKind::*;
 
+    fn steps_of(
+        kind: DeploymentKind,
+        warm_target: bool,
+        preview: bool,
+        has_previous: bool,
+        has_database: bool,
+        canary: bool,
+        watch: bool,
+    ) -> Vec<StepKind> {
+        steps(&Shape {
+            kind,
+            warm_target,
+            preview,
+            has_previous,
+            has_database,
+            canary,
+            watch,
+            release_command: false,
+        })
+    }
+
+    #[test]
+    fn a_release_command_runs_after_the_expand_migrations_and_before_the_target_starts() {
+        let shape = Shape {
+            kind: DeploymentKind::Deploy,
+            warm_target: false,
+            preview: false,
+            has_previous: true,
+            has_database: true,
+            canary: false,
+            watch: false,
+            release_command: true,
+        };
+        assert_eq!(steps(&shape)[..3], [Migrate, ReleaseCommand, StartTarget]);
+        for kind in [DeploymentKind::Rollback, DeploymentKind::Restart] {
+            assert!(!steps(&Shape { kind, ..shape }).contains(&ReleaseCommand));
+        }
+    }
+
     #[test]
     fn a_deploy_with_a_database_migrates_first_and_a_rollback_never_does() {
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Deploy,
                 false,
                 false,
@@ -158,7 +209,7 @@ mod tests {
             )[..2],
             [Migrate, StartTarget]
         );
-        assert!(!steps(
+        assert!(!steps_of(
             DeploymentKind::Rollback,
             false,
             false,
@@ -173,7 +224,7 @@ mod tests {
     #[test]
     fn first_deploy_has_nothing_to_drain() {
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Deploy,
                 false,
                 false,
@@ -189,7 +240,7 @@ mod tests {
     #[test]
     fn later_deploy_drains_and_keeps_the_old_target_warm() {
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Deploy,
                 false,
                 false,
@@ -213,7 +264,7 @@ mod tests {
     #[test]
     fn preview_comes_between_the_health_check_and_the_hold() {
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Deploy,
                 false,
                 true,
@@ -238,7 +289,7 @@ mod tests {
     #[test]
     fn rollback_to_a_warm_target_starts_nothing() {
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Rollback,
                 true,
                 false,
@@ -252,7 +303,7 @@ mod tests {
         // A canary comes after the checks, before the switch; never for a
         // first deploy (nothing to compare with) or a rollback.
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Deploy,
                 false,
                 false,
@@ -272,7 +323,7 @@ mod tests {
                 KeepWarm
             ]
         );
-        assert!(!steps(
+        assert!(!steps_of(
             DeploymentKind::Deploy,
             false,
             false,
@@ -282,7 +333,7 @@ mod tests {
             false
         )
         .contains(&Canary));
-        assert!(!steps(
+        assert!(!steps_of(
             DeploymentKind::Rollback,
             true,
             false,
@@ -294,7 +345,7 @@ mod tests {
         .contains(&Canary));
         // A watch comes last, with the old release warm.
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Deploy,
                 false,
                 false,
@@ -306,7 +357,7 @@ mod tests {
             .last(),
             Some(&Watch)
         );
-        assert!(!steps(
+        assert!(!steps_of(
             DeploymentKind::Deploy,
             false,
             false,
@@ -318,7 +369,7 @@ mod tests {
         .contains(&Watch));
         // A release no longer warm is deployed like any other.
         assert_eq!(
-            steps(
+            steps_of(
                 DeploymentKind::Rollback,
                 false,
                 false,
@@ -348,6 +399,7 @@ mod tests {
             created_at: 0,
             finished_at: None,
             actor: None,
+            config_version: None,
             steps: recorded
                 .iter()
                 .enumerate()

@@ -179,12 +179,28 @@ impl Orchestrator {
             tracing::error!(target = record.id, error = %e, "cannot look after this target now");
             return Ok(());
         }
+        // A target started again gets the config it ran with.
+        let config = match self.config_of_target(record.deployment_id).await {
+            Ok(version) => {
+                self.config_values(&record.app, &record.environment, version)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let config = match config {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(target = record.id, error = %e, "cannot read this target's config");
+                return Ok(());
+            }
+        };
         let spec = match self.target_spec(
             record.id,
             &record.environment,
             &release,
             &manifest,
             record.port,
+            config,
         ) {
             Ok(spec) => spec,
             Err(e) => {

@@ -10,6 +10,7 @@
 
 mod docker;
 mod logs;
+mod one_off;
 mod process;
 pub mod stamp;
 pub mod user;
@@ -22,6 +23,7 @@ use futures_util::future::BoxFuture;
 
 pub use docker::DockerRuntime;
 pub use logs::LogFiles;
+pub use one_off::{CommandSpec, OneOff};
 pub use process::{children_of, proc_stat, ProcStat, ProcessRuntime};
 pub use user::{app_command, base_env, AppUser};
 

@@ -8,6 +8,7 @@
 mod accounts;
 mod audit;
 mod certificates;
+mod config;
 mod flags;
 mod lifecycle;
 mod pipeline;
@@ -23,6 +24,7 @@ use sqlx::{Row, SqlitePool};
 pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use certificates::CertificateRecord;
+pub use config::{ConfigKey, ConfigVersion, KeyError};
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use lifecycle::ReleaseUse;
 pub use pipeline::{
@@ -205,6 +207,8 @@ const MIGRATIONS: &[&str] = &[
     )",
     // HTTPS: the apps' certificates and the ACME accounts they come from.
     certificates::CERTIFICATES_SCHEMA,
+    // `baton config set`: sealed config versions; the one a deployment ran with.
+    config::CONFIG_SCHEMA,
 ];
 
 /// How many deployments of one kind ended (or stand) in one state.
@@ -364,6 +368,7 @@ impl Store {
         release_id: &str,
         kind: DeploymentKind,
         previous_release: Option<&str>,
+        config_version: Option<i64>,
         actor: &Actor,
         action: &str,
         detail: serde_json::Value,
@@ -393,8 +398,8 @@ impl Store {
             None => {}
         }
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at, actor)
-             VALUES (?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+            "INSERT INTO deployments (app, environment, release_id, kind, state, previous_release, created_at, actor, config_version)
+             VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?) RETURNING id",
         )
         .bind(app)
         .bind(environment)
@@ -403,6 +408,7 @@ impl Store {
         .bind(previous_release)
         .bind(now_ms())
         .bind(&actor.name)
+        .bind(config_version)
         .fetch_one(&mut *tx)
         .await?;
         let entry = actor.entry(action, format!("deployment {id}"), app, environment, detail);

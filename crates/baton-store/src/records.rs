@@ -29,7 +29,7 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(DeploymentKind { Deploy => "deploy", Rollback => "rollback" });
+string_enum!(DeploymentKind { Deploy => "deploy", Rollback => "rollback", Restart => "restart" });
 string_enum!(DeploymentState {
     Running => "running",
     Previewing => "previewing",
@@ -38,6 +38,7 @@ string_enum!(DeploymentState {
 });
 string_enum!(StepKind {
     Migrate => "migrate",
+    ReleaseCommand => "release_command",
     StartTarget => "start_target",
     HealthCheck => "health_check",
     Preview => "preview",
@@ -115,6 +116,10 @@ pub struct Deployment {
     pub finished_at: Option<i64>,
     /// Who asked for it: a user, a token, the pipeline.
     pub actor: Option<String>,
+    /// The version of the environment's config (`baton config`) its
+    /// target runs with; none before the first `config set`.
+    #[serde(default)]
+    pub config_version: Option<i64>,
     pub steps: Vec<Step>,
 }
 
@@ -133,6 +138,7 @@ impl Deployment {
             created_at: r.get("created_at"),
             finished_at: r.get("finished_at"),
             actor: r.get("actor"),
+            config_version: r.get("config_version"),
             steps: Vec::new(),
         }
     }
@@ -268,6 +274,8 @@ string_enum!(EventKind {
     CertificateIssued => "certificate_issued",
     CertificateFailed => "certificate_failed",
     CanaryStep => "canary_step",
+    ConfigChanged => "config_changed",
+    ReleaseCommandFailed => "release_command_failed",
     ReleasesPruned => "releases_pruned",
 });
 

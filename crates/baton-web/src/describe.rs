@@ -398,6 +398,7 @@ mod tests {
             created_at: 0,
             finished_at: None,
             actor: None,
+            config_version: None,
             steps: failed
                 .map(|step| Step {
                     seq: 1,

@@ -81,6 +81,15 @@ impl Api {
         self.send(self.http.get(self.url(path))).await
     }
 
+    /// A POST whose answer the caller reads as it arrives.
+    pub async fn post_stream(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         // BATON_TOKEN, else the token `baton login` kept for this server,
         // else — for a server on this host — its admin.token if readable.

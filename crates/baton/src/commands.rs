@@ -427,13 +427,11 @@ async fn finish_after(
     if !common.json && !silent {
         println!(
             "{} {} {} to {} {}",
-            bold(
-                if deployment.kind == baton_store::DeploymentKind::Rollback {
-                    "Rolling back"
-                } else {
-                    "Deploying"
-                }
-            ),
+            bold(match deployment.kind {
+                baton_store::DeploymentKind::Rollback => "Rolling back",
+                baton_store::DeploymentKind::Restart => "Restarting",
+                baton_store::DeploymentKind::Deploy => "Deploying",
+            }),
             deployment.app,
             baton_package::short_id(&deployment.release_id),
             deployment.environment,

@@ -90,7 +90,7 @@ pub async fn destroy(
             ));
         }
         eprintln!(
-            "This removes {what}: its routes, running targets, releases, logs, flags, API keys and history (the audit log keeps its entries)."
+            "This removes {what}: its routes, running targets, releases, logs, flags, API keys, config and history (the audit log keeps its entries)."
         );
         eprint!("Type the app's name ({}) to confirm: ", bold(app));
         std::io::stderr().flush()?;

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod api_listener;
+mod app_config;
 mod client;
 mod commands;
 mod data_folder;
@@ -44,6 +45,9 @@ Deploy:
   promote        Promote a release that passed staging to another environment
   maintenance    Answer an app's visitors with 503 and a message (on|off)
   canary         A canary deployment: its step and figures, promote or abort it
+  restart        Deploy the live release again, with zero downtime
+  config         An app's variables outside its code: set, unset, list
+  run            Run a one-off command in the live release's environment
   destroy        Remove an app (or one environment of it) and everything it owns
 
 Inspect:
@@ -174,6 +178,41 @@ enum Command {
         env: EnvArg,
         #[command(flatten)]
         common: Common,
+    },
+    /// Deploy the live release again (new target, health check, switch,
+    /// drain: zero downtime), with the newest config.
+    Restart {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+        /// Return once the restart has started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// An app's variables outside its code (secrets included), per
+    /// environment, stored encrypted; a change deploys the live release
+    /// again with it.
+    Config {
+        #[command(subcommand)]
+        command: app_config::ConfigCommand,
+    },
+    /// Run a one-off command in the live release's folder, with its
+    /// environment and config (`baton run shop -- python manage.py
+    /// migrate`); its output streams back and its exit code is ours.
+    /// Interrupting it (Ctrl-C) kills it.
+    Run {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+        #[command(flatten)]
+        common: Common,
+        /// The command and its arguments, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
     },
     /// HTTPS certificates: each app's hosts, issuer, expiry, last renewal
     /// and last error; `renew` gets a new one now.
@@ -335,7 +374,7 @@ enum Command {
     },
     /// Remove an app, or one environment of it (-e), and everything it
     /// owns: routes, running targets, releases (folders and images), logs,
-    /// flags, API keys, maintenance, certificates, review apps, pipeline
+    /// flags, API keys, config, maintenance, certificates, review apps, pipeline
     /// records and events. The audit log keeps its entries. Admins only.
     Destroy {
         /// The app's name (as in its baton.toml).
@@ -555,6 +594,19 @@ fn main() -> ExitCode {
                 env,
                 common,
             } => commands::canary(&common, &action, &app, &env.environment).await,
+            Command::Restart {
+                app,
+                env,
+                no_wait,
+                common,
+            } => app_config::restart(&common, &app, &env.environment, no_wait).await,
+            Command::Config { command } => app_config::config(command).await,
+            Command::Run {
+                app,
+                env,
+                common,
+                command,
+            } => app_config::run(&common, &app, &env.environment, &command).await,
             Command::Certs { action, common } => match action {
                 None => commands::certs(&common).await,
                 Some(CertsAction::Renew { app, env }) => {

@@ -194,13 +194,16 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     let runtimes = Runtimes {
         process: Arc::new(process_runtime(logs.clone(), app_user.clone(), &data)),
         docker: Arc::new(DockerRuntime::new(logs.clone())),
+        app_user: app_user.clone(),
     };
+    let config_key = baton_store::ConfigKey::load_or_create(&data.join("config.key"))?;
     let orchestrator = Orchestrator::new(
         store,
         Arc::clone(&proxy),
         runtimes,
         logs,
         data.join("releases"),
+        config_key,
     );
     let flags = FlagService::load(orchestrator.store().clone())
         .await

@@ -121,7 +121,7 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     assert_eq!(hello["state"], "succeeded", "{hello}");
 
     // shop: two releases in production (one live, one warm), one in
-    // staging, a flag, an API key, staging in maintenance.
+    // staging, flags, an API key, a config value, staging in maintenance.
     let first = shop("shop v1");
     server.deploy(first.path());
     let second = shop("shop v2");
@@ -146,6 +146,9 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
             .status()
             .as_u16()
     };
+    // A config change deploys staging's release again: the old target
+    // stays warm.
+    server.baton_ok(&["config", "set", "shop", "SECRET=s3cret", "-e", "staging"]);
     server.baton_ok(&["maintenance", "on", "shop", "-e", "staging"]);
 
     let apps = server.json(&["apps"]);
@@ -184,7 +187,7 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
 
     let status = server.json(&["status"]);
     let shop_targets = targets_of(&status, "shop");
-    assert_eq!(shop_targets.len(), 3, "live, warm and staging: {status}");
+    assert_eq!(shop_targets.len(), 4, "live and warm in each: {status}");
     let hello_targets = targets_of(&status, "hello");
     assert!(status
         .as_array()
