@@ -66,7 +66,8 @@ impl EnvironmentState {
 pub struct DiskUse {
     /// Its unpacked release folders.
     pub releases: u64,
-    /// Its targets' output and its images' build output.
+    /// Its targets' output, its images' build output and its release
+    /// commands' output.
     pub logs: u64,
 }
 
@@ -86,7 +87,8 @@ pub struct Destroyed {
     pub environments: Vec<String>,
     #[serde(flatten)]
     pub removed: Removed,
-    /// Files removed besides release folders: output, build logs.
+    /// Files removed besides release folders: output, release command and
+    /// build logs.
     pub files: usize,
     /// Docker images removed.
     pub images: Vec<String>,
@@ -171,6 +173,13 @@ impl Orchestrator {
                 .iter()
                 .map(|r| self.image_log(&r.id)),
         );
+        logs.extend(
+            self.store
+                .deployment_ids_of(app, None)
+                .await?
+                .into_iter()
+                .map(|id| self.release_command_log(id)),
+        );
         tokio::task::spawn_blocking(move || DiskUse {
             releases: folders.iter().map(|f| bytes_under(f)).sum(),
             logs: logs.iter().map(|f| bytes_under(f)).sum(),
@@ -236,6 +245,13 @@ impl Orchestrator {
                 .await?
                 .into_iter()
                 .map(|id| self.logs.path(id)),
+        );
+        paths.extend(
+            self.store
+                .deployment_ids_of(app, environment)
+                .await?
+                .into_iter()
+                .map(|id| self.release_command_log(id)),
         );
         let releases = match environment {
             Some(_) => Vec::new(),

@@ -66,13 +66,16 @@ impl Orchestrator {
         };
         let chosen = releases_to_remove(&uses, retention.releases, current);
         let stopped = self.store.stopped_targets(app).await.unwrap_or_default();
-        let removed = match self.store.delete_releases(app, &chosen).await {
+        let (removed, deployments) = match self.store.delete_releases(app, &chosen).await {
             Ok(removed) => removed,
             Err(e) => {
                 tracing::warn!(app, error = %e, "retention: cannot remove old releases");
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
+        for deployment in deployments {
+            let _ = std::fs::remove_file(self.release_command_log(deployment));
+        }
         for release in &removed {
             if let Err(e) = baton_package::remove(&self.releases_dir, release) {
                 tracing::warn!(release, error = %e, "retention: cannot remove a release folder");

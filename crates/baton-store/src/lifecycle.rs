@@ -149,6 +149,20 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// The deployments of `app` (in `environment`, when given): their
+    /// release commands' output is the app's.
+    pub async fn deployment_ids_of(
+        &self,
+        app: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<i64>> {
+        let (sql, env) = scoped("SELECT id FROM deployments", "deployments", environment);
+        let rows = bind(sqlx::query(&sql), app, env)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// The builds of `app` (in `environment`, when given): their logs are
     /// the app's.
     pub async fn build_ids_of(&self, app: &str, environment: Option<&str>) -> Result<Vec<i64>> {
@@ -220,12 +234,18 @@ impl Store {
     }
 
     /// Deletes releases of `app` and the history that names them (their
-    /// deployments and steps, their stopped targets), in one transaction.
-    /// A release that a target still runs is left alone. Contracts keep
-    /// their record, no longer tied to the release.
-    pub async fn delete_releases(&self, app: &str, ids: &[String]) -> Result<Vec<String>> {
+    /// deployments and steps, their stopped targets), in one transaction;
+    /// returns the releases and the deployments deleted. A release that a
+    /// target still runs is left alone. Contracts keep their record, no
+    /// longer tied to the release.
+    pub async fn delete_releases(
+        &self,
+        app: &str,
+        ids: &[String],
+    ) -> Result<(Vec<String>, Vec<i64>)> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut deleted = Vec::new();
+        let mut deployments = Vec::new();
         for id in ids {
             let running: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM targets WHERE release_id = ? AND state NOT IN ('stopped', 'failed') LIMIT 1",
@@ -236,6 +256,11 @@ impl Store {
             if running.is_some() {
                 continue;
             }
+            let of_release: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM deployments WHERE release_id = ?")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
             for sql in [
                 "UPDATE contracts SET release_id = NULL, deployment_id = NULL WHERE release_id = ?1 OR deployment_id IN (SELECT id FROM deployments WHERE release_id = ?1)",
                 "DELETE FROM deployment_steps WHERE deployment_id IN (SELECT id FROM deployments WHERE release_id = ?1)",
@@ -253,10 +278,11 @@ impl Store {
                 .rows_affected();
             if gone == 1 {
                 deleted.push(id.clone());
+                deployments.extend(of_release);
             }
         }
         tx.commit().await?;
-        Ok(deleted)
+        Ok((deleted, deployments))
     }
 
     /// `app`'s stopped (or failed) targets, newest first, with their
@@ -392,7 +418,8 @@ mod tests {
             .delete_releases("shop", &["r1".into(), "r2".into()])
             .await
             .unwrap();
-        assert_eq!(deleted, ["r1"]);
+        assert_eq!(deleted.0, ["r1"]);
+        assert_eq!(deleted.1.len(), 1);
         assert!(s.release("r2").await.is_ok());
         assert!(s.stopped_targets("shop").await.unwrap().is_empty());
     }

@@ -31,6 +31,8 @@ fn shop(message: &str) -> AppCopy {
         "hosts = [\"staging.hello.localhost\"]",
         "hosts = [\"staging.shop.localhost\"]",
     );
+    // Each deployment keeps its release command's output.
+    app.set_deploy("release_command", "echo getting ready");
     app
 }
 
@@ -185,6 +187,16 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
         "{text}"
     );
 
+    let before: Vec<String> = std::fs::read_dir(server.data().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        before.iter().any(|f| f.starts_with("release-command-")),
+        "{before:?}"
+    );
+
     let status = server.json(&["status"]);
     let shop_targets = targets_of(&status, "shop");
     assert_eq!(shop_targets.len(), 4, "live and warm in each: {status}");
@@ -269,6 +281,20 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
             "output of {id}"
         );
     }
+    let hello_logs: Vec<String> = hello_targets
+        .iter()
+        .map(|(id, _, _)| format!("{id}.log"))
+        .collect();
+    let other_logs: Vec<String> = std::fs::read_dir(data.join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|name| !name.starts_with("access.log") && !hello_logs.contains(name))
+        .collect();
+    assert!(
+        other_logs.is_empty(),
+        "{other_logs:?} are left in DATA/logs"
+    );
     let mut left: Vec<String> = std::fs::read_dir(data.join("releases"))
         .unwrap()
         .flatten()

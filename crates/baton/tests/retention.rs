@@ -21,6 +21,7 @@ async fn twenty_deploys_keep_three_releases_and_their_output_and_roll_back_to_a_
     let server = Server::start();
     let app = AppCopy::new("version 0");
     app.append("[retention]\nreleases = 3\nlogs = \"14d\"");
+    app.set_deploy("release_command", "echo getting ready");
     let mut releases = Vec::new();
     for n in 1..=20 {
         app.edit(
@@ -45,9 +46,13 @@ async fn twenty_deploys_keep_three_releases_and_their_output_and_roll_back_to_a_
     let listed = server.json(&["releases", "hello"]);
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
     // The live and warm targets' output, and that of the third release's
-    // stopped target: nothing of the seventeen others.
-    let logs = log_files(&server);
-    assert!(logs.len() <= 3, "{logs:?}");
+    // stopped target, and their deployments' release command output:
+    // nothing of the seventeen others.
+    let (commands, targets): (Vec<String>, Vec<String>) = log_files(&server)
+        .into_iter()
+        .partition(|name| name.starts_with("release-command-"));
+    assert!(targets.len() <= 3, "{targets:?}");
+    assert_eq!(commands.len(), 3, "{commands:?}");
 
     let status = server.json(&["status"]);
     let disk = &status[0]["disk"];
