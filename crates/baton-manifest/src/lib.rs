@@ -14,6 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 mod build;
 pub mod flags;
 pub use build::BuildSection;
+mod retention;
+pub use retention::RetentionSection;
 
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
@@ -109,6 +111,8 @@ pub struct Manifest {
     pub processes: BTreeMap<String, ProcessSection>,
     /// The command a process release runs once, when it is created.
     pub build: Option<BuildSection>,
+    /// How many releases and how much target output the server keeps.
+    pub retention: Option<RetentionSection>,
 }
 
 /// `[processes.NAME]`: a process with no port, run beside the web one.
@@ -746,6 +750,11 @@ mod duration {
 }
 
 impl Manifest {
+    /// `[retention]`, or its defaults.
+    pub fn retention(&self) -> RetentionSection {
+        self.retention.clone().unwrap_or_default()
+    }
+
     /// Reads `baton.toml` from an app folder.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(FILE_NAME);
@@ -784,6 +793,11 @@ impl Manifest {
             reason,
         };
         check_name("app", &self.name).map_err(|reason| invalid("name", reason))?;
+        if let Some(retention) = &self.retention {
+            retention
+                .check()
+                .map_err(|(field, reason)| invalid(field, reason))?;
+        }
         if let Some(text) = &self.proxy.max_body {
             if parse_size(text).is_none() {
                 return Err(invalid(

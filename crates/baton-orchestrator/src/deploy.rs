@@ -175,6 +175,11 @@ impl Orchestrator {
                 Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
             }
         }
+        if outcome.is_ok() {
+            let retention = job.manifest.retention();
+            self.apply_retention(&job.key, &retention, &job.release.id)
+                .await;
+        }
         if outcome.is_ok() && kind == DeploymentKind::Deploy {
             if let Some(flags) = self.flags.get() {
                 let dir = self.release_dir(&job.release.id);

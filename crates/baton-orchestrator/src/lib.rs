@@ -25,6 +25,9 @@ pub use recover::RecoveryReport;
 mod supervise;
 mod teardown;
 pub use teardown::Removed;
+mod lifecycle;
+pub use lifecycle::{AppEnvironment, AppSummary, Destroyed, DiskUse, EnvironmentState};
+mod retention;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -238,6 +241,10 @@ pub struct EnvironmentStatus {
     /// The message visitors get while in maintenance (`baton maintenance`).
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// The disk the whole app takes (every environment's): filled in by
+    /// `status`, not by `environment_status`.
+    #[serde(default)]
+    pub disk: Option<DiskUse>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -861,8 +868,19 @@ impl Orchestrator {
     /// Every app and environment with a route, and their targets.
     pub async fn status(&self) -> Result<Vec<EnvironmentStatus>> {
         let mut out = Vec::new();
+        let mut disks: HashMap<String, DiskUse> = HashMap::new();
         for route in self.store.routes().await? {
-            out.push(self.environment_status(&route).await?);
+            let mut status = self.environment_status(&route).await?;
+            let disk = match disks.get(&route.app) {
+                Some(disk) => *disk,
+                None => {
+                    let disk = self.disk_use(&route.app).await?;
+                    disks.insert(route.app.clone(), disk);
+                    disk
+                }
+            };
+            status.disk = Some(disk);
+            out.push(status);
         }
         Ok(out)
     }
@@ -900,6 +918,7 @@ impl Orchestrator {
             targets,
             last_deployment,
             maintenance: self.maintenance_of(&RouteKey::new(&route.app, &route.environment)),
+            disk: None,
         })
     }
 

@@ -10,6 +10,7 @@ mod audit;
 mod certificates;
 mod config;
 mod flags;
+mod lifecycle;
 mod pipeline;
 mod records;
 
@@ -25,6 +26,7 @@ pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use certificates::CertificateRecord;
 pub use config::{ConfigKey, ConfigVersion, KeyError};
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
+pub use lifecycle::ReleaseUse;
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
     ReleaseNote, ReviewApp,

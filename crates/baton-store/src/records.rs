@@ -283,6 +283,7 @@ string_enum!(EventKind {
     ReleaseCommandFailed => "release_command_failed",
     Scaled => "scaled",
     ReleaseBuildFailed => "release_build_failed",
+    ReleasesPruned => "releases_pruned",
 });
 
 impl Event {

@@ -584,7 +584,9 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
         "SINCE".into(),
         "TARGETS".into(),
         "HOSTS".into(),
+        "DISK".into(),
     ]];
+    let mut disk_shown = Vec::new();
     for env in &status {
         let live = env
             .live
@@ -636,6 +638,14 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
             since,
             targets,
             env.hosts.join(", "),
+            // The whole app's, once: release folders and output.
+            match env.disk {
+                Some(disk) if !disk_shown.contains(&env.app) => {
+                    disk_shown.push(env.app.clone());
+                    size(disk.total() as i64)
+                }
+                _ => String::new(),
+            },
         ]);
     }
     table(&rows);

@@ -14,6 +14,7 @@ mod data_plane;
 mod db;
 mod flags;
 mod init;
+mod lifecycle;
 mod output;
 mod pipeline;
 mod proxy_process;
@@ -50,9 +51,11 @@ Deploy:
   run            Run a one-off command in the live release's environment
   scale          Set how many instances of a worker run
   init           Write a first baton.toml for an app folder, guessed from its files
+  destroy        Remove an app (or one environment of it) and everything it owns
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
+  apps           Every app the server knows: environments, live release, state
   releases       An app's releases, newest first, with where each is live
   deployments    An app's deployments, newest first
   logs           Output of an app's live target, or its requests (--requests)
@@ -398,6 +401,29 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Every app the server knows, with each environment's live release,
+    /// state and hosts.
+    Apps {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove an app, or one environment of it (-e), and everything it
+    /// owns: routes, running targets, releases (folders and images), logs,
+    /// flags, API keys, config, maintenance, certificates, review apps, pipeline
+    /// records and events. The audit log keeps its entries. Admins only.
+    Destroy {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        /// Only this environment [default: every one].
+        #[arg(short, long)]
+        environment: Option<String>,
+        /// Do not ask for the app's name (for scripts; needed when
+        /// standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Run a program and write its output to standard output, each line
     /// behind the time it was written; end as the program ends. The server
     /// starts targets through it (their process is `baton log-stamp -- sh
@@ -658,6 +684,13 @@ fn main() -> ExitCode {
                 }
             }
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Apps { common } => lifecycle::apps(&common).await,
+            Command::Destroy {
+                app,
+                environment,
+                yes,
+                common,
+            } => lifecycle::destroy(&common, &app, environment.as_deref(), yes).await,
             Command::LogStamp { .. } => unreachable!("log-stamp ran before the runtime started"),
             Command::Flags { command } => flags::run(command).await,
             Command::Users { command } => accounts::users(command).await,
