@@ -300,6 +300,10 @@ pub struct Web {
     /// How long a target has to exit after SIGTERM before it is killed.
     #[serde(default = "defaults::stop_timeout", with = "duration")]
     pub stop_timeout: Duration,
+    /// How many targets of each release serve at once; the proxy spreads
+    /// requests over them (`baton scale APP web=N` overrides it).
+    #[serde(default = "defaults::instances")]
+    pub instances: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -320,6 +324,7 @@ impl Default for Web {
         Web {
             command: String::new(),
             stop_timeout: defaults::stop_timeout(),
+            instances: defaults::instances(),
         }
     }
 }
@@ -816,6 +821,12 @@ impl Manifest {
         }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        if !(1..=MAX_INSTANCES).contains(&self.web.instances) {
+            return Err(invalid(
+                "web.instances",
+                format!("must be 1 to {MAX_INSTANCES}, not {}", self.web.instances),
+            ));
         }
         for (name, process) in &self.processes {
             let field = format!("processes.{name}");

@@ -307,9 +307,11 @@ impl Orchestrator {
                     };
                     let checked = self
                         .step(d, step, async {
-                            self.wait_healthy(target, health, within)
-                                .await
-                                .map(|detail| ((), Some(detail)))
+                            // Every instance of the release, at once.
+                            let all = target.all();
+                            let checks = all.iter().map(|m| self.wait_healthy(m, health, within));
+                            let details = futures_util::future::try_join_all(checks).await?;
+                            Ok(((), details.into_iter().next()))
                         })
                         .await;
                     if let Err(e) = checked {
@@ -381,22 +383,21 @@ impl Orchestrator {
                     let Some(old) = &old else { continue };
                     let drain_timeout = job.manifest.deploy.drain_timeout;
                     self.step(d, step, async {
-                        let left = self
-                            .proxy
-                            .drain(old.record_id, drain_timeout)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let left = self.drain_all(old, drain_timeout).await?;
                         let detail = if left == 0 {
                             "no request left in flight on the old target".to_string()
                         } else {
                             // WebSockets and event streams had their drain
                             // time: they close now, and reconnect to the new
                             // release.
-                            let closed = self
-                                .proxy
-                                .cut_long_lived(old.record_id)
-                                .await
-                                .unwrap_or(0);
+                            let mut closed = 0;
+                            for instance in old.all() {
+                                closed += self
+                                    .proxy
+                                    .cut_long_lived(instance.record_id)
+                                    .await
+                                    .unwrap_or(0);
+                            }
                             if closed > 0 {
                                 let message = format!(
                                     "{closed} WebSockets and event streams on target {} closed after the drain timeout; their clients reconnect to the new release",
@@ -432,17 +433,87 @@ impl Orchestrator {
         Ok(contracts)
     }
 
+    /// Starts the release's web instances (`[web] instances`, or `baton
+    /// scale`'s count): the first stands for them all (the deployment and
+    /// the route name it).
     async fn start_target(self: &Arc<Self>, job: &Job) -> StepResult<Arc<Managed>> {
-        let d = job.deployment.id;
-        let runtime = self.runtime(job.manifest.runtime);
+        let wanted = self
+            .web_instances(&job.key, &job.manifest)
+            .await
+            .map_err(|e| e.to_string())?;
+        let first = self
+            .start_instance(
+                &job.key,
+                &job.release,
+                &job.manifest,
+                job.deployment.id,
+                job.deployment.config_version,
+            )
+            .await?;
+        self.store
+            .set_deployment_target(job.deployment.id, first.record_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut others = Vec::new();
+        for _ in 1..wanted {
+            match self
+                .start_instance(
+                    &job.key,
+                    &job.release,
+                    &job.manifest,
+                    job.deployment.id,
+                    job.deployment.config_version,
+                )
+                .await
+            {
+                Ok(other) => others.push(other),
+                Err(e) => {
+                    *first.instances.lock().unwrap_or_else(|e| e.into_inner()) = others;
+                    self.fail_target(&first, "another instance of its release could not start")
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        for other in &others {
+            *other.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(first.record_id);
+        }
+        let detail = std::iter::once(&first)
+            .chain(&others)
+            .map(|m| {
+                format!(
+                    "target {} on port {} ({} {})",
+                    m.record_id,
+                    m.spec.port,
+                    job.manifest.runtime.as_str(),
+                    m.handle().reference
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        *first.instances.lock().unwrap_or_else(|e| e.into_inner()) = others;
+        Ok((first, Some(detail)))
+    }
+
+    /// Starts one web target of `release` for deployment `d` (with its
+    /// config version), managed and supervised.
+    pub(crate) async fn start_instance(
+        self: &Arc<Self>,
+        key: &RouteKey,
+        release: &Release,
+        manifest: &Manifest,
+        d: i64,
+        config_version: Option<i64>,
+    ) -> std::result::Result<Arc<Managed>, String> {
+        let runtime = self.runtime(manifest.runtime);
         let port = free_port().map_err(|e| format!("no free port for the new target: {e}"))?;
-        let kind = job.manifest.runtime.as_str();
+        let kind = manifest.runtime.as_str();
         let record = self
             .store
             .create_target(
-                &job.key.app,
-                &job.key.environment,
-                &job.release.id,
+                &key.app,
+                &key.environment,
+                &release.id,
                 d,
                 port,
                 kind,
@@ -450,23 +521,15 @@ impl Orchestrator {
             )
             .await
             .map_err(|e| e.to_string())?;
-        self.store
-            .set_deployment_target(d, record.id)
-            .await
-            .map_err(|e| e.to_string())?;
         let config = self
-            .config_values(
-                &job.key.app,
-                &job.key.environment,
-                job.deployment.config_version,
-            )
+            .config_values(&key.app, &key.environment, config_version)
             .await
             .map_err(|e| e.to_string())?;
         let started = match self.target_spec(
             record.id,
-            &job.key.environment,
-            &job.release,
-            &job.manifest,
+            &key.environment,
+            release,
+            manifest,
             baton_runtime::WEB,
             port,
             config,
@@ -494,20 +557,16 @@ impl Orchestrator {
             .set_target_handle(record.id, &handle.reference)
             .await
             .map_err(|e| e.to_string())?;
-        let detail = format!(
-            "target {} on port {port} ({kind} {})",
-            record.id, handle.reference
-        );
         let managed = Managed::new(
             spec,
             handle,
             TargetState::Starting,
-            job.manifest.web.stop_timeout,
+            manifest.web.stop_timeout,
             runtime,
         );
         self.manage(Arc::clone(&managed));
         self.supervise(Arc::clone(&managed));
-        Ok((managed, Some(detail)))
+        Ok(managed)
     }
 
     pub(crate) fn route_spec(
@@ -521,6 +580,14 @@ impl Orchestrator {
             hosts: job.config.hosts.clone(),
             preview_hosts: job.config.preview_hosts.clone(),
             live: live.map(|m| m.proxy_target.clone()),
+            live_instances: live
+                .map(|m| {
+                    m.instances()
+                        .iter()
+                        .map(|i| i.proxy_target.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
             preview: preview.map(|m| m.proxy_target.clone()),
             hold_timeout: job.manifest.deploy.hold_timeout,
             limits: route_limits(&job.manifest),
@@ -646,7 +713,10 @@ impl Orchestrator {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|m| {
-                m.key == job.key && m.record_id != old.record_id && m.state() == TargetState::Warm
+                m.key == job.key
+                    && m.record_id != old.record_id
+                    && m.is_first()
+                    && m.state() == TargetState::Warm
             })
             .cloned()
             .collect();
@@ -691,20 +761,50 @@ impl Orchestrator {
     /// flight have finished (or the app's drain timeout has passed).
     pub(crate) async fn retire(&self, job: &Job, target: &Arc<Managed>, reason: &str) {
         let _ = self
-            .proxy
-            .drain(target.record_id, job.manifest.deploy.drain_timeout)
+            .drain_all(target, job.manifest.deploy.drain_timeout)
             .await;
         self.stop_target(target, reason).await;
+    }
+
+    /// Waits for the requests in flight on a release's instances to end
+    /// (at most `timeout`); how many are left.
+    pub(crate) async fn drain_all(
+        &self,
+        target: &Arc<Managed>,
+        timeout: std::time::Duration,
+    ) -> std::result::Result<usize, String> {
+        let drains = target
+            .all()
+            .into_iter()
+            .map(|m| async move { self.proxy.drain(m.record_id, timeout).await });
+        let mut left = 0;
+        for drained in futures_util::future::join_all(drains).await {
+            left += drained.map_err(|e| e.to_string())?;
+        }
+        Ok(left)
     }
 
     /// Stops a target for good: marks it stopping (so its supervisor lets it
     /// go), stops it, records it stopped.
     pub(crate) async fn stop_target(&self, managed: &Arc<Managed>, reason: &str) {
         let _ = self.transition(managed, TargetState::Stopping, None).await;
-        let handle = managed.handle();
-        let exit = managed.runtime.stop(&handle, managed.stop_timeout).await;
+        // Its release's other instances stop with it, at once.
+        let stopping = managed.all();
+        let mut exits = futures_util::future::join_all(stopping.iter().map(|m| async move {
+            let handle = m.handle();
+            m.runtime.stop(&handle, m.stop_timeout).await
+        }))
+        .await;
+        for (m, exit) in stopping.iter().zip(&exits).skip(1) {
+            if let Err(e) = exit {
+                tracing::warn!(target = m.record_id, error = %e, "an instance could not be stopped cleanly");
+            }
+        }
+        let exit = exits.swap_remove(0);
         let _ = self.transition(managed, TargetState::Stopped, None).await;
-        self.forget(managed.record_id);
+        for m in &stopping {
+            self.forget(m.record_id);
+        }
         let message = match exit {
             Ok(exit) => format!(
                 "target {} stopped because {reason}; it {exit}",

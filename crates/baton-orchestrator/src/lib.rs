@@ -108,6 +108,11 @@ pub(crate) struct Managed {
     pub stop_timeout: Duration,
     /// The runtime the target runs on.
     pub runtime: Arc<dyn Runtime>,
+    /// The release's other web instances (`[web] instances`), when this
+    /// is the first: the route names it, and its state is theirs.
+    pub instances: Mutex<Vec<Arc<Managed>>>,
+    /// The first instance, when this is one of the others.
+    pub first: Mutex<Option<i64>>,
 }
 
 impl Managed {
@@ -133,7 +138,33 @@ impl Managed {
             state: Mutex::new(state),
             stop_timeout,
             runtime,
+            instances: Mutex::new(Vec::new()),
+            first: Mutex::new(None),
         })
+    }
+
+    /// The other instances of its release started with it.
+    pub fn instances(&self) -> Vec<Arc<Managed>> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// It and its other instances.
+    pub fn all(self: &Arc<Self>) -> Vec<Arc<Managed>> {
+        let mut all = vec![Arc::clone(self)];
+        all.extend(self.instances());
+        all
+    }
+
+    /// Whether it stands for its release's instances (the route names
+    /// it), rather than being one of the others.
+    pub fn is_first(&self) -> bool {
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     pub fn state(&self) -> TargetState {
@@ -755,10 +786,12 @@ impl Orchestrator {
                 self.store.release(&previous).await?
             }
         };
-        let warm_record = targets
-            .iter()
-            .rev()
-            .find(|t| t.state == TargetState::Warm && t.release_id == release.id);
+        // The first of the warm release's instances stands for them.
+        let warm_record = targets.iter().rev().find(|t| {
+            t.state == TargetState::Warm
+                && t.release_id == release.id
+                && self.managed(t.id).is_some_and(|m| m.is_first())
+        });
         // Release and config go back together: the warm target's, or the
         // one the release last ran with here.
         let config = match warm_record {
@@ -967,6 +1000,17 @@ impl Orchestrator {
         state: TargetState,
         warm_until: Option<i64>,
     ) -> Result<()> {
+        // The other instances of its release go the same way.
+        for other in managed.instances() {
+            let written = self
+                .store
+                .set_target_state(other.record_id, state, warm_until)
+                .await;
+            if let Err(e) = &written {
+                tracing::error!(target = other.record_id, state = state.as_str(), error = %e, "cannot record a target's state");
+            }
+            other.set_state(state);
+        }
         let written = self
             .store
             .set_target_state(managed.record_id, state, warm_until)
@@ -993,7 +1037,7 @@ impl Orchestrator {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
-                .filter(|m| m.state() == TargetState::Warm)
+                .filter(|m| m.state() == TargetState::Warm && m.is_first())
                 .cloned()
                 .collect();
             for managed in expired {

@@ -65,6 +65,18 @@ pub fn wanted(manifest: &Manifest, scaled: &[(String, u32)]) -> BTreeMap<String,
 }
 
 impl Orchestrator {
+    /// How many web instances a deployment of `key` starts: `baton
+    /// scale`'s count, else the manifest's.
+    pub(crate) async fn web_instances(&self, key: &RouteKey, manifest: &Manifest) -> Result<u32> {
+        let scaled = self.store.scale(&key.app, &key.environment).await?;
+        Ok(scaled
+            .into_iter()
+            .find(|(p, _)| p == WEB)
+            .map(|(_, n)| n)
+            .unwrap_or(manifest.web.instances)
+            .max(1))
+    }
+
     /// Whether workers of `key` run (an older release's, to be replaced).
     pub(crate) fn has_workers(&self, key: &RouteKey) -> bool {
         self.managed
@@ -231,11 +243,12 @@ impl Orchestrator {
             .map_err(|e| Error::Invalid(e.to_string()))?;
         for (process, n) in &counts {
             if process == WEB {
-                return Err(Error::Invalid(
-                    "the web process runs one instance per release for now; scale workers (`[processes.NAME]`)".into(),
-                ));
-            }
-            if !manifest.processes.contains_key(process) {
+                if *n == 0 {
+                    return Err(Error::Invalid(
+                        "web=0 would leave nothing to serve; `baton maintenance on` answers visitors while the app is down".into(),
+                    ));
+                }
+            } else if !manifest.processes.contains_key(process) {
                 let known: Vec<&String> = manifest.processes.keys().collect();
                 return Err(Error::Invalid(format!(
                     "the live release of {app} has no process {process:?} (it has {known:?}); add [processes.{process}] to baton.toml"
@@ -259,9 +272,84 @@ impl Orchestrator {
             .set_scale(app, environment, &counts, &entry)
             .await?;
         let key = RouteKey::new(app, environment);
-        let done = self.reconcile_processes(&key).await?;
+        let mut done = Reconciled::default();
+        if let Some((_, n)) = counts.iter().find(|(p, _)| p == WEB) {
+            done = self.scale_web(&key, &release, &manifest, &live, *n).await?;
+        }
+        let workers = self.reconcile_processes(&key).await?;
+        done.started.extend(workers.started);
+        done.stopped.extend(workers.stopped);
         let message = format!("scaled by {}: {}", actor.name, done.describe());
         self.event(&key, EventKind::Scaled, &message).await;
+        Ok(done)
+    }
+}
+
+impl Orchestrator {
+    /// More or fewer instances of the live web release, in place: new ones
+    /// are started, checked and then given traffic; surplus ones are taken
+    /// out of the route first, drained, then stopped.
+    async fn scale_web(
+        self: &Arc<Self>,
+        key: &RouteKey,
+        release: &baton_store::Release,
+        manifest: &Manifest,
+        live: &baton_store::TargetRecord,
+        wanted: u32,
+    ) -> Result<Reconciled> {
+        let first = self.managed(live.id).ok_or_else(|| {
+            Error::Refused(format!(
+                "the live target {} is not running; deploy again",
+                live.id
+            ))
+        })?;
+        let mut done = Reconciled::default();
+        let mut instances = first.instances();
+        let config = self.config_of_target(live.deployment_id).await?;
+        let deployment = live.deployment_id.unwrap_or(0);
+        while (instances.len() as u32) + 1 < wanted {
+            let started = self
+                .start_instance(key, release, manifest, deployment, config)
+                .await
+                .map_err(Error::Internal)?;
+            let healthy = self
+                .wait_healthy(&started, &manifest.health, manifest.deploy.timeout)
+                .await;
+            if let Err(why) = healthy {
+                self.stop_target(&started, "it never became healthy").await;
+                return Err(Error::Refused(format!(
+                    "a new instance of {} did not become healthy: {why}",
+                    key.app
+                )));
+            }
+            *started.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(first.record_id);
+            self.transition(&started, TargetState::Live, None).await?;
+            done.started.push(started.record_id);
+            instances.push(started);
+        }
+        let mut leaving = Vec::new();
+        while (instances.len() as u32) + 1 > wanted {
+            leaving.extend(instances.pop());
+        }
+        *first.instances.lock().unwrap_or_else(|e| e.into_inner()) = instances.clone();
+        if let Some(spec) = self.proxy.route(key) {
+            let spec = baton_proxy::RouteSpec {
+                live_instances: instances.iter().map(|m| m.proxy_target.clone()).collect(),
+                ..spec
+            };
+            self.proxy
+                .set_route(spec)
+                .await
+                .map_err(|e| Error::Internal(format!("the proxy did not take the change: {e}")))?;
+        }
+        for m in leaving {
+            let _ = self
+                .proxy
+                .drain(m.record_id, manifest.deploy.drain_timeout)
+                .await;
+            self.stop_target(&m, "it was scaled down").await;
+            done.stopped.push(m.record_id);
+        }
         Ok(done)
     }
 }

@@ -29,9 +29,11 @@ pub struct RecoveryReport {
 impl Orchestrator {
     pub async fn recover(self: &Arc<Self>) -> Result<RecoveryReport> {
         let mut report = RecoveryReport::default();
-        for record in self.store.active_targets().await? {
-            self.recover_target(record, &mut report).await?;
+        let active = self.store.active_targets().await?;
+        for record in &active {
+            self.recover_target(record.clone(), &mut report).await?;
         }
+        self.regroup_instances(&active).await?;
         *self.maintenance.lock().unwrap_or_else(|e| e.into_inner()) = self
             .store
             .maintenance()
@@ -63,6 +65,15 @@ impl Orchestrator {
                 key,
                 hosts: route.hosts.clone(),
                 preview_hosts: route.preview_hosts.clone(),
+                live_instances: live
+                    .as_ref()
+                    .map(|m| {
+                        m.instances()
+                            .iter()
+                            .map(|i| i.proxy_target.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 live: live.map(|m| m.proxy_target.clone()),
                 preview: None,
                 hold_timeout: std::time::Duration::from_millis(route.hold_timeout_ms.max(0) as u64),
@@ -289,6 +300,38 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// The web instances started together (one deployment's, one release's)
+    /// are one group again: the route's live target, or the lowest id,
+    /// stands for the others.
+    async fn regroup_instances(&self, active: &[TargetRecord]) -> Result<()> {
+        let mut groups: std::collections::BTreeMap<(String, String, i64), Vec<Arc<Managed>>> =
+            std::collections::BTreeMap::new();
+        for record in active.iter().filter(|r| r.process == baton_runtime::WEB) {
+            let (Some(deployment), Some(managed)) = (record.deployment_id, self.managed(record.id))
+            else {
+                continue;
+            };
+            groups
+                .entry((record.app.clone(), record.environment.clone(), deployment))
+                .or_default()
+                .push(managed);
+        }
+        for ((app, environment, _), mut group) in groups {
+            let live = self
+                .store
+                .route(&app, &environment)
+                .await?
+                .and_then(|r| r.live_target);
+            group.sort_by_key(|m| (Some(m.record_id) != live, m.record_id));
+            let first = group.remove(0);
+            for other in &group {
+                *other.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(first.record_id);
+            }
+            *first.instances.lock().unwrap_or_else(|e| e.into_inner()) = group;
+        }
+        Ok(())
+    }
+
     /// After recovery, a running target that is not live is the previous
     /// release: the newest such is kept warm, any other is stopped.
     async fn settle_previous_targets(self: &Arc<Self>) -> Result<()> {
@@ -299,7 +342,9 @@ impl Orchestrator {
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
                 .filter(|m| m.key.app == route.app && m.key.environment == route.environment)
-                .filter(|m| m.spec.is_web() && Some(m.record_id) != route.live_target)
+                .filter(|m| {
+                    m.spec.is_web() && m.is_first() && Some(m.record_id) != route.live_target
+                })
                 .filter(|m| {
                     matches!(
                         m.state(),

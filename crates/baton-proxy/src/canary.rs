@@ -59,10 +59,15 @@ fn forced(value: &str) -> Option<Side> {
     }
 }
 
-/// A bucket for a new client: spread evenly over the hundred. A
-/// xorshift generator per thread: a few instructions, nothing shared
-/// between the proxy's workers.
+/// A bucket for a new client: spread evenly over the hundred.
 fn new_bucket() -> u8 {
+    ((random() >> 32) % 100) as u8
+}
+
+/// A pseudo-random number for spreading clients and requests (not for
+/// secrets): a xorshift generator per thread, a few instructions, nothing
+/// shared between the proxy's workers.
+pub(crate) fn random() -> u64 {
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
     }
@@ -72,7 +77,7 @@ fn new_bucket() -> u8 {
         x ^= x >> 7;
         x ^= x << 17;
         state.set(x);
-        ((x >> 32) % 100) as u8
+        x
     })
 }
 

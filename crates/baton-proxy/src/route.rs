@@ -64,6 +64,10 @@ pub struct RouteSpec {
     /// release is in preview).
     pub preview_hosts: Vec<String>,
     pub live: Option<TargetRef>,
+    /// The live release's other instances (`[web] instances`): the live
+    /// side's requests are spread over `live` and these.
+    #[serde(default)]
+    pub live_instances: Vec<TargetRef>,
     pub preview: Option<TargetRef>,
     /// How long a request may wait while the route is held.
     pub hold_timeout: Duration,
@@ -181,6 +185,7 @@ pub(crate) struct Route {
     pub spec: RouteSpec,
     pub gate: Arc<Gate>,
     pub live: Option<Arc<Target>>,
+    pub live_instances: Vec<Arc<Target>>,
     pub preview: Option<Arc<Target>>,
     /// The canary's target and its share, in percent.
     pub canary: Option<(Arc<Target>, u8)>,
@@ -207,13 +212,34 @@ impl Route {
     /// moves from the old release to the new one only as the share grows.
     pub(crate) fn pick_for(&self, preview: bool, side: Side) -> Option<&Arc<Target>> {
         if preview {
-            return self.preview.as_ref().or(self.live.as_ref());
+            return self.preview.as_ref().or_else(|| self.live_instance());
         }
         match (&self.canary, side) {
             (Some((canary, _)), Side::Canary) => Some(canary),
             (Some((canary, percent)), Side::Bucket(bucket)) if bucket < *percent => Some(canary),
-            _ => self.live.as_ref(),
+            _ => self.live_instance(),
         }
+    }
+
+    /// One instance of the live release: of two picked at random, the one
+    /// with fewer requests in flight (the power of two choices), so that
+    /// a slow instance gets fewer and no instance is left idle.
+    fn live_instance(&self) -> Option<&Arc<Target>> {
+        let live = self.live.as_ref()?;
+        let n = self.live_instances.len() + 1;
+        if n == 1 {
+            return Some(live);
+        }
+        let nth = |i: usize| match i {
+            0 => live,
+            i => &self.live_instances[i - 1],
+        };
+        let r = crate::canary::random();
+        let a = (r % n as u64) as usize;
+        // A second one, never the first again.
+        let b = (a + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+        let (a, b) = (nth(a), nth(b));
+        Some(if b.in_flight() < a.in_flight() { b } else { a })
     }
 }
 
@@ -294,6 +320,7 @@ impl RouteTable {
         self.routes.values().flat_map(|r| {
             r.live
                 .iter()
+                .chain(r.live_instances.iter())
                 .chain(r.preview.iter())
                 .chain(r.canary.iter().map(|(t, _)| t))
         })
@@ -332,6 +359,7 @@ mod tests {
                 hosts: hosts.iter().map(|h| h.to_string()).collect(),
                 preview_hosts: vec![],
                 live: None,
+                live_instances: Vec::new(),
                 preview: None,
                 hold_timeout: Duration::from_secs(1),
                 limits: RouteLimits::default(),
@@ -342,6 +370,7 @@ mod tests {
             },
             gate: Arc::new(Gate::new(16)),
             live: live.map(target),
+            live_instances: Vec::new(),
             preview: None,
             canary: None,
         }
@@ -428,5 +457,34 @@ mod tests {
         assert_eq!(normalise_host("example.com."), "example.com");
         assert_eq!(normalise_host("[::1]:80"), "[::1]");
         assert_eq!(normalise_host("plain"), "plain");
+    }
+    #[test]
+    fn the_live_release_s_instances_share_its_requests_and_a_busy_one_gets_fewer() {
+        let mut route = spec("a", &["a.test"], Some(1));
+        route.live_instances = vec![target(2), target(3)];
+        let mut count = std::collections::BTreeMap::new();
+        for _ in 0..3000 {
+            *count.entry(route.pick(false).unwrap().id).or_insert(0) += 1;
+        }
+        for id in 1..=3 {
+            let n = count[&id];
+            assert!(
+                (800..=1200).contains(&n),
+                "instance {id} got {n}: {count:?}"
+            );
+        }
+        // Target 2 answers ten slow requests: it gets far fewer new ones.
+        let busy: Vec<_> = (0..10).map(|_| route.live_instances[0].begin()).collect();
+        let mut to_busy = 0;
+        for _ in 0..3000 {
+            if route.pick(false).unwrap().id == 2 {
+                to_busy += 1;
+            }
+        }
+        assert_eq!(to_busy, 0, "two choices never pick the busier one");
+        drop(busy);
+        // A canary and a preview stay single targets.
+        route.preview = Some(target(9));
+        assert_eq!(route.pick(true).unwrap().id, 9);
     }
 }

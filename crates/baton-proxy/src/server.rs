@@ -157,6 +157,7 @@ impl Proxy {
         Route {
             gate: self.gate(&spec.key),
             live: target(&spec.live),
+            live_instances: spec.live_instances.iter().map(|t| self.target(t)).collect(),
             preview: target(&spec.preview),
             canary: spec
                 .canary

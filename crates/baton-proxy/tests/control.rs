@@ -88,6 +88,7 @@ fn route(live: TargetRef) -> RouteSpec {
         hosts: vec![HOST.into()],
         preview_hosts: vec![],
         live: Some(live),
+        live_instances: Vec::new(),
         preview: None,
         hold_timeout: Duration::from_secs(30),
         limits: Default::default(),

@@ -102,6 +102,7 @@ fn route(live: Option<TargetRef>) -> RouteSpec {
         hosts: vec![HOST.into()],
         preview_hosts: vec![],
         live,
+        live_instances: Vec::new(),
         preview: None,
         hold_timeout: Duration::from_secs(10),
         limits: Default::default(),

@@ -90,6 +90,7 @@ async fn proxy_to(upstream: SocketAddr, id: i64) -> Running {
             hosts: vec![HOST.into()],
             preview_hosts: vec![],
             live: Some(TargetRef::new(id, upstream, "r1")),
+            live_instances: Vec::new(),
             preview: None,
             hold_timeout: Duration::from_secs(5),
             limits: Default::default(),
