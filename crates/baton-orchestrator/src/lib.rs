@@ -9,6 +9,8 @@
 mod canary;
 mod commands;
 mod config;
+pub mod cron;
+pub use cron::{CronJobView, CronRunOutput};
 pub use config::{ConfigChange, ConfigChanged, ConfigListing, ConfigVar};
 mod deploy;
 mod health;
@@ -162,6 +164,8 @@ pub struct Orchestrator {
     pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
     /// Seals and opens the apps' config values (`DATA/config.key`).
     pub(crate) config_key: baton_store::ConfigKey,
+    /// The cron scheduler's memory (`cron`): runs under way and queued.
+    pub(crate) cron: cron::Jobs,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -281,6 +285,7 @@ impl Orchestrator {
             prometheus: std::sync::OnceLock::new(),
             maintenance: Mutex::new(HashMap::new()),
             config_key,
+            cron: cron::Jobs::default(),
         })
     }
 

@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod certificates;
 mod config;
+mod cron;
 mod flags;
 mod pipeline;
 mod records;
@@ -24,6 +25,7 @@ pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use certificates::CertificateRecord;
 pub use config::{ConfigKey, ConfigVersion, KeyError};
+pub use cron::{CronRun, NewCronRun};
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
@@ -207,6 +209,8 @@ const MIGRATIONS: &[&str] = &[
     certificates::CERTIFICATES_SCHEMA,
     // `baton config set`: sealed config versions; the one a deployment ran with.
     config::CONFIG_SCHEMA,
+    // `[cron.NAME]`: every run of a job, a scheduled tick at most once.
+    cron::CRON_SCHEMA,
 ];
 
 /// How many deployments of one kind ended (or stand) in one state.

@@ -276,6 +276,19 @@ string_enum!(EventKind {
     CanaryStep => "canary_step",
     ConfigChanged => "config_changed",
     ReleaseCommandFailed => "release_command_failed",
+    CronFailed => "cron_failed",
+});
+
+// A cron run: recorded before its command starts (`running`, or `queued`
+// behind the run still going), never twice for one tick.
+string_enum!(CronState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    TimedOut => "timed_out",
+    Skipped => "skipped",
+    Interrupted => "interrupted",
 });
 
 impl Event {
