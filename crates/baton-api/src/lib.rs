@@ -7,6 +7,7 @@
 mod auth;
 mod certs;
 mod config;
+mod cron;
 pub mod edge;
 mod flags;
 mod logs;
@@ -118,6 +119,7 @@ fn served_routes() -> Routes<AppState> {
         .get("/api/v1/users", auth::users)
         .post("/api/v1/users", auth::create_user)
         .merge(config::routes())
+        .merge(cron::routes())
 }
 
 /// An API error: an HTTP status, a machine-readable code (by default the

@@ -16,7 +16,7 @@ use std::time::Duration;
 use baton_manifest::cron::{CronJob, Missed, Overlap};
 use baton_runtime::Exit;
 use baton_store::{CronRun, CronState, EventKind, NewCronRun, Release};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::commands::run_to_log;
 use crate::{Error, Orchestrator, Result};
@@ -175,7 +175,7 @@ impl Jobs {
 }
 
 /// A job as `baton cron list` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CronJobView {
     pub name: String,
     pub schedule: String,
@@ -189,7 +189,7 @@ pub struct CronJobView {
 }
 
 /// A run and the part of its output asked for.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CronRunOutput {
     pub run: CronRun,
     pub output: String,

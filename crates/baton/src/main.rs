@@ -7,6 +7,7 @@
 mod accounts;
 mod api_listener;
 mod app_config;
+mod cron;
 mod client;
 mod commands;
 mod data_folder;
@@ -195,6 +196,12 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: app_config::ConfigCommand,
+    },
+    /// Scheduled jobs (`[cron.NAME]` in baton.toml): list them, see a
+    /// job's runs, run one now.
+    Cron {
+        #[command(subcommand)]
+        command: cron::CronCommand,
     },
     /// Run a one-off command in the live release's folder, with its
     /// environment and config (`baton run shop -- python manage.py
@@ -575,6 +582,7 @@ fn main() -> ExitCode {
                 common,
             } => app_config::restart(&common, &app, &env.environment, no_wait).await,
             Command::Config { command } => app_config::config(command).await,
+            Command::Cron { command } => cron::cron(command).await,
             Command::Run {
                 app,
                 env,
