@@ -132,10 +132,22 @@ mod tests {
 
     #[test]
     fn schedules_of_five_and_six_fields_and_shorthands_are_read() {
-        for ok in ["*/5 * * * *", "*/2 * * * * *", "0 3 * * MON", "@hourly", "@daily"] {
+        for ok in [
+            "*/5 * * * *",
+            "*/2 * * * * *",
+            "0 3 * * MON",
+            "@hourly",
+            "@daily",
+        ] {
             assert!(parse_schedule(ok).is_ok(), "{ok}");
         }
-        for bad in ["* * * *", "61 * * * *", "* * * * * * 2030", "every minute", ""] {
+        for bad in [
+            "* * * *",
+            "61 * * * *",
+            "* * * * * * 2030",
+            "every minute",
+            "",
+        ] {
             assert!(parse_schedule(bad).is_err(), "{bad}");
         }
     }

@@ -1075,7 +1075,8 @@ impl Manifest {
             }
         }
         for (name, job) in &self.cron {
-            check_name("cron job", name).map_err(|reason| invalid(&format!("cron.{name}"), reason))?;
+            check_name("cron job", name)
+                .map_err(|reason| invalid(&format!("cron.{name}"), reason))?;
             if self.runtime == RuntimeKind::Docker {
                 return Err(invalid(
                     &format!("cron.{name}"),

@@ -59,7 +59,10 @@ impl Schedule {
 
     /// The first tick strictly after `ms`.
     pub fn next_after(&self, ms: i64) -> Option<i64> {
-        let next = self.cron.find_next_occurrence(&self.zoned(ms)?, false).ok()?;
+        let next = self
+            .cron
+            .find_next_occurrence(&self.zoned(ms)?, false)
+            .ok()?;
         Some(next.timestamp().as_millisecond())
     }
 
@@ -229,7 +232,10 @@ impl Orchestrator {
     pub async fn run_cron(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         match self.store.interrupt_cron_runs().await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(runs = n, "cron runs left unfinished by the previous server are marked interrupted"),
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "cron runs left unfinished by the previous server are marked interrupted"
+            ),
             Err(e) => {
                 // Without that, a run could be taken for still running; no
                 // tick is run rather than one run twice.
@@ -272,7 +278,12 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn cron_job_pass(self: &Arc<Self>, key: &JobKey, job: &CronJob, live: &Live) -> Result<()> {
+    async fn cron_job_pass(
+        self: &Arc<Self>,
+        key: &JobKey,
+        job: &CronJob,
+        live: &Live,
+    ) -> Result<()> {
         let (app, environment, name) = key;
         let schedule = Schedule::of(job).map_err(Error::Invalid)?;
         let now = baton_store::now_ms();
@@ -281,7 +292,11 @@ impl Orchestrator {
             None => {
                 // First sight: from the last tick recorded, else from now
                 // (a new job does not run the ticks before it existed).
-                let cursor = self.store.last_cron_tick(app, environment, name).await?.unwrap_or(now);
+                let cursor = self
+                    .store
+                    .last_cron_tick(app, environment, name)
+                    .await?
+                    .unwrap_or(now);
                 self.cron.with(key, |s| s.cursor = Some(cursor));
                 cursor
             }
@@ -301,17 +316,23 @@ impl Orchestrator {
                     manual: false,
                     release_id: None,
                     state: CronState::Skipped,
-                    detail: Some("missed: Baton was not running at this tick (see `missed` in [cron])"),
+                    detail: Some(
+                        "missed: Baton was not running at this tick (see `missed` in [cron])",
+                    ),
                 })
                 .await?;
         }
         if let Some(tick) = due.run {
             let (running, queued) = self.cron.with(key, |s| (s.running, s.queue.len()));
-            let started = running.map(|id| format!("run {id} was still running; overlap = \"skip\""));
+            let started =
+                running.map(|id| format!("run {id} was still running; overlap = \"skip\""));
             let (state, detail) = match overlap(job.overlap, running.is_some(), queued) {
                 Start::Now => (CronState::Running, None),
                 Start::Queue => (CronState::Queued, None),
-                Start::Skip => (CronState::Skipped, started.as_deref().or(Some("the queue was full"))),
+                Start::Skip => (
+                    CronState::Skipped,
+                    started.as_deref().or(Some("the queue was full")),
+                ),
             };
             let claimed = self
                 .store
@@ -329,9 +350,18 @@ impl Orchestrator {
             match (claimed, state) {
                 (Some(id), CronState::Running) => {
                     self.cron.with(key, |s| s.running = Some(id));
-                    self.spawn_cron_run(key.clone(), id, tick, job.clone(), live.release.clone(), live.config);
+                    self.spawn_cron_run(
+                        key.clone(),
+                        id,
+                        tick,
+                        job.clone(),
+                        live.release.clone(),
+                        live.config,
+                    );
                 }
-                (Some(id), CronState::Queued) => self.cron.with(key, |s| s.queue.push_back((id, tick))),
+                (Some(id), CronState::Queued) => {
+                    self.cron.with(key, |s| s.queue.push_back((id, tick)))
+                }
                 _ => {}
             }
         }
@@ -352,7 +382,8 @@ impl Orchestrator {
     ) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            this.execute_cron_run(&key, id, tick, &job, &release, config).await;
+            this.execute_cron_run(&key, id, tick, &job, &release, config)
+                .await;
             loop {
                 let next = this.cron.with(&key, |s| {
                     let next = s.queue.pop_front();
@@ -363,18 +394,41 @@ impl Orchestrator {
                 let live = match this.live_jobs(&key.0, &key.1).await {
                     Ok(Some(live)) => live,
                     _ => {
-                        noted(this.store.finish_cron_run(id, CronState::Skipped, None, Some("the app was no longer live when its turn came")).await);
+                        noted(
+                            this.store
+                                .finish_cron_run(
+                                    id,
+                                    CronState::Skipped,
+                                    None,
+                                    Some("the app was no longer live when its turn came"),
+                                )
+                                .await,
+                        );
                         continue;
                     }
                 };
                 let Some(job) = live.jobs.get(&key.2) else {
-                    noted(this.store.finish_cron_run(id, CronState::Skipped, None, Some("the live release no longer has this job")).await);
+                    noted(
+                        this.store
+                            .finish_cron_run(
+                                id,
+                                CronState::Skipped,
+                                None,
+                                Some("the live release no longer has this job"),
+                            )
+                            .await,
+                    );
                     continue;
                 };
                 match this.store.start_queued_cron_run(id, &live.release.id).await {
-                    Ok(true) => this.execute_cron_run(&key, id, tick, job, &live.release, live.config).await,
+                    Ok(true) => {
+                        this.execute_cron_run(&key, id, tick, job, &live.release, live.config)
+                            .await
+                    }
                     Ok(false) => {}
-                    Err(e) => tracing::error!(run = id, error = %e, "cannot start a queued cron run"),
+                    Err(e) => {
+                        tracing::error!(run = id, error = %e, "cannot start a queued cron run")
+                    }
                 }
             }
         });
@@ -385,7 +439,15 @@ impl Orchestrator {
         self.logs.dir().join(format!("cron-{run}.log"))
     }
 
-    async fn execute_cron_run(&self, key: &JobKey, id: i64, tick: i64, job: &CronJob, release: &Release, config: Option<i64>) {
+    async fn execute_cron_run(
+        &self,
+        key: &JobKey,
+        id: i64,
+        tick: i64,
+        job: &CronJob,
+        release: &Release,
+        config: Option<i64>,
+    ) {
         let (app, environment, name) = key;
         let log = self.cron_log(id);
         let outcome = async {
@@ -402,26 +464,54 @@ impl Orchestrator {
         let (state, code, detail) = match outcome {
             Ok(ran) => match ran.exit {
                 Some(Exit::Code(0)) => (CronState::Succeeded, Some(0), None),
-                Some(Exit::Code(code)) => (CronState::Failed, Some(code as i64), Some(format!("`{}` exited with code {code}", job.command))),
-                Some(exit) => (CronState::Failed, None, Some(format!("`{}` {exit}", job.command))),
+                Some(Exit::Code(code)) => (
+                    CronState::Failed,
+                    Some(code as i64),
+                    Some(format!("`{}` exited with code {code}", job.command)),
+                ),
+                Some(exit) => (
+                    CronState::Failed,
+                    None,
+                    Some(format!("`{}` {exit}", job.command)),
+                ),
                 None => (
                     CronState::TimedOut,
                     None,
-                    Some(format!("ran longer than its timeout ({}) and was stopped", humantime::format_duration(job.timeout))),
+                    Some(format!(
+                        "ran longer than its timeout ({}) and was stopped",
+                        humantime::format_duration(job.timeout)
+                    )),
                 ),
             },
-            Err(e) => (CronState::Failed, None, Some(format!("could not start: {e}"))),
+            Err(e) => (
+                CronState::Failed,
+                None,
+                Some(format!("could not start: {e}")),
+            ),
         };
-        noted(self.store.finish_cron_run(id, state, code, detail.as_deref()).await);
+        noted(
+            self.store
+                .finish_cron_run(id, state, code, detail.as_deref())
+                .await,
+        );
         if let Some(detail) = &detail {
             let message = format!(
                 "cron job {name} (tick {}, run {id}) {}: {detail}; its output is in `baton cron history {app} {name} -e {environment}`",
                 tick_text(tick),
                 state.as_str().replace('_', " ")
             );
-            self.event(&crate::RouteKey::new(app, environment), EventKind::CronFailed, &message).await;
+            self.event(
+                &crate::RouteKey::new(app, environment),
+                EventKind::CronFailed,
+                &message,
+            )
+            .await;
         }
-        if let Ok(gone) = self.store.prune_cron_runs(app, environment, name, KEEP_RUNS).await {
+        if let Ok(gone) = self
+            .store
+            .prune_cron_runs(app, environment, name, KEEP_RUNS)
+            .await
+        {
             for run in gone {
                 let _ = std::fs::remove_file(self.cron_log(run));
             }
@@ -446,7 +536,12 @@ impl Orchestrator {
         let now = baton_store::now_ms();
         let mut out = Vec::new();
         for (name, job) in live.jobs {
-            let last_run = self.store.cron_runs(app, environment, &name, 1).await?.into_iter().next();
+            let last_run = self
+                .store
+                .cron_runs(app, environment, &name, 1)
+                .await?
+                .into_iter()
+                .next();
             out.push(CronJobView {
                 next_run: Schedule::of(&job).ok().and_then(|s| s.next_after(now)),
                 timezone: job.timezone.clone().unwrap_or_else(|| "UTC".into()),
@@ -462,7 +557,12 @@ impl Orchestrator {
         Ok(out)
     }
 
-    fn known_job<'a>(live: &'a Live, app: &str, environment: &str, name: &str) -> Result<&'a CronJob> {
+    fn known_job<'a>(
+        live: &'a Live,
+        app: &str,
+        environment: &str,
+        name: &str,
+    ) -> Result<&'a CronJob> {
         live.jobs.get(name).ok_or_else(|| {
             let known: Vec<&str> = live.jobs.keys().map(String::as_str).collect();
             Error::NotFound(format!(
@@ -473,24 +573,52 @@ impl Orchestrator {
     }
 
     /// `baton cron history`: a job's runs, newest first.
-    pub async fn cron_history(&self, app: &str, environment: &str, name: &str, limit: i64) -> Result<Vec<CronRun>> {
+    pub async fn cron_history(
+        &self,
+        app: &str,
+        environment: &str,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<CronRun>> {
         crate::check_environment(environment)?;
-        Ok(self.store.cron_runs(app, environment, name, limit.clamp(1, 1000)).await?)
+        Ok(self
+            .store
+            .cron_runs(app, environment, name, limit.clamp(1, 1000))
+            .await?)
     }
 
     /// One run of a job, and its output from `offset` (at most 64 KiB).
-    pub async fn cron_run_output(&self, app: &str, environment: &str, name: &str, id: i64, offset: u64) -> Result<CronRunOutput> {
+    pub async fn cron_run_output(
+        &self,
+        app: &str,
+        environment: &str,
+        name: &str,
+        id: i64,
+        offset: u64,
+    ) -> Result<CronRunOutput> {
         let run = self.store.cron_run(id).await?;
         if run.app != app || run.environment != environment || run.job != name {
-            return Err(Error::NotFound(format!("{app}'s cron job {name} in {environment} has no run {id}")));
+            return Err(Error::NotFound(format!(
+                "{app}'s cron job {name} in {environment} has no run {id}"
+            )));
         }
         let (output, next_offset) = read_from(&self.cron_log(id), offset, 64 * 1024);
-        Ok(CronRunOutput { run, output, next_offset })
+        Ok(CronRunOutput {
+            run,
+            output,
+            next_offset,
+        })
     }
 
     /// `baton cron run`: the job now, in the live release, recorded as a
     /// manual run (audited); refused while a run of it is under way.
-    pub async fn run_cron_now(self: &Arc<Self>, app: &str, environment: &str, name: &str, actor: &crate::Actor) -> Result<CronRun> {
+    pub async fn run_cron_now(
+        self: &Arc<Self>,
+        app: &str,
+        environment: &str,
+        name: &str,
+        actor: &crate::Actor,
+    ) -> Result<CronRun> {
         let live = self.live_or_not_found(app, environment).await?;
         let job = Self::known_job(&live, app, environment, name)?.clone();
         let key: JobKey = (app.to_string(), environment.to_string(), name.to_string());
@@ -575,13 +703,25 @@ mod tests {
     #[test]
     fn the_next_tick_follows_the_schedule_in_its_zone() {
         let every_5 = schedule("*/5 * * * *", None);
-        assert_eq!(every_5.next_after(ms("2026-01-01T10:02:30Z")), Some(ms("2026-01-01T10:05:00Z")));
-        assert_eq!(every_5.next_after(ms("2026-01-01T10:05:00Z")), Some(ms("2026-01-01T10:10:00Z")));
+        assert_eq!(
+            every_5.next_after(ms("2026-01-01T10:02:30Z")),
+            Some(ms("2026-01-01T10:05:00Z"))
+        );
+        assert_eq!(
+            every_5.next_after(ms("2026-01-01T10:05:00Z")),
+            Some(ms("2026-01-01T10:10:00Z"))
+        );
         // 03:00 in Paris is 02:00 UTC in winter.
         let paris = schedule("0 3 * * *", Some("Europe/Paris"));
-        assert_eq!(paris.next_after(ms("2026-01-01T00:00:00Z")), Some(ms("2026-01-01T02:00:00Z")));
+        assert_eq!(
+            paris.next_after(ms("2026-01-01T00:00:00Z")),
+            Some(ms("2026-01-01T02:00:00Z"))
+        );
         let seconds = schedule("*/2 * * * * *", None);
-        assert_eq!(seconds.next_after(ms("2026-01-01T10:00:01.500Z")), Some(ms("2026-01-01T10:00:02Z")));
+        assert_eq!(
+            seconds.next_after(ms("2026-01-01T10:00:01.500Z")),
+            Some(ms("2026-01-01T10:00:02Z"))
+        );
     }
 
     #[test]
@@ -590,8 +730,17 @@ mod tests {
         let cursor = ms("2026-01-01T10:00:00Z");
         let now = ms("2026-01-01T10:00:02.200Z");
         let due = due(&s, cursor, now, Missed::Skip);
-        assert_eq!(due, Due { run: Some(ms("2026-01-01T10:00:02Z")), missed: vec![] });
-        assert_eq!(super::due(&s, due.newest().unwrap(), now + 500, Missed::Skip), Due::default());
+        assert_eq!(
+            due,
+            Due {
+                run: Some(ms("2026-01-01T10:00:02Z")),
+                missed: vec![]
+            }
+        );
+        assert_eq!(
+            super::due(&s, due.newest().unwrap(), now + 500, Missed::Skip),
+            Due::default()
+        );
     }
 
     #[test]
@@ -601,7 +750,10 @@ mod tests {
         let now = ms("2026-01-01T10:00:07Z");
         let due = due(&s, cursor, now, Missed::RunOnce);
         assert_eq!(due.run, Some(ms("2026-01-01T10:00:06Z")));
-        assert_eq!(due.missed, vec![ms("2026-01-01T10:00:02Z"), ms("2026-01-01T10:00:04Z")]);
+        assert_eq!(
+            due.missed,
+            vec![ms("2026-01-01T10:00:02Z"), ms("2026-01-01T10:00:04Z")]
+        );
     }
 
     #[test]
@@ -614,12 +766,23 @@ mod tests {
         assert_eq!(run_once.missed, vec![ms("2026-01-01T09:00:00Z")]);
         let skip = due(&s, cursor, now, Missed::Skip);
         assert_eq!(skip.run, None);
-        assert_eq!(skip.missed, vec![ms("2026-01-01T09:00:00Z"), ms("2026-01-01T10:00:00Z")]);
+        assert_eq!(
+            skip.missed,
+            vec![ms("2026-01-01T09:00:00Z"), ms("2026-01-01T10:00:00Z")]
+        );
         // Beyond the catch-up window even run_once runs nothing.
         let daily = schedule("0 3 * * *", None);
-        let stale = due(&daily, ms("2026-01-01T03:00:00Z"), ms("2026-01-03T05:00:00Z"), Missed::RunOnce);
+        let stale = due(
+            &daily,
+            ms("2026-01-01T03:00:00Z"),
+            ms("2026-01-03T05:00:00Z"),
+            Missed::RunOnce,
+        );
         assert_eq!(stale.run, None);
-        assert_eq!(stale.missed, vec![ms("2026-01-02T03:00:00Z"), ms("2026-01-03T03:00:00Z")]);
+        assert_eq!(
+            stale.missed,
+            vec![ms("2026-01-02T03:00:00Z"), ms("2026-01-03T03:00:00Z")]
+        );
     }
 
     #[test]

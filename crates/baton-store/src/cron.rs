@@ -170,7 +170,12 @@ impl Store {
     }
 
     /// The latest tick recorded for a job (run, skipped or interrupted).
-    pub async fn last_cron_tick(&self, app: &str, environment: &str, job: &str) -> Result<Option<i64>> {
+    pub async fn last_cron_tick(
+        &self,
+        app: &str,
+        environment: &str,
+        job: &str,
+    ) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
             "SELECT MAX(scheduled_at) FROM cron_runs WHERE app = ? AND environment = ? AND job = ? AND manual = 0",
         )

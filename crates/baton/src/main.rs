@@ -7,9 +7,9 @@
 mod accounts;
 mod api_listener;
 mod app_config;
-mod cron;
 mod client;
 mod commands;
+mod cron;
 mod data_folder;
 mod data_plane;
 mod db;

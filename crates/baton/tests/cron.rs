@@ -60,13 +60,21 @@ async fn every_tick_runs_exactly_once_through_deploys_rollbacks_and_a_kill_9() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     server.restart();
     let before = std::fs::read_to_string(&ticks).unwrap().lines().count();
-    eventually(Duration::from_secs(15), "ticks after the restart", lines(before + 3)).await;
+    eventually(
+        Duration::from_secs(15),
+        "ticks after the restart",
+        lines(before + 3),
+    )
+    .await;
 
     let text = std::fs::read_to_string(&ticks).unwrap();
     let mut ran: BTreeMap<String, usize> = BTreeMap::new();
     for line in text.lines() {
         let (tick, release) = line.split_once(' ').expect("a tick and a release");
-        assert!(releases.contains(release), "ran in an unknown release: {line}");
+        assert!(
+            releases.contains(release),
+            "ran in an unknown release: {line}"
+        );
         *ran.entry(tick.to_string()).or_default() += 1;
     }
     let twice: Vec<_> = ran.iter().filter(|(_, n)| **n > 1).collect();
@@ -107,7 +115,10 @@ async fn every_tick_runs_exactly_once_through_deploys_rollbacks_and_a_kill_9() {
     }
     // 5 s down, every 2 s: ticks were missed, and (missed = "run_once")
     // only the latest of them ran.
-    assert!(missed >= 1, "no tick was missed while the server was down: {runs:?}");
+    assert!(
+        missed >= 1,
+        "no tick was missed while the server was down: {runs:?}"
+    );
     assert!(
         missed <= 3,
         "more ticks missed than the 5 s outage explains: {runs:?}"
@@ -127,7 +138,12 @@ async fn every_tick_runs_exactly_once_through_deploys_rollbacks_and_a_kill_9() {
 /// A tick as the job sees it (`BATON_CRON_TICK`): RFC 3339 in UTC.
 fn jiff_like(ms: i64) -> String {
     let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{}", ms / 1000), "+%Y-%m-%dT%H:%M:%SZ"])
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", ms / 1000),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -183,14 +199,18 @@ async fn overlaps_are_skipped_failures_recorded_and_notified_and_jobs_run_by_han
 
     // overlap = "skip": a 2.5 s job every second skips the ticks it overlaps.
     let s = &server;
-    eventually(Duration::from_secs(20), "skipped and finished slow runs", || {
-        let runs = history(s, "slow");
-        let skipped = runs.iter().any(|r| {
-            r["state"] == "skipped" && r["detail"].as_str().unwrap().contains("still running")
-        });
-        let done = runs.iter().filter(|r| r["state"] == "succeeded").count();
-        (skipped && done >= 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "skipped and finished slow runs",
+        || {
+            let runs = history(s, "slow");
+            let skipped = runs.iter().any(|r| {
+                r["state"] == "skipped" && r["detail"].as_str().unwrap().contains("still running")
+            });
+            let done = runs.iter().filter(|r| r["state"] == "succeeded").count();
+            (skipped && done >= 2).then_some(())
+        },
+    )
     .await;
     let runs = history(&server, "slow");
     let mut running: Vec<(i64, i64)> = runs
