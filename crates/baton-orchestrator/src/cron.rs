@@ -610,6 +610,40 @@ impl Orchestrator {
         })
     }
 
+    async fn claim_manual_run(
+        &self,
+        app: &str,
+        environment: &str,
+        name: &str,
+        live: &Live,
+        actor: &crate::Actor,
+    ) -> Result<(i64, i64)> {
+        let entry = actor.entry(
+            "cron.run",
+            format!("cron job {name} of {app}/{environment}"),
+            app,
+            environment,
+            serde_json::json!({ "job": name, "release": live.release.id }),
+        );
+        self.store.record_audit(&entry).await?;
+        let at = baton_store::now_ms();
+        let id = self
+            .store
+            .claim_cron_run(&NewCronRun {
+                app,
+                environment,
+                job: name,
+                scheduled_at: at,
+                manual: true,
+                release_id: Some(&live.release.id),
+                state: CronState::Running,
+                detail: Some(&format!("run by hand by {}", actor.name)),
+            })
+            .await?
+            .ok_or_else(|| Error::Internal("the manual run was not recorded".into()))?;
+        Ok((id, at))
+    }
+
     /// `baton cron run`: the job now, in the live release, recorded as a
     /// manual run (audited); refused while a run of it is under way.
     pub async fn run_cron_now(
@@ -622,36 +656,32 @@ impl Orchestrator {
         let live = self.live_or_not_found(app, environment).await?;
         let job = Self::known_job(&live, app, environment, name)?.clone();
         let key: JobKey = (app.to_string(), environment.to_string(), name.to_string());
-        if let Some(running) = self.cron.with(&key, |s| s.running) {
+        // Taken at once (the scheduler may look meanwhile): run 0 stands
+        // for this one until it has its id.
+        let busy = self.cron.with(&key, |s| match s.running {
+            Some(running) => Some(running),
+            None => {
+                s.running = Some(0);
+                None
+            }
+        });
+        if let Some(running) = busy {
             return Err(Error::Refused(format!(
                 "run {running} of {name} is still under way; wait for it (`baton cron history {app} {name} -e {environment}`)"
             )));
         }
-        let entry = actor.entry(
-            "cron.run",
-            format!("cron job {name} of {app}/{environment}"),
-            app,
-            environment,
-            serde_json::json!({ "job": name, "release": live.release.id }),
-        );
-        self.store.record_audit(&entry).await?;
-        let now = baton_store::now_ms();
-        let id = self
-            .store
-            .claim_cron_run(&NewCronRun {
-                app,
-                environment,
-                job: name,
-                scheduled_at: now,
-                manual: true,
-                release_id: Some(&live.release.id),
-                state: CronState::Running,
-                detail: Some(&format!("run by hand by {}", actor.name)),
-            })
-            .await?
-            .ok_or_else(|| Error::Internal("the manual run was not recorded".into()))?;
+        let claimed = self
+            .claim_manual_run(app, environment, name, &live, actor)
+            .await;
+        let (id, at) = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.cron.with(&key, |s| s.running = None);
+                return Err(e);
+            }
+        };
         self.cron.with(&key, |s| s.running = Some(id));
-        self.spawn_cron_run(key, id, now, job, live.release.clone(), live.config);
+        self.spawn_cron_run(key, id, at, job, live.release.clone(), live.config);
         Ok(self.store.cron_run(id).await?)
     }
 }

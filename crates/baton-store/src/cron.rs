@@ -244,3 +244,59 @@ impl Store {
         Ok(ids)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(at: i64, manual: bool) -> NewCronRun<'static> {
+        NewCronRun {
+            app: "shop",
+            environment: "production",
+            job: "backup",
+            scheduled_at: at,
+            manual,
+            release_id: Some("abc"),
+            state: CronState::Running,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tick_is_claimed_once_and_an_unfinished_run_is_interrupted_not_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("baton.db")).await.unwrap();
+        let first = store.claim_cron_run(&tick(1_000, false)).await.unwrap();
+        assert!(first.is_some());
+        assert_eq!(
+            store.claim_cron_run(&tick(1_000, false)).await.unwrap(),
+            None
+        );
+        // Runs by hand are not ticks: two at the same time are both kept.
+        assert!(store
+            .claim_cron_run(&tick(1_000, true))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .claim_cron_run(&tick(1_000, true))
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store
+                .last_cron_tick("shop", "production", "backup")
+                .await
+                .unwrap(),
+            Some(1_000)
+        );
+        assert_eq!(store.interrupt_cron_runs().await.unwrap(), 3);
+        let run = store.cron_run(first.unwrap()).await.unwrap();
+        assert_eq!(run.state, CronState::Interrupted);
+        // Still claimed: a restarted server does not run it again.
+        assert_eq!(
+            store.claim_cron_run(&tick(1_000, false)).await.unwrap(),
+            None
+        );
+    }
+}
