@@ -46,19 +46,39 @@ async fn every_tick_runs_exactly_once_through_deploys_rollbacks_and_a_kill_9() {
     };
     eventually(Duration::from_secs(10), "the first tick", lines(1)).await;
 
-    // 10 deploys and 3 rollbacks, ticks running all along.
+    // 10 deploys and 3 rollbacks, a tick at least between each two.
+    let written = || {
+        std::fs::read_to_string(&ticks)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
     for n in 1..=10 {
         app.append(&format!("# deploy {n}"));
         let deployment = server.deploy(app.path());
         releases.insert(deployment["release_id"].as_str().unwrap().to_string());
+        eventually(
+            Duration::from_secs(10),
+            "a tick after a deploy",
+            lines(written() + 1),
+        )
+        .await;
         if n % 3 == 0 {
             server.rollback("hello");
+            eventually(
+                Duration::from_secs(10),
+                "a tick after a rollback",
+                lines(written() + 1),
+            )
+            .await;
         }
     }
     // kill -9 for long enough that ticks come while no server runs.
+    let killed_at = now_ms();
     server.kill9();
     tokio::time::sleep(Duration::from_secs(5)).await;
     server.restart();
+    let restarted_at = now_ms();
     let before = std::fs::read_to_string(&ticks).unwrap().lines().count();
     eventually(
         Duration::from_secs(15),
@@ -105,6 +125,10 @@ async fn every_tick_runs_exactly_once_through_deploys_rollbacks_and_a_kill_9() {
             "succeeded" => assert_eq!(in_output, 1, "{run}"),
             "skipped" => {
                 assert_eq!(in_output, 0, "a skipped tick ran: {run}");
+                assert!(
+                    (killed_at - 2000..=restarted_at).contains(&tick),
+                    "a tick missed while the server ran: {run}"
+                );
                 assert!(run["detail"].as_str().unwrap().contains("missed"), "{run}");
                 missed += 1;
             }
@@ -122,6 +146,18 @@ async fn every_tick_runs_exactly_once_through_deploys_rollbacks_and_a_kill_9() {
     assert!(
         missed <= 3,
         "more ticks missed than the 5 s outage explains: {runs:?}"
+    );
+    let used: BTreeSet<&str> = text.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    assert!(
+        used.len() >= 8,
+        "the ticks ran in {} releases only",
+        used.len()
+    );
+    eprintln!(
+        "{} ticks recorded, {} ran, {missed} missed while the server was down, in {} releases",
+        runs.len(),
+        ran.len(),
+        used.len()
     );
     for run in &runs {
         if run["state"] == "succeeded" {
