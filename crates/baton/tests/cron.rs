@@ -192,6 +192,8 @@ async fn overlaps_are_skipped_failures_recorded_and_notified_and_jobs_run_by_han
     app.append(
         "[cron.slow]\nschedule = \"* * * * * *\"\ncommand = \"sleep 2.5\"\noverlap = \"skip\"\n\n\
          [cron.fails]\nschedule = \"0 0 1 1 *\"\ncommand = \"echo failing-output; exit 3\"\n\n\
+         [cron.stuck]\nschedule = \"@yearly\"\ncommand = \"sleep 30\"\ntimeout = \"1s\"\n\n\
+         [cron.queued]\nschedule = \"* * * * * *\"\ncommand = \"sleep 1.5\"\noverlap = \"queue\"\n\n\
          [cron.hello]\nschedule = \"@yearly\"\ntimezone = \"Europe/Paris\"\ncommand = \"echo hi from $BATON_CRON_JOB\"\n",
     );
     server.deploy(app.path());
@@ -225,11 +227,19 @@ async fn overlaps_are_skipped_failures_recorded_and_notified_and_jobs_run_by_han
             .any(|e| e["kind"] == "cron_failed" && e["message"].as_str().unwrap().contains("fails")),
         "{events}"
     );
+    // Past its timeout a run is stopped and recorded so.
+    let out = server.baton(&["cron", "run", "hello", "stuck"]);
+    assert!(!out.status.success());
+    let stuck = &history(&server, "stuck")[0];
+    assert_eq!(stuck["state"], "timed_out", "{stuck}");
+    assert!(
+        stuck["finished_at"].as_i64().unwrap() - stuck["started_at"].as_i64().unwrap() < 10_000
+    );
     // An unknown job is named with the ones there are.
     let out = server.baton(&["cron", "run", "hello", "nope"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("fails, hello, slow"),
+        String::from_utf8_lossy(&out.stderr).contains("fails, hello, queued, slow, stuck"),
         "{out:?}"
     );
 
@@ -263,6 +273,34 @@ async fn overlaps_are_skipped_failures_recorded_and_notified_and_jobs_run_by_han
     assert!(
         running.windows(2).all(|w| w[1].0 >= w[0].1),
         "runs overlapped: {running:?}"
+    );
+
+    // overlap = "queue": ticks wait their turn, none skipped, none at once.
+    let queued = history(&server, "queued");
+    assert!(queued.iter().all(|r| r["state"] != "skipped"), "{queued:?}");
+    let mut spans: Vec<(i64, i64)> = queued
+        .iter()
+        .filter(|r| r["state"] == "succeeded")
+        .map(|r| {
+            (
+                r["started_at"].as_i64().unwrap(),
+                r["finished_at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    assert!(spans.len() >= 2, "{queued:?}");
+    assert!(
+        spans.windows(2).all(|w| w[1].0 >= w[0].1),
+        "queued runs overlapped: {spans:?}"
+    );
+    assert!(
+        queued
+            .iter()
+            .any(|r| r["started_at"].as_i64().unwrap_or(i64::MAX)
+                - r["created_at"].as_i64().unwrap()
+                > 500),
+        "no tick waited in the queue: {queued:?}"
     );
 
     // A wrong schedule is refused before anything is sent, with its line.
