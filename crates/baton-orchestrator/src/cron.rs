@@ -317,22 +317,24 @@ impl Orchestrator {
                     release_id: None,
                     state: CronState::Skipped,
                     detail: Some(
-                        "missed: Baton was not running at this tick (see `missed` in [cron])",
+                        "missed: no scheduler ran at this tick (Baton was down or busy; see `missed` in [cron])",
                     ),
                 })
                 .await?;
         }
         if let Some(tick) = due.run {
             let (running, queued) = self.cron.with(key, |s| (s.running, s.queue.len()));
-            let started =
-                running.map(|id| format!("run {id} was still running; overlap = \"skip\""));
+            let skipped = match job.overlap {
+                Overlap::Skip => format!(
+                    "run {} was still running; overlap = \"skip\"",
+                    running.unwrap_or_default()
+                ),
+                Overlap::Queue => format!("{queued} ticks were queued already, the most kept"),
+            };
             let (state, detail) = match overlap(job.overlap, running.is_some(), queued) {
                 Start::Now => (CronState::Running, None),
                 Start::Queue => (CronState::Queued, None),
-                Start::Skip => (
-                    CronState::Skipped,
-                    started.as_deref().or(Some("the queue was full")),
-                ),
+                Start::Skip => (CronState::Skipped, Some(skipped.as_str())),
             };
             let claimed = self
                 .store
