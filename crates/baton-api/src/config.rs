@@ -1,5 +1,5 @@
-//! An app's config vars (`baton config`), restarts (`baton restart`) and
-//! one-off commands (`baton run`). Values are answered only to an admin
+//! An app's config vars (`baton config`), restarts (`baton restart`),
+//! workers' scale (`baton scale`) and one-off commands (`baton run`). Values are answered only to an admin
 //! who asks for them (`reveal=true`); everyone else sees names and sources.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,42 @@ pub(crate) fn routes() -> Routes<AppState> {
         .post("/api/v1/apps/{app}/config", change)
         .post("/api/v1/apps/{app}/restart", restart)
         .post("/api/v1/apps/{app}/run", run)
+        .post("/api/v1/apps/{app}/scale", scale)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    #[serde(default = "production")]
+    environment: String,
+    processes: BTreeMap<String, u32>,
+}
+
+/// `baton scale`: how many of each worker run, now and for later deploys.
+async fn scale(
+    State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: ScaleBody = body(&raw)?;
+    auth::may_change(&principal, &app, &b.environment)?;
+    if b.processes.is_empty() {
+        return Err(ApiError::bad_request(
+            "name at least one process and its count, like {\"worker\": 3}",
+        ));
+    }
+    let done = o
+        .scale(
+            &app,
+            &b.environment,
+            b.processes.into_iter().collect(),
+            &auth::actor(&principal, &peer),
+        )
+        .await?;
+    Ok(Json(done))
 }
 
 #[derive(Deserialize)]

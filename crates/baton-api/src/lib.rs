@@ -10,6 +10,7 @@ mod config;
 mod cron;
 pub mod edge;
 mod flags;
+mod lifecycle;
 mod logs;
 mod metrics;
 mod pipeline;
@@ -64,9 +65,14 @@ pub fn router(
     uploads: Uploads,
 ) -> Router {
     served_routes()
-        .merge(flags::routes().with_state(flags))
-        .merge(pipeline::routes().with_state(pipeline))
+        .merge(flags::routes().with_state(Arc::clone(&flags)))
+        .merge(pipeline::routes().with_state(Arc::clone(&pipeline)))
         .merge(certs::routes().with_state(certs))
+        .merge(lifecycle::routes().with_state(lifecycle::Lifecycle {
+            orchestrator: Arc::clone(&orchestrator),
+            flags: Arc::clone(&flags),
+            pipeline: Arc::clone(&pipeline),
+        }))
         .into_router()
         // Only API paths answer JSON; every other unknown path is the
         // dashboard's, which answers a page.
@@ -119,6 +125,10 @@ fn served_routes() -> Routes<AppState> {
         .get("/api/v1/users", auth::users)
         .post("/api/v1/users", auth::create_user)
         .merge(config::routes())
+        .get(
+            "/api/v1/apps/{app}/releases/{release}/build-log",
+            logs::build_log,
+        )
         .merge(cron::routes())
 }
 
@@ -257,8 +267,10 @@ async fn status(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
     Ok(Json(o.status().await?))
 }
 
+/// `baton apps`: every app, with each environment's live release, state
+/// and hosts.
 async fn apps(State(o): State<AppState>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(o.store().apps().await?))
+    Ok(Json(o.apps().await?))
 }
 
 async fn releases(
@@ -597,6 +609,7 @@ mod tests {
             .chain(flags::routes().served())
             .chain(pipeline::routes().served())
             .chain(certs::routes().served())
+            .chain(lifecycle::routes().served())
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
         documented.sort();

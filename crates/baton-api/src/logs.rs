@@ -24,6 +24,8 @@ pub(crate) struct LogsQuery {
     lines: Option<usize>,
     #[serde(default)]
     follow: bool,
+    /// A worker's output (`[processes.NAME]`) instead of the web one's.
+    process: Option<String>,
 }
 
 impl LogsQuery {
@@ -62,6 +64,7 @@ struct Follow {
     orchestrator: AppState,
     app: String,
     environment: String,
+    process: Option<String>,
     target: i64,
     offset: u64,
     first: Option<String>,
@@ -74,11 +77,18 @@ pub(crate) async fn logs(
 ) -> ApiResult<Response> {
     check_app(&app)?;
     let environment = q.environment();
-    let target = o.live_target(&app, &environment).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "{app} has no live target in {environment}; deploy it first with `baton deploy`"
-        ))
-    })?;
+    let process = q.process.clone().filter(|p| p != "web");
+    let target = o
+        .output_target(&app, &environment, process.as_deref())
+        .await?
+        .ok_or_else(|| match &process {
+            None => ApiError::not_found(format!(
+                "{app} has no live target in {environment}; deploy it first with `baton deploy`"
+            )),
+            Some(name) => ApiError::not_found(format!(
+                "{app} runs no {name} process in {environment}; its live release's baton.toml needs [processes.{name}]"
+            )),
+        })?;
     let logs = o.logs().clone();
     let offset = logs.len(target.id);
     let text = text_of(logs.tail(target.id, q.lines()));
@@ -90,6 +100,7 @@ pub(crate) async fn logs(
         orchestrator: o,
         app,
         environment,
+        process,
         target: target.id,
         offset,
         first: Some(text),
@@ -104,7 +115,11 @@ pub(crate) async fn logs(
                 s.offset += chunk.len() as u64;
                 return Some((Ok(Bytes::from(chunk)), s));
             }
-            if let Ok(Some(live)) = s.orchestrator.live_target(&s.app, &s.environment).await {
+            if let Ok(Some(live)) = s
+                .orchestrator
+                .output_target(&s.app, &s.environment, s.process.as_deref())
+                .await
+            {
                 if live.id != s.target {
                     s.target = live.id;
                     s.offset = 0;
@@ -193,22 +208,59 @@ pub(crate) async fn image_log(
     Path((app, release)): Path<(String, String)>,
     Query(q): Query<ImageLogQuery>,
 ) -> ApiResult<Response> {
+    release_log(
+        &app,
+        &release,
+        q.offset,
+        |release| o.image_log(release),
+        "image build",
+    )
+    .await
+}
+
+/// `GET /api/v1/apps/{app}/releases/{release}/build-log?offset=N`: the
+/// output of a process release's `[build]`, as `image-log` is a Docker
+/// release's.
+pub(crate) async fn build_log(
+    State(o): State<AppState>,
+    Path((app, release)): Path<(String, String)>,
+    Query(q): Query<ImageLogQuery>,
+) -> ApiResult<Response> {
+    release_log(
+        &app,
+        &release,
+        q.offset,
+        |release| o.build_log(release),
+        "build",
+    )
+    .await
+}
+
+/// A release's build output (`what`) kept at `path_of(release)`, from byte
+/// `offset` on, at most 1 MiB an answer.
+async fn release_log(
+    app: &str,
+    release: &str,
+    offset: u64,
+    path_of: impl FnOnce(&str) -> std::path::PathBuf,
+    what: &str,
+) -> ApiResult<Response> {
     use std::io::{Read, Seek, SeekFrom};
-    check_app(&app)?;
+    check_app(app)?;
     // A release id is 64 hex digits: nothing else may name a file.
     if release.len() != 64 || !release.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(format!(
             "{release:?} is not a release id (64 hex digits)"
         )));
     }
-    let path = o.image_log(&release);
+    let path = path_of(release);
     let text = blocking(move || -> std::io::Result<Option<Vec<u8>>> {
         let mut file = match std::fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        file.seek(SeekFrom::Start(q.offset))?;
+        file.seek(SeekFrom::Start(offset))?;
         let mut bytes = Vec::new();
         // At most 1 MiB an answer; the client asks again from where it is.
         file.take(1024 * 1024).read_to_end(&mut bytes)?;
@@ -222,7 +274,7 @@ pub(crate) async fn image_log(
         )
             .into_response()),
         None => Err(ApiError::not_found(format!(
-            "release {} of {app} has no image build output (not built yet, or a process app)",
+            "release {} of {app} has no {what} output (not built yet, or built another way)",
             &release[..12]
         ))),
     }

@@ -161,6 +161,13 @@ impl FlagService {
         self.stopping.subscribe()
     }
 
+    /// Builds the snapshot again from the store, after an app's flags and
+    /// keys were deleted with it (`baton destroy`).
+    pub async fn reload(&self) -> Result<()> {
+        let _writing = self.writer.lock().await;
+        self.publish().await
+    }
+
     async fn publish(&self) -> Result<()> {
         let snapshot = Snapshot::build(self.store.all_flags().await?, self.store.api_keys().await?);
         self.snapshot.store(Arc::new(snapshot));

@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod build;
 pub mod cron;
 pub mod flags;
+pub use build::BuildSection;
+mod retention;
+pub use retention::RetentionSection;
 
 /// The file name Baton looks for at the root of an app's folder.
 pub const FILE_NAME: &str = "baton.toml";
@@ -102,10 +106,37 @@ pub struct Manifest {
     pub database: Option<DatabaseSection>,
     /// What the pipeline does with a pushed commit or a pull request.
     pub pipeline: Option<PipelineSection>,
+    /// Processes besides the web one (queue workers, consumers), by name:
+    /// started for each deployment once its web release is live.
+    #[serde(default)]
+    pub processes: BTreeMap<String, ProcessSection>,
+    /// The command a process release runs once, when it is created.
+    pub build: Option<BuildSection>,
+    /// How many releases and how much target output the server keeps.
+    pub retention: Option<RetentionSection>,
     /// Scheduled jobs, by name (`[cron.NAME]`), run in the live release.
     #[serde(default)]
     pub cron: BTreeMap<String, cron::CronJob>,
 }
+
+/// `[processes.NAME]`: a process with no port, run beside the web one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// Run with `sh -c` in the release's folder (for Docker apps, in its
+    /// image).
+    pub command: String,
+    /// How many run at once (`baton scale` overrides it).
+    #[serde(default = "defaults::instances")]
+    pub instances: u32,
+    /// How long a replaced worker has, after SIGTERM, to finish its
+    /// current job before it is killed.
+    #[serde(default = "defaults::worker_stop_timeout", with = "duration")]
+    pub stop_timeout: Duration,
+}
+
+/// The most instances of one process Baton runs.
+pub const MAX_INSTANCES: u32 = 64;
 
 /// `[pipeline]`: the build and test steps a pushed commit must pass, and
 /// where a passing build goes.
@@ -568,6 +599,12 @@ pub struct EnvironmentConfig {
 }
 
 mod defaults {
+    pub fn instances() -> u32 {
+        1
+    }
+    pub fn worker_stop_timeout() -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
     pub fn release_timeout() -> std::time::Duration {
         std::time::Duration::from_secs(10 * 60)
     }
@@ -717,6 +754,11 @@ pub(crate) mod duration {
 }
 
 impl Manifest {
+    /// `[retention]`, or its defaults.
+    pub fn retention(&self) -> RetentionSection {
+        self.retention.clone().unwrap_or_default()
+    }
+
     /// Reads `baton.toml` from an app folder.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(FILE_NAME);
@@ -755,6 +797,11 @@ impl Manifest {
             reason,
         };
         check_name("app", &self.name).map_err(|reason| invalid("name", reason))?;
+        if let Some(retention) = &self.retention {
+            retention
+                .check()
+                .map_err(|(field, reason)| invalid(field, reason))?;
+        }
         if let Some(text) = &self.proxy.max_body {
             if parse_size(text).is_none() {
                 return Err(invalid(
@@ -773,6 +820,28 @@ impl Manifest {
         }
         for (i, host) in self.hosts.iter().enumerate() {
             check_host(host).map_err(|r| invalid(&format!("hosts[{i}]"), r))?;
+        }
+        for (name, process) in &self.processes {
+            let field = format!("processes.{name}");
+            check_name("process", name).map_err(|reason| invalid(&field, reason))?;
+            if name == "web" {
+                return Err(invalid(
+                    &field,
+                    "`web` is the process [web] describes; name this one after what it does, like [processes.worker]".into(),
+                ));
+            }
+            if process.command.trim().is_empty() {
+                return Err(invalid(
+                    &format!("{field}.command"),
+                    "is empty: give the command that runs this process".into(),
+                ));
+            }
+            if process.instances > MAX_INSTANCES {
+                return Err(invalid(
+                    &format!("{field}.instances"),
+                    format!("{} is more than {MAX_INSTANCES}", process.instances),
+                ));
+            }
         }
         if let Some(command) = &self.deploy.release_command {
             if command.trim().is_empty() {
@@ -1073,6 +1142,9 @@ impl Manifest {
                 check_env_key(key)
                     .map_err(|r| invalid(&format!("environments.{name}.env.{key}"), r))?;
             }
+        }
+        if let Some(build) = &self.build {
+            build::check(build, self.runtime).map_err(|(field, reason)| invalid(&field, reason))?;
         }
         for (name, job) in &self.cron {
             check_name("cron job", name)

@@ -175,6 +175,11 @@ impl Orchestrator {
                 Err(e) => tracing::warn!(app = job.key.app, error = %e, "pruning images failed"),
             }
         }
+        if outcome.is_ok() {
+            let retention = job.manifest.retention();
+            self.apply_retention(&job.key, &retention, &job.release.id)
+                .await;
+        }
         if outcome.is_ok() && kind == DeploymentKind::Deploy {
             if let Some(flags) = self.flags.get() {
                 let dir = self.release_dir(&job.release.id);
@@ -259,6 +264,7 @@ impl Orchestrator {
             canary: job.manifest.deploy.is_canary(),
             watch: job.manifest.deploy.watch_window().is_some(),
             release_command: job.manifest.deploy.release_command.is_some(),
+            processes: !job.manifest.processes.is_empty() || self.has_workers(&job.key),
         });
         let mut contracts = Vec::new();
         // A rollback to a warm target starts nothing: that target is the new one.
@@ -275,6 +281,15 @@ impl Orchestrator {
             match step {
                 StepKind::Migrate => {
                     contracts = self.step(d, step, self.migrate_expand(job)).await?;
+                }
+                StepKind::Processes => {
+                    self.step(d, step, async {
+                        self.reconcile_processes(&job.key)
+                            .await
+                            .map(|done| ((), Some(done.describe())))
+                            .map_err(|e| e.to_string())
+                    })
+                    .await?;
                 }
                 StepKind::ReleaseCommand => {
                     self.step(d, step, self.release_command(job)).await?;
@@ -431,6 +446,7 @@ impl Orchestrator {
                 d,
                 port,
                 kind,
+                baton_runtime::WEB,
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -451,6 +467,7 @@ impl Orchestrator {
             &job.key.environment,
             &job.release,
             &job.manifest,
+            baton_runtime::WEB,
             port,
             config,
         ) {

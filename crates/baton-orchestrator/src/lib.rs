@@ -6,6 +6,7 @@
 //! undo ([`plan::recovery`]). It never serves HTTP itself and never reads
 //! request traffic; the API calls it, the proxy obeys it.
 
+mod build;
 mod canary;
 mod commands;
 mod config;
@@ -18,12 +19,17 @@ mod maintenance;
 mod migrate;
 pub use migrate::{database_options, ContractByHand};
 pub mod plan;
+mod processes;
+pub use processes::Reconciled;
 mod recover;
 pub use canary::{CanaryView, ReleaseFigures};
 pub use recover::RecoveryReport;
 mod supervise;
 mod teardown;
 pub use teardown::Removed;
+mod lifecycle;
+pub use lifecycle::{AppEnvironment, AppSummary, Destroyed, DiskUse, EnvironmentState};
+mod retention;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -164,6 +170,8 @@ pub struct Orchestrator {
     pub(crate) maintenance: Mutex<HashMap<RouteKey, String>>,
     /// Seals and opens the apps' config values (`DATA/config.key`).
     pub(crate) config_key: baton_store::ConfigKey,
+    /// Process releases' `[build]`: who runs them, which run now.
+    builds: build::Builds,
     /// The cron scheduler's memory (`cron`): runs under way and queued.
     pub(crate) cron: cron::Jobs,
 }
@@ -237,6 +245,10 @@ pub struct EnvironmentStatus {
     /// The message visitors get while in maintenance (`baton maintenance`).
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// The disk the whole app takes (every environment's): filled in by
+    /// `status`, not by `environment_status`.
+    #[serde(default)]
+    pub disk: Option<DiskUse>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +297,7 @@ impl Orchestrator {
             prometheus: std::sync::OnceLock::new(),
             maintenance: Mutex::new(HashMap::new()),
             config_key,
+            builds: build::Builds::default(),
             cron: cron::Jobs::default(),
         })
     }
@@ -329,9 +342,24 @@ impl Orchestrator {
         environment: &str,
         release: &Release,
         manifest: &Manifest,
+        process: &str,
         port: u16,
         config: BTreeMap<String, String>,
     ) -> Result<TargetSpec> {
+        let command = if process == baton_runtime::WEB {
+            manifest.web.command.clone()
+        } else {
+            manifest
+                .processes
+                .get(process)
+                .map(|p| p.command.clone())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "release {} has no [processes.{process}]",
+                        baton_package::short_id(&release.id)
+                    ))
+                })?
+        };
         let container = match manifest.runtime {
             RuntimeKind::Process => None,
             RuntimeKind::Docker => {
@@ -356,8 +384,9 @@ impl Orchestrator {
             app: release.app.clone(),
             environment: environment.to_string(),
             release: release.id.clone(),
+            process: process.to_string(),
             dir: self.release_dir(&release.id),
-            command: manifest.web.command.clone(),
+            command,
             // The config's values win over the manifest's.
             env: manifest
                 .environment(environment)
@@ -520,14 +549,21 @@ impl Orchestrator {
         }
         let releases_dir = self.releases_dir.clone();
         let (id_for_unpack, size) = (id.clone(), archive.len());
-        let files = tokio::task::spawn_blocking(move || {
-            let limits = baton_package::Limits::default();
-            baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
-                .map(|unpacked| unpacked.files)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let files = match (&manifest.build, manifest.runtime) {
+            // The release is what its build makes of the archive, once.
+            (Some(build), RuntimeKind::Process) => {
+                self.build_release(app, &id, archive, &manifest, build)
+                    .await?
+            }
+            _ => tokio::task::spawn_blocking(move || {
+                let limits = baton_package::Limits::default();
+                baton_package::unpack(archive.as_slice(), &releases_dir, &id_for_unpack, &limits)
+                    .map(|unpacked| unpacked.files)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        };
         let release = Release {
             id,
             app: app.to_string(),
@@ -600,7 +636,8 @@ impl Orchestrator {
     /// the folders nothing else runs; such a release cannot start until its
     /// folder is sent again (`baton deploy DIR` unpacks it anew).
     pub fn release_files_present(&self, id: &str) -> bool {
-        self.release_dir(id).is_dir()
+        // A folder whose `[build]` runs is not a release yet.
+        self.release_dir(id).is_dir() && !self.builds.running(id)
     }
 
     /// Starts a deployment and returns its record at once; the deployment
@@ -836,8 +873,19 @@ impl Orchestrator {
     /// Every app and environment with a route, and their targets.
     pub async fn status(&self) -> Result<Vec<EnvironmentStatus>> {
         let mut out = Vec::new();
+        let mut disks: HashMap<String, DiskUse> = HashMap::new();
         for route in self.store.routes().await? {
-            out.push(self.environment_status(&route).await?);
+            let mut status = self.environment_status(&route).await?;
+            let disk = match disks.get(&route.app) {
+                Some(disk) => *disk,
+                None => {
+                    let disk = self.disk_use(&route.app).await?;
+                    disks.insert(route.app.clone(), disk);
+                    disk
+                }
+            };
+            status.disk = Some(disk);
+            out.push(status);
         }
         Ok(out)
     }
@@ -875,6 +923,7 @@ impl Orchestrator {
             targets,
             last_deployment,
             maintenance: self.maintenance_of(&RouteKey::new(&route.app, &route.environment)),
+            disk: None,
         })
     }
 
@@ -884,7 +933,11 @@ impl Orchestrator {
             None => false,
         };
         TargetStatus {
-            address: format!("127.0.0.1:{}", record.port),
+            // Workers listen on nothing.
+            address: match record.port {
+                0 => String::new(),
+                port => format!("127.0.0.1:{port}"),
+            },
             running,
             responding: !stats.unresponsive,
             in_flight: stats.in_flight,
@@ -975,6 +1028,14 @@ pub(crate) fn noted<T>(written: baton_store::Result<T>, what: &str) {
 
 pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How long a target of `process` has to exit after SIGTERM.
+pub(crate) fn stop_timeout(manifest: &Manifest, process: &str) -> Duration {
+    match manifest.processes.get(process) {
+        Some(worker) => worker.stop_timeout,
+        None => manifest.web.stop_timeout,
+    }
 }
 
 fn check_environment(environment: &str) -> Result<()> {

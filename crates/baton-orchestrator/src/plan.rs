@@ -18,6 +18,9 @@ pub struct Shape {
     pub watch: bool,
     /// `[deploy] release_command`.
     pub release_command: bool,
+    /// Workers to start (`[processes.NAME]`) or to stop (an older
+    /// release's).
+    pub processes: bool,
 }
 
 /// The steps of a deployment, in order.
@@ -49,6 +52,10 @@ pub fn steps(shape: &Shape) -> Vec<StepKind> {
         steps.push(StepKind::Canary);
     }
     steps.extend([StepKind::Hold, StepKind::Switch, StepKind::Release]);
+    // Workers follow the web release once it is live.
+    if shape.processes {
+        steps.push(StepKind::Processes);
+    }
     if shape.has_previous {
         steps.extend([StepKind::Drain, StepKind::KeepWarm]);
         // Watched against the release kept warm, to roll back to.
@@ -174,6 +181,7 @@ mod tests {
             canary,
             watch,
             release_command: false,
+            processes: false,
         })
     }
 
@@ -188,6 +196,7 @@ mod tests {
             canary: false,
             watch: false,
             release_command: true,
+            processes: false,
         };
         assert_eq!(steps(&shape)[..3], [Migrate, ReleaseCommand, StartTarget]);
         for kind in [DeploymentKind::Rollback, DeploymentKind::Restart] {
@@ -457,6 +466,7 @@ mod tests {
             deployment_id: None,
             port: 1,
             runtime: "process".into(),
+            process: "web".into(),
             handle: None,
             state,
             restarts: 0,

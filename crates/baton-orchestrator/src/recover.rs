@@ -13,7 +13,7 @@ use baton_store::{now_ms, DeploymentState, StepKind, StepState, TargetRecord, Ta
 use serde::Serialize;
 
 use crate::plan::{self, Recovery};
-use crate::{Managed, Orchestrator, Result};
+use crate::{stop_timeout, Managed, Orchestrator, Result};
 
 /// What start-up found and did, for the log and for tests.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -148,6 +148,13 @@ impl Orchestrator {
             }
         }
         self.settle_previous_targets().await?;
+        // Workers as the live releases want them (those adopted stay).
+        for route in self.store.routes().await? {
+            let key = RouteKey::new(&route.app, &route.environment);
+            if let Err(e) = self.reconcile_processes(&key).await {
+                tracing::error!(app = key.app, environment = key.environment, error = %e, "cannot start the workers");
+            }
+        }
         Ok(report)
     }
 
@@ -199,6 +206,7 @@ impl Orchestrator {
             &record.environment,
             &release,
             &manifest,
+            &record.process,
             record.port,
             config,
         ) {
@@ -221,7 +229,7 @@ impl Orchestrator {
                 spec.clone(),
                 handle,
                 state,
-                manifest.web.stop_timeout,
+                stop_timeout(&manifest, &record.process),
                 Arc::clone(&runtime),
             )
         };
@@ -291,7 +299,7 @@ impl Orchestrator {
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
                 .filter(|m| m.key.app == route.app && m.key.environment == route.environment)
-                .filter(|m| Some(m.record_id) != route.live_target)
+                .filter(|m| m.spec.is_web() && Some(m.record_id) != route.live_target)
                 .filter(|m| {
                     matches!(
                         m.state(),

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+mod built;
+pub use built::{remove_built, seal_built, unpack_for_build};
+
 /// Files named like this, in any folder of the app, list paths to leave out
 /// of the package in `.gitignore` syntax, in addition to `.gitignore` itself.
 pub const IGNORE_FILE: &str = ".batonignore";
@@ -43,6 +46,9 @@ pub enum PackageError {
     TextTooLarge { name: String, size: u64, limit: u64 },
     #[error("{name} is not a regular file in the release (a link or something else); Baton reads it only as a regular file: replace it with the file itself")]
     NotAFile { name: String },
+    /// A build left a symbolic link that leads outside the release.
+    #[error("{link}: is a symbolic link to {target}, outside the release folder; a release holds what it runs: make the link relative and inside the folder, or copy what it points to (for a Python virtualenv, `python3 -m venv --copies`)")]
+    LinkEscapes { link: String, target: String },
 }
 
 /// How far one archive may go when unpacked. Archives come from any API

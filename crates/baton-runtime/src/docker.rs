@@ -83,8 +83,11 @@ async fn networks(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
 /// never privileged, `no-new-privileges`, port published on loopback only.
 fn create_body(spec: &TargetSpec, c: &ContainerSpec, network: String) -> ContainerCreateBody {
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if spec.is_web() {
+        env.push(format!("PORT={}", c.port));
+    }
     env.extend([
-        format!("PORT={}", c.port),
+        format!("BATON_PROCESS={}", spec.process),
         format!("BATON_APP={}", spec.app),
         format!("BATON_ENVIRONMENT={}", spec.environment),
         format!("BATON_RELEASE={}", spec.release),
@@ -97,8 +100,24 @@ fn create_body(spec: &TargetSpec, c: &ContainerSpec, network: String) -> Contain
         "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
         _ => RestartPolicyNameEnum::NO,
     };
+    // A worker runs its own command in the release's image, and listens on
+    // nothing.
+    let (cmd, exposed_ports, port_bindings) = if spec.is_web() {
+        let bindings = HashMap::from([(
+            port.clone(),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(spec.port.to_string()),
+            }]),
+        )]);
+        (None, Some(vec![port]), Some(bindings))
+    } else {
+        let cmd = vec!["sh".to_string(), "-c".to_string(), spec.command.clone()];
+        (Some(cmd), None, None)
+    };
     ContainerCreateBody {
         image: Some(c.image.clone()),
+        cmd,
         env: Some(env),
         labels: Some(HashMap::from([
             (LABEL_APP.to_string(), spec.app.clone()),
@@ -106,15 +125,9 @@ fn create_body(spec: &TargetSpec, c: &ContainerSpec, network: String) -> Contain
             (LABEL_RELEASE.to_string(), spec.release.clone()),
             (LABEL_TARGET.to_string(), spec.target_id.to_string()),
         ])),
-        exposed_ports: Some(vec![port.clone()]),
+        exposed_ports,
         host_config: Some(HostConfig {
-            port_bindings: Some(HashMap::from([(
-                port,
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(spec.port.to_string()),
-                }]),
-            )])),
+            port_bindings,
             memory: c.memory_bytes,
             nano_cpus: c.nano_cpus,
             restart_policy: Some(RestartPolicy {
@@ -538,6 +551,7 @@ mod tests {
     #[test]
     fn a_container_runs_as_the_images_user_never_privileged() {
         let spec = TargetSpec {
+            process: crate::WEB.to_string(),
             target_id: 1,
             app: "shop".into(),
             environment: "production".into(),

@@ -24,6 +24,7 @@ use futures_util::future::BoxFuture;
 pub use docker::DockerRuntime;
 pub use logs::LogFiles;
 pub use one_off::{CommandSpec, OneOff};
+
 pub use process::{children_of, proc_stat, ProcStat, ProcessRuntime};
 pub use user::{app_command, base_env, AppUser};
 
@@ -34,11 +35,14 @@ pub struct TargetSpec {
     pub app: String,
     pub environment: String,
     pub release: String,
+    /// Which of the app's processes it is: `web` (reached through the
+    /// proxy, on `port`), or a worker's name (`[processes.NAME]`: no port).
+    pub process: String,
     /// The release's unpacked, read-only folder.
     pub dir: PathBuf,
     pub command: String,
     pub env: BTreeMap<String, String>,
-    /// The loopback port the proxy reaches the target on.
+    /// The loopback port the proxy reaches a web target on (0 for workers).
     pub port: u16,
     /// Only for containers: what to run and with which limits.
     pub container: Option<ContainerSpec>,
@@ -210,6 +214,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// on copying its output to its log file).
     fn adopt<'a>(&'a self, _handle: &'a TargetHandle) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+}
+
+/// The process name of web targets: the ones the proxy routes to.
+pub const WEB: &str = "web";
+
+impl TargetSpec {
+    /// Whether the proxy reaches it (it listens on `PORT`).
+    pub fn is_web(&self) -> bool {
+        self.process == WEB
     }
 }
 

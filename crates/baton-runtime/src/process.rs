@@ -208,8 +208,12 @@ impl Runtime for ProcessRuntime {
             command
                 .arg(&spec.command)
                 .current_dir(&spec.dir)
-                .envs(&spec.env)
-                .env("PORT", spec.port.to_string())
+                .envs(&spec.env);
+            if spec.is_web() {
+                command.env("PORT", spec.port.to_string());
+            }
+            command
+                .env("BATON_PROCESS", &spec.process)
                 .env("BATON_APP", &spec.app)
                 .env("BATON_ENVIRONMENT", &spec.environment)
                 .env("BATON_RELEASE", &spec.release)
@@ -343,6 +347,7 @@ mod tests {
 
     fn spec(dir: &std::path::Path, id: i64, command: &str) -> TargetSpec {
         TargetSpec {
+            process: crate::WEB.to_string(),
             target_id: id,
             app: "t".into(),
             environment: "production".into(),
@@ -525,6 +530,7 @@ mod tests {
             "LANG",
             "GREETING",
             "PORT",
+            "BATON_PROCESS",
             "BATON_APP",
             "BATON_ENVIRONMENT",
             "BATON_RELEASE",

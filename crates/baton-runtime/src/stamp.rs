@@ -12,7 +12,8 @@
 //! run loop ([`main`]). The stamper must be invisible to whoever runs or
 //! stops the target: it never signals the app itself (a stop signals the
 //! whole group, which reaches the app directly); it outlives the app only
-//! to drain its output; it ends as the app ended, with its exit code or
+//! to drain its output (and, while its group is being stopped, until
+//! whatever the app's shell started has finished with it); it ends as the app ended, with its exit code or
 //! killed by the same signal; the app starts with the signal dispositions
 //! of a freshly started program, and is killed if the stamper is. It never
 //! holds a line in memory beyond [`MAX_LINE`] bytes.
@@ -22,6 +23,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncReadExt;
@@ -265,10 +267,15 @@ fn utf8_cut(bytes: &[u8]) -> usize {
 /// program has exited and its output is drained. Returns how it exited.
 /// The variables named in `unset` were set for the stamper alone and are
 /// not passed on.
+///
+/// `stopping` turns true when the target's whole group was signalled (a
+/// stop): then a shell that dies of it, while the app it started is still
+/// finishing, does not end the target before the app does.
 pub async fn run(
     command: &[OsString],
     unset: &[OsString],
     out: &mut impl Write,
+    stopping: &AtomicBool,
 ) -> std::io::Result<ExitStatus> {
     let (program, args) = command.split_first().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command to run")
@@ -344,9 +351,19 @@ pub async fn run(
             }
             _ = tokio::time::sleep_until(partial_at.unwrap_or_else(Instant::now)),
                 if partial_at.is_some() => lines.flush(&mut stamped),
-            // Something the app started still holds its output open.
+            // Something the app started in the background still holds its
+            // output open. Unless the whole group is being stopped: a
+            // shell killed by the stop signal (`sh -c` does not always
+            // exec its command) leaves the app finishing its work, and the
+            // target lasts until it has (the runtime kills the group after
+            // the grace period anyway).
             _ = tokio::time::sleep_until(linger_until.unwrap_or_else(Instant::now)),
-                if linger_until.is_some() && !eof => break,
+                if linger_until.is_some() && !eof => {
+                if !stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                linger_until = None;
+            }
         }
         if !stamped.is_empty() {
             // A full disk loses lines but must not stop the app.
@@ -406,6 +423,7 @@ pub fn main(command: Vec<OsString>, unset: Vec<OsString>) -> ! {
         // keep ignored ones ignored.
         use tokio::signal::unix::{signal, SignalKind};
         let mut kept = Vec::new();
+        let stopping = std::sync::Arc::new(AtomicBool::new(false));
         for kind in [
             SignalKind::terminate(),
             SignalKind::interrupt(),
@@ -417,8 +435,14 @@ pub fn main(command: Vec<OsString>, unset: Vec<OsString>) -> ! {
         ] {
             kept.push(signal(kind)?);
         }
+        let noticed = std::sync::Arc::clone(&stopping);
+        tokio::spawn(async move {
+            let any = kept.iter_mut().map(|s| Box::pin(s.recv()));
+            futures_util::future::select_all(any).await;
+            noticed.store(true, Ordering::SeqCst);
+        });
         let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-        run(&command, &unset, &mut out).await
+        run(&command, &unset, &mut out, &stopping).await
     });
     drop(runtime);
     match result {
@@ -657,7 +681,9 @@ mod tests {
              printf tail; exit 3",
         ]
         .map(OsString::from);
-        let status = run(&command, &[], &mut out).await.unwrap();
+        let status = run(&command, &[], &mut out, &AtomicBool::new(false))
+            .await
+            .unwrap();
         assert_eq!(status.code(), Some(3));
         let text = String::from_utf8(out).unwrap();
         let parsed: Vec<(i64, &str)> = text
@@ -684,9 +710,14 @@ mod tests {
     async fn variables_for_the_stamper_alone_do_not_reach_the_app() {
         let mut out = Vec::new();
         let command = ["sh", "-c", "echo ${HOME:-none} ${PATH:+path}"].map(OsString::from);
-        let status = run(&command, &[OsString::from("HOME")], &mut out)
-            .await
-            .unwrap();
+        let status = run(
+            &command,
+            &[OsString::from("HOME")],
+            &mut out,
+            &AtomicBool::new(false),
+        )
+        .await
+        .unwrap();
         assert!(status.success());
         assert!(String::from_utf8(out).unwrap().ends_with("Z none path\n"));
     }
@@ -695,7 +726,9 @@ mod tests {
     async fn an_app_killed_by_a_signal_is_reported_so() {
         let mut out = Vec::new();
         let command = ["sh", "-c", "echo bye; kill -USR1 $$"].map(OsString::from);
-        let status = run(&command, &[], &mut out).await.unwrap();
+        let status = run(&command, &[], &mut out, &AtomicBool::new(false))
+            .await
+            .unwrap();
         assert_eq!(status.signal(), Some(libc::SIGUSR1));
         assert!(String::from_utf8(out).unwrap().ends_with("Z bye\n"));
     }
@@ -705,7 +738,9 @@ mod tests {
         let mut out = Vec::new();
         let started = std::time::Instant::now();
         let command = ["sh", "-c", "sleep 5 & echo started; exit 0"].map(OsString::from);
-        let status = run(&command, &[], &mut out).await.unwrap();
+        let status = run(&command, &[], &mut out, &AtomicBool::new(false))
+            .await
+            .unwrap();
         assert_eq!(status.code(), Some(0));
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(String::from_utf8(out).unwrap().ends_with("Z started\n"));

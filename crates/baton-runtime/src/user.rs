@@ -14,8 +14,11 @@
 //! - `USER` and `LOGNAME`: the app user's name (or the server's user's)
 //! - `LANG=C.UTF-8`
 //!
-//! then, for a target, the manifest's variables and `PORT`, `BATON_APP`,
-//! `BATON_ENVIRONMENT`, `BATON_RELEASE`, `BATON_TARGET`; for a build step,
+//! then, for a target, the manifest's variables and the config's, `PORT`
+//! (web targets only), `BATON_PROCESS` (`web` or the worker's name),
+//! `BATON_APP`, `BATON_ENVIRONMENT`, `BATON_RELEASE`, `BATON_TARGET`; for a
+//! one-off command the same but `PORT`, `BATON_PROCESS` and `BATON_TARGET`;
+//! for a build step,
 //! `CI=true`, `HOME` set to the build's own home folder, `BATON_BUILD`,
 //! `BATON_COMMIT` and `BATON_APP`. A later variable replaces an earlier one
 //! of the same name. A Docker target gets its image's environment in place

@@ -217,6 +217,18 @@ impl Store {
         }
     }
 
+    /// The ids of an app's cron runs (in `environment`, when given): their
+    /// logs are the app's files.
+    pub async fn cron_run_ids_of(&self, app: &str, environment: Option<&str>) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM cron_runs WHERE app = ?1 AND (?2 IS NULL OR environment = ?2)",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Forgets a job's runs beyond its newest `keep`; returns their ids
     /// (their logs go too).
     pub async fn prune_cron_runs(

@@ -11,6 +11,7 @@ mod certificates;
 mod config;
 mod cron;
 mod flags;
+mod lifecycle;
 mod pipeline;
 mod records;
 
@@ -27,6 +28,7 @@ pub use certificates::CertificateRecord;
 pub use config::{ConfigKey, ConfigVersion, KeyError};
 pub use cron::{CronRun, NewCronRun};
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
+pub use lifecycle::ReleaseUse;
 pub use pipeline::{
     Announcement, Build, BuildStep, NewBuild, NewNotification, Notification, Promotion,
     ReleaseNote, ReviewApp,
@@ -209,6 +211,16 @@ const MIGRATIONS: &[&str] = &[
     certificates::CERTIFICATES_SCHEMA,
     // `baton config set`: sealed config versions; the one a deployment ran with.
     config::CONFIG_SCHEMA,
+    // `[processes.NAME]`: a target is the web process or a worker; `baton
+    // scale` overrides the manifest's instances.
+    "ALTER TABLE targets ADD COLUMN process TEXT NOT NULL DEFAULT 'web';
+    CREATE TABLE scale (
+        app         TEXT NOT NULL,
+        environment TEXT NOT NULL,
+        process     TEXT NOT NULL,
+        instances   INTEGER NOT NULL,
+        PRIMARY KEY (app, environment, process)
+    )",
     // `[cron.NAME]`: every run of a job, a scheduled tick at most once.
     cron::CRON_SCHEMA,
 ];
@@ -555,11 +567,12 @@ impl Store {
         deployment_id: i64,
         port: u16,
         runtime: &str,
+        process: &str,
     ) -> Result<TargetRecord> {
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO targets (app, environment, release_id, deployment_id, port, runtime, state, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING id",
+            "INSERT INTO targets (app, environment, release_id, deployment_id, port, runtime, process, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING id",
         )
         .bind(app)
         .bind(environment)
@@ -567,6 +580,7 @@ impl Store {
         .bind(deployment_id)
         .bind(port as i64)
         .bind(runtime)
+        .bind(process)
         .bind(now)
         .bind(now)
         .fetch_one(&self.pool)
@@ -974,3 +988,47 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+impl Store {
+    /// Instances of each process of `app` in `environment` set by `baton
+    /// scale` (over the manifest's).
+    pub async fn scale(&self, app: &str, environment: &str) -> Result<Vec<(String, u32)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT process, instances FROM scale WHERE app = ? AND environment = ? ORDER BY process",
+        )
+        .bind(app)
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(process, n)| (process, n.clamp(0, u32::MAX as i64) as u32))
+            .collect())
+    }
+
+    /// Records `baton scale` with its audit entry, in one transaction.
+    pub async fn set_scale(
+        &self,
+        app: &str,
+        environment: &str,
+        counts: &[(String, u32)],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (process, instances) in counts {
+            sqlx::query(
+                "INSERT INTO scale (app, environment, process, instances) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (app, environment, process) DO UPDATE SET instances = excluded.instances",
+            )
+            .bind(app)
+            .bind(environment)
+            .bind(process)
+            .bind(*instances as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        flags::audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

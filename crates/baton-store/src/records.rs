@@ -39,6 +39,7 @@ string_enum!(DeploymentState {
 string_enum!(StepKind {
     Migrate => "migrate",
     ReleaseCommand => "release_command",
+    Processes => "processes",
     StartTarget => "start_target",
     HealthCheck => "health_check",
     Preview => "preview",
@@ -184,6 +185,9 @@ pub struct TargetRecord {
     pub port: u16,
     /// `process` or `docker`.
     pub runtime: String,
+    /// `web`, or the name of a worker (`[processes.NAME]`).
+    #[serde(default = "web")]
+    pub process: String,
     pub handle: Option<String>,
     pub state: TargetState,
     pub restarts: i64,
@@ -202,6 +206,7 @@ impl TargetRecord {
             deployment_id: r.get("deployment_id"),
             port: r.get::<i64, _>("port") as u16,
             runtime: r.get("runtime"),
+            process: r.get("process"),
             handle: r.get("handle"),
             state: TargetState::parse(r.get("state")).unwrap_or(TargetState::Failed),
             restarts: r.get("restarts"),
@@ -276,6 +281,9 @@ string_enum!(EventKind {
     CanaryStep => "canary_step",
     ConfigChanged => "config_changed",
     ReleaseCommandFailed => "release_command_failed",
+    Scaled => "scaled",
+    ReleaseBuildFailed => "release_build_failed",
+    ReleasesPruned => "releases_pruned",
     CronFailed => "cron_failed",
 });
 
@@ -348,4 +356,8 @@ impl Contract {
             actor: r.get("actor"),
         }
     }
+}
+
+fn web() -> String {
+    "web".to_string()
 }

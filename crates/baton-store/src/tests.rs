@@ -189,7 +189,7 @@ async fn targets_and_routes_survive_reopening_the_store() {
             .await
             .unwrap();
         let t = s
-            .create_target("a", "production", "r1", d.id, 4000, "process")
+            .create_target("a", "production", "r1", d.id, 4000, "process", "web")
             .await
             .unwrap();
         s.set_target_handle(t.id, "123@456").await.unwrap();

@@ -232,6 +232,44 @@ pub async fn restart(
     crate::commands::follow_started(&api, common, deployment, no_wait, false).await
 }
 
+/// `baton scale APP worker=3`: how many of each worker run.
+pub async fn scale(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    counts: &[String],
+) -> Result<ExitCode> {
+    let mut parsed = BTreeMap::new();
+    for pair in counts {
+        let (name, count) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{pair:?} is not PROCESS=COUNT, like worker=3"))?;
+        let count: u32 = count
+            .parse()
+            .map_err(|_| anyhow!("{pair:?}: the count must be a whole number, like worker=3"))?;
+        if parsed.insert(name.to_string(), count).is_some() {
+            bail!("{name} is given twice");
+        }
+    }
+    let api = Api::new(&common.api);
+    let done: baton_orchestrator::Reconciled = api
+        .post_json(
+            &format!("/apps/{app}/scale"),
+            &json!({ "environment": environment, "processes": parsed }),
+        )
+        .await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!(
+            "{} {app} in {environment}: {}",
+            green("Scaled"),
+            done.describe()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `baton run APP -- CMD…`: the command's output as it comes; its exit
 /// code is ours (128 + N when killed by signal N, as shells say).
 pub async fn run(

@@ -46,6 +46,15 @@ pub async fn deploy(
                 dim("Uploading; the server builds the release's image (once per release)…")
             );
         }
+        if let Some(build) = built(&manifest) {
+            println!(
+                "{}",
+                dim(&format!(
+                    "Uploading; the server runs the release's build, {:?} (once per release)…",
+                    build.command
+                ))
+            );
+        }
     }
     let started = std::time::Instant::now();
     let docker = manifest.runtime == baton_manifest::RuntimeKind::Docker && !common.json;
@@ -54,16 +63,25 @@ pub async fn deploy(
         api.post_bytes::<serde_json::Value>(&upload_path, package.archive, "application/x-tar");
     // A Docker release's image is built while the upload waits: show the
     // engine's output as it comes (the release id is known here already).
+    // A process release's [build] likewise, through its own log.
+    let building = built(&manifest).is_some() && !common.json;
     let created = if docker {
         let path = format!("/apps/{}/releases/{}/image-log", manifest.name, package.id);
+        follow_image_build(&api, &path, upload).await?
+    } else if building {
+        let path = format!("/apps/{}/releases/{}/build-log", manifest.name, package.id);
         follow_image_build(&api, &path, upload).await?
     } else {
         upload.await?
     };
-    if docker {
+    if docker || building {
         println!(
             "{} in {}",
-            dim("Release recorded, image built"),
+            dim(if docker {
+                "Release recorded, image built"
+            } else {
+                "Release recorded, built"
+            }),
             millis(started.elapsed().as_millis() as i64)
         );
     }
@@ -91,7 +109,17 @@ pub async fn deploy(
     }
 }
 
-/// Runs `upload` while printing the image build's output as it grows.
+/// A process app's `[build]`, which the server runs when it records the
+/// release.
+fn built(manifest: &baton_manifest::Manifest) -> Option<&baton_manifest::BuildSection> {
+    manifest
+        .build
+        .as_ref()
+        .filter(|_| manifest.runtime == baton_manifest::RuntimeKind::Process)
+}
+
+/// Runs `upload` while printing the build's output (the image's, or a
+/// process release's `[build]`) as it grows.
 async fn follow_image_build(
     api: &Api,
     path: &str,
@@ -556,7 +584,9 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
         "SINCE".into(),
         "TARGETS".into(),
         "HOSTS".into(),
+        "DISK".into(),
     ]];
+    let mut disk_shown = Vec::new();
     for env in &status {
         let live = env
             .live
@@ -587,8 +617,13 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
                     0 => String::new(),
                     n => format!(" ({n} open WebSockets/streams)"),
                 };
+                // Workers are named; web targets are the default.
+                let process = match t.record.process.as_str() {
+                    "web" => String::new(),
+                    name => format!("{name} "),
+                };
                 format!(
-                    "#{} {} {}{open}",
+                    "#{} {process}{} {}{open}",
                     t.record.id,
                     t.record.state,
                     baton_package::short_id(&t.record.release_id)
@@ -603,6 +638,14 @@ pub async fn status(common: &Common) -> Result<ExitCode> {
             since,
             targets,
             env.hosts.join(", "),
+            // The whole app's, once: release folders and output.
+            match env.disk {
+                Some(disk) if !disk_shown.contains(&env.app) => {
+                    disk_shown.push(env.app.clone());
+                    size(disk.total() as i64)
+                }
+                _ => String::new(),
+            },
         ]);
     }
     table(&rows);
@@ -742,13 +785,17 @@ pub async fn logs(
     common: &Common,
     app: &str,
     environment: &str,
+    process: Option<&str>,
     follow: bool,
     lines: usize,
 ) -> Result<ExitCode> {
     let api = Api::new(&common.api);
+    let process = process
+        .map(|name| format!("&process={name}"))
+        .unwrap_or_default();
     let response = api
         .stream(&format!(
-            "/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}"
+            "/apps/{app}/logs?environment={environment}&lines={lines}&follow={follow}{process}"
         ))
         .await?;
     let mut stdout = std::io::stdout();

@@ -14,6 +14,8 @@ mod data_folder;
 mod data_plane;
 mod db;
 mod flags;
+mod init;
+mod lifecycle;
 mod output;
 mod pipeline;
 mod proxy_process;
@@ -48,9 +50,13 @@ Deploy:
   restart        Deploy the live release again, with zero downtime
   config         An app's variables outside its code: set, unset, list
   run            Run a one-off command in the live release's environment
+  scale          Set how many instances of a worker run
+  init           Write a first baton.toml for an app folder, guessed from its files
+  destroy        Remove an app (or one environment of it) and everything it owns
 
 Inspect:
   status         Every app and environment: live release, targets, hosts
+  apps           Every app the server knows: environments, live release, state
   releases       An app's releases, newest first, with where each is live
   deployments    An app's deployments, newest first
   logs           Output of an app's live target, or its requests (--requests)
@@ -131,6 +137,21 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Write a first baton.toml for an app folder, guessed from what it
+    /// holds (Dockerfile, requirements.txt or pyproject.toml, package.json,
+    /// Gemfile, go.mod, Cargo.toml, Procfile), each guess explained in a
+    /// comment.
+    Init {
+        /// The app's folder; `-` prints the current folder's manifest.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Replace an existing baton.toml.
+        #[arg(long)]
+        force: bool,
+        /// Print the manifest instead of writing it.
+        #[arg(long)]
+        print: bool,
+    },
     /// Go back to the previous release (or the one named with --to).
     Rollback {
         /// The app's name (as in its baton.toml).
@@ -196,6 +217,19 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: app_config::ConfigCommand,
+    },
+    /// Set how many instances of a worker run (`worker=3`), over the
+    /// manifest's `instances`, at once and for the next deploys.
+    Scale {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        /// PROCESS=COUNT pairs, like `worker=3`.
+        #[arg(required = true, value_name = "PROCESS=COUNT")]
+        counts: Vec<String>,
+        #[command(flatten)]
+        env: EnvArg,
+        #[command(flatten)]
+        common: Common,
     },
     /// Scheduled jobs (`[cron.NAME]` in baton.toml): list them, see a
     /// job's runs, run one now.
@@ -282,8 +316,12 @@ enum Command {
         /// Show the app's requests (the proxy's access log): time, status,
         /// method, host and path, duration, bytes, release, request id; with
         /// --json, the access log's own JSON lines.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "process")]
         requests: bool,
+        /// A worker's output (`[processes.NAME]`, its first instance)
+        /// instead of the web process's.
+        #[arg(long, value_name = "NAME")]
+        process: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -367,6 +405,29 @@ enum Command {
         /// How many to list.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every app the server knows, with each environment's live release,
+    /// state and hosts.
+    Apps {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove an app, or one environment of it (-e), and everything it
+    /// owns: routes, running targets, releases (folders and images), logs,
+    /// flags, API keys, config, maintenance, certificates, review apps, pipeline
+    /// records and events. The audit log keeps its entries. Admins only.
+    Destroy {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        /// Only this environment [default: every one].
+        #[arg(short, long)]
+        environment: Option<String>,
+        /// Do not ask for the app's name (for scripts; needed when
+        /// standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -553,6 +614,7 @@ fn main() -> ExitCode {
                 no_wait,
                 common,
             } => commands::deploy(&common, &dir, &env.environment, preview, no_wait).await,
+            Command::Init { dir, force, print } => init::run(&dir, force, print),
             Command::Rollback {
                 app,
                 to,
@@ -582,6 +644,12 @@ fn main() -> ExitCode {
                 common,
             } => app_config::restart(&common, &app, &env.environment, no_wait).await,
             Command::Config { command } => app_config::config(command).await,
+            Command::Scale {
+                app,
+                counts,
+                env,
+                common,
+            } => app_config::scale(&common, &app, &env.environment, &counts).await,
             Command::Cron { command } => cron::cron(command).await,
             Command::Run {
                 app,
@@ -612,16 +680,25 @@ fn main() -> ExitCode {
                 follow,
                 lines,
                 requests,
+                process,
                 common,
             } => {
                 let environment = &env.environment;
                 if requests {
                     commands::requests(&common, &app, environment, follow, lines).await
                 } else {
-                    commands::logs(&common, &app, environment, follow, lines).await
+                    let process = process.as_deref();
+                    commands::logs(&common, &app, environment, process, follow, lines).await
                 }
             }
             Command::Events { app, limit, common } => commands::events(&common, &app, limit).await,
+            Command::Apps { common } => lifecycle::apps(&common).await,
+            Command::Destroy {
+                app,
+                environment,
+                yes,
+                common,
+            } => lifecycle::destroy(&common, &app, environment.as_deref(), yes).await,
             Command::LogStamp { .. } => unreachable!("log-stamp ran before the runtime started"),
             Command::Flags { command } => flags::run(command).await,
             Command::Users { command } => accounts::users(command).await,

@@ -145,6 +145,7 @@ fn workdir() -> (tempfile::TempDir, Option<AppUser>) {
 
 fn spec(dir: &Path, id: i64, command: &str) -> TargetSpec {
     TargetSpec {
+        process: baton_runtime::WEB.to_string(),
         target_id: id,
         app: "t".into(),
         environment: "production".into(),

@@ -1,0 +1,286 @@
+//! Workers: the processes of `[processes.NAME]`, run beside the web one.
+//! They follow the live web release: what should run is the live web
+//! target's release with its config version, each process with its
+//! instances (the manifest's, or `baton scale`'s); one function
+//! (`reconcile_processes`) makes what runs match it — after a
+//! deployment's switch, at start-up, after `baton scale` — starting what is
+//! missing first, then stopping what is left over, each with its own
+//! `stop_timeout` to finish its current job. Workers are supervised like
+//! web targets: one that dies is started again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use baton_manifest::Manifest;
+use baton_proxy::RouteKey;
+use baton_runtime::WEB;
+use baton_store::{EventKind, TargetState};
+use serde::{Deserialize, Serialize};
+
+use crate::{stop_timeout, Actor, Error, Managed, Orchestrator, Result};
+
+/// What one reconciliation did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reconciled {
+    pub started: Vec<i64>,
+    pub stopped: Vec<i64>,
+}
+
+impl Reconciled {
+    pub fn describe(&self) -> String {
+        let ids = |ids: &[i64]| {
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (self.started.is_empty(), self.stopped.is_empty()) {
+            (true, true) => "workers already as they should be".to_string(),
+            (false, true) => format!("started workers {}", ids(&self.started)),
+            (true, false) => format!("stopped workers {}", ids(&self.stopped)),
+            (false, false) => format!(
+                "started workers {}; stopped workers {} once they finished",
+                ids(&self.started),
+                ids(&self.stopped)
+            ),
+        }
+    }
+}
+
+/// How many of each worker should run: the manifest's, with `baton
+/// scale`'s counts over it (pure).
+pub fn wanted(manifest: &Manifest, scaled: &[(String, u32)]) -> BTreeMap<String, u32> {
+    manifest
+        .processes
+        .iter()
+        .map(|(name, process)| {
+            let n = scaled
+                .iter()
+                .find(|(p, _)| p == name)
+                .map(|(_, n)| *n)
+                .unwrap_or(process.instances);
+            (name.clone(), n)
+        })
+        .collect()
+}
+
+impl Orchestrator {
+    /// Whether workers of `key` run (an older release's, to be replaced).
+    pub(crate) fn has_workers(&self, key: &RouteKey) -> bool {
+        self.managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|m| m.key == *key && !m.spec.is_web())
+    }
+
+    /// Whose output `baton logs` shows: the live web target, or the first
+    /// running instance of a worker.
+    pub async fn output_target(
+        &self,
+        app: &str,
+        environment: &str,
+        process: Option<&str>,
+    ) -> Result<Option<baton_store::TargetRecord>> {
+        let Some(process) = process else {
+            return self.live_target(app, environment).await;
+        };
+        Ok(self
+            .store
+            .targets_of(app, environment)
+            .await?
+            .into_iter()
+            .filter(|t| t.process == process && t.state == TargetState::Live)
+            .min_by_key(|t| t.id))
+    }
+
+    /// Makes the workers of `key` match its live web target: its release,
+    /// its config version, the wanted instances. Nothing live: no workers.
+    pub(crate) async fn reconcile_processes(
+        self: &Arc<Self>,
+        key: &RouteKey,
+    ) -> Result<Reconciled> {
+        let live = self.live_target(&key.app, &key.environment).await?;
+        let running: Vec<Arc<Managed>> = self
+            .managed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|m| m.key == *key && !m.spec.is_web() && m.state() == TargetState::Live)
+            .cloned()
+            .collect();
+        let mut done = Reconciled::default();
+        let mut keep: Vec<i64> = Vec::new();
+        if let Some(live) = &live {
+            let release = self.store.release(&live.release_id).await?;
+            let manifest = Manifest::parse(&release.manifest, "baton.toml")
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            let scaled = self.store.scale(&key.app, &key.environment).await?;
+            for (name, instances) in wanted(&manifest, &scaled) {
+                let mut current = 0;
+                for worker in running.iter().filter(|m| m.spec.process == name) {
+                    // A worker belongs to the deployment that put its web
+                    // target live: its release and its config.
+                    let record = self.store.target(worker.record_id).await?;
+                    if record.deployment_id == live.deployment_id && current < instances {
+                        keep.push(worker.record_id);
+                        current += 1;
+                    }
+                }
+                for _ in current..instances {
+                    let id = self
+                        .start_worker(key, &release, &manifest, &name, live.deployment_id)
+                        .await?;
+                    done.started.push(id);
+                }
+            }
+        }
+        // Then the old ones go, all at once, each finishing its job.
+        let leaving: Vec<Arc<Managed>> = running
+            .into_iter()
+            .filter(|m| !keep.contains(&m.record_id))
+            .collect();
+        let reason = "the workers of the live release replace it";
+        futures_util::future::join_all(leaving.iter().map(|m| self.stop_target(m, reason))).await;
+        done.stopped = leaving.iter().map(|m| m.record_id).collect();
+        Ok(done)
+    }
+
+    async fn start_worker(
+        self: &Arc<Self>,
+        key: &RouteKey,
+        release: &baton_store::Release,
+        manifest: &Manifest,
+        process: &str,
+        deployment: Option<i64>,
+    ) -> Result<i64> {
+        let runtime = self.runtime(manifest.runtime);
+        let record = self
+            .store
+            .create_target(
+                &key.app,
+                &key.environment,
+                &release.id,
+                deployment.unwrap_or(0),
+                0,
+                manifest.runtime.as_str(),
+                process,
+            )
+            .await?;
+        let config = self.config_of_target(deployment).await?;
+        let values = self
+            .config_values(&key.app, &key.environment, config)
+            .await?;
+        let spec = self.target_spec(
+            record.id,
+            &key.environment,
+            release,
+            manifest,
+            process,
+            0,
+            values,
+        )?;
+        let handle = match runtime.start(&spec).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                crate::noted(
+                    self.store
+                        .set_target_state(record.id, TargetState::Failed, None)
+                        .await,
+                    "set_target_state",
+                );
+                return Err(Error::Internal(format!(
+                    "worker {process} of {} could not start: {e}",
+                    key.app
+                )));
+            }
+        };
+        self.store
+            .set_target_handle(record.id, &handle.reference)
+            .await?;
+        let managed = Managed::new(
+            spec,
+            handle,
+            TargetState::Starting,
+            stop_timeout(manifest, process),
+            runtime,
+        );
+        self.transition(&managed, TargetState::Live, None).await?;
+        self.manage(Arc::clone(&managed));
+        self.supervise(managed);
+        Ok(record.id)
+    }
+
+    /// `baton scale APP web=N worker=M`: workers' counts, kept over the
+    /// manifest's, applied at once.
+    pub async fn scale(
+        self: &Arc<Self>,
+        app: &str,
+        environment: &str,
+        counts: Vec<(String, u32)>,
+        actor: &Actor,
+    ) -> Result<Reconciled> {
+        crate::check_environment(environment)?;
+        let Some(live) = self.live_target(app, environment).await? else {
+            return Err(Error::NotFound(format!(
+                "{app} is not running in {environment}: deploy it there first"
+            )));
+        };
+        let release = self.store.release(&live.release_id).await?;
+        let manifest = Manifest::parse(&release.manifest, "baton.toml")
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        for (process, n) in &counts {
+            if process == WEB {
+                return Err(Error::Invalid(
+                    "the web process runs one instance per release for now; scale workers (`[processes.NAME]`)".into(),
+                ));
+            }
+            if !manifest.processes.contains_key(process) {
+                let known: Vec<&String> = manifest.processes.keys().collect();
+                return Err(Error::Invalid(format!(
+                    "the live release of {app} has no process {process:?} (it has {known:?}); add [processes.{process}] to baton.toml"
+                )));
+            }
+            if *n > baton_manifest::MAX_INSTANCES {
+                return Err(Error::Invalid(format!(
+                    "{process}={n}: at most {} instances",
+                    baton_manifest::MAX_INSTANCES
+                )));
+            }
+        }
+        let entry = actor.entry(
+            "scale",
+            format!("processes of {app}/{environment}"),
+            app,
+            environment,
+            serde_json::json!(counts.iter().cloned().collect::<BTreeMap<String, u32>>()),
+        );
+        self.store
+            .set_scale(app, environment, &counts, &entry)
+            .await?;
+        let key = RouteKey::new(app, environment);
+        let done = self.reconcile_processes(&key).await?;
+        let message = format!("scaled by {}: {}", actor.name, done.describe());
+        self.event(&key, EventKind::Scaled, &message).await;
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_counts_win_over_the_manifest_s_and_only_for_its_processes() {
+        let manifest = Manifest::parse(
+            "name = \"shop\"\n[web]\ncommand = \"web\"\n[processes.worker]\ncommand = \"w\"\ninstances = 2\n[processes.mailer]\ncommand = \"m\"\n",
+            "baton.toml",
+        )
+        .unwrap();
+        let wanted = wanted(&manifest, &[("worker".into(), 5), ("gone".into(), 3)]);
+        assert_eq!(
+            wanted,
+            BTreeMap::from([("mailer".into(), 1), ("worker".into(), 5)])
+        );
+    }
+}
