@@ -7,6 +7,7 @@
 mod auth;
 mod certs;
 mod config;
+mod cron;
 pub mod edge;
 mod flags;
 mod lifecycle;
@@ -128,6 +129,7 @@ fn served_routes() -> Routes<AppState> {
             "/api/v1/apps/{app}/releases/{release}/build-log",
             logs::build_log,
         )
+        .merge(cron::routes())
 }
 
 /// An API error: an HTTP status, a machine-readable code (by default the

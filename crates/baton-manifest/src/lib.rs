@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod build;
+pub mod cron;
 pub mod flags;
 pub use build::BuildSection;
 mod retention;
@@ -113,6 +114,9 @@ pub struct Manifest {
     pub build: Option<BuildSection>,
     /// How many releases and how much target output the server keeps.
     pub retention: Option<RetentionSection>,
+    /// Scheduled jobs, by name (`[cron.NAME]`), run in the live release.
+    #[serde(default)]
+    pub cron: BTreeMap<String, cron::CronJob>,
 }
 
 /// `[processes.NAME]`: a process with no port, run beside the web one.
@@ -714,7 +718,7 @@ mod env_values {
 }
 
 /// Durations are written the way people say them: `"500ms"`, `"30s"`, `"10m"`.
-mod duration {
+pub(crate) mod duration {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -1153,6 +1157,18 @@ impl Manifest {
         if let Some(build) = &self.build {
             build::check(build, self.runtime).map_err(|(field, reason)| invalid(&field, reason))?;
         }
+        for (name, job) in &self.cron {
+            check_name("cron job", name)
+                .map_err(|reason| invalid(&format!("cron.{name}"), reason))?;
+            if self.runtime == RuntimeKind::Docker {
+                return Err(invalid(
+                    &format!("cron.{name}"),
+                    "runs in a release's folder, which Docker apps do not have: run the schedule inside the image, or use the process runtime".into(),
+                ));
+            }
+            job.check()
+                .map_err(|(field, reason)| invalid(&format!("cron.{name}.{field}"), reason))?;
+        }
         self.check_preview_hosts_are_not_live()
             .map_err(|(field, reason)| invalid(&field, reason))
     }
@@ -1469,6 +1485,34 @@ hosts = ["hello.localhost"]
 [web]
 command = "python3 app.py"
 "#;
+
+    #[test]
+    fn cron_jobs_are_read_and_their_mistakes_named_by_line() {
+        let ok = format!(
+            "{MINIMAL}[cron.backup]\nschedule = \"*/5 * * * *\"\ntimezone = \"Europe/Paris\"\ncommand = \"./backup.sh\"\novrlap = 1\n"
+        );
+        let e = Manifest::parse(&ok, "baton.toml").unwrap_err().to_string();
+        assert!(e.contains("ovrlap"), "{e}");
+        let ok = ok.replace("ovrlap = 1\n", "overlap = \"queue\"\n");
+        let m = Manifest::parse(&ok, "baton.toml").unwrap();
+        let job = &m.cron["backup"];
+        assert_eq!(job.overlap, cron::Overlap::Queue);
+        assert_eq!(job.missed, cron::Missed::RunOnce);
+        assert_eq!(job.timeout, Duration::from_secs(600));
+        for (from, to, field) in [
+            ("*/5 * * * *", "*/5 * * *", "cron.backup.schedule"),
+            ("Europe/Paris", "Europe/Pariss", "cron.backup.timezone"),
+            ("./backup.sh", " ", "cron.backup.command"),
+            ("[cron.backup]", "[cron.Backup]", "cron.Backup"),
+        ] {
+            let e = Manifest::parse(&ok.replace(from, to), "baton.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("field `{field}`")), "{e}");
+            let line = ok.lines().position(|l| l.contains(from)).unwrap() + 1;
+            assert!(e.starts_with(&format!("baton.toml:{line}:")), "{e}");
+        }
+    }
 
     #[test]
     fn minimal_manifest_gets_documented_defaults() {

@@ -16,6 +16,10 @@ use crate::{Error, Orchestrator, Result};
 /// How much of a failed command's output its error quotes.
 const TAIL: usize = 2_000;
 
+/// The most of a command's output its log keeps; the rest is read and
+/// dropped, so a chatty command neither fills the disk nor blocks.
+const MAX_LOG: u64 = 16 * 1024 * 1024;
+
 /// How a command run to a log file ended.
 pub(crate) struct Ran {
     /// `None`: stopped at its time limit.
@@ -50,11 +54,21 @@ pub(crate) async fn run_to_log(
     let copy = tokio::spawn(async move {
         let mut tail: Vec<u8> = Vec::new();
         let mut buffer = vec![0u8; 16 * 1024];
+        let mut written = 0u64;
         while let Ok(n) = output.read(&mut buffer).await {
             if n == 0 {
                 break;
             }
-            let _ = file.write_all(&buffer[..n]).await;
+            if written < MAX_LOG {
+                let keep = n.min((MAX_LOG - written) as usize);
+                let _ = file.write_all(&buffer[..keep]).await;
+                written += keep as u64;
+                if written == MAX_LOG {
+                    let _ = file
+                        .write_all(b"\n[baton: output cut here, at 16 MiB; the rest was dropped]\n")
+                        .await;
+                }
+            }
             tail.extend_from_slice(&buffer[..n]);
             if tail.len() > 2 * TAIL {
                 tail.drain(..tail.len() - TAIL);

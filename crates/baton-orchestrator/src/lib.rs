@@ -10,7 +10,9 @@ mod build;
 mod canary;
 mod commands;
 mod config;
+pub mod cron;
 pub use config::{ConfigChange, ConfigChanged, ConfigListing, ConfigVar};
+pub use cron::{CronJobView, CronRunOutput};
 mod deploy;
 mod health;
 mod maintenance;
@@ -201,6 +203,8 @@ pub struct Orchestrator {
     pub(crate) config_key: baton_store::ConfigKey,
     /// Process releases' `[build]`: who runs them, which run now.
     builds: build::Builds,
+    /// The cron scheduler's memory (`cron`): runs under way and queued.
+    pub(crate) cron: cron::Jobs,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -325,6 +329,7 @@ impl Orchestrator {
             maintenance: Mutex::new(HashMap::new()),
             config_key,
             builds: build::Builds::default(),
+            cron: cron::Jobs::default(),
         })
     }
 

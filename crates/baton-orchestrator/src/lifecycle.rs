@@ -180,6 +180,13 @@ impl Orchestrator {
                 .into_iter()
                 .map(|id| self.release_command_log(id)),
         );
+        logs.extend(
+            self.store
+                .cron_run_ids_of(app, None)
+                .await?
+                .into_iter()
+                .map(|id| self.cron_log(id)),
+        );
         tokio::task::spawn_blocking(move || DiskUse {
             releases: folders.iter().map(|f| bytes_under(f)).sum(),
             logs: logs.iter().map(|f| bytes_under(f)).sum(),
@@ -252,6 +259,13 @@ impl Orchestrator {
                 .await?
                 .into_iter()
                 .map(|id| self.release_command_log(id)),
+        );
+        paths.extend(
+            self.store
+                .cron_run_ids_of(app, environment)
+                .await?
+                .into_iter()
+                .map(|id| self.cron_log(id)),
         );
         let releases = match environment {
             Some(_) => Vec::new(),

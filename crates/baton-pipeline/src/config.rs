@@ -98,18 +98,19 @@ pub struct Channel {
     #[serde(default)]
     pub to: Vec<String>,
     /// Which events it receives: build_failed, deployed, deployment_failed,
-    /// rolled_back, certificate_failed (all of them by default).
+    /// rolled_back, certificate_failed, cron_failed (all of them by default).
     #[serde(default = "defaults::events")]
     pub events: Vec<String>,
 }
 
 /// The events a channel can subscribe to (by their names in `events`).
-pub const EVENTS: [EventKind; 5] = [
+pub const EVENTS: [EventKind; 6] = [
     EventKind::BuildFailed,
     EventKind::Deployed,
     EventKind::DeploymentFailed,
     EventKind::RolledBack,
     EventKind::CertificateFailed,
+    EventKind::CronFailed,
 ];
 
 mod defaults {

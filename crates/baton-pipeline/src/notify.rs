@@ -29,6 +29,7 @@ fn title(kind: Option<EventKind>) -> Option<&'static str> {
         EventKind::DeploymentFailed => "deployment failed",
         EventKind::RolledBack => "rolled back",
         EventKind::CertificateFailed => "certificate failed",
+        EventKind::CronFailed => "cron job failed",
         _ => return None,
     })
 }

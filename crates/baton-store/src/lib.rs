@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod certificates;
 mod config;
+mod cron;
 mod flags;
 mod lifecycle;
 mod pipeline;
@@ -25,6 +26,7 @@ pub use accounts::{SessionRecord, TokenRecord, UserRecord};
 pub use audit::{AuditCursor, AuditFilter, AuditValues};
 pub use certificates::CertificateRecord;
 pub use config::{ConfigKey, ConfigVersion, KeyError};
+pub use cron::{CronRun, NewCronRun};
 pub use flags::{Actor, ApiKeyRecord, AuditEntry, FlagChange, FlagExpectation, FlagRecord};
 pub use lifecycle::ReleaseUse;
 pub use pipeline::{
@@ -219,6 +221,8 @@ const MIGRATIONS: &[&str] = &[
         instances   INTEGER NOT NULL,
         PRIMARY KEY (app, environment, process)
     )",
+    // `[cron.NAME]`: every run of a job, a scheduled tick at most once.
+    cron::CRON_SCHEMA,
 ];
 
 /// How many deployments of one kind ended (or stand) in one state.

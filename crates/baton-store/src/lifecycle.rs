@@ -14,6 +14,7 @@ use crate::{Result, Store};
 /// after the rows that point at them. `audit_log` is not one: it is kept.
 const BY_ENVIRONMENT: &[&str] = &[
     "contracts",
+    "cron_runs",
     "promotions",
     "targets",
     "deployments",

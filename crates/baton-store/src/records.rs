@@ -284,6 +284,19 @@ string_enum!(EventKind {
     Scaled => "scaled",
     ReleaseBuildFailed => "release_build_failed",
     ReleasesPruned => "releases_pruned",
+    CronFailed => "cron_failed",
+});
+
+// A cron run: recorded before its command starts (`running`, or `queued`
+// behind the run still going), never twice for one tick.
+string_enum!(CronState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    TimedOut => "timed_out",
+    Skipped => "skipped",
+    Interrupted => "interrupted",
 });
 
 impl Event {

@@ -9,6 +9,7 @@ mod api_listener;
 mod app_config;
 mod client;
 mod commands;
+mod cron;
 mod data_folder;
 mod data_plane;
 mod db;
@@ -229,6 +230,12 @@ enum Command {
         env: EnvArg,
         #[command(flatten)]
         common: Common,
+    },
+    /// Scheduled jobs (`[cron.NAME]` in baton.toml): list them, see a
+    /// job's runs, run one now.
+    Cron {
+        #[command(subcommand)]
+        command: cron::CronCommand,
     },
     /// Run a one-off command in the live release's folder, with its
     /// environment and config (`baton run shop -- python manage.py
@@ -643,6 +650,7 @@ fn main() -> ExitCode {
                 env,
                 common,
             } => app_config::scale(&common, &app, &env.environment, &counts).await,
+            Command::Cron { command } => cron::cron(command).await,
             Command::Run {
                 app,
                 env,

@@ -277,6 +277,8 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     }
     let certificates = tokio::spawn(Arc::clone(&certs).run(stop_rx.clone()));
     let reaper = tokio::spawn(Arc::clone(&orchestrator).reap_warm_targets(stop_rx.clone()));
+    // The one cron scheduler (one server per data folder).
+    let cron = tokio::spawn(Arc::clone(&orchestrator).run_cron(stop_rx.clone()));
     let supervisor = tokio::spawn(Arc::clone(&data_plane).supervise(stop_rx.clone()));
     // OFREP and Unleash clients use the API listener too: one port to open.
     let auth = Arc::new(
@@ -367,6 +369,7 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
     flags.stop();
     let services = async {
         let _ = reaper.await;
+        let _ = cron.await;
         pipeline.stopped().await;
     };
     if tokio::time::timeout(Duration::from_secs(5), services)

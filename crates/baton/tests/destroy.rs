@@ -33,6 +33,8 @@ fn shop(message: &str) -> AppCopy {
     );
     // Each deployment keeps its release command's output.
     app.set_deploy("release_command", "echo getting ready");
+    // A cron run keeps its row and its output.
+    app.append("[cron.tidy]\nschedule = \"@yearly\"\ncommand = \"echo tidy\"\n");
     app
 }
 
@@ -152,6 +154,7 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
     // stays warm.
     server.baton_ok(&["config", "set", "shop", "SECRET=s3cret", "-e", "staging"]);
     server.baton_ok(&["maintenance", "on", "shop", "-e", "staging"]);
+    assert_eq!(server.baton_ok(&["cron", "run", "shop", "tidy"]), "tidy\n");
 
     let apps = server.json(&["apps"]);
     let names: Vec<&str> = apps
@@ -196,6 +199,7 @@ async fn destroy_leaves_no_process_route_file_or_row_of_the_app_and_spares_the_o
         before.iter().any(|f| f.starts_with("release-command-")),
         "{before:?}"
     );
+    assert!(before.iter().any(|f| f.starts_with("cron-")), "{before:?}");
 
     let status = server.json(&["status"]);
     let shop_targets = targets_of(&status, "shop");
