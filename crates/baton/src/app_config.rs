@@ -232,7 +232,7 @@ pub async fn restart(
     crate::commands::follow_started(&api, common, deployment, no_wait, false).await
 }
 
-/// `baton scale APP worker=3`: how many of each worker run.
+/// `baton scale APP web=3 worker=2`: how many of each process run.
 pub async fn scale(
     common: &Common,
     app: &str,
@@ -243,7 +243,7 @@ pub async fn scale(
     for pair in counts {
         let (name, count) = pair
             .split_once('=')
-            .ok_or_else(|| anyhow!("{pair:?} is not PROCESS=COUNT, like worker=3"))?;
+            .ok_or_else(|| anyhow!("{pair:?} is not PROCESS=COUNT, like web=3 or worker=2"))?;
         let count: u32 = count
             .parse()
             .map_err(|_| anyhow!("{pair:?}: the count must be a whole number, like worker=3"))?;

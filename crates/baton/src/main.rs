@@ -50,7 +50,8 @@ Deploy:
   restart        Deploy the live release again, with zero downtime
   config         An app's variables outside its code: set, unset, list
   run            Run a one-off command in the live release's environment
-  scale          Set how many instances of a worker run
+  scale          Set how many instances of the web process or a worker run
+  cron           An app's scheduled jobs: list, history, run one now
   init           Write a first baton.toml for an app folder, guessed from its files
   destroy        Remove an app (or one environment of it) and everything it owns
 
@@ -218,12 +219,13 @@ enum Command {
         #[command(subcommand)]
         command: app_config::ConfigCommand,
     },
-    /// Set how many instances of a worker run (`worker=3`), over the
-    /// manifest's `instances`, at once and for the next deploys.
+    /// Set how many instances of the web process or a worker run (`web=3
+    /// worker=2`), over the manifest's `instances`, at once and for the
+    /// next deploys.
     Scale {
         /// The app's name (as in its baton.toml).
         app: String,
-        /// PROCESS=COUNT pairs, like `worker=3`.
+        /// PROCESS=COUNT pairs, like `web=3` or `worker=2`.
         #[arg(required = true, value_name = "PROCESS=COUNT")]
         counts: Vec<String>,
         #[command(flatten)]
