@@ -1,4 +1,4 @@
-//! An app's config vars (`baton config`), restarts (`baton restart`),
+//! An app's config vars (`baton config`), restarts, stops and starts,
 //! workers' scale (`baton scale`) and one-off commands (`baton run`). Values are answered only to an admin
 //! who asks for them (`reveal=true`); everyone else sees names and sources.
 
@@ -24,6 +24,8 @@ pub(crate) fn routes() -> Routes<AppState> {
         .get("/api/v1/apps/{app}/config", list)
         .post("/api/v1/apps/{app}/config", change)
         .post("/api/v1/apps/{app}/restart", restart)
+        .post("/api/v1/apps/{app}/stop", stop)
+        .post("/api/v1/apps/{app}/start", start)
         .post("/api/v1/apps/{app}/run", run)
         .post("/api/v1/apps/{app}/scale", scale)
 }
@@ -155,6 +157,43 @@ async fn restart(
     auth::may_change(&principal, &app, &b.environment)?;
     let deployment = o
         .restart(&app, &b.environment, &auth::actor(&principal, &peer))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(deployment)))
+}
+
+/// `baton stop`: visitors get 503, every target and worker stops.
+async fn stop(
+    State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: RestartBody = body(&raw)?;
+    auth::may_change(&principal, &app, &b.environment)?;
+    o.stop_environment(&app, &b.environment, &auth::actor(&principal, &peer))
+        .await?;
+    Ok(Json(serde_json::json!({
+        "app": app,
+        "environment": b.environment,
+        "stopped": true,
+    })))
+}
+
+/// `baton start`: the release and config that were live, deployed again.
+async fn start(
+    State(o): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(peer): Extension<Peer>,
+    Path(app): Path<String>,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    check_app(&app)?;
+    let b: RestartBody = body(&raw)?;
+    auth::may_change(&principal, &app, &b.environment)?;
+    let deployment = o
+        .start_environment(&app, &b.environment, &auth::actor(&principal, &peer))
         .await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }

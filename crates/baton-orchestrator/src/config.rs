@@ -1,5 +1,5 @@
-//! Config vars kept outside the code (`baton config set|unset|list`) and
-//! restarts of what is live (`baton restart`). A config change is a new
+//! Config vars kept outside the code (`baton config set|unset|list`). A
+//! config change is a new
 //! version of the environment's set, sealed in the store with its audit
 //! entry, then a deployment of the live release with it (blue-green, as
 //! any deploy: zero downtime). Each deployment records the version its
@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use baton_proxy::RouteKey;
-use baton_store::{ConfigVersion, Deployment, DeploymentKind, EventKind};
+use baton_store::{ConfigVersion, Deployment, EventKind};
 use serde::{Deserialize, Serialize};
 
 use crate::{Actor, Error, Orchestrator, Result};
@@ -214,41 +214,6 @@ impl Orchestrator {
             version,
             deployment,
         })
-    }
-
-    /// Deploys the live release of `app` in `environment` again, with the
-    /// newest config: new target, health check, switch, drain (zero
-    /// downtime), as any deploy.
-    pub async fn restart(
-        self: &std::sync::Arc<Self>,
-        app: &str,
-        environment: &str,
-        actor: &Actor,
-    ) -> Result<Deployment> {
-        crate::check_environment(environment)?;
-        let Some(live) = self.live_target(app, environment).await? else {
-            return Err(Error::NotFound(format!(
-                "{app} is not running in {environment}: deploy it there (`baton deploy DIR -e {environment}`)"
-            )));
-        };
-        let release = self.store.release(&live.release_id).await?;
-        let version = self
-            .store
-            .config_version(app, environment, None)
-            .await?
-            .map(|v| v.version);
-        self.start_deployment(
-            DeploymentKind::Restart,
-            environment,
-            crate::deploy::Runs {
-                release,
-                config_version: version,
-            },
-            false,
-            None,
-            actor,
-        )
-        .await
     }
 
     /// The variables of `app` in `environment`: the manifest's `[env]` of

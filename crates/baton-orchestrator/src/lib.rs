@@ -22,6 +22,7 @@ pub mod plan;
 mod processes;
 pub use processes::Reconciled;
 mod recover;
+mod running;
 pub use canary::{CanaryView, ReleaseFigures};
 pub use recover::RecoveryReport;
 mod supervise;

@@ -834,6 +834,24 @@ impl Store {
         Ok(())
     }
 
+    /// `baton stop`: the route keeps its hosts but sends them nowhere, with
+    /// its audit entry, in one transaction.
+    pub async fn stop_route(&self, app: &str, environment: &str, audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE routes SET live_target = NULL, preview_target = NULL, updated_at = ?
+             WHERE app = ? AND environment = ?",
+        )
+        .bind(now_ms())
+        .bind(app)
+        .bind(environment)
+        .execute(&mut *tx)
+        .await?;
+        flags::audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Puts an app's environment in maintenance with `message`, or out of
     /// it (`None`), with its audit entry, in one transaction.
     pub async fn set_maintenance(

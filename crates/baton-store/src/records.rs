@@ -282,6 +282,7 @@ string_enum!(EventKind {
     ConfigChanged => "config_changed",
     ReleaseCommandFailed => "release_command_failed",
     Scaled => "scaled",
+    EnvironmentStopped => "environment_stopped",
     ReleaseBuildFailed => "release_build_failed",
     ReleasesPruned => "releases_pruned",
     CronFailed => "cron_failed",

@@ -270,6 +270,43 @@ pub async fn scale(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `baton stop APP`: visitors get 503 and nothing of the app runs.
+pub async fn stop(common: &Common, app: &str, environment: &str) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let answer: serde_json::Value = api
+        .post_json(
+            &format!("/apps/{app}/stop"),
+            &json!({ "environment": environment }),
+        )
+        .await?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "{} {app} in {environment}: its visitors get 503 and none of its targets or workers run (`baton start {app} -e {environment}` to serve it again)",
+            green("Stopped")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton start APP`: what was live before `stop`, deployed again.
+pub async fn start(
+    common: &Common,
+    app: &str,
+    environment: &str,
+    no_wait: bool,
+) -> Result<ExitCode> {
+    let api = Api::new(&common.api);
+    let deployment: Deployment = api
+        .post_json(
+            &format!("/apps/{app}/start"),
+            &json!({ "environment": environment }),
+        )
+        .await?;
+    crate::commands::follow_started(&api, common, deployment, no_wait, false).await
+}
+
 /// `baton run APP -- CMD…`: the command's output as it comes; its exit
 /// code is ours (128 + N when killed by signal N, as shells say).
 pub async fn run(

@@ -48,6 +48,8 @@ Deploy:
   maintenance    Answer an app's visitors with 503 and a message (on|off)
   canary         A canary deployment: its step and figures, promote or abort it
   restart        Deploy the live release again, with zero downtime
+  stop           Stop an app in an environment (visitors get 503)
+  start          Start a stopped app again
   config         An app's variables outside its code: set, unset, list
   run            Run a one-off command in the live release's environment
   scale          Set how many instances of the web process or a worker run
@@ -207,6 +209,29 @@ enum Command {
         #[command(flatten)]
         env: EnvArg,
         /// Return once the restart has started.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stop an app in an environment: visitors get 503, its targets and
+    /// workers stop, and it stays so across server restarts.
+    Stop {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Start an app stopped with `baton stop`: the release and config
+    /// that were live, deployed again.
+    Start {
+        /// The app's name (as in its baton.toml).
+        app: String,
+        #[command(flatten)]
+        env: EnvArg,
+        /// Return once the start has begun.
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
@@ -646,6 +671,15 @@ fn main() -> ExitCode {
                 common,
             } => app_config::restart(&common, &app, &env.environment, no_wait).await,
             Command::Config { command } => app_config::config(command).await,
+            Command::Stop { app, env, common } => {
+                app_config::stop(&common, &app, &env.environment).await
+            }
+            Command::Start {
+                app,
+                env,
+                no_wait,
+                common,
+            } => app_config::start(&common, &app, &env.environment, no_wait).await,
             Command::Scale {
                 app,
                 counts,

@@ -223,3 +223,62 @@ fn a_worker_without_a_command_is_refused_with_its_line() {
     assert!(said.contains("processes.worker.command"), "{said}");
     assert!(said.contains("baton.toml:"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_app_runs_nothing_answers_503_stays_stopped_and_starts_again() {
+    let mut server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let path = dir.path().join("jobs");
+    let v1 = app_with_worker("version 1", &path);
+    server.deploy(v1.path());
+    let v2 = app_with_worker("version 2", &path);
+    let live = server.deploy(v2.path());
+    let r2 = short(live["release_id"].as_str().unwrap());
+    working(&server, &path, &r2, 2).await;
+    let groups: Vec<u32> = server.json(&["status"])[0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["handle"].as_str()?.split('@').next()?.parse().ok())
+        .collect();
+    assert_eq!(groups.len(), 4, "live, warm and two workers: {groups:?}");
+
+    server.baton_ok(&["stop", "hello"]);
+    for pid in &groups {
+        assert!(!alive(*pid), "{pid} still runs after stop");
+    }
+    every_job_of_gone_workers_finished(&path, "after stop", &[]);
+    let (status, _) = get_fresh(server.proxy, "hello.localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    let again = server.baton(&["stop", "hello"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
+
+    // Stopped it stays, across a server restart.
+    server.kill9();
+    server.restart();
+    let (status, _) = get_fresh(server.proxy, "hello.localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
+    assert!(workers(&server).is_empty());
+
+    // Started again: the release that was live, its workers too.
+    let started = server.json(&["start", "hello"]);
+    assert_eq!(started["state"], "succeeded", "{started}");
+    assert_eq!(short(started["release_id"].as_str().unwrap()), r2);
+    let (status, body) = get_fresh(server.proxy, "hello.localhost", "/")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("version 2"), "{body}");
+    working(&server, &path, &r2, 2).await;
+    let twice = server.baton(&["start", "hello"]);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("running in production already"));
+}
