@@ -36,6 +36,9 @@ const READ: &[&str] = &[
     "config.ru",
     "config/routes.rb",
     "config/application.rb",
+    "app.rb",
+    "server.rb",
+    "main.rb",
     "go.mod",
     "main.go",
     "Cargo.toml",
@@ -472,10 +475,16 @@ fn ruby(folder: &Folder) -> Guess {
             "bundle exec rackup --host 127.0.0.1 --port $PORT".to_string(),
             "a Rack app (config.ru)",
         )
+    } else if let Some(main) = first(folder, &["app.rb", "server.rb", "main.rb"]) {
+        port_note(folder, main, &mut guess);
+        why(
+            format!("bundle exec ruby {main}"),
+            format!("{main} looks like the app's main file (no Rails, no config.ru); it must listen on $PORT"),
+        )
     } else {
         why(
             "bundle exec ruby app.rb".to_string(),
-            "TODO: neither Rails nor config.ru found: write how the app starts on $PORT",
+            "TODO: no Rails, config.ru, app.rb, server.rb or main.rb found: write how the app starts on $PORT",
         )
     });
     guess
@@ -860,6 +869,33 @@ mod tests {
             &[("Gemfile", ""), ("config.ru", "run App")],
         ));
         assert!(m.web.command.starts_with("bundle exec rackup"));
+        // A plain script (Sinatra's classic style, or the standard library).
+        let (text, m) = parsed(&folder(
+            "hook",
+            &[
+                ("Gemfile", "source \"https://rubygems.org\"\n"),
+                ("server.rb", "TCPServer.new(\"127.0.0.1\", ENV[\"PORT\"])"),
+            ],
+        ));
+        assert_eq!(m.web.command, "bundle exec ruby server.rb");
+        assert_eq!(m.build.unwrap().command, "bundle install");
+        assert!(
+            text.contains("# server.rb looks like the app's main file"),
+            "{text}"
+        );
+        assert!(!text.contains("TODO: no Rails"), "{text}");
+        let (text, m) = parsed(&folder(
+            "hook",
+            &[("Gemfile", ""), ("app.rb", "set :port, 4567")],
+        ));
+        assert_eq!(m.web.command, "bundle exec ruby app.rb");
+        assert!(
+            text.contains("TODO: app.rb does not mention PORT"),
+            "{text}"
+        );
+        let (text, m) = parsed(&folder("hook", &[("Gemfile", "")]));
+        assert_eq!(m.web.command, "bundle exec ruby app.rb");
+        assert!(text.contains("TODO: no Rails"), "{text}");
     }
 
     #[test]
