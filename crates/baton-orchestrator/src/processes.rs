@@ -35,11 +35,11 @@ impl Reconciled {
                 .join(", ")
         };
         match (self.started.is_empty(), self.stopped.is_empty()) {
-            (true, true) => "workers already as they should be".to_string(),
-            (false, true) => format!("started workers {}", ids(&self.started)),
-            (true, false) => format!("stopped workers {}", ids(&self.stopped)),
+            (true, true) => "already as it should be".to_string(),
+            (false, true) => format!("started targets {}", ids(&self.started)),
+            (true, false) => format!("stopped targets {}", ids(&self.stopped)),
             (false, false) => format!(
-                "started workers {}; stopped workers {} once they finished",
+                "started targets {}; stopped targets {} once they finished",
                 ids(&self.started),
                 ids(&self.stopped)
             ),

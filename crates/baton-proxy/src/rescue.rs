@@ -17,7 +17,7 @@ use crate::forward::DownBody;
 pub(crate) enum Refusal {
     /// No app answers for this host.
     UnknownHost { host: String },
-    /// The app has no live release yet.
+    /// The app has no live release (never deployed, or stopped).
     NoLiveTarget { route: String },
     /// The request is malformed (two Host headers, …).
     Malformed { reason: &'static str },
@@ -67,7 +67,9 @@ impl Refusal {
     pub fn message(&self) -> String {
         match self {
             Refusal::UnknownHost { host } => format!("no app answers for host {host:?}"),
-            Refusal::NoLiveTarget { route } => format!("{route} has no live release yet"),
+            Refusal::NoLiveTarget { route } => {
+                format!("{route} has no live release: it is stopped or not deployed yet")
+            }
             Refusal::Malformed { reason } => format!("bad request: {reason}"),
             Refusal::BodyTooLarge { limit } => {
                 format!("the request body is larger than this app accepts ({limit} bytes)")
