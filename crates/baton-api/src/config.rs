@@ -181,7 +181,7 @@ async fn stop(
     })))
 }
 
-/// `baton start`: the release and config that were live, deployed again.
+/// `baton start`: the release that was live, with the newest config.
 async fn start(
     State(o): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -63,9 +63,12 @@ fn target_labels(f: &TargetFigures) -> [(&'static str, String); 5] {
     ]
 }
 
+/// A target's figure: its metric's name, its help, and how it is read.
+type Figure<T> = (&'static str, &'static str, fn(&TargetFigures) -> T);
+
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, fn(&TargetFigures) -> u64); 4] = [
+        let counters: [Figure<u64>; 4] = [
             ("proxy_requests", "Requests the proxy sent to the target", |f| f.stats.requests),
             ("proxy_failures", "Requests the proxy answered itself with 502 or 504 (the target refused or did not answer)", |f| f.stats.failures),
             ("proxy_timeouts", "Requests the target did not answer within the app's response timeout", |f| f.stats.timeouts),
@@ -91,7 +94,7 @@ impl Collector for Snapshot {
                 ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&TargetFigures) -> i64); 2] = [
+        let gauges: [Figure<i64>; 2] = [
             (
                 "proxy_in_flight",
                 "Requests in flight on the target (open WebSockets and streams included)",

@@ -1356,13 +1356,16 @@ fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
-fn check_env_key(key: &str) -> Result<(), String> {
+/// The one rule for an app's variable names, in `[env]` and `baton
+/// config` alike: shell-safe, bounded, never one Baton sets itself.
+pub fn check_env_key(key: &str) -> Result<(), String> {
     let ok = !key.is_empty()
+        && key.len() <= 128
         && !key.as_bytes()[0].is_ascii_digit()
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !ok {
         return Err(format!(
-            "{key:?} is not a valid variable name: use letters, digits and '_', not starting with a digit"
+            "{key:?} is not a valid variable name: use letters, digits and '_', not starting with a digit, at most 128 characters"
         ));
     }
     if key == "PORT" || key.starts_with("BATON_") {

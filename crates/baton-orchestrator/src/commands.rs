@@ -123,12 +123,7 @@ impl Orchestrator {
             release: release.id.clone(),
             dir: self.release_dir(&release.id),
             command: command.to_string(),
-            env: manifest
-                .environment(environment)
-                .env
-                .into_iter()
-                .chain(values)
-                .collect(),
+            env: crate::variables(&manifest, environment, values),
         })
     }
 

@@ -18,15 +18,27 @@ use crate::{Actor, Error, Orchestrator, Result};
 
 /// At most this many variables per environment, each name and value bounded.
 const MAX_VARS: usize = 200;
-const MAX_NAME: usize = 128;
 const MAX_VALUE: usize = 32 * 1024;
 
 /// What `baton config set|unset` asks for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigChange {
     Set(BTreeMap<String, String>),
     Unset(Vec<String>),
+}
+
+/// Names only: the values are secrets.
+impl std::fmt::Debug for ConfigChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigChange::Set(values) => f
+                .debug_tuple("Set")
+                .field(&values.keys().collect::<Vec<_>>())
+                .finish(),
+            ConfigChange::Unset(names) => f.debug_tuple("Unset").field(names).finish(),
+        }
+    }
 }
 
 impl ConfigChange {
@@ -47,7 +59,7 @@ pub struct ConfigChanged {
 }
 
 /// One variable an environment's targets get, and where it comes from.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ConfigVar {
     pub name: String,
     /// `config` (`baton config set`) or `baton.toml` (`[env]`).
@@ -57,6 +69,18 @@ pub struct ConfigVar {
     /// Only when an admin asked to reveal the values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+}
+
+/// The value, when revealed, stays out of logs.
+impl std::fmt::Debug for ConfigVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigVar")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("overrides_manifest", &self.overrides_manifest)
+            .field("value", &self.value.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
 }
 
 /// `baton config list`.
@@ -71,26 +95,6 @@ pub struct ConfigListing {
     pub vars: Vec<ConfigVar>,
 }
 
-/// Whether `name` may be a config variable: a shell-safe name, not one
-/// Baton sets itself.
-fn check_name(name: &str) -> std::result::Result<(), String> {
-    let shell_safe = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !shell_safe {
-        return Err(format!(
-            "{name:?} is not a variable name: letters, digits and _, not starting with a digit, at most {MAX_NAME} characters"
-        ));
-    }
-    if name == "PORT" || name.starts_with("BATON_") {
-        return Err(format!(
-            "{name} is set by Baton for every target; choose another name"
-        ));
-    }
-    Ok(())
-}
-
 fn check_change(change: &ConfigChange) -> Result<()> {
     let names = change.names();
     if names.is_empty() {
@@ -99,7 +103,7 @@ fn check_change(change: &ConfigChange) -> Result<()> {
         ));
     }
     for name in &names {
-        check_name(name).map_err(Error::Invalid)?;
+        baton_manifest::check_env_key(name).map_err(Error::Invalid)?;
     }
     if let ConfigChange::Set(values) = change {
         for (name, value) in values {
@@ -385,14 +389,14 @@ mod tests {
 
     #[test]
     fn names_are_shell_safe_and_never_baton_s_own() {
+        let set = |name: &str| ConfigChange::Set(BTreeMap::from([(name.to_string(), "v".into())]));
         for good in ["DATABASE_URL", "secret_key", "_X1"] {
-            assert!(check_name(good).is_ok(), "{good}");
+            assert!(check_change(&set(good)).is_ok(), "{good}");
         }
         for bad in ["", "1X", "A-B", "A B", "A=B", "PORT", "BATON_RELEASE"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
+            assert!(check_change(&set(bad)).is_err(), "{bad:?}");
         }
-        let long = "A".repeat(MAX_NAME + 1);
-        assert!(check_name(&long).is_err());
+        assert!(check_change(&set(&"A".repeat(129))).is_err());
     }
 
     #[test]

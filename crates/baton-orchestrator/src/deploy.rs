@@ -510,30 +510,22 @@ impl Orchestrator {
         let kind = manifest.runtime.as_str();
         let record = self
             .store
-            .create_target(
-                &key.app,
-                &key.environment,
-                &release.id,
-                d,
+            .create_target(&baton_store::NewTarget {
+                app: &key.app,
+                environment: &key.environment,
+                release_id: &release.id,
+                deployment_id: d,
                 port,
-                kind,
-                baton_runtime::WEB,
-            )
+                runtime: kind,
+                process: baton_runtime::WEB,
+            })
             .await
             .map_err(|e| e.to_string())?;
         let config = self
             .config_values(&key.app, &key.environment, config_version)
             .await
             .map_err(|e| e.to_string())?;
-        let started = match self.target_spec(
-            record.id,
-            &key.environment,
-            release,
-            manifest,
-            baton_runtime::WEB,
-            port,
-            config,
-        ) {
+        let started = match self.target_spec(&record, release, manifest, config) {
             Ok(spec) => runtime
                 .start(&spec)
                 .await
@@ -672,6 +664,9 @@ impl Orchestrator {
         new: &Arc<Managed>,
         old: Option<&Arc<Managed>>,
     ) -> std::result::Result<String, String> {
+        // Never between a `baton scale` and the route it sets.
+        let lock = self.environment_lock(&job.key);
+        let _held = lock.lock().await;
         let previous = self
             .store
             .route(&job.key.app, &job.key.environment)

@@ -206,6 +206,10 @@ pub struct Orchestrator {
     builds: build::Builds,
     /// The cron scheduler's memory (`cron`): runs under way and queued.
     pub(crate) cron: cron::Jobs,
+    /// Per environment, one change at a time to what runs (a deployment's
+    /// switch and `processes` step, `baton scale`, `baton stop`, start-up):
+    /// two never start the same missing worker or route different groups.
+    environments: Mutex<HashMap<RouteKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Applies a release's `flags.toml` when a deploy has put it live, before
@@ -331,7 +335,14 @@ impl Orchestrator {
             config_key,
             builds: build::Builds::default(),
             cron: cron::Jobs::default(),
+            environments: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The lock of one environment's running set (see `environments`).
+    pub(crate) fn environment_lock(&self, key: &RouteKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.environments.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(key.clone()).or_default())
     }
 
     /// Sets what applies a release's flags when a deploy puts it live (once).
@@ -370,14 +381,12 @@ impl Orchestrator {
     /// Everything a runtime needs to start target `target_id` of a release.
     pub(crate) fn target_spec(
         &self,
-        target_id: i64,
-        environment: &str,
+        record: &TargetRecord,
         release: &Release,
         manifest: &Manifest,
-        process: &str,
-        port: u16,
         config: BTreeMap<String, String>,
     ) -> Result<TargetSpec> {
+        let (environment, process) = (record.environment.as_str(), record.process.as_str());
         let command = if process == baton_runtime::WEB {
             manifest.web.command.clone()
         } else {
@@ -412,21 +421,15 @@ impl Orchestrator {
             }
         };
         Ok(TargetSpec {
-            target_id,
+            target_id: record.id,
             app: release.app.clone(),
             environment: environment.to_string(),
             release: release.id.clone(),
             process: process.to_string(),
             dir: self.release_dir(&release.id),
             command,
-            // The config's values win over the manifest's.
-            env: manifest
-                .environment(environment)
-                .env
-                .into_iter()
-                .chain(config)
-                .collect(),
-            port,
+            env: variables(manifest, environment, config),
+            port: record.port,
             container,
         })
     }
@@ -664,6 +667,13 @@ impl Orchestrator {
         self.logs.dir().join(format!("image-{release}.log"))
     }
 
+    /// Every log file a release has of its own (its image's or its
+    /// `[build]`'s output): what disk use counts and retention and
+    /// `destroy` remove with it.
+    pub(crate) fn release_logs(&self, release: &str) -> [PathBuf; 2] {
+        [self.image_log(release), self.build_log(release)]
+    }
+
     /// Whether a release's files are on disk. Closing a review app removes
     /// the folders nothing else runs; such a release cannot start until its
     /// folder is sent again (`baton deploy DIR` unpacks it anew).
@@ -762,11 +772,10 @@ impl Orchestrator {
                 let release = self.store.find_release(app, prefix).await?;
                 // A rollback goes back to a release that was live here
                 // before; anything else is a deploy, and is recorded as one.
-                let was_live = self.store.deployments(app, 1000).await?.iter().any(|d| {
-                    d.environment == environment
-                        && d.release_id == release.id
-                        && d.state == baton_store::DeploymentState::Succeeded
-                });
+                let was_live = self
+                    .last_succeeded(app, environment, Some(&release.id))
+                    .await?
+                    .is_some();
                 if !was_live {
                     return Err(Error::Invalid(format!(
                         "release {short} was never live for {app} in {environment}, so going to it is a deploy, not a rollback: `baton promote {app} {short} --to {environment}` (or deploy its folder)",
@@ -803,15 +812,8 @@ impl Orchestrator {
         let config = match warm_record {
             Some(t) => self.config_of_target(t.deployment_id).await?,
             None => self
-                .store
-                .deployments(app, 1000)
+                .last_succeeded(app, environment, Some(&release.id))
                 .await?
-                .into_iter()
-                .find(|d| {
-                    d.environment == environment
-                        && d.release_id == release.id
-                        && d.state == baton_store::DeploymentState::Succeeded
-                })
                 .and_then(|d| d.config_version),
         };
         self.refuse_if_live(app, environment, &release.id, config)
@@ -833,6 +835,26 @@ impl Orchestrator {
             actor,
         )
         .await
+    }
+
+    /// The newest deployment of `app` that succeeded in `environment` (of
+    /// `release`, when given): what was live there last.
+    pub(crate) async fn last_succeeded(
+        &self,
+        app: &str,
+        environment: &str,
+        release: Option<&str>,
+    ) -> Result<Option<Deployment>> {
+        Ok(self
+            .store
+            .deployments(app, 1000)
+            .await?
+            .into_iter()
+            .find(|d| {
+                d.environment == environment
+                    && d.state == DeploymentState::Succeeded
+                    && release.is_none_or(|r| d.release_id == r)
+            }))
     }
 
     async fn previous_release(
@@ -1073,6 +1095,18 @@ pub(crate) fn noted<T>(written: baton_store::Result<T>, what: &str) {
 
 pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// An app's variables in `environment`: the manifest's `[env]` (and the
+/// environment's), then the config's values, which win.
+pub(crate) fn variables(
+    manifest: &Manifest,
+    environment: &str,
+    config: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = manifest.environment(environment).env;
+    env.extend(config);
+    env
 }
 
 /// How long a target of `process` has to exit after SIGTERM.

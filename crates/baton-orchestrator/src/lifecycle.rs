@@ -171,7 +171,7 @@ impl Orchestrator {
                 .releases(app)
                 .await?
                 .iter()
-                .map(|r| self.image_log(&r.id)),
+                .flat_map(|r| self.release_logs(&r.id)),
         );
         logs.extend(
             self.store
@@ -271,7 +271,7 @@ impl Orchestrator {
             Some(_) => Vec::new(),
             None => self.store.releases(app).await?,
         };
-        paths.extend(releases.iter().map(|r| self.image_log(&r.id)));
+        paths.extend(releases.iter().flat_map(|r| self.release_logs(&r.id)));
         for path in &paths {
             if std::fs::remove_file(path).is_ok() {
                 removed_files += 1;

@@ -112,13 +112,20 @@ impl Orchestrator {
         self: &Arc<Self>,
         key: &RouteKey,
     ) -> Result<Reconciled> {
+        let lock = self.environment_lock(key);
+        let _held = lock.lock().await;
+        self.reconcile_held(key).await
+    }
+
+    /// `reconcile_processes`, the environment's lock already held.
+    pub(crate) async fn reconcile_held(self: &Arc<Self>, key: &RouteKey) -> Result<Reconciled> {
         let live = self.live_target(&key.app, &key.environment).await?;
         let running: Vec<Arc<Managed>> = self
             .managed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|m| m.key == *key && !m.spec.is_web() && m.state() == TargetState::Live)
+            .filter(|m| m.key == *key && !m.spec.is_web())
             .cloned()
             .collect();
         let mut done = Reconciled::default();
@@ -130,7 +137,12 @@ impl Orchestrator {
             let scaled = self.store.scale(&key.app, &key.environment).await?;
             for (name, instances) in wanted(&manifest, &scaled) {
                 let mut current = 0;
-                for worker in running.iter().filter(|m| m.spec.process == name) {
+                // Only running ones count: one found starting or stopping
+                // after a crash is replaced.
+                let live_ones = running
+                    .iter()
+                    .filter(|m| m.spec.process == name && m.state() == TargetState::Live);
+                for worker in live_ones {
                     // A worker belongs to the deployment that put its web
                     // target live: its release and its config.
                     let record = self.store.target(worker.record_id).await?;
@@ -169,29 +181,21 @@ impl Orchestrator {
         let runtime = self.runtime(manifest.runtime);
         let record = self
             .store
-            .create_target(
-                &key.app,
-                &key.environment,
-                &release.id,
-                deployment.unwrap_or(0),
-                0,
-                manifest.runtime.as_str(),
+            .create_target(&baton_store::NewTarget {
+                app: &key.app,
+                environment: &key.environment,
+                release_id: &release.id,
+                deployment_id: deployment.unwrap_or(0),
+                port: 0,
+                runtime: manifest.runtime.as_str(),
                 process,
-            )
+            })
             .await?;
         let config = self.config_of_target(deployment).await?;
         let values = self
             .config_values(&key.app, &key.environment, config)
             .await?;
-        let spec = self.target_spec(
-            record.id,
-            &key.environment,
-            release,
-            manifest,
-            process,
-            0,
-            values,
-        )?;
+        let spec = self.target_spec(&record, release, manifest, values)?;
         let handle = match runtime.start(&spec).await {
             Ok(handle) => handle,
             Err(e) => {
@@ -233,6 +237,11 @@ impl Orchestrator {
         actor: &Actor,
     ) -> Result<Reconciled> {
         crate::check_environment(environment)?;
+        let key = RouteKey::new(app, environment);
+        let lock = self.environment_lock(&key);
+        let _held = lock.lock().await;
+        // A deployment replaces the instances it would change.
+        self.refuse_while_deploying(app, Some(environment)).await?;
         let Some(live) = self.live_target(app, environment).await? else {
             return Err(Error::NotFound(format!(
                 "{app} is not running in {environment}: deploy it there first"
@@ -271,12 +280,11 @@ impl Orchestrator {
         self.store
             .set_scale(app, environment, &counts, &entry)
             .await?;
-        let key = RouteKey::new(app, environment);
         let mut done = Reconciled::default();
         if let Some((_, n)) = counts.iter().find(|(p, _)| p == WEB) {
             done = self.scale_web(&key, &release, &manifest, &live, *n).await?;
         }
-        let workers = self.reconcile_processes(&key).await?;
+        let workers = self.reconcile_held(&key).await?;
         done.started.extend(workers.started);
         done.stopped.extend(workers.stopped);
         let message = format!("scaled by {}: {}", actor.name, done.describe());

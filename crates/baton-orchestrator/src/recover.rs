@@ -205,22 +205,13 @@ impl Orchestrator {
             }
             Err(e) => Err(e),
         };
-        let config = match config {
-            Ok(config) => config,
-            Err(e) => {
-                tracing::error!(target = record.id, error = %e, "cannot read this target's config");
-                return Ok(());
-            }
+        // A running target is adopted whatever happened to the key (its
+        // process has its environment already); only a start needs it.
+        let (config, unreadable) = match config {
+            Ok(config) => (config, None),
+            Err(e) => (Default::default(), Some(e.to_string())),
         };
-        let spec = match self.target_spec(
-            record.id,
-            &record.environment,
-            &release,
-            &manifest,
-            &record.process,
-            record.port,
-            config,
-        ) {
+        let spec = match self.target_spec(&record, &release, &manifest, config) {
             Ok(spec) => spec,
             Err(e) => {
                 tracing::error!(target = record.id, error = %e, "cannot look after this target");
@@ -251,6 +242,21 @@ impl Orchestrator {
                 self.manage(Arc::clone(&m));
                 self.supervise(m);
                 report.adopted.push(record.id);
+            }
+            (TargetState::Live, _, _) if unreadable.is_some() => {
+                let why = unreadable.unwrap_or_default();
+                tracing::error!(target = record.id, error = %why, "a live target is down and its config cannot be read; not started");
+                let message = format!(
+                    "live target {} was not running when the server started, and could not be started without its config: {why}",
+                    record.id
+                );
+                self.event(
+                    &RouteKey::new(&record.app, &record.environment),
+                    EventKind::TargetRestartFailed,
+                    &message,
+                )
+                .await;
+                return Ok(());
             }
             (TargetState::Live, _, _) => {
                 // A live target that died while the server was down is
@@ -301,8 +307,9 @@ impl Orchestrator {
     }
 
     /// The web instances started together (one deployment's, one release's)
-    /// are one group again: the route's live target, or the lowest id,
-    /// stands for the others.
+    /// are one group again: the route's live target, else the deployment's
+    /// own, stands for the others; one found in another state (an instance
+    /// a crash caught starting) is stopped, never routed unchecked.
     async fn regroup_instances(&self, active: &[TargetRecord]) -> Result<()> {
         let mut groups: std::collections::BTreeMap<(String, String, i64), Vec<Arc<Managed>>> =
             std::collections::BTreeMap::new();
@@ -316,18 +323,34 @@ impl Orchestrator {
                 .or_default()
                 .push(managed);
         }
-        for ((app, environment, _), mut group) in groups {
+        for ((app, environment, deployment), mut group) in groups {
             let live = self
                 .store
                 .route(&app, &environment)
                 .await?
                 .and_then(|r| r.live_target);
-            group.sort_by_key(|m| (Some(m.record_id) != live, m.record_id));
+            let named = self.store.deployment(deployment).await?.target_id;
+            group.sort_by_key(|m| {
+                (
+                    Some(m.record_id) != live,
+                    Some(m.record_id) != named,
+                    m.record_id,
+                )
+            });
             let first = group.remove(0);
-            for other in &group {
+            let (together, astray): (Vec<_>, Vec<_>) =
+                group.into_iter().partition(|m| m.state() == first.state());
+            for other in &together {
                 *other.first.lock().unwrap_or_else(|e| e.into_inner()) = Some(first.record_id);
             }
-            *first.instances.lock().unwrap_or_else(|e| e.into_inner()) = group;
+            *first.instances.lock().unwrap_or_else(|e| e.into_inner()) = together;
+            for other in astray {
+                self.stop_target(
+                    &other,
+                    "a restart found it apart from its release's instances",
+                )
+                .await;
+            }
         }
         Ok(())
     }

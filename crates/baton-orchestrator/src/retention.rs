@@ -80,7 +80,9 @@ impl Orchestrator {
             if let Err(e) = baton_package::remove(&self.releases_dir, release) {
                 tracing::warn!(release, error = %e, "retention: cannot remove a release folder");
             }
-            let _ = std::fs::remove_file(self.image_log(release));
+            for log in self.release_logs(release) {
+                let _ = std::fs::remove_file(log);
+            }
         }
         let outputs = outputs_to_remove(
             &stopped,

@@ -2,13 +2,13 @@
 //! release deployed again, blue-green), `baton stop` (the route keeps its
 //! hosts but sends them nowhere — the proxy answers 503 — and every target
 //! and worker of the environment stops; a restarted server keeps it so)
-//! and `baton start` (the release and config that were live, deployed
-//! again).
+//! and `baton start` (the release that was live, deployed again with the
+//! newest config).
 
 use std::sync::Arc;
 
 use baton_proxy::RouteKey;
-use baton_store::{Deployment, DeploymentKind, DeploymentState, EventKind, TargetState};
+use baton_store::{Deployment, DeploymentKind, EventKind, TargetState};
 
 use crate::deploy::Runs;
 use crate::{Actor, Error, Managed, Orchestrator, Result};
@@ -63,8 +63,10 @@ impl Orchestrator {
                 "{app} is not running in {environment}; nothing to stop (`baton status` shows what runs)"
             )));
         };
-        self.refuse_while_deploying(app, Some(environment)).await?;
         let key = RouteKey::new(app, environment);
+        let lock = self.environment_lock(&key);
+        let _held = lock.lock().await;
+        self.refuse_while_deploying(app, Some(environment)).await?;
         let entry = actor.entry(
             "environment.stop",
             format!("environment {app}/{environment}"),
@@ -93,7 +95,15 @@ impl Orchestrator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|m| m.key == key && m.spec.is_web() && m.is_first())
+            .filter(|m| {
+                m.key == key
+                    && m.spec.is_web()
+                    && m.is_first()
+                    && matches!(
+                        m.state(),
+                        TargetState::Live | TargetState::Warm | TargetState::Draining
+                    )
+            })
             .cloned()
             .collect();
         let drain_timeout = self
@@ -115,7 +125,7 @@ impl Orchestrator {
             .await;
         }))
         .await;
-        self.reconcile_processes(&key).await?;
+        self.reconcile_held(&key).await?;
         let message = format!(
             "stopped by {}: visitors get 503 until `baton start {app} -e {environment}`",
             actor.name
@@ -126,7 +136,7 @@ impl Orchestrator {
     }
 
     /// Starts `app` in `environment` again after `baton stop`: the release
-    /// and config that were live, as a deployment.
+    /// that was live, with the newest config, as a deployment.
     pub async fn start_environment(
         self: &Arc<Self>,
         app: &str,
@@ -140,11 +150,8 @@ impl Orchestrator {
             )));
         }
         let last = self
-            .store
-            .deployments(app, 1000)
+            .last_succeeded(app, environment, None)
             .await?
-            .into_iter()
-            .find(|d| d.environment == environment && d.state == DeploymentState::Succeeded)
             .ok_or_else(|| {
                 Error::NotFound(format!(
                     "{app} was never deployed to {environment}: `baton deploy DIR -e {environment}`"
@@ -157,12 +164,19 @@ impl Orchestrator {
                 baton_package::short_id(&release.id)
             )));
         }
+        // With the newest config, as any deploy: one set while it was
+        // stopped applies now.
+        let config_version = self
+            .store
+            .config_version(app, environment, None)
+            .await?
+            .map(|v| v.version);
         self.start_deployment(
             DeploymentKind::Restart,
             environment,
             Runs {
                 release,
-                config_version: last.config_version,
+                config_version,
             },
             false,
             None,

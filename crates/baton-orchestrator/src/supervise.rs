@@ -41,10 +41,18 @@ impl Orchestrator {
                 | TargetState::Starting
                 | TargetState::Healthy => return,
                 TargetState::Warm | TargetState::Draining => {
-                    let _ = self.transition(&managed, TargetState::Stopped, None).await;
-                    self.forget(id);
+                    // Its release's instances go as one: a warm release
+                    // with an instance missing is no instant rollback.
+                    let first = managed
+                        .first
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .and_then(|first| self.managed(first));
+                    let group = first.unwrap_or_else(|| Arc::clone(&managed));
+                    self.stop_target(&group, &format!("its instance {id} exited"))
+                        .await;
                     let message = format!(
-                        "warm target {id} ({release}) {exit}; a rollback to it will start it again"
+                        "warm target {id} ({release}) {exit}; its release's instances were stopped, and a rollback to it will start them again"
                     );
                     self.event(&managed.key, EventKind::TargetExited, &message)
                         .await;

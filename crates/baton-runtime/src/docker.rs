@@ -100,9 +100,9 @@ fn create_body(spec: &TargetSpec, c: &ContainerSpec, network: String) -> Contain
         "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
         _ => RestartPolicyNameEnum::NO,
     };
-    // A worker runs its own command in the release's image, and listens on
-    // nothing.
-    let (cmd, exposed_ports, port_bindings) = if spec.is_web() {
+    // A worker runs its own command in the release's image, in place of
+    // the image's entrypoint and command, and listens on nothing.
+    let (entrypoint, cmd, exposed_ports, port_bindings) = if spec.is_web() {
         let bindings = HashMap::from([(
             port.clone(),
             Some(vec![PortBinding {
@@ -110,13 +110,14 @@ fn create_body(spec: &TargetSpec, c: &ContainerSpec, network: String) -> Contain
                 host_port: Some(spec.port.to_string()),
             }]),
         )]);
-        (None, Some(vec![port]), Some(bindings))
+        (None, None, Some(vec![port]), Some(bindings))
     } else {
-        let cmd = vec!["sh".to_string(), "-c".to_string(), spec.command.clone()];
-        (Some(cmd), None, None)
+        let shell = vec!["sh".to_string(), "-c".to_string()];
+        (Some(shell), Some(vec![spec.command.clone()]), None, None)
     };
     ContainerCreateBody {
         image: Some(c.image.clone()),
+        entrypoint,
         cmd,
         env: Some(env),
         labels: Some(HashMap::from([

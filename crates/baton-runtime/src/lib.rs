@@ -29,7 +29,7 @@ pub use process::{children_of, proc_stat, ProcStat, ProcessRuntime};
 pub use user::{app_command, base_env, AppUser};
 
 /// Everything needed to start one target.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TargetSpec {
     pub target_id: i64,
     pub app: String,
@@ -214,6 +214,24 @@ pub trait Runtime: Send + Sync + 'static {
     /// on copying its output to its log file).
     fn adopt<'a>(&'a self, _handle: &'a TargetHandle) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+}
+
+/// Its variables' values may be secrets (`baton config`): shown by name.
+impl std::fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetSpec")
+            .field("target_id", &self.target_id)
+            .field("app", &self.app)
+            .field("environment", &self.environment)
+            .field("release", &self.release)
+            .field("process", &self.process)
+            .field("dir", &self.dir)
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("port", &self.port)
+            .field("container", &self.container)
+            .finish()
     }
 }
 

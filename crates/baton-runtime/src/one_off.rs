@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::{app_command, AppUser, Exit, RuntimeError};
 
 /// What to run, where, with what.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CommandSpec {
     pub app: String,
     pub environment: String,
@@ -31,6 +31,20 @@ pub struct CommandSpec {
     pub command: String,
     /// The app's variables (manifest and config), Baton's added after.
     pub env: BTreeMap<String, String>,
+}
+
+/// Its variables' values may be secrets: shown by name.
+impl std::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandSpec")
+            .field("app", &self.app)
+            .field("environment", &self.environment)
+            .field("release", &self.release)
+            .field("dir", &self.dir)
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A running one-off command.

@@ -423,9 +423,7 @@ pub fn main(command: Vec<OsString>, unset: Vec<OsString>) -> ! {
         // keep ignored ones ignored.
         use tokio::signal::unix::{signal, SignalKind};
         let mut kept = Vec::new();
-        let stopping = std::sync::Arc::new(AtomicBool::new(false));
         for kind in [
-            SignalKind::terminate(),
             SignalKind::interrupt(),
             SignalKind::hangup(),
             SignalKind::quit(),
@@ -435,10 +433,13 @@ pub fn main(command: Vec<OsString>, unset: Vec<OsString>) -> ! {
         ] {
             kept.push(signal(kind)?);
         }
+        // SIGTERM is how a runtime stops a target (a reload or a
+        // terminal's signal is not a stop).
+        let mut terminate = signal(SignalKind::terminate())?;
+        let stopping = std::sync::Arc::new(AtomicBool::new(false));
         let noticed = std::sync::Arc::clone(&stopping);
         tokio::spawn(async move {
-            let any = kept.iter_mut().map(|s| Box::pin(s.recv()));
-            futures_util::future::select_all(any).await;
+            terminate.recv().await;
             noticed.store(true, Ordering::SeqCst);
         });
         let mut out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);

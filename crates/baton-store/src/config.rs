@@ -94,7 +94,7 @@ impl ConfigKey {
         let mut nonce = [0u8; NONCE_LEN];
         self.random
             .fill(&mut nonce)
-            .map_err(|_| StoreError::Conflict("no randomness from the system".into()))?;
+            .map_err(|_| StoreError::Sealed("no randomness from the system".into()))?;
         let mut data = serde_json::to_vec(values).unwrap_or_default();
         self.key
             .seal_in_place_append_tag(
@@ -102,7 +102,7 @@ impl ConfigKey {
                 Aad::from(context.as_bytes()),
                 &mut data,
             )
-            .map_err(|_| StoreError::Conflict("cannot seal the config".into()))?;
+            .map_err(|_| StoreError::Sealed("cannot seal the config".into()))?;
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&data);
         Ok(sealed)
@@ -110,8 +110,8 @@ impl ConfigKey {
 
     fn open(&self, sealed: &[u8], context: &str) -> Result<BTreeMap<String, String>> {
         let unreadable = || {
-            StoreError::Conflict(format!(
-                "the config of {context} does not open with this data folder's config.key; was the key replaced? Restore it, or set the values again"
+            StoreError::Sealed(format!(
+                "the config of {context} does not open with this data folder's config.key; was the key replaced? Restore the key from a backup"
             ))
         };
         if sealed.len() < NONCE_LEN {
@@ -277,6 +277,14 @@ impl Store {
             ))
         })?;
         key.open(&sealed, &context(app, environment, version))
+    }
+
+    /// Whether any config was ever sealed (with the data folder's key).
+    pub async fn has_sealed_config(&self) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM config_versions LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
     }
 
     /// An environment's config versions, newest first.

@@ -45,6 +45,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Config values that cannot be sealed or opened (the key).
+    #[error("{0}")]
+    Sealed(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -70,7 +73,9 @@ impl StoreError {
         match self {
             StoreError::NotFound(_) => Fault::NotFound,
             StoreError::Conflict(_) => Fault::Refused,
-            StoreError::Open { .. } | StoreError::Query(_) => Fault::Internal,
+            StoreError::Open { .. } | StoreError::Query(_) | StoreError::Sealed(_) => {
+                Fault::Internal
+            }
         }
     }
 }
@@ -224,6 +229,22 @@ const MIGRATIONS: &[&str] = &[
     // `[cron.NAME]`: every run of a job, a scheduled tick at most once.
     cron::CRON_SCHEMA,
 ];
+
+/// A target about to start, as `create_target` records it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewTarget<'a> {
+    pub app: &'a str,
+    pub environment: &'a str,
+    pub release_id: &'a str,
+    /// The deployment it belongs to.
+    pub deployment_id: i64,
+    /// Where the proxy reaches it; 0 for a worker.
+    pub port: u16,
+    /// `process` or `docker`.
+    pub runtime: &'a str,
+    /// `web`, or a worker's name.
+    pub process: &'a str,
+}
 
 /// How many deployments of one kind ended (or stand) in one state.
 #[derive(Debug, Clone, PartialEq)]
@@ -559,28 +580,19 @@ impl Store {
 
     // ---- targets ----
 
-    pub async fn create_target(
-        &self,
-        app: &str,
-        environment: &str,
-        release_id: &str,
-        deployment_id: i64,
-        port: u16,
-        runtime: &str,
-        process: &str,
-    ) -> Result<TargetRecord> {
+    pub async fn create_target(&self, new: &NewTarget<'_>) -> Result<TargetRecord> {
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO targets (app, environment, release_id, deployment_id, port, runtime, process, state, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, 'starting', ?, ?) RETURNING id",
         )
-        .bind(app)
-        .bind(environment)
-        .bind(release_id)
-        .bind(deployment_id)
-        .bind(port as i64)
-        .bind(runtime)
-        .bind(process)
+        .bind(new.app)
+        .bind(new.environment)
+        .bind(new.release_id)
+        .bind(new.deployment_id)
+        .bind(new.port as i64)
+        .bind(new.runtime)
+        .bind(new.process)
         .bind(now)
         .bind(now)
         .fetch_one(&self.pool)

@@ -379,10 +379,18 @@ mod tests {
         s.set_deployment_state(d.id, DeploymentState::Succeeded, None)
             .await
             .unwrap();
-        s.create_target(app, environment, release, d.id, 4000, "process", "web")
-            .await
-            .unwrap()
-            .id
+        s.create_target(&crate::NewTarget {
+            app,
+            environment,
+            release_id: release,
+            deployment_id: d.id,
+            port: 4000,
+            runtime: "process",
+            process: "web",
+        })
+        .await
+        .unwrap()
+        .id
     }
 
     #[tokio::test]

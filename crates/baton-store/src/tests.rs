@@ -189,7 +189,15 @@ async fn targets_and_routes_survive_reopening_the_store() {
             .await
             .unwrap();
         let t = s
-            .create_target("a", "production", "r1", d.id, 4000, "process", "web")
+            .create_target(&NewTarget {
+                app: "a",
+                environment: "production",
+                release_id: "r1",
+                deployment_id: d.id,
+                port: 4000,
+                runtime: "process",
+                process: "web",
+            })
             .await
             .unwrap();
         s.set_target_handle(t.id, "123@456").await.unwrap();

@@ -107,9 +107,13 @@ fn parse_pairs(
 ) -> Result<BTreeMap<String, String>> {
     let mut set = BTreeMap::new();
     let mut read_input = false;
-    for pair in pairs {
+    for (n, pair) in pairs.iter().enumerate() {
+        // Not echoed: a pair missing its `KEY=` may be the secret itself.
         let Some((name, value)) = pair.split_once('=') else {
-            bail!("{pair:?} is not KEY=VALUE (to read the value from standard input: {pair}=-)");
+            bail!(
+                "argument {} is not KEY=VALUE (to read a value from standard input: KEY=-)",
+                n + 1
+            );
         };
         let value = if value == "-" {
             if read_input {

@@ -224,8 +224,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Start an app stopped with `baton stop`: the release and config
-    /// that were live, deployed again.
+    /// Start an app stopped with `baton stop`: the release that was
+    /// live, deployed again with the newest config.
     Start {
         /// The app's name (as in its baton.toml).
         app: String,

@@ -116,29 +116,6 @@ fn visible_len(text: &str) -> usize {
     len
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(millis(12), "12 ms");
-        assert_eq!(millis(1234), "1.23 s");
-        assert_eq!(size(10), "10 B");
-        assert_eq!(size(2048), "2.0 KiB");
-        assert_eq!(visible_len("\x1b[32mok\x1b[0m"), 2);
-        assert_eq!(ago(now_ms() - 5_000), "5s ago");
-        assert_eq!(ago(now_ms() - 600_000), "10m ago");
-    }
-
-    #[test]
-    fn one_of_a_thing_is_singular() {
-        assert_eq!(count(1, "migration"), "1 migration");
-        assert_eq!(count(0, "warning"), "0 warnings");
-        assert_eq!(count(2, "error"), "2 errors");
-    }
-}
-
 /// Says on a terminal's stderr that something is still going on (`… what
 /// 3s`), once a second, until dropped; says nothing when stderr is not a
 /// terminal or the work ends within a second.
@@ -180,5 +157,28 @@ impl Drop for Progress {
         if let Some(done) = self.done.take() {
             let _ = done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(millis(12), "12 ms");
+        assert_eq!(millis(1234), "1.23 s");
+        assert_eq!(size(10), "10 B");
+        assert_eq!(size(2048), "2.0 KiB");
+        assert_eq!(visible_len("\x1b[32mok\x1b[0m"), 2);
+        assert_eq!(ago(now_ms() - 5_000), "5s ago");
+        assert_eq!(ago(now_ms() - 600_000), "10m ago");
+    }
+
+    #[test]
+    fn one_of_a_thing_is_singular() {
+        assert_eq!(count(1, "migration"), "1 migration");
+        assert_eq!(count(0, "warning"), "0 warnings");
+        assert_eq!(count(2, "error"), "2 errors");
     }
 }

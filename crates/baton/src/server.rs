@@ -196,7 +196,14 @@ pub async fn run(args: ServerArgs) -> Result<ExitCode> {
         docker: Arc::new(DockerRuntime::new(logs.clone())),
         app_user: app_user.clone(),
     };
-    let config_key = baton_store::ConfigKey::load_or_create(&data.join("config.key"))?;
+    let key_path = data.join("config.key");
+    if !key_path.exists() && store.has_sealed_config().await? {
+        return Err(anyhow!(
+            "{} is missing, but the store holds config values sealed with it: restore the file from a backup (without it they cannot be read)",
+            key_path.display()
+        ));
+    }
+    let config_key = baton_store::ConfigKey::load_or_create(&key_path)?;
     let orchestrator = Orchestrator::new(
         store,
         Arc::clone(&proxy),

@@ -12,6 +12,9 @@ use common::*;
 const HOST: &str = "hello.localhost";
 const CLIENTS: usize = 32;
 
+/// Test steps that block (the CLI, waiting for load), run off the runtime.
+type Work = Box<dyn FnOnce(&Server, &Load) + Send>;
+
 /// Requests answered so far by each live web instance of hello.
 fn answered(server: &Server) -> BTreeMap<i64, u64> {
     let status = server.json(&["status"]);
@@ -53,7 +56,7 @@ async fn three_instances_share_the_load_through_deploys_scaling_and_restarts() {
     let first = server.deploy(v1.path());
     assert_eq!(first["state"], "succeeded", "{first}");
     let load = Arc::new(Load::start(server.proxy, HOST, CLIENTS));
-    let blocking = |work: Box<dyn FnOnce(&Server, &Load) + Send>| {
+    let blocking = |work: Work| {
         let (s, l) = (Arc::clone(&server), Arc::clone(&load));
         tokio::task::spawn_blocking(move || work(&s, &l))
     };
