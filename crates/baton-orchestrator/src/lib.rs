@@ -285,6 +285,13 @@ pub struct EnvironmentStatus {
     /// `status`, not by `environment_status`.
     #[serde(default)]
     pub disk: Option<DiskUse>,
+    /// The variables its targets get, by name, and where each comes from
+    /// (`config` or `baton.toml`); never their values.
+    #[serde(default)]
+    pub variables: Vec<ConfigVar>,
+    /// The config version the live target runs with.
+    #[serde(default)]
+    pub config_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -968,6 +975,11 @@ impl Orchestrator {
             .await?
             .into_iter()
             .find(|d| d.environment == route.environment);
+        // Names and sources only (no values): `status` is for everyone.
+        let listing = self
+            .config_listing(&route.app, &route.environment, false)
+            .await
+            .ok();
         Ok(EnvironmentStatus {
             app: route.app.clone(),
             environment: route.environment.clone(),
@@ -980,6 +992,8 @@ impl Orchestrator {
             last_deployment,
             maintenance: self.maintenance_of(&RouteKey::new(&route.app, &route.environment)),
             disk: None,
+            variables: listing.as_ref().map(|l| l.vars.clone()).unwrap_or_default(),
+            config_version: listing.and_then(|l| l.live_version),
         })
     }
 

@@ -96,6 +96,18 @@ async fn secrets_reach_the_app_sealed_and_a_rollback_restores_them_with_zero_dow
     assert_eq!(greeting["source"], "config");
     assert_eq!(greeting["overrides_manifest"], true);
     assert!(!listing.to_string().contains(SECOND), "{listing}");
+    // `status` says where each variable comes from, never its value.
+    let status = server.json(&["status"]);
+    let secret = status[0]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "SECRET")
+        .cloned()
+        .unwrap_or_else(|| panic!("no SECRET in {status}"));
+    assert_eq!(secret["source"], "config");
+    assert!(secret.get("value").is_none(), "{secret}");
+    assert_eq!(status[0]["config_version"], 2);
     let revealed = server.json(&["config", "list", "hello", "--reveal"]);
     assert!(revealed.to_string().contains(SECOND), "{revealed}");
     let viewer = server.user_token("vera", &["--role", "viewer"]);
