@@ -139,9 +139,23 @@ async fn change(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RestartBody {
+struct EnvironmentBody {
     #[serde(default = "production")]
     environment: String,
+}
+
+/// The environment a restart, stop or start is for, once the caller may
+/// change it, and who asks.
+fn environment_change(
+    app: &str,
+    raw: &Bytes,
+    principal: &Principal,
+    peer: &Peer,
+) -> ApiResult<(String, baton_store::Actor)> {
+    check_app(app)?;
+    let b: EnvironmentBody = body(raw)?;
+    auth::may_change(principal, app, &b.environment)?;
+    Ok((b.environment, auth::actor(principal, peer)))
 }
 
 /// `baton restart`: the live release deployed again (blue-green).
@@ -152,12 +166,8 @@ async fn restart(
     Path(app): Path<String>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    check_app(&app)?;
-    let b: RestartBody = body(&raw)?;
-    auth::may_change(&principal, &app, &b.environment)?;
-    let deployment = o
-        .restart(&app, &b.environment, &auth::actor(&principal, &peer))
-        .await?;
+    let (environment, actor) = environment_change(&app, &raw, &principal, &peer)?;
+    let deployment = o.restart(&app, &environment, &actor).await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 
@@ -169,14 +179,11 @@ async fn stop(
     Path(app): Path<String>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    check_app(&app)?;
-    let b: RestartBody = body(&raw)?;
-    auth::may_change(&principal, &app, &b.environment)?;
-    o.stop_environment(&app, &b.environment, &auth::actor(&principal, &peer))
-        .await?;
+    let (environment, actor) = environment_change(&app, &raw, &principal, &peer)?;
+    o.stop_environment(&app, &environment, &actor).await?;
     Ok(Json(serde_json::json!({
         "app": app,
-        "environment": b.environment,
+        "environment": environment,
         "stopped": true,
     })))
 }
@@ -189,12 +196,8 @@ async fn start(
     Path(app): Path<String>,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    check_app(&app)?;
-    let b: RestartBody = body(&raw)?;
-    auth::may_change(&principal, &app, &b.environment)?;
-    let deployment = o
-        .start_environment(&app, &b.environment, &auth::actor(&principal, &peer))
-        .await?;
+    let (environment, actor) = environment_change(&app, &raw, &principal, &peer)?;
+    let deployment = o.start_environment(&app, &environment, &actor).await?;
     Ok((StatusCode::ACCEPTED, Json(deployment)))
 }
 

@@ -446,8 +446,8 @@ impl Orchestrator {
                 &job.key,
                 &job.release,
                 &job.manifest,
-                job.deployment.id,
-                job.deployment.config_version,
+                baton_runtime::WEB,
+                &job.deployment,
             )
             .await?;
         self.store
@@ -461,8 +461,8 @@ impl Orchestrator {
                     &job.key,
                     &job.release,
                     &job.manifest,
-                    job.deployment.id,
-                    job.deployment.config_version,
+                    baton_runtime::WEB,
+                    &job.deployment,
                 )
                 .await
             {
@@ -495,34 +495,39 @@ impl Orchestrator {
         Ok((first, Some(detail)))
     }
 
-    /// Starts one web target of `release` for deployment `d` (with its
-    /// config version), managed and supervised.
+    /// Starts one target of `release`'s `process` for `deployment` (with
+    /// its config version), managed and supervised: a web instance (a
+    /// port, starting until its health check) or a worker (no port, live
+    /// at once).
     pub(crate) async fn start_instance(
         self: &Arc<Self>,
         key: &RouteKey,
         release: &Release,
         manifest: &Manifest,
-        d: i64,
-        config_version: Option<i64>,
+        process: &str,
+        deployment: &Deployment,
     ) -> std::result::Result<Arc<Managed>, String> {
+        let web = process == baton_runtime::WEB;
         let runtime = self.runtime(manifest.runtime);
-        let port = free_port().map_err(|e| format!("no free port for the new target: {e}"))?;
-        let kind = manifest.runtime.as_str();
+        let port = match web {
+            true => free_port().map_err(|e| format!("no free port for the new target: {e}"))?,
+            false => 0,
+        };
         let record = self
             .store
             .create_target(&baton_store::NewTarget {
                 app: &key.app,
                 environment: &key.environment,
                 release_id: &release.id,
-                deployment_id: d,
+                deployment_id: deployment.id,
                 port,
-                runtime: kind,
-                process: baton_runtime::WEB,
+                runtime: manifest.runtime.as_str(),
+                process,
             })
             .await
             .map_err(|e| e.to_string())?;
         let config = self
-            .config_values(&key.app, &key.environment, config_version)
+            .config_values(&key.app, &key.environment, deployment.config_version)
             .await
             .map_err(|e| e.to_string())?;
         let started = match self.target_spec(&record, release, manifest, config) {
@@ -553,9 +558,14 @@ impl Orchestrator {
             spec,
             handle,
             TargetState::Starting,
-            manifest.web.stop_timeout,
+            crate::stop_timeout(manifest, process),
             runtime,
         );
+        if !web {
+            self.transition(&managed, TargetState::Live, None)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         self.manage(Arc::clone(&managed));
         self.supervise(Arc::clone(&managed));
         Ok(managed)

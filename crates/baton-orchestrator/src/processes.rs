@@ -14,10 +14,10 @@ use std::sync::Arc;
 use baton_manifest::Manifest;
 use baton_proxy::RouteKey;
 use baton_runtime::WEB;
-use baton_store::{EventKind, TargetState};
+use baton_store::{Deployment, EventKind, TargetState};
 use serde::{Deserialize, Serialize};
 
-use crate::{stop_timeout, Actor, Error, Managed, Orchestrator, Result};
+use crate::{Actor, Error, Managed, Orchestrator, Result};
 
 /// What one reconciliation did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,15 +53,17 @@ pub fn wanted(manifest: &Manifest, scaled: &[(String, u32)]) -> BTreeMap<String,
     manifest
         .processes
         .iter()
-        .map(|(name, process)| {
-            let n = scaled
-                .iter()
-                .find(|(p, _)| p == name)
-                .map(|(_, n)| *n)
-                .unwrap_or(process.instances);
-            (name.clone(), n)
-        })
+        .map(|(name, process)| (name.clone(), count(scaled, name, process.instances)))
         .collect()
+}
+
+/// How many of `process` run: `baton scale`'s count, else `manifest`'s.
+fn count(scaled: &[(String, u32)], process: &str, manifest: u32) -> u32 {
+    scaled
+        .iter()
+        .find(|(p, _)| p == process)
+        .map(|(_, n)| *n)
+        .unwrap_or(manifest)
 }
 
 impl Orchestrator {
@@ -69,12 +71,19 @@ impl Orchestrator {
     /// scale`'s count, else the manifest's.
     pub(crate) async fn web_instances(&self, key: &RouteKey, manifest: &Manifest) -> Result<u32> {
         let scaled = self.store.scale(&key.app, &key.environment).await?;
-        Ok(scaled
-            .into_iter()
-            .find(|(p, _)| p == WEB)
-            .map(|(_, n)| n)
-            .unwrap_or(manifest.web.instances)
-            .max(1))
+        Ok(count(&scaled, WEB, manifest.web.instances).max(1))
+    }
+
+    /// The deployment that put `live` live: its release and config are
+    /// what every instance and worker of the environment runs.
+    async fn live_deployment(&self, live: &baton_store::TargetRecord) -> Result<Deployment> {
+        let id = live.deployment_id.ok_or_else(|| {
+            Error::Internal(format!(
+                "live target {} names no deployment; deploy again",
+                live.id
+            ))
+        })?;
+        Ok(self.store.deployment(id).await?)
     }
 
     /// Whether workers of `key` run (an older release's, to be replaced).
@@ -135,6 +144,7 @@ impl Orchestrator {
             let manifest = Manifest::parse(&release.manifest, "baton.toml")
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             let scaled = self.store.scale(&key.app, &key.environment).await?;
+            let deployment = self.live_deployment(live).await?;
             for (name, instances) in wanted(&manifest, &scaled) {
                 let mut current = 0;
                 // Only running ones count: one found starting or stopping
@@ -152,10 +162,16 @@ impl Orchestrator {
                     }
                 }
                 for _ in current..instances {
-                    let id = self
-                        .start_worker(key, &release, &manifest, &name, live.deployment_id)
-                        .await?;
-                    done.started.push(id);
+                    let started = self
+                        .start_instance(key, &release, &manifest, &name, &deployment)
+                        .await
+                        .map_err(|e| {
+                            Error::Internal(format!(
+                                "worker {name} of {} could not start: {e}",
+                                key.app
+                            ))
+                        })?;
+                    done.started.push(started.record_id);
                 }
             }
         }
@@ -168,63 +184,6 @@ impl Orchestrator {
         futures_util::future::join_all(leaving.iter().map(|m| self.stop_target(m, reason))).await;
         done.stopped = leaving.iter().map(|m| m.record_id).collect();
         Ok(done)
-    }
-
-    async fn start_worker(
-        self: &Arc<Self>,
-        key: &RouteKey,
-        release: &baton_store::Release,
-        manifest: &Manifest,
-        process: &str,
-        deployment: Option<i64>,
-    ) -> Result<i64> {
-        let runtime = self.runtime(manifest.runtime);
-        let record = self
-            .store
-            .create_target(&baton_store::NewTarget {
-                app: &key.app,
-                environment: &key.environment,
-                release_id: &release.id,
-                deployment_id: deployment.unwrap_or(0),
-                port: 0,
-                runtime: manifest.runtime.as_str(),
-                process,
-            })
-            .await?;
-        let config = self.config_of_target(deployment).await?;
-        let values = self
-            .config_values(&key.app, &key.environment, config)
-            .await?;
-        let spec = self.target_spec(&record, release, manifest, values)?;
-        let handle = match runtime.start(&spec).await {
-            Ok(handle) => handle,
-            Err(e) => {
-                crate::noted(
-                    self.store
-                        .set_target_state(record.id, TargetState::Failed, None)
-                        .await,
-                    "set_target_state",
-                );
-                return Err(Error::Internal(format!(
-                    "worker {process} of {} could not start: {e}",
-                    key.app
-                )));
-            }
-        };
-        self.store
-            .set_target_handle(record.id, &handle.reference)
-            .await?;
-        let managed = Managed::new(
-            spec,
-            handle,
-            TargetState::Starting,
-            stop_timeout(manifest, process),
-            runtime,
-        );
-        self.transition(&managed, TargetState::Live, None).await?;
-        self.manage(Arc::clone(&managed));
-        self.supervise(managed);
-        Ok(record.id)
     }
 
     /// `baton scale APP web=N worker=M`: workers' counts, kept over the
@@ -313,11 +272,10 @@ impl Orchestrator {
         })?;
         let mut done = Reconciled::default();
         let mut instances = first.instances();
-        let config = self.config_of_target(live.deployment_id).await?;
-        let deployment = live.deployment_id.unwrap_or(0);
+        let deployment = self.live_deployment(live).await?;
         while (instances.len() as u32) + 1 < wanted {
             let started = self
-                .start_instance(key, release, manifest, deployment, config)
+                .start_instance(key, release, manifest, WEB, &deployment)
                 .await
                 .map_err(Error::Internal)?;
             let healthy = self

@@ -219,9 +219,11 @@ async fn list(common: &Common, app: &str, environment: &str, reveal: bool) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// `baton restart`: the live release deployed again, target by target.
-pub async fn restart(
+/// `baton restart` and `baton start`: the live (or, once stopped, the
+/// last live) release deployed again, followed like a deploy.
+pub async fn redeploy(
     common: &Common,
+    verb: &str,
     app: &str,
     environment: &str,
     no_wait: bool,
@@ -229,7 +231,7 @@ pub async fn restart(
     let api = Api::new(&common.api);
     let deployment: Deployment = api
         .post_json(
-            &format!("/apps/{app}/restart"),
+            &format!("/apps/{app}/{verb}"),
             &json!({ "environment": environment }),
         )
         .await?;
@@ -292,23 +294,6 @@ pub async fn stop(common: &Common, app: &str, environment: &str) -> Result<ExitC
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `baton start APP`: what was live before `stop`, deployed again.
-pub async fn start(
-    common: &Common,
-    app: &str,
-    environment: &str,
-    no_wait: bool,
-) -> Result<ExitCode> {
-    let api = Api::new(&common.api);
-    let deployment: Deployment = api
-        .post_json(
-            &format!("/apps/{app}/start"),
-            &json!({ "environment": environment }),
-        )
-        .await?;
-    crate::commands::follow_started(&api, common, deployment, no_wait, false).await
 }
 
 /// `baton run APP -- CMD…`: the command's output as it comes; its exit

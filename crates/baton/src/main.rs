@@ -669,7 +669,7 @@ fn main() -> ExitCode {
                 env,
                 no_wait,
                 common,
-            } => app_config::restart(&common, &app, &env.environment, no_wait).await,
+            } => app_config::redeploy(&common, "restart", &app, &env.environment, no_wait).await,
             Command::Config { command } => app_config::config(command).await,
             Command::Stop { app, env, common } => {
                 app_config::stop(&common, &app, &env.environment).await
@@ -679,7 +679,7 @@ fn main() -> ExitCode {
                 env,
                 no_wait,
                 common,
-            } => app_config::start(&common, &app, &env.environment, no_wait).await,
+            } => app_config::redeploy(&common, "start", &app, &env.environment, no_wait).await,
             Command::Scale {
                 app,
                 counts,
